@@ -1,0 +1,110 @@
+# idstream — build, test, demo, bench.
+#
+#   make            release-ish build of ./idstream (-O2, warnings are errors)
+#   make asan       the same under ASan+UBSan into build-asan/
+#   make test       bootstrap + sanitizer build + the whole suite
+#   make demo       bootstrap + build + the end-to-end demo on local services
+#   make bench      bootstrap + build + benchmarks (prints figures, asserts none)
+#   make format     clang-format every C file; make format-check verifies
+#   make docs       regenerate CONFIGURATION.md from the config table
+
+CC      ?= cc
+PKGS    := rdkafka rocksdb avro-c jansson ldap libcurl lua5.4 libmicrohttpd openssl
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcsv -lpthread -lm
+
+BUILD   ?= build
+ifeq ($(BUILD),build-asan)
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+else
+OPT     := -O2 -g
+endif
+
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -I. -I$(BUILD)/gen $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(OPT)
+
+LIB_DIRS := common schemas state ingest processors sinks
+LIB_SRC  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
+CMD_SRC  := $(wildcard cmd/*.c)
+GEN_SRC  := $(BUILD)/gen/avsc_embed.c
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/avsc_embed.o
+CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libidstream.a
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+
+.PHONY: all asan test unit demo bench format format-check docs clean bootstrap
+
+all: idstream
+
+idstream: $(BUILD)/idstream
+	@if [ "$(BUILD)" = build ]; then ln -sf $(BUILD)/idstream idstream; fi
+
+$(BUILD)/idstream: $(CMD_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(PKG_LIBS)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Schemas are compiled in, so the binary needs no files at run time.
+$(BUILD)/gen/avsc_embed.c: $(wildcard schemas/*.avsc) scripts/embed-avsc.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed-avsc.sh schemas/*.avsc > $@
+
+$(BUILD)/gen/avsc_embed.o: $(BUILD)/gen/avsc_embed.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(PKG_LIBS) -lcmocka
+
+$(BUILD)/tools/%: tests/tools/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(PKG_LIBS)
+
+unit: $(UNIT_BIN) $(TOOL_BIN) $(BUILD)/idstream
+
+asan:
+	$(MAKE) BUILD=build-asan build-asan/idstream unit
+
+bootstrap:
+	sh scripts/bootstrap.sh
+
+test: bootstrap
+	$(MAKE) BUILD=build-asan unit
+	IDSTREAM_BUILD=build-asan sh tests/run.sh
+
+demo: bootstrap
+	$(MAKE) all tools
+	sh scripts/demo.sh
+
+bench: bootstrap
+	$(MAKE) all tools
+	sh scripts/bench.sh
+
+.PHONY: tools
+tools: $(TOOL_BIN)
+
+FMT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FMT_FILES)
+format-check:
+	clang-format --dry-run --Werror $(FMT_FILES)
+
+docs: idstream
+	./idstream config docs > CONFIGURATION.md
+
+clean:
+	rm -rf build build-asan idstream
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

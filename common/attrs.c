@@ -1,0 +1,141 @@
+/*
+ * attrs.c — sorted string map (see attrs.h).  Lookups are binary searches;
+ * inserts shift the tail, which is fine for the tens of attributes a person
+ * has.
+ */
+#include "common/attrs.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+
+void id_attrs_init(id_attrs_t *a)
+{
+	a->items = NULL;
+	a->len = 0;
+	a->cap = 0;
+}
+
+void id_attrs_fini(id_attrs_t *a)
+{
+	if (a == NULL)
+		return;
+	for (size_t i = 0; i < a->len; i++) {
+		free(a->items[i].key);
+		free(a->items[i].value);
+	}
+	free(a->items);
+	id_attrs_init(a);
+}
+
+/* Index of key, or -(insertion point) - 1 when absent. */
+static long attrs_find(const id_attrs_t *a, const char *key)
+{
+	size_t lo = 0, hi = a->len;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(a->items[mid].key, key);
+		if (c == 0)
+			return (long)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -(long)lo - 1;
+}
+
+int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
+{
+	char *v = NULL;
+	if (value != NULL && (v = strdup(value)) == NULL)
+		return ID_ENOMEM;
+	long at = attrs_find(a, key);
+	if (at >= 0) {
+		free(a->items[at].value);
+		a->items[at].value = v;
+		return 0;
+	}
+	size_t pos = (size_t)(-at - 1);
+	if (a->len == a->cap) {
+		size_t ncap = a->cap ? a->cap * 2 : 8;
+		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
+		if (n == NULL) {
+			free(v);
+			return ID_ENOMEM;
+		}
+		a->items = n;
+		a->cap = ncap;
+	}
+	char *k = strdup(key);
+	if (k == NULL) {
+		free(v);
+		return ID_ENOMEM;
+	}
+	memmove(&a->items[pos + 1], &a->items[pos],
+	        (a->len - pos) * sizeof(*a->items));
+	a->items[pos].key = k;
+	a->items[pos].value = v;
+	a->len++;
+	return 0;
+}
+
+bool id_attrs_remove(id_attrs_t *a, const char *key)
+{
+	long at = attrs_find(a, key);
+	if (at < 0)
+		return false;
+	free(a->items[at].key);
+	free(a->items[at].value);
+	memmove(&a->items[at], &a->items[at + 1],
+	        (a->len - (size_t)at - 1) * sizeof(*a->items));
+	a->len--;
+	return true;
+}
+
+const char *id_attrs_get(const id_attrs_t *a, const char *key)
+{
+	long at = attrs_find(a, key);
+	return at >= 0 ? a->items[at].value : NULL;
+}
+
+bool id_attrs_has(const id_attrs_t *a, const char *key)
+{
+	return attrs_find(a, key) >= 0;
+}
+
+int id_attrs_copy(id_attrs_t *dst, const id_attrs_t *src)
+{
+	if (dst == src)
+		return 0;
+	id_attrs_fini(dst);
+	for (size_t i = 0; i < src->len; i++) {
+		/* Appending in order keeps dst sorted without searching. */
+		int rc = id_attrs_set(dst, src->items[i].key, src->items[i].value);
+		if (rc != 0) {
+			id_attrs_fini(dst);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static bool str_eq_null(const char *x, const char *y)
+{
+	if (x == NULL || y == NULL)
+		return x == y;
+	return strcmp(x, y) == 0;
+}
+
+bool id_attrs_equal(const id_attrs_t *a, const id_attrs_t *b)
+{
+	if (a->len != b->len)
+		return false;
+	for (size_t i = 0; i < a->len; i++) {
+		if (strcmp(a->items[i].key, b->items[i].key) != 0 ||
+		    !str_eq_null(a->items[i].value, b->items[i].value))
+			return false;
+	}
+	return true;
+}

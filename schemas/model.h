@@ -1,0 +1,146 @@
+/*
+ * model.h — the in-memory form of the three v1 records that travel between
+ * stages (see schemas/*.avsc for the wire contract; codec.h converts).
+ *
+ *   employee_event_t   ingest/     → hr.events          (key = employee id)
+ *   desired_identity_t processors/ → identity.desired   (key = employee id)
+ *   sink_result_t      sinks/      → sink.results       (key = employee id)
+ *
+ * Times are milliseconds since the Unix epoch, UTC.  Strings are UTF-8 and
+ * owned by the struct; *_fini() frees them and leaves the struct zeroed, so
+ * fini twice is safe.  Optional strings are NULL when absent.
+ */
+#ifndef IDSTREAM_MODEL_H
+#define IDSTREAM_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/attrs.h"
+
+/* Order matters: it is the Avro enum symbol order of EventType v1. */
+#define EMPLOYEE_EVENT_TYPE_MAP(X)                                             \
+	X(HIRE) X(UPDATE) X(TERMINATE) X(REHIRE) X(LEAVE_START) X(LEAVE_END)   \
+	X(CONVERSION) X(REEVALUATE) X(NAME_GRANTED) X(NAME_DENIED)             \
+	X(POLICY_ACTIVATED)
+
+typedef enum {
+#define EV_ENUM_(n) EV_##n,
+	EMPLOYEE_EVENT_TYPE_MAP(EV_ENUM_)
+#undef EV_ENUM_
+	EV_TYPE_COUNT
+} employee_event_type_t;
+
+const char *employee_event_type_name(employee_event_type_t t); /* "HIRE" */
+/* Returns 0 and sets *out, or ID_EINVALID for an unknown name. */
+int employee_event_type_parse(const char *name, employee_event_type_t *out);
+
+typedef struct employee_event {
+	char *event_id;        /* unique id of this event (hex) */
+	char *source;          /* "csv", "bamboohr", ... */
+	char *source_event_id; /* the source's own id, for dedupe */
+	char *employee_id;
+	employee_event_type_t type;
+	int64_t occurred_at; /* when the source saw the change */
+	int64_t effective_at; /* when it takes effect */
+	id_attrs_t attributes; /* changed attributes; NULL value = cleared */
+	char *actor;  /* optional */
+	char *reason; /* optional */
+} employee_event_t;
+
+void employee_event_init(employee_event_t *ev);
+void employee_event_fini(employee_event_t *ev);
+
+/* Order = Avro enum symbol order of LifecycleState v1. */
+#define LIFECYCLE_STATE_MAP(X) X(PENDING) X(ACTIVE) X(SUSPENDED) X(DISABLED) X(DELETED)
+
+typedef enum {
+#define LC_ENUM_(n) LC_##n,
+	LIFECYCLE_STATE_MAP(LC_ENUM_)
+#undef LC_ENUM_
+	LC_STATE_COUNT
+} lifecycle_state_t;
+
+const char *lifecycle_state_name(lifecycle_state_t s); /* "ACTIVE" */
+int lifecycle_state_parse(const char *name, lifecycle_state_t *out);
+
+/* Why an attribute has its value: the event and the mapping rule. */
+typedef struct attr_cause {
+	char *attribute;
+	char *event_id;
+	char *rule;
+} attr_cause_t;
+
+typedef struct desired_identity {
+	char *employee_id;
+	int64_t version; /* monotonic per employee, starts at 1 */
+	lifecycle_state_t state;
+	id_attrs_t attributes; /* target attribute name → value */
+	char **groups;         /* sorted, unique group names */
+	size_t ngroups;
+	char *container;  /* OU path relative to the people base, e.g. "ou=Sales" */
+	char *manager_id; /* optional: the manager's employee id */
+	char *policy_version;
+	char *cause_event_id; /* the event that produced this version */
+	int64_t effective_at; /* `now` of the fold that produced it */
+	attr_cause_t *causes; /* sorted by attribute */
+	size_t ncauses;
+} desired_identity_t;
+
+void desired_identity_init(desired_identity_t *d);
+void desired_identity_fini(desired_identity_t *d);
+/* Deep copy; dst is fini'd first.  Returns 0 or ID_ENOMEM. */
+int desired_identity_copy(desired_identity_t *dst, const desired_identity_t *src);
+/* Adds a group keeping the list sorted and unique.  0 or ID_ENOMEM. */
+int desired_identity_add_group(desired_identity_t *d, const char *group);
+/* Sets the cause of an attribute (replacing any).  0 or ID_ENOMEM. */
+int desired_identity_set_cause(desired_identity_t *d, const char *attribute,
+                               const char *event_id, const char *rule);
+/*
+ * True when a and b describe the same identity, ignoring version,
+ * cause_event_id, effective_at and causes — i.e. a new version would not
+ * change anything in a target.
+ */
+bool desired_identity_same_target_state(const desired_identity_t *a,
+                                        const desired_identity_t *b);
+
+#define SINK_OUTCOME_MAP(X) X(APPLIED) X(NOOP) X(FAILED) X(DEFERRED) X(HELD)
+
+typedef enum {
+#define SO_ENUM_(n) SINK_##n,
+	SINK_OUTCOME_MAP(SO_ENUM_)
+#undef SO_ENUM_
+	SINK_OUTCOME_COUNT
+} sink_outcome_t;
+
+const char *sink_outcome_name(sink_outcome_t o);
+int sink_outcome_parse(const char *name, sink_outcome_t *out);
+
+/* One operation done on a target.  op is e.g. "add", "modify", "modrdn",
+ * "group_add", "group_remove", "disable", "enable", "delete". */
+typedef struct sink_op {
+	char *op;
+	char *attribute; /* attribute, group or DN concerned */
+	char *old_value; /* optional */
+	char *new_value; /* optional */
+} sink_op_t;
+
+typedef struct sink_result {
+	char *target; /* e.g. "ldap" */
+	char *employee_id;
+	int64_t desired_version;
+	sink_outcome_t outcome;
+	sink_op_t *ops;
+	size_t nops;
+	char *error; /* optional */
+	int64_t at;  /* when the sink finished, wall clock */
+} sink_result_t;
+
+void sink_result_init(sink_result_t *r);
+void sink_result_fini(sink_result_t *r);
+/* Appends a copy of the op fields (old/new may be NULL).  0 or ID_ENOMEM. */
+int sink_result_add_op(sink_result_t *r, const char *op, const char *attribute,
+                       const char *old_value, const char *new_value);
+
+#endif
