@@ -59,8 +59,20 @@ int id_err_wrap(id_err_t *err, const char *fmt, ...)
 	va_end(ap);
 	char old[ID_ERR_MSG_MAX];
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix,
-	         old[0] ? old : id_err_str(err->code));
+	const char *rest = old[0] ? old : id_err_str(err->code);
+	/* Explicit lengths: the result is cut at the buffer end on purpose. */
+	size_t pl = strnlen(prefix, sizeof(prefix));
+	size_t n = pl < sizeof(err->msg) - 1 ? pl : sizeof(err->msg) - 1;
+	memcpy(err->msg, prefix, n);
+	if (n + 2 < sizeof(err->msg)) {
+		memcpy(err->msg + n, ": ", 2);
+		n += 2;
+	}
+	size_t rl = strlen(rest);
+	if (rl > sizeof(err->msg) - 1 - n)
+		rl = sizeof(err->msg) - 1 - n;
+	memcpy(err->msg + n, rest, rl);
+	err->msg[n + rl] = '\0';
 	return err->code;
 }
 

@@ -64,6 +64,19 @@ int id_kafka_partition_count(rd_kafka_t *rk, const char *topic, int32_t *out,
 int32_t id_kafka_partition_for_key(const void *key, size_t len, int32_t partition_cnt);
 
 /*
+ * Delivery tracking.  Every producer made here has a delivery-report callback
+ * that treats a non-NULL per-message opaque as an id_kafka_delivery_t: it
+ * decrements pending and keeps the first error.  Produce with
+ * RD_KAFKA_V_OPAQUE(&d) after d.pending++, then poll/flush until
+ * d.pending == 0 and check d.first_err.  Messages with a NULL opaque are
+ * not tracked (their failures are logged).
+ */
+typedef struct id_kafka_delivery {
+	long pending;
+	rd_kafka_resp_err_t first_err;
+} id_kafka_delivery_t;
+
+/*
  * Produces one message and waits until it is acknowledged (acks=all) or fails.
  * For low-volume paths and tests; bulk paths produce asynchronously and flush.
  */

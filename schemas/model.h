@@ -1,6 +1,6 @@
 /*
  * model.h — the in-memory form of the three v1 records that travel between
- * stages (see schemas/*.avsc for the wire contract; codec.h converts).
+ * stages (see the .avsc files in schemas/ for the wire contract; codec.h converts).
  *
  *   employee_event_t   ingest/     → hr.events          (key = employee id)
  *   desired_identity_t processors/ → identity.desired   (key = employee id)

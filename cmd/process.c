@@ -1,0 +1,672 @@
+/*
+ * process.c — `idstream process`: the I/O shell around the pure fold.
+ *
+ * Consumes <prefix>.hr.events in consumer group <prefix>.processor
+ * (read_committed), folds each event into the employee's record, and
+ * produces changed desired identities to <prefix>.identity.desired inside a
+ * Kafka transaction that also carries the consumed offsets (EOS v2).  Only
+ * after the commit are the touched records and the next offset of each
+ * partition written to RocksDB in one WriteBatch.
+ *
+ * Crash recovery: the stored offset S (RocksDB) is never ahead of the offset
+ * C committed in Kafka.  On assignment the partition is read from S; events
+ * in [S, C) were already folded and produced by a committed transaction, so
+ * they are re-derived into state without producing anything ("replay").
+ * From C on, processing is normal.  A lost state folder means S = 0: the
+ * whole partition is replayed, then processing resumes at C.
+ *
+ * State key layout (state.dir/processor):
+ *
+ *   | key                                      | value                    |
+ *   |------------------------------------------|--------------------------|
+ *   | 'R' be32(partition) employee_id          | employee_record bytes    |
+ *   | 'O' be32(partition)                      | be64(next input offset)  |
+ *
+ * Records are keyed by partition so one partition's state can be dropped and
+ * rebuilt on its own when partitions move between processes.
+ *
+ * Threading: one thread runs the loop; the rebalance callback runs inside
+ * rd_kafka_consumer_poll() on that same thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd/cli.h"
+#include "common/buf.h"
+#include "common/hmap.h"
+#include "common/kafka.h"
+#include "common/log.h"
+#include "processors/employee_record.h"
+#include "processors/fold.h"
+#include "processors/mapping.h"
+#include "schemas/codec.h"
+#include "state/store.h"
+
+#define PROC_MAX_PARTITIONS 4096
+
+typedef struct proc_partition {
+	int assigned;
+	int eof;
+	int64_t replay_until; /* offsets below it are replayed without output */
+	int64_t next_offset;  /* next offset to process (in the open txn) */
+	int64_t stored;       /* next offset as of the last WriteBatch */
+} proc_partition_t;
+
+typedef struct proc_overlay_rec {
+	employee_record_t *rec;
+	int32_t partition;
+} proc_overlay_rec_t;
+
+typedef struct proc {
+	const id_config_t *cfg;
+	rd_kafka_t *consumer;
+	rd_kafka_t *producer;
+	state_store_t *db;
+	codec_t *codec;
+	mapping_t *mapping;
+	char in_topic[256];
+	char out_topic[256];
+	proc_partition_t parts[PROC_MAX_PARTITIONS];
+	id_hmap_t overlay; /* employee id → proc_overlay_rec_t*, records of the open txn */
+	bool txn_open;
+	long txn_events;
+	struct timespec txn_started;
+	id_kafka_delivery_t delivery;
+	processor_stats_t *stats;
+	id_buf_t buf;
+	int fatal; /* set when the loop must stop with an error */
+	id_err_t fatal_err;
+} proc_t;
+
+static double elapsed_ms(const struct timespec *since)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - since->tv_sec) * 1e3 +
+	       (double)(now.tv_nsec - since->tv_nsec) / 1e6;
+}
+
+static void key_offset(unsigned char k[5], int32_t partition)
+{
+	k[0] = 'O';
+	state_be32_put(k + 1, (uint32_t)partition);
+}
+
+static employee_record_t *rec_new(void)
+{
+	employee_record_t *r = malloc(sizeof(*r));
+	if (r != NULL)
+		employee_record_init(r);
+	return r;
+}
+
+static void rec_free(employee_record_t *r)
+{
+	if (r == NULL)
+		return;
+	employee_record_fini(r);
+	free(r);
+}
+
+static int key_record(id_buf_t *b, int32_t partition, const char *employee_id)
+{
+	unsigned char p[5];
+	p[0] = 'R';
+	state_be32_put(p + 1, (uint32_t)partition);
+	id_buf_reset(b);
+	if (id_buf_append(b, p, 5) != 0 || id_buf_append_str(b, employee_id) != 0)
+		return ID_ENOMEM;
+	return 0;
+}
+
+/* Stored next offset of a partition, or -1 when the state has none. */
+static int64_t proc_stored_offset(proc_t *p, int32_t partition)
+{
+	unsigned char k[5];
+	void *v = NULL;
+	size_t vl = 0;
+	key_offset(k, partition);
+	int64_t off = -1;
+	if (state_store_get(p->db, k, 5, &v, &vl, NULL) == 0 && vl == 8)
+		off = (int64_t)state_be64_get(v);
+	free(v);
+	return off;
+}
+
+/* Loads the employee's record: the open transaction's copy first, then
+ * RocksDB, else a new empty record.  The returned record is owned by the
+ * overlay when *in_overlay, else by the caller. */
+static int proc_load(proc_t *p, int32_t partition, const char *employee_id,
+                     employee_record_t **out, bool *in_overlay, id_err_t *err)
+{
+	proc_overlay_rec_t *o = id_hmap_get(&p->overlay, employee_id);
+	*in_overlay = false;
+	if (o != NULL) {
+		*out = o->rec;
+		*in_overlay = true;
+		return 0;
+	}
+	void *v = NULL;
+	size_t vl = 0;
+	if (key_record(&p->buf, partition, employee_id) != 0)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	int rc = state_store_get(p->db, p->buf.data, p->buf.len, &v, &vl, err);
+	if (rc != 0 && rc != ID_ENOTFOUND)
+		return rc;
+	if ((*out = rec_new()) == NULL) {
+		free(v);
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	}
+	if (rc == ID_ENOTFOUND)
+		return 0;
+	rc = employee_record_decode(*out, v, vl, err);
+	free(v);
+	if (rc != 0) {
+		rec_free(*out);
+		*out = NULL;
+		id_err_wrap(err, "state of employee %s (partition %d)", employee_id, partition);
+	}
+	return rc;
+}
+
+static int proc_overlay_keep(proc_t *p, int32_t partition, employee_record_t *rec,
+                             const char *employee_id)
+{
+	proc_overlay_rec_t *o = malloc(sizeof(*o));
+	if (o == NULL)
+		return ID_ENOMEM;
+	o->rec = rec;
+	o->partition = partition;
+	if (id_hmap_put(&p->overlay, employee_id, o) != 0) {
+		free(o);
+		return ID_ENOMEM;
+	}
+	return 0;
+}
+
+static void proc_overlay_drop(proc_t *p)
+{
+	for (size_t i = 0; i < p->overlay.cap; i++) {
+		proc_overlay_rec_t *o = p->overlay.slots[i].value;
+		if (p->overlay.slots[i].key != NULL && o != NULL) {
+			rec_free(o->rec);
+			free(o);
+		}
+	}
+	id_hmap_clear(&p->overlay);
+}
+
+/* Writes the overlay's records and every partition's next offset in one
+ * atomic batch, then empties the overlay. */
+static int proc_persist(proc_t *p, id_err_t *err)
+{
+	int rc = 0;
+	state_batch_t *b = state_batch_create();
+	id_buf_t val = ID_BUF_INIT;
+	if (b == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->overlay.cap; i++) {
+		proc_overlay_rec_t *o = p->overlay.slots[i].value;
+		if (p->overlay.slots[i].key == NULL)
+			continue;
+		id_buf_reset(&val);
+		if ((rc = employee_record_encode(o->rec, &val, err)) != 0)
+			goto out;
+		if ((rc = key_record(&p->buf, o->partition, p->overlay.slots[i].key)) != 0)
+			goto out;
+		state_batch_put(b, p->buf.data, p->buf.len, val.data, val.len);
+	}
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
+		proc_partition_t *pp = &p->parts[i];
+		if (!pp->assigned || pp->next_offset == pp->stored || pp->next_offset < 0)
+			continue;
+		unsigned char k[5], v[8];
+		key_offset(k, i);
+		state_be64_put(v, (uint64_t)pp->next_offset);
+		state_batch_put(b, k, 5, v, 8);
+	}
+	if ((rc = state_batch_write(p->db, b, false, err)) != 0)
+		goto out;
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
+		if (p->parts[i].assigned && p->parts[i].next_offset >= 0)
+			p->parts[i].stored = p->parts[i].next_offset;
+	proc_overlay_drop(p);
+out:
+	id_buf_fini(&val);
+	state_batch_destroy(b);
+	return rc;
+}
+
+/* Rewinds every assigned partition to its stored offset after an aborted
+ * transaction, so the aborted events are processed again. */
+static void proc_rewind(proc_t *p)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
+		proc_partition_t *pp = &p->parts[i];
+		if (!pp->assigned || pp->stored < 0)
+			continue;
+		rd_kafka_topic_partition_list_add(l, p->in_topic, i)->offset = pp->stored;
+		pp->next_offset = pp->stored;
+		pp->eof = 0;
+	}
+	rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 10000);
+	if (e != NULL) {
+		id_log_error("processor", "rewinding after abort: %s", rd_kafka_error_string(e));
+		rd_kafka_error_destroy(e);
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Commits the open transaction (offsets included), then persists state.
+ * On an abortable error the transaction is aborted and input rewound. */
+static int proc_commit(proc_t *p, id_err_t *err)
+{
+	if (!p->txn_open)
+		return 0;
+	rd_kafka_error_t *e = NULL;
+	rd_kafka_consumer_group_metadata_t *cgmd = NULL;
+	rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(16);
+	int rc = 0;
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
+		proc_partition_t *pp = &p->parts[i];
+		/* Never send an offset below Kafka's committed one (a partition
+		 * still replaying): that would move the group backwards and make
+		 * the next restart produce those events' output twice. */
+		if (pp->assigned && pp->next_offset > pp->stored &&
+		    pp->next_offset > pp->replay_until)
+			rd_kafka_topic_partition_list_add(offs, p->in_topic, i)->offset =
+			    pp->next_offset;
+	}
+	if (offs->cnt > 0) {
+		cgmd = rd_kafka_consumer_group_metadata(p->consumer);
+		e = rd_kafka_send_offsets_to_transaction(p->producer, offs, cgmd, 30000);
+		if (e != NULL)
+			goto txn_error;
+	}
+	e = rd_kafka_commit_transaction(p->producer, 60000);
+	if (e != NULL)
+		goto txn_error;
+	p->txn_open = false;
+	if (p->delivery.first_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		/* Cannot happen after a successful commit; kept as an invariant. */
+		rc = id_kafka_err(err, p->delivery.first_err, "delivery in committed transaction");
+		goto out;
+	}
+	p->stats->txns++;
+	rc = proc_persist(p, err);
+	goto out;
+
+txn_error:
+	if (rd_kafka_error_txn_requires_abort(e)) {
+		id_log_warn("processor", "transaction aborted, retrying its events: %s",
+		            rd_kafka_error_string(e));
+		rd_kafka_error_destroy(e);
+		e = rd_kafka_abort_transaction(p->producer, 60000);
+		p->txn_open = false;
+		proc_overlay_drop(p);
+		if (e != NULL) {
+			rc = id_kafka_error(err, e, "aborting transaction");
+			goto out;
+		}
+		proc_rewind(p);
+	} else if (rd_kafka_error_is_retriable(e)) {
+		rd_kafka_error_destroy(e);
+		e = NULL;
+		rc = proc_commit(p, err); /* commit again: the txn is still open */
+	} else {
+		rc = id_kafka_error(err, e, "committing transaction");
+	}
+out:
+	if (e != NULL)
+		rd_kafka_error_destroy(e);
+	if (cgmd != NULL)
+		rd_kafka_consumer_group_metadata_destroy(cgmd);
+	rd_kafka_topic_partition_list_destroy(offs);
+	p->delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	return rc;
+}
+
+static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                           rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	proc_t *p = opaque;
+	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		for (int i = 0; i < parts->cnt; i++) {
+			int32_t part = parts->elems[i].partition;
+			if (part < 0 || part >= PROC_MAX_PARTITIONS)
+				continue;
+			proc_partition_t *pp = &p->parts[part];
+			memset(pp, 0, sizeof(*pp));
+			pp->assigned = 1;
+			int64_t stored = proc_stored_offset(p, part);
+			pp->stored = stored < 0 ? 0 : stored;
+			pp->next_offset = pp->stored;
+			pp->replay_until = -1;
+		}
+		/* Kafka's committed offsets tell where output stops being known. */
+		rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+		rd_kafka_resp_err_t ce = rd_kafka_committed(rk, c, 30000);
+		for (int i = 0; i < parts->cnt; i++) {
+			int32_t part = parts->elems[i].partition;
+			if (part < 0 || part >= PROC_MAX_PARTITIONS)
+				continue;
+			proc_partition_t *pp = &p->parts[part];
+			int64_t committed =
+			    ce == RD_KAFKA_RESP_ERR_NO_ERROR ? c->elems[i].offset : -1;
+			if (ce != RD_KAFKA_RESP_ERR_NO_ERROR) {
+				/* Without the committed offset we cannot tell replayed from
+				 * new events; producing twice would break exactly-once. */
+				p->fatal = 1;
+				id_kafka_err(&p->fatal_err, ce, "reading committed offsets");
+			}
+			if (committed > pp->stored) {
+				pp->replay_until = committed;
+				id_log_info("processor",
+				            "partition %d: re-deriving state from offset %lld to %lld "
+				            "without output",
+				            part, (long long)pp->stored, (long long)committed);
+			}
+			parts->elems[i].offset = pp->stored;
+		}
+		rd_kafka_topic_partition_list_destroy(c);
+		rd_kafka_assign(rk, parts);
+	} else {
+		id_err_t err = {0};
+		if (proc_commit(p, &err) != 0) {
+			id_log_error("processor", "committing before rebalance: %s", err.msg);
+			p->fatal = 1;
+			p->fatal_err = err;
+		}
+		proc_overlay_drop(p);
+		for (int i = 0; i < parts->cnt; i++) {
+			int32_t part = parts->elems[i].partition;
+			if (part >= 0 && part < PROC_MAX_PARTITIONS)
+				p->parts[part].assigned = 0;
+		}
+		rd_kafka_assign(rk, NULL);
+	}
+}
+
+/* Folds one event; produces the new desired version unless replaying. */
+static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_err_t *err)
+{
+	employee_event_t ev;
+	desired_identity_t d;
+	employee_record_t *rec = NULL;
+	bool in_overlay = false, emitted = false;
+	int rc = 0;
+	employee_event_init(&ev);
+	desired_identity_init(&d);
+
+	id_err_t derr = {0};
+	if (codec_decode_event(p->codec, m->payload, m->len, &ev, &derr) != 0) {
+		/* A record that cannot be read is refused loudly; it produces no
+		 * identity, and the offset moves on so one bad record cannot stop
+		 * every employee of the partition. */
+		id_log_kv(ID_LOG_ERROR, "processor", "refused undecodable event", "topic",
+		          p->in_topic, "error", derr.msg, NULL);
+		id_log_error("processor", "partition %d offset %lld: %s", m->partition,
+		             (long long)m->offset, derr.msg);
+		p->stats->rejected++;
+		goto out;
+	}
+	if ((rc = proc_load(p, m->partition, ev.employee_id, &rec, &in_overlay, err)) != 0)
+		goto out;
+	id_err_t ferr = {0};
+	int frc = fold_apply(rec, &ev, p->mapping, &d, &emitted, &ferr);
+	if (frc == ID_ENOMEM) {
+		if (!in_overlay)
+			rec_free(rec);
+		rc = id_err_set(err, ID_ENOMEM, "out of memory folding %s", ev.employee_id);
+		goto out;
+	}
+	/* On other fold errors the record holds whatever facts the fold could
+	 * absorb (see fold.h); it is kept, and the event is reported. */
+	if (!in_overlay &&
+	    (rc = proc_overlay_keep(p, m->partition, rec, ev.employee_id)) != 0) {
+		rec_free(rec);
+		id_err_set(err, rc, "out of memory");
+		goto out;
+	}
+	if (frc != 0) {
+		id_log_kv(ID_LOG_ERROR, "processor", "event refused by the fold", "employee",
+		          ev.employee_id, "event_id", ev.event_id, "error", ferr.msg, NULL);
+		p->stats->rejected++;
+		goto out;
+	}
+	if (replay) {
+		p->stats->replayed++;
+		goto out;
+	}
+	p->stats->events++;
+	if (emitted) {
+		id_buf_reset(&p->buf);
+		if ((rc = codec_encode_desired(p->codec, &d, &p->buf, err)) != 0)
+			goto out;
+		p->delivery.pending++;
+		rd_kafka_resp_err_t e = rd_kafka_producev(
+		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
+		    RD_KAFKA_V_KEY(ev.employee_id, strlen(ev.employee_id)),
+		    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&p->delivery),
+		    RD_KAFKA_V_END);
+		if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+			rd_kafka_poll(p->producer, 100);
+			e = rd_kafka_producev(
+			    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
+			    RD_KAFKA_V_KEY(ev.employee_id, strlen(ev.employee_id)),
+			    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
+			    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+			    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
+		}
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			p->delivery.pending--;
+			rc = id_kafka_err(err, e, "producing desired identity");
+			goto out;
+		}
+		p->stats->emitted++;
+	}
+out:
+	desired_identity_fini(&d);
+	employee_event_fini(&ev);
+	return rc;
+}
+
+/*
+ * Handles one consumed message.  Replayed events (below the partition's
+ * replay_until) run through the same transaction cycle as new ones but
+ * produce nothing; their state is persisted with the next commit.
+ */
+static int proc_on_message(proc_t *p, const rd_kafka_message_t *m, id_err_t *err)
+{
+	int32_t part = m->partition;
+	proc_partition_t *pp = (part >= 0 && part < PROC_MAX_PARTITIONS) ? &p->parts[part] : NULL;
+	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+		if (pp != NULL)
+			pp->eof = 1;
+		return 0;
+	}
+	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		id_log_warn("processor", "consumer: %s", rd_kafka_message_errstr(m));
+		return 0;
+	}
+	if (pp == NULL || !pp->assigned)
+		return 0;
+	pp->eof = 0;
+	if (!p->txn_open) {
+		rd_kafka_error_t *e = rd_kafka_begin_transaction(p->producer);
+		if (e != NULL) {
+			int rc = id_kafka_error(err, e, "beginning transaction");
+			rd_kafka_error_destroy(e);
+			return rc;
+		}
+		p->txn_open = true;
+		p->txn_events = 0;
+		clock_gettime(CLOCK_MONOTONIC, &p->txn_started);
+	}
+	int rc = proc_handle(p, m, m->offset < pp->replay_until, err);
+	if (rc != 0)
+		return rc;
+	pp->next_offset = m->offset + 1;
+	p->txn_events++;
+	return 0;
+}
+
+static bool proc_caught_up(proc_t *p)
+{
+	int n = 0;
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
+		if (!p->parts[i].assigned)
+			continue;
+		if (!p->parts[i].eof)
+			return false;
+		n++;
+	}
+	return n > 0;
+}
+
+int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *stats,
+                   stage_sync_t *sync, id_err_t *err)
+{
+	proc_t *p = calloc(1, sizeof(*p));
+	int rc = 0;
+	char path[1024], group[300], txid[300];
+	if (p == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	p->cfg = cfg;
+	p->stats = stats;
+	id_hmap_init(&p->overlay);
+	id_buf_init(&p->buf);
+	id_config_topic(cfg, "hr.events", p->in_topic, sizeof(p->in_topic));
+	id_config_topic(cfg, "identity.desired", p->out_topic, sizeof(p->out_topic));
+	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
+	snprintf(group, sizeof(group), "%s.processor", id_config_str(cfg, "topic.prefix"));
+	snprintf(txid, sizeof(txid), "%s.processor.%s", id_config_str(cfg, "topic.prefix"),
+	         id_config_str(cfg, "processor.instance_id"));
+	long batch_max = (long)id_config_int(cfg, "processor.batch_max");
+	double batch_ms = (double)id_config_int(cfg, "processor.batch_ms");
+
+	if ((rc = state_store_open(path, NULL, &p->db, err)) != 0)
+		goto out;
+	if ((p->codec = codec_create(err)) == NULL) {
+		rc = err ? err->code : ID_ENOMEM;
+		goto out;
+	}
+	p->mapping = mapping_create_default(id_config_str(cfg, "mapping.mail_domain"), err);
+	if (p->mapping == NULL) {
+		rc = err ? err->code : ID_ENOMEM;
+		goto out;
+	}
+	if ((p->producer = id_kafka_producer_create(cfg, "idstream-processor", txid, err)) ==
+	    NULL) {
+		rc = err ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	p->consumer =
+	    id_kafka_consumer_create(cfg, "idstream-processor", group, proc_rebalance, p, err);
+	if (p->consumer == NULL) {
+		rc = err ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	int32_t nparts = 0;
+	if ((rc = id_kafka_partition_count(p->consumer, p->in_topic, &nparts, err)) != 0)
+		goto out;
+	rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(sub, p->in_topic, RD_KAFKA_PARTITION_UA);
+	rd_kafka_resp_err_t se = rd_kafka_subscribe(p->consumer, sub);
+	rd_kafka_topic_partition_list_destroy(sub);
+	if (se != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = id_kafka_err(err, se, "subscribing to hr.events");
+		goto out;
+	}
+	id_log_info("processor", "consuming %s (%d partitions) as %s, transactional.id %s",
+	            p->in_topic, nparts, group, txid);
+
+	while (!cli_stop_requested && !p->fatal) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, 50);
+		if (m != NULL) {
+			rc = proc_on_message(p, m, err);
+			rd_kafka_message_destroy(m);
+			if (rc != 0)
+				goto out;
+		}
+		/* Commit when the batch is full, old enough, or input is idle. */
+		if (p->txn_open &&
+		    (p->txn_events >= batch_max || elapsed_ms(&p->txn_started) >= batch_ms ||
+		     (m == NULL && proc_caught_up(p)))) {
+			if ((rc = proc_commit(p, err)) != 0)
+				goto out;
+		}
+		if (until_idle && !p->txn_open && proc_caught_up(p))
+			break;
+	}
+	if (p->fatal) {
+		if (err)
+			*err = p->fatal_err;
+		rc = p->fatal_err.code ? p->fatal_err.code : ID_EKAFKA;
+		goto out;
+	}
+	if (p->txn_open && (rc = proc_commit(p, err)) != 0)
+		goto out;
+out:
+	if (p->txn_open) {
+		rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 30000);
+		if (e != NULL)
+			rd_kafka_error_destroy(e);
+		proc_overlay_drop(p);
+	}
+	if (sync != NULL)
+		sync->processor_idle = 1;
+	id_kafka_destroy(p->consumer);
+	id_kafka_destroy(p->producer);
+	mapping_destroy(p->mapping);
+	codec_destroy(p->codec);
+	proc_overlay_drop(p);
+	id_hmap_fini(&p->overlay);
+	state_store_close(p->db);
+	id_buf_fini(&p->buf);
+	free(p);
+	return rc;
+}
+
+static void process_usage(void)
+{
+	printf("usage: idstream process [--until-idle]\n"
+	       "\n"
+	       "Folds <prefix>.hr.events into desired identities on <prefix>.identity.desired,\n"
+	       "exactly once, with per-employee state in <state.dir>/processor. Run several\n"
+	       "processes with different processor.instance_id to share the partitions.\n"
+	       "\n"
+	       "  --until-idle   stop once every assigned partition is caught up\n");
+}
+
+void processor_stats_print(const processor_stats_t *st)
+{
+	printf("processor: %ld events folded, %ld desired versions produced, %ld re-derived "
+	       "after restart, %ld refused, %ld transactions\n",
+	       st->events, st->emitted, st->replayed, st->rejected, st->txns);
+}
+
+int cmd_process(cli_t *cli, int argc, char **argv)
+{
+	bool until_idle = false;
+	for (int i = 1; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			process_usage();
+			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--until-idle") == 0) {
+			until_idle = true;
+		} else {
+			return cli_usage_error("process", "unknown argument \"%s\"", argv[i]);
+		}
+	}
+	processor_stats_t stats = {0};
+	id_err_t err = {0};
+	int rc = processor_loop(cli->cfg, until_idle, &stats, NULL, &err);
+	processor_stats_print(&stats);
+	return rc == 0 ? CLI_EXIT_OK : cli_fail("process", &err);
+}

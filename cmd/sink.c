@@ -1,0 +1,466 @@
+/*
+ * sink.c — `idstream sink ldap`: the I/O shell that feeds desired identities
+ * to the LDAP sink core (sinks/sink_ldap.c) and publishes what it did.
+ *
+ * Consumes <prefix>.identity.desired in group <prefix>.sink.<target>
+ * (read_committed).  For each desired version newer than the version
+ * recorded as applied, the sink core reads the entry, diffs and applies the
+ * minimal operations; the applied version is then recorded and a SinkResult
+ * is published to <prefix>.sink.results.  Offsets are committed after the
+ * results are acknowledged, so a crash re-delivers at most the last batch —
+ * which the version check and the diff turn into zero LDAP writes.
+ *
+ * When the directory cannot be reached the message is retried with
+ * exponential backoff (capped) instead of being skipped: nothing is lost.
+ *
+ * State key layout (state.dir/sink-<target>):
+ *
+ *   | key                  | value                              |
+ *   |----------------------|------------------------------------|
+ *   | 'V' employee_id      | be64(last applied desired version) |
+ *
+ * Threading: one thread runs the loop.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd/cli.h"
+#include "common/buf.h"
+#include "common/kafka.h"
+#include "common/log.h"
+#include "schemas/codec.h"
+#include "sinks/sink_ldap.h"
+#include "state/store.h"
+
+#define SINK_MAX_PARTITIONS 4096
+#define SINK_COMMIT_EVERY 500
+
+typedef struct sink_run {
+	const id_config_t *cfg;
+	char target[128];
+	char in_topic[256];
+	char out_topic[256];
+	rd_kafka_t *consumer;
+	rd_kafka_t *producer;
+	state_store_t *db;
+	codec_t *codec;
+	sink_ldap_t *ldap;
+	sink_stats_t *stats;
+	id_kafka_delivery_t delivery;
+	int assigned[SINK_MAX_PARTITIONS];
+	int64_t eof_at[SINK_MAX_PARTITIONS]; /* offset of the last EOF, -1 none */
+	int64_t next[SINK_MAX_PARTITIONS];   /* next offset to commit, -1 none */
+	long uncommitted;
+	id_buf_t buf;
+} sink_run_t;
+
+static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                           rd_kafka_topic_partition_list_t *parts, void *opaque);
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static int64_t sink_applied_version(sink_run_t *s, const char *employee_id)
+{
+	void *v = NULL;
+	size_t vl = 0;
+	int64_t ver = 0;
+	id_buf_reset(&s->buf);
+	id_buf_append_u8(&s->buf, 'V');
+	id_buf_append_str(&s->buf, employee_id);
+	if (state_store_get(s->db, s->buf.data, s->buf.len, &v, &vl, NULL) == 0 && vl == 8)
+		ver = (int64_t)state_be64_get(v);
+	free(v);
+	return ver;
+}
+
+static int sink_record_version(sink_run_t *s, const char *employee_id, int64_t version,
+                               id_err_t *err)
+{
+	unsigned char v[8];
+	state_be64_put(v, (uint64_t)version);
+	id_buf_reset(&s->buf);
+	id_buf_append_u8(&s->buf, 'V');
+	id_buf_append_str(&s->buf, employee_id);
+	return state_store_put(s->db, s->buf.data, s->buf.len, v, 8, err);
+}
+
+/* Waits for every published result, then commits the consumed offsets. */
+static int sink_commit(sink_run_t *s, id_err_t *err)
+{
+	while (s->delivery.pending > 0)
+		rd_kafka_poll(s->producer, 100);
+	if (s->delivery.first_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		int rc = id_kafka_err(err, s->delivery.first_err, "publishing sink results");
+		s->delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+		return rc;
+	}
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
+		if (s->assigned[i] && s->next[i] >= 0)
+			rd_kafka_topic_partition_list_add(l, s->in_topic, i)->offset = s->next[i];
+	}
+	int rc = 0;
+	if (l->cnt > 0) {
+		rd_kafka_resp_err_t e = rd_kafka_commit(s->consumer, l, 0);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+			rc = id_kafka_err(err, e, "committing sink offsets");
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+	if (rc == 0) {
+		for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++)
+			s->next[i] = -1;
+		s->uncommitted = 0;
+	}
+	return rc;
+}
+
+static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                           rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	sink_run_t *s = opaque;
+	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		for (int i = 0; i < parts->cnt; i++) {
+			int32_t p = parts->elems[i].partition;
+			if (p >= 0 && p < SINK_MAX_PARTITIONS) {
+				s->assigned[p] = 1;
+				s->eof_at[p] = -1;
+				s->next[p] = -1;
+			}
+		}
+		rd_kafka_assign(rk, parts);
+	} else {
+		id_err_t err = {0};
+		if (sink_commit(s, &err) != 0)
+			id_log_warn("sink", "commit before rebalance: %s", err.msg);
+		for (int i = 0; i < parts->cnt; i++) {
+			int32_t p = parts->elems[i].partition;
+			if (p >= 0 && p < SINK_MAX_PARTITIONS)
+				s->assigned[p] = 0;
+		}
+		rd_kafka_assign(rk, NULL);
+	}
+}
+
+static void sink_count(sink_run_t *s, const sink_result_t *r)
+{
+	sink_stats_t *st = s->stats;
+	if (r->outcome == SINK_FAILED) {
+		st->failed++;
+		return;
+	}
+	if (r->outcome == SINK_NOOP || r->nops == 0) {
+		st->noop++;
+		return;
+	}
+	bool created = false, disabled = false, enabled = false;
+	for (size_t i = 0; i < r->nops; i++) {
+		const char *op = r->ops[i].op;
+		if (strcmp(op, "add") == 0)
+			created = true;
+		else if (strcmp(op, "disable") == 0)
+			disabled = true;
+		else if (strcmp(op, "enable") == 0)
+			enabled = true;
+	}
+	st->ldap_ops += (long)r->nops;
+	if (created)
+		st->created++;
+	else if (disabled)
+		st->disabled++;
+	else if (enabled)
+		st->enabled++;
+	else
+		st->updated++;
+}
+
+static int sink_publish(sink_run_t *s, const sink_result_t *r, id_err_t *err)
+{
+	id_buf_t out = ID_BUF_INIT;
+	int rc = codec_encode_result(s->codec, r, &out, err);
+	if (rc != 0)
+		goto done;
+	s->delivery.pending++;
+	for (;;) {
+		rd_kafka_resp_err_t e = rd_kafka_producev(
+		    s->producer, RD_KAFKA_V_TOPIC(s->out_topic),
+		    RD_KAFKA_V_KEY(r->employee_id, strlen(r->employee_id)),
+		    RD_KAFKA_V_VALUE(out.data, out.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_OPAQUE(&s->delivery), RD_KAFKA_V_END);
+		if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+			rd_kafka_poll(s->producer, 100);
+			continue;
+		}
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			s->delivery.pending--;
+			rc = id_kafka_err(err, e, "publishing sink result");
+		}
+		break;
+	}
+	rd_kafka_poll(s->producer, 0);
+done:
+	id_buf_fini(&out);
+	return rc;
+}
+
+/* Applies one desired version.  Returns non-zero only for errors that must
+ * stop the loop; an unreachable directory is retried here. */
+static int sink_handle(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
+{
+	desired_identity_t d;
+	sink_result_t r;
+	int rc = 0;
+	desired_identity_init(&d);
+	sink_result_init(&r);
+	id_err_t derr = {0};
+	if (codec_decode_desired(s->codec, m->payload, m->len, &d, &derr) != 0) {
+		id_log_error("sink", "%s partition %d offset %lld: refused: %s", s->in_topic,
+		             m->partition, (long long)m->offset, derr.msg);
+		s->stats->failed++;
+		goto out;
+	}
+	s->stats->seen++;
+	if (d.version <= sink_applied_version(s, d.employee_id)) {
+		s->stats->skipped++;
+		goto out;
+	}
+	long backoff = 200;
+	for (;;) {
+		id_err_t aerr = {0};
+		sink_result_fini(&r);
+		sink_result_init(&r);
+		rc = sink_ldap_apply(s->ldap, &d, &r, &aerr);
+		if (rc == 0)
+			break;
+		if (cli_stop_requested) {
+			rc = id_err_set(err, ID_EINTERRUPTED, "stopped while %s was unreachable",
+			                s->target);
+			goto out;
+		}
+		/* The directory is unreachable: keep the message and retry. */
+		id_log_warn("sink", "target %s unavailable, retrying in %ld ms: %s", s->target,
+		            backoff, aerr.msg);
+		sleep_ms(backoff);
+		backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
+		rc = 0;
+	}
+	if (r.target == NULL)
+		r.target = strdup(s->target);
+	if (r.employee_id == NULL)
+		r.employee_id = strdup(d.employee_id);
+	r.desired_version = d.version;
+	if (r.outcome != SINK_FAILED &&
+	    (rc = sink_record_version(s, d.employee_id, d.version, err)) != 0)
+		goto out;
+	if (r.outcome == SINK_FAILED)
+		id_log_kv(ID_LOG_ERROR, "sink", "apply failed", "target", s->target, "employee",
+		          d.employee_id, "error", r.error ? r.error : "", NULL);
+	sink_count(s, &r);
+	rc = sink_publish(s, &r, err);
+out:
+	sink_result_fini(&r);
+	desired_identity_fini(&d);
+	return rc;
+}
+
+static bool sink_caught_up(sink_run_t *s, const int64_t *hwm)
+{
+	int n = 0;
+	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
+		if (!s->assigned[i])
+			continue;
+		if (s->eof_at[i] < 0 || (hwm != NULL && s->eof_at[i] < hwm[i]))
+			return false;
+		n++;
+	}
+	return n > 0;
+}
+
+/* High watermarks of every assigned partition (after the processor is done
+ * they bound what the sink must have read before it may stop). */
+static void sink_watermarks(sink_run_t *s, int64_t *hwm)
+{
+	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
+		int64_t lo = 0, hi = 0;
+		hwm[i] = 0;
+		if (s->assigned[i] &&
+		    rd_kafka_query_watermark_offsets(s->consumer, s->in_topic, i, &lo, &hi,
+		                                     10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+			hwm[i] = hi;
+	}
+}
+
+int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
+                   stage_sync_t *sync, id_err_t *err)
+{
+	sink_run_t *s = calloc(1, sizeof(*s));
+	int64_t *hwm = NULL;
+	char path[1024], group[300], *password = NULL;
+	int rc = 0;
+	if (s == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	s->cfg = cfg;
+	s->stats = stats;
+	id_buf_init(&s->buf);
+	snprintf(s->target, sizeof(s->target), "%s", id_config_str(cfg, "sink.ldap.target"));
+	id_config_topic(cfg, "identity.desired", s->in_topic, sizeof(s->in_topic));
+	id_config_topic(cfg, "sink.results", s->out_topic, sizeof(s->out_topic));
+	snprintf(path, sizeof(path), "%s/sink-%s", id_config_str(cfg, "state.dir"), s->target);
+	snprintf(group, sizeof(group), "%s.sink.%s", id_config_str(cfg, "topic.prefix"),
+	         s->target);
+
+	if ((rc = id_config_secret(cfg, "ldap.bind_password_file", "IDSTREAM_LDAP_BIND_PASSWORD",
+	                           &password, err)) != 0)
+		goto out;
+	sink_ldap_opts_t lo = {
+	    .url = id_config_str(cfg, "ldap.url"),
+	    .bind_dn = id_config_str(cfg, "ldap.bind_dn"),
+	    .bind_password = password,
+	    .people_dn = id_config_str(cfg, "ldap.people_dn"),
+	    .groups_dn = id_config_str(cfg, "ldap.groups_dn"),
+	    .timeout_ms = (int)id_config_int(cfg, "ldap.timeout_ms"),
+	};
+	if ((s->ldap = sink_ldap_open(&lo, err)) == NULL) {
+		rc = err ? err->code : ID_ELDAP;
+		goto out;
+	}
+	if ((rc = state_store_open(path, NULL, &s->db, err)) != 0)
+		goto out;
+	if ((s->codec = codec_create(err)) == NULL) {
+		rc = err ? err->code : ID_ENOMEM;
+		goto out;
+	}
+	if ((s->producer = id_kafka_producer_create(cfg, "idstream-sink", NULL, err)) == NULL) {
+		rc = err ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	s->consumer = id_kafka_consumer_create(cfg, "idstream-sink", group, sink_rebalance, s, err);
+	if (s->consumer == NULL) {
+		rc = err ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(sub, s->in_topic, RD_KAFKA_PARTITION_UA);
+	rd_kafka_resp_err_t se = rd_kafka_subscribe(s->consumer, sub);
+	rd_kafka_topic_partition_list_destroy(sub);
+	if (se != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = id_kafka_err(err, se, "subscribing to identity.desired");
+		goto out;
+	}
+	id_log_info("sink", "target %s: consuming %s as %s, directory %s", s->target,
+	            s->in_topic, group, lo.url);
+
+	while (!cli_stop_requested) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 50);
+		if (m != NULL) {
+			int32_t p = m->partition;
+			bool ok = p >= 0 && p < SINK_MAX_PARTITIONS && s->assigned[p];
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+				if (ok)
+					s->eof_at[p] = m->offset;
+			} else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+				id_log_warn("sink", "consumer: %s", rd_kafka_message_errstr(m));
+			} else if (ok) {
+				s->eof_at[p] = -1;
+				rc = sink_handle(s, m, err);
+				if (rc == 0) {
+					s->next[p] = m->offset + 1;
+					s->uncommitted++;
+				}
+			}
+			rd_kafka_message_destroy(m);
+			if (rc != 0)
+				goto out;
+		}
+		if (s->uncommitted >= SINK_COMMIT_EVERY || (m == NULL && s->uncommitted > 0)) {
+			if ((rc = sink_commit(s, err)) != 0)
+				goto out;
+		}
+		if (!until_idle)
+			continue;
+		if (sync == NULL) {
+			if (sink_caught_up(s, NULL))
+				break;
+		} else if (sync->processor_idle) {
+			/* The processor has committed everything; read up to the end
+			 * offsets that exist now, then stop. */
+			if (hwm == NULL) {
+				hwm = calloc(SINK_MAX_PARTITIONS, sizeof(*hwm));
+				if (hwm == NULL) {
+					rc = id_err_set(err, ID_ENOMEM, "out of memory");
+					goto out;
+				}
+				sink_watermarks(s, hwm);
+			}
+			if (sink_caught_up(s, hwm))
+				break;
+		}
+	}
+	rc = sink_commit(s, err);
+out:
+	if (password != NULL) {
+		memset(password, 0, strlen(password));
+		free(password);
+	}
+	free(hwm);
+	id_kafka_destroy(s->consumer);
+	id_kafka_destroy(s->producer);
+	sink_ldap_close(s->ldap);
+	codec_destroy(s->codec);
+	state_store_close(s->db);
+	id_buf_fini(&s->buf);
+	free(s);
+	return rc;
+}
+
+static void sink_usage(void)
+{
+	printf("usage: idstream sink ldap [--until-idle]\n"
+	       "\n"
+	       "Applies <prefix>.identity.desired to an LDAP directory (ldap.* options) and\n"
+	       "publishes what it did to <prefix>.sink.results. Versions already applied are\n"
+	       "skipped; every apply reads the entry first and writes only the differences.\n"
+	       "The bind password comes from IDSTREAM_LDAP_BIND_PASSWORD or\n"
+	       "ldap.bind_password_file.\n"
+	       "\n"
+	       "  --until-idle   stop once every assigned partition is caught up\n");
+}
+
+void sink_stats_print(const char *target, const sink_stats_t *st)
+{
+	printf("sink %s: %ld created, %ld updated, %ld disabled, %ld enabled, %ld unchanged, "
+	       "%ld failed, %ld already applied (%ld LDAP operations)\n",
+	       target, st->created, st->updated, st->disabled, st->enabled, st->noop, st->failed,
+	       st->skipped, st->ldap_ops);
+}
+
+int cmd_sink(cli_t *cli, int argc, char **argv)
+{
+	bool until_idle = false;
+	if (argc >= 2 && cli_is_help(argv[1])) {
+		sink_usage();
+		return CLI_EXIT_OK;
+	}
+	if (argc < 2 || strcmp(argv[1], "ldap") != 0)
+		return cli_usage_error("sink", "expected a target kind: ldap");
+	for (int i = 2; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			sink_usage();
+			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--until-idle") == 0) {
+			until_idle = true;
+		} else {
+			return cli_usage_error("sink", "unknown argument \"%s\"", argv[i]);
+		}
+	}
+	sink_stats_t st = {0};
+	id_err_t err = {0};
+	int rc = sink_ldap_loop(cli->cfg, until_idle, &st, NULL, &err);
+	sink_stats_print(id_config_str(cli->cfg, "sink.ldap.target"), &st);
+	return rc == 0 ? CLI_EXIT_OK : cli_fail("sink ldap", &err);
+}

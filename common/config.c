@@ -1,0 +1,357 @@
+/*
+ * config.c — the option table and its loaders (see config.h).
+ *
+ * The table below is the single source of truth: parsing, validation,
+ * environment overrides and CONFIGURATION.md (`idstream config docs`) all
+ * come from it.  Adding an option means adding one row.
+ */
+#include "common/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+typedef enum { OPT_STR, OPT_INT, OPT_DOUBLE, OPT_BOOL } opt_type_t;
+
+typedef struct opt_def {
+	const char *name;
+	opt_type_t type;
+	const char *def;
+	double min, max; /* for numbers; min > max means unbounded */
+	const char *doc;
+} opt_def_t;
+
+static const opt_def_t opt_table[] = {
+    {"topic.prefix", OPT_STR, "idstream", 0, -1,
+     "Prefix of every topic of this deployment: `<prefix>.hr.events`, "
+     "`<prefix>.identity.desired`, `<prefix>.sink.results`."},
+    {"topic.partitions", OPT_INT, "12", 1, 10000,
+     "Partitions of each topic made by `idstream topics create`. More partitions allow "
+     "more processor and sink processes."},
+    {"topic.replication_factor", OPT_INT, "1", 1, 16,
+     "Replication factor of topics made by `idstream topics create` (use 3 in "
+     "production)."},
+    {"state.dir", OPT_STR, "./state", 0, -1,
+     "Folder of the local RocksDB state of every stage (one sub-folder per stage). "
+     "State is a cache of the log: losing it costs a replay, never data."},
+    {"log.level", OPT_STR, "info", 0, -1, "Log threshold: debug, info, warn or error."},
+    {"ingest.source", OPT_STR, "csv", 0, -1,
+     "Name of the HR source recorded in every event ingested from files, and the "
+     "name of its snapshot."},
+    {"ingest.termination_threshold", OPT_DOUBLE, "0.2", 0, 1,
+     "Largest fraction of known active employees that one export may terminate "
+     "(by leaving them out). Above it nothing is published unless `--force` is given."},
+    {"mapping.mail_domain", OPT_STR, "example.com", 0, -1,
+     "Domain of the e-mail addresses the default mapping gives (`uid@domain`)."},
+    {"processor.instance_id", OPT_STR, "0", 0, -1,
+     "Stable id of this processor process; its Kafka transactional.id is "
+     "`<prefix>.processor.<instance_id>`. Give each concurrently running processor a "
+     "different one and keep it across restarts (zombie fencing relies on it)."},
+    {"processor.batch_max", OPT_INT, "1000", 1, 1000000,
+     "Most input events per Kafka transaction."},
+    {"processor.batch_ms", OPT_INT, "100", 1, 60000,
+     "Longest time a transaction stays open collecting events, in milliseconds."},
+    {"ldap.url", OPT_STR, "ldap://127.0.0.1:13890/", 0, -1, "LDAP server URL of the ldap sink."},
+    {"ldap.bind_dn", OPT_STR, "cn=admin,dc=example,dc=com", 0, -1, "DN the ldap sink binds as."},
+    {"ldap.bind_password_file", OPT_STR, "", 0, -1,
+     "File holding the bind password (trailing newline ignored). The environment "
+     "variable `IDSTREAM_LDAP_BIND_PASSWORD` takes precedence. Never put the password "
+     "itself in the config file or on the command line."},
+    {"ldap.base_dn", OPT_STR, "dc=example,dc=com", 0, -1, "Base DN of the directory."},
+    {"ldap.people_dn", OPT_STR, "ou=people,dc=example,dc=com", 0, -1,
+     "DN under which accounts are kept (one OU per department below it)."},
+    {"ldap.groups_dn", OPT_STR, "ou=groups,dc=example,dc=com", 0, -1,
+     "DN under which groups (groupOfNames) are kept."},
+    {"ldap.timeout_ms", OPT_INT, "10000", 100, 600000, "Timeout of each LDAP operation."},
+    {"sink.ldap.target", OPT_STR, "ldap", 0, -1,
+     "Target name of the ldap sink: names its consumer group "
+     "(`<prefix>.sink.<target>`), its state and its results."},
+    {"kafka.bootstrap.servers", OPT_STR, "127.0.0.1:19092", 0, -1,
+     "Kafka brokers. Every `kafka.*` key is passed to librdkafka without the "
+     "`kafka.` prefix (see librdkafka's CONFIGURATION.md), e.g. "
+     "`kafka.security.protocol = SASL_SSL`."},
+};
+
+#define OPT_COUNT (sizeof(opt_table) / sizeof(opt_table[0]))
+
+struct id_config {
+	char *values[OPT_COUNT]; /* current value of each table option */
+	id_attrs_t kafka;        /* kafka.* pass-through, prefix stripped */
+};
+
+static long opt_find(const char *name)
+{
+	for (size_t i = 0; i < OPT_COUNT; i++)
+		if (strcmp(opt_table[i].name, name) == 0)
+			return (long)i;
+	return -1;
+}
+
+id_config_t *id_config_create(void)
+{
+	id_config_t *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	id_attrs_init(&c->kafka);
+	for (size_t i = 0; i < OPT_COUNT; i++) {
+		if (id_config_set(c, opt_table[i].name, opt_table[i].def, NULL) != 0) {
+			id_config_destroy(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+void id_config_destroy(id_config_t *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < OPT_COUNT; i++)
+		free(c->values[i]);
+	id_attrs_fini(&c->kafka);
+	free(c);
+}
+
+static int opt_validate(const opt_def_t *d, const char *value, id_err_t *err)
+{
+	char *end = NULL;
+	double v = 0;
+	switch (d->type) {
+	case OPT_STR:
+		return 0;
+	case OPT_BOOL:
+		if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
+			return 0;
+		return id_err_set(err, ID_ECONFIG, "%s: expected true or false, got \"%s\"",
+		                  d->name, value);
+	case OPT_INT:
+		errno = 0;
+		v = (double)strtoll(value, &end, 10);
+		break;
+	case OPT_DOUBLE:
+		errno = 0;
+		v = strtod(value, &end);
+		break;
+	}
+	if (end == value || *end != '\0' || errno != 0)
+		return id_err_set(err, ID_ECONFIG, "%s: expected a %s, got \"%s\"", d->name,
+		                  d->type == OPT_INT ? "whole number" : "number", value);
+	if (d->min <= d->max && (v < d->min || v > d->max))
+		return id_err_set(err, ID_ECONFIG, "%s: %s is out of range [%g, %g]", d->name,
+		                  value, d->min, d->max);
+	return 0;
+}
+
+int id_config_set(id_config_t *c, const char *key, const char *value, id_err_t *err)
+{
+	long at = opt_find(key);
+	if (strncmp(key, "kafka.", 6) == 0 && key[6] != '\0') {
+		if (id_attrs_set(&c->kafka, key + 6, value) != 0)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+	} else if (at < 0) {
+		return id_err_set(err, ID_ECONFIG, "unknown option \"%s\"", key);
+	}
+	if (at < 0)
+		return 0;
+	int rc = opt_validate(&opt_table[at], value, err);
+	if (rc != 0)
+		return rc;
+	char *v = strdup(value);
+	if (v == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	free(c->values[at]);
+	c->values[at] = v;
+	return 0;
+}
+
+static char *str_trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int id_config_load_file(id_config_t *c, const char *path, id_err_t *err)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return id_err_set(err, ID_ECONFIG, "config file %s: %s", path, strerror(errno));
+	char line[4096];
+	int lineno = 0, rc = 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		char *s = str_trim(line);
+		if (*s == '\0' || *s == '#')
+			continue;
+		char *eq = strchr(s, '=');
+		if (eq == NULL) {
+			rc = id_err_set(err, ID_ECONFIG, "%s:%d: expected \"key = value\"", path,
+			                lineno);
+			break;
+		}
+		*eq = '\0';
+		char *key = str_trim(s), *value = str_trim(eq + 1);
+		size_t vl = strlen(value);
+		if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+			value[vl - 1] = '\0';
+			value++;
+		}
+		rc = id_config_set(c, key, value, err);
+		if (rc != 0) {
+			id_err_wrap(err, "%s:%d", path, lineno);
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* "topic.prefix" → "IDSTREAM_TOPIC_PREFIX" */
+static void env_name_of(const char *key, char *out, size_t outlen)
+{
+	size_t n = (size_t)snprintf(out, outlen, "IDSTREAM_");
+	for (const char *p = key; *p && n + 1 < outlen; p++)
+		out[n++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+	out[n] = '\0';
+}
+
+int id_config_load_env(id_config_t *c, id_err_t *err)
+{
+	char name[256];
+	for (size_t i = 0; i < OPT_COUNT; i++) {
+		env_name_of(opt_table[i].name, name, sizeof(name));
+		const char *v = getenv(name);
+		if (v == NULL)
+			continue;
+		int rc = id_config_set(c, opt_table[i].name, v, err);
+		if (rc != 0)
+			return id_err_wrap(err, "environment variable %s", name);
+	}
+	/* kafka.* keys already known (from the file) may be overridden too. */
+	for (size_t i = 0; i < c->kafka.len; i++) {
+		char key[256];
+		snprintf(key, sizeof(key), "kafka.%s", c->kafka.items[i].key);
+		env_name_of(key, name, sizeof(name));
+		const char *v = getenv(name);
+		if (v != NULL && id_attrs_set(&c->kafka, c->kafka.items[i].key, v) != 0)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+	}
+	const char *lvl = id_config_str(c, "log.level");
+	id_log_level_t level;
+	if (id_log_level_parse(lvl, &level) != 0)
+		return id_err_set(err, ID_ECONFIG, "log.level: unknown level \"%s\"", lvl);
+	id_log_set_level(level);
+	return 0;
+}
+
+static long opt_require(const char *name)
+{
+	long at = opt_find(name);
+	if (at < 0) {
+		fprintf(stderr, "idstream: internal error: unknown option %s\n", name);
+		abort();
+	}
+	return at;
+}
+
+const char *id_config_str(const id_config_t *c, const char *name)
+{
+	if (strncmp(name, "kafka.", 6) == 0)
+		return id_attrs_get(&c->kafka, name + 6);
+	return c->values[opt_require(name)];
+}
+
+int64_t id_config_int(const id_config_t *c, const char *name)
+{
+	return strtoll(c->values[opt_require(name)], NULL, 10);
+}
+
+double id_config_double(const id_config_t *c, const char *name)
+{
+	return strtod(c->values[opt_require(name)], NULL);
+}
+
+bool id_config_bool(const id_config_t *c, const char *name)
+{
+	return strcmp(c->values[opt_require(name)], "true") == 0;
+}
+
+const id_attrs_t *id_config_kafka(const id_config_t *c)
+{
+	return &c->kafka;
+}
+
+int id_config_secret(const id_config_t *c, const char *file_option, const char *env_name,
+                     char **out, id_err_t *err)
+{
+	*out = NULL;
+	const char *v = env_name ? getenv(env_name) : NULL;
+	if (v != NULL && *v != '\0') {
+		*out = strdup(v);
+		return *out ? 0 : id_err_set(err, ID_ENOMEM, "out of memory");
+	}
+	const char *path = file_option ? id_config_str(c, file_option) : NULL;
+	if (path == NULL || *path == '\0')
+		return id_err_set(err, ID_ENOTFOUND,
+		                  "no secret configured: set %s or the environment variable %s",
+		                  file_option ? file_option : "(none)", env_name ? env_name : "(none)");
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return id_err_set(err, ID_ECONFIG, "%s: cannot read %s: %s", file_option, path,
+		                  strerror(errno));
+	char buf[4096];
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	*out = strdup(buf);
+	memset(buf, 0, sizeof(buf));
+	return *out ? 0 : id_err_set(err, ID_ENOMEM, "out of memory");
+}
+
+void id_config_write_docs(FILE *out)
+{
+	static const char *const type_names[] = {"string", "integer", "number", "boolean"};
+	fputs("# idstream configuration\n\n"
+	      "<!-- Generated by `idstream config docs` from the option table in "
+	      "common/config.c; do not edit by hand. -->\n\n"
+	      "idstream reads one file given with `--config FILE` (`key = value` lines, `#` "
+	      "starts a comment). Every option can be overridden by an environment variable "
+	      "named `IDSTREAM_` + the key in upper case with `.` and `-` as `_` (for example "
+	      "`IDSTREAM_TOPIC_PREFIX`), and on the command line with `--set key=value`. "
+	      "Later sources win: defaults < file < environment < `--set`.\n\n"
+	      "Secrets are never option values: they come from a file named by a `*_file` "
+	      "option or from an environment variable, and are never logged.\n\n"
+	      "| Option | Type | Default | Environment | Description |\n"
+	      "|---|---|---|---|---|\n",
+	      out);
+	for (size_t i = 0; i < OPT_COUNT; i++) {
+		const opt_def_t *d = &opt_table[i];
+		char env[256];
+		env_name_of(d->name, env, sizeof(env));
+		char range[96] = "";
+		if (d->min <= d->max)
+			snprintf(range, sizeof(range), " (%g–%g)", d->min, d->max);
+		fprintf(out, "| `%s` | %s%s | `%s` | `%s` | %s |\n", d->name, type_names[d->type],
+		        range, d->def, env, d->doc);
+	}
+	fputs("\nOther `kafka.*` keys are passed to librdkafka as they are. These are set "
+	      "by idstream and cannot be overridden, because its delivery guarantees depend "
+	      "on them: `enable.idempotence`, `acks`, `enable.auto.commit`, "
+	      "`isolation.level`, `transactional.id`, `group.id`.\n",
+	      out);
+}
+
+const char *id_config_topic(const id_config_t *c, const char *suffix, char *buf,
+                            size_t buflen)
+{
+	snprintf(buf, buflen, "%s.%s", id_config_str(c, "topic.prefix"), suffix);
+	return buf;
+}

@@ -1,0 +1,444 @@
+/*
+ * employee_record.c — per-employee processor state and its byte form (see
+ * employee_record.h for the layout).
+ *
+ * Decoding takes ownership of freshly allocated strings and appends them to
+ * the sorted arrays directly, after checking the order, so a record costs
+ * one allocation per string and no re-sorting.
+ */
+#include "processors/employee_record.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STR_NULL 0xFFFFFFFFu
+
+static const char *const status_names[] = {
+#define ES_NAME_(n) #n,
+    EMPLOYEE_STATUS_MAP(ES_NAME_)
+#undef ES_NAME_
+};
+
+const char *employee_status_name(employee_status_t s)
+{
+	return (unsigned)s < EMPLOYEE_STATUS_COUNT ? status_names[s] : "UNKNOWN";
+}
+
+void employee_record_init(employee_record_t *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	id_attrs_init(&rec->hr);
+	desired_identity_init(&rec->last);
+}
+
+void employee_record_fini(employee_record_t *rec)
+{
+	if (rec == NULL)
+		return;
+	free(rec->employee_id);
+	id_attrs_fini(&rec->hr);
+	for (size_t i = 0; i < rec->nchanges; i++) {
+		free(rec->changes[i].key);
+		free(rec->changes[i].event_id);
+	}
+	free(rec->changes);
+	desired_identity_fini(&rec->last);
+	employee_record_init(rec);
+}
+
+/* Index of key in changes, or -(insertion point) - 1. */
+static long change_find(const employee_record_t *rec, const char *key)
+{
+	size_t lo = 0, hi = rec->nchanges;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(rec->changes[mid].key, key);
+		if (c == 0)
+			return (long)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -(long)lo - 1;
+}
+
+const employee_change_t *employee_record_change_find(const employee_record_t *rec,
+                                                     const char *key)
+{
+	long at = change_find(rec, key);
+	return at >= 0 ? &rec->changes[at] : NULL;
+}
+
+static int changes_grow(employee_record_t *rec)
+{
+	if (rec->nchanges < rec->capchanges)
+		return 0;
+	size_t ncap = rec->capchanges ? rec->capchanges * 2 : 16;
+	employee_change_t *n = realloc(rec->changes, ncap * sizeof(*n));
+	if (n == NULL)
+		return ID_ENOMEM;
+	rec->changes = n;
+	rec->capchanges = ncap;
+	return 0;
+}
+
+int employee_record_note_change(employee_record_t *rec, const char *key,
+                                const char *event_id, uint64_t seq)
+{
+	long at = change_find(rec, key);
+	if (at >= 0) {
+		employee_change_t *c = &rec->changes[at];
+		/* The same event often changes several keys; skip the copy when
+		 * the id is already there. */
+		if (strcmp(c->event_id, event_id) != 0) {
+			char *e = strdup(event_id);
+			if (e == NULL)
+				return ID_ENOMEM;
+			free(c->event_id);
+			c->event_id = e;
+		}
+		c->seq = seq;
+		return 0;
+	}
+	size_t pos = (size_t)(-at - 1);
+	char *k = strdup(key), *e = strdup(event_id);
+	if (k == NULL || e == NULL || changes_grow(rec) != 0) {
+		free(k);
+		free(e);
+		return ID_ENOMEM;
+	}
+	memmove(&rec->changes[pos + 1], &rec->changes[pos],
+	        (rec->nchanges - pos) * sizeof(*rec->changes));
+	rec->changes[pos].key = k;
+	rec->changes[pos].event_id = e;
+	rec->changes[pos].seq = seq;
+	rec->nchanges++;
+	return 0;
+}
+
+/* ---- encoding ----------------------------------------------------------- */
+
+static int put_str(id_buf_t *b, const char *s)
+{
+	if (s == NULL)
+		return id_buf_append_be32(b, STR_NULL);
+	size_t n = strlen(s);
+	if (id_buf_append_be32(b, (uint32_t)n) != 0)
+		return ID_ENOMEM;
+	return id_buf_append(b, s, n);
+}
+
+static int put_attrs(id_buf_t *b, const id_attrs_t *a)
+{
+	if (id_buf_append_be32(b, (uint32_t)a->len) != 0)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < a->len; i++)
+		if (put_str(b, a->items[i].key) != 0 ||
+		    put_str(b, a->items[i].value) != 0)
+			return ID_ENOMEM;
+	return 0;
+}
+
+static int put_desired(id_buf_t *b, const desired_identity_t *d)
+{
+	if (put_str(b, d->employee_id) != 0 ||
+	    id_buf_append_be64(b, (uint64_t)d->version) ||
+	    id_buf_append_u8(b, (uint8_t)d->state) != 0 ||
+	    put_attrs(b, &d->attributes) != 0 ||
+	    id_buf_append_be32(b, (uint32_t)d->ngroups) != 0)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < d->ngroups; i++)
+		if (put_str(b, d->groups[i]) != 0)
+			return ID_ENOMEM;
+	if (put_str(b, d->container) != 0 || put_str(b, d->manager_id) != 0 ||
+	    put_str(b, d->policy_version) != 0 || put_str(b, d->cause_event_id) != 0 ||
+	    id_buf_append_be64(b, (uint64_t)d->effective_at) != 0 ||
+	    id_buf_append_be32(b, (uint32_t)d->ncauses) != 0)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < d->ncauses; i++)
+		if (put_str(b, d->causes[i].attribute) != 0 ||
+		    put_str(b, d->causes[i].event_id) != 0 ||
+		    put_str(b, d->causes[i].rule) != 0)
+			return ID_ENOMEM;
+	return 0;
+}
+
+int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err)
+{
+	size_t start = out->len;
+	if (id_buf_append_u8(out, EMPLOYEE_RECORD_FORMAT) != 0 ||
+	    put_str(out, rec->employee_id) != 0 ||
+	    id_buf_append_u8(out, (uint8_t)rec->status) ||
+	    id_buf_append_be64(out, rec->seq) != 0 || put_attrs(out, &rec->hr) != 0 ||
+	    id_buf_append_be32(out, (uint32_t)rec->nchanges) != 0)
+		goto nomem;
+	for (size_t i = 0; i < rec->nchanges; i++)
+		if (put_str(out, rec->changes[i].key) != 0 ||
+		    put_str(out, rec->changes[i].event_id) != 0 ||
+		    id_buf_append_be64(out, rec->changes[i].seq) != 0)
+			goto nomem;
+	if (id_buf_append_u8(out, rec->last.version > 0) != 0)
+		goto nomem;
+	if (rec->last.version > 0 && put_desired(out, &rec->last) != 0)
+		goto nomem;
+	return 0;
+nomem:
+	out->len = start;
+	return id_err_set(err, ID_ENOMEM, "employee %s: out of memory encoding record",
+	                  rec->employee_id ? rec->employee_id : "(none)");
+}
+
+/* ---- decoding ----------------------------------------------------------- */
+
+typedef struct reader {
+	const unsigned char *p;
+	size_t len;
+	size_t pos;
+	id_err_t *err;
+} reader_t;
+
+static int bad(reader_t *r, const char *field, const char *what)
+{
+	return id_err_set(r->err, ID_EPARSE, "employee record: %s at byte %zu: %s", field,
+	                  r->pos, what);
+}
+
+static int get_u8(reader_t *r, const char *field, uint8_t *v)
+{
+	if (r->len - r->pos < 1)
+		return bad(r, field, "truncated");
+	*v = r->p[r->pos++];
+	return 0;
+}
+
+static int get_u32(reader_t *r, const char *field, uint32_t *v)
+{
+	if (r->len - r->pos < 4)
+		return bad(r, field, "truncated");
+	const unsigned char *p = r->p + r->pos;
+	*v = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	r->pos += 4;
+	return 0;
+}
+
+static int get_u64(reader_t *r, const char *field, uint64_t *v)
+{
+	if (r->len - r->pos < 8)
+		return bad(r, field, "truncated");
+	uint64_t x = 0;
+	for (int i = 0; i < 8; i++)
+		x = x << 8 | r->p[r->pos + (size_t)i];
+	*v = x;
+	r->pos += 8;
+	return 0;
+}
+
+/* A count of items each at least min_size bytes long, bounded by what is
+ * left, so a corrupt count cannot make us allocate gigabytes. */
+static int get_count(reader_t *r, const char *field, size_t min_size, size_t *n)
+{
+	uint32_t v = 0;
+	int rc = get_u32(r, field, &v);
+	if (rc != 0)
+		return rc;
+	if ((size_t)v > (r->len - r->pos) / min_size)
+		return bad(r, field, "count larger than the record");
+	*n = v;
+	return 0;
+}
+
+/* A string; *out is malloc'd (or NULL when nullable and null). */
+static int get_str(reader_t *r, const char *field, bool nullable, char **out)
+{
+	uint32_t n = 0;
+	int rc;
+	*out = NULL;
+	if ((rc = get_u32(r, field, &n)) != 0)
+		return rc;
+	if (n == STR_NULL) {
+		if (!nullable) {
+			r->pos -= 4;
+			return bad(r, field, "null where a string is required");
+		}
+		return 0;
+	}
+	if ((size_t)n > r->len - r->pos)
+		return bad(r, field, "string longer than the record");
+	if (memchr(r->p + r->pos, '\0', n) != NULL)
+		return bad(r, field, "NUL byte inside a string");
+	if ((*out = malloc((size_t)n + 1)) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	memcpy(*out, r->p + r->pos, n);
+	(*out)[n] = '\0';
+	r->pos += n;
+	return 0;
+}
+
+/* Appends key/value (ownership taken) to a map whose last key must sort
+ * before key. */
+static int attrs_push(reader_t *r, const char *field, id_attrs_t *a, char *key,
+                      char *value)
+{
+	if (a->len > 0 && strcmp(a->items[a->len - 1].key, key) >= 0) {
+		free(key);
+		free(value);
+		return bad(r, field, "keys not in strictly ascending order");
+	}
+	if (a->len == a->cap) {
+		size_t ncap = a->cap ? a->cap * 2 : 8;
+		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
+		if (n == NULL) {
+			free(key);
+			free(value);
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
+		}
+		a->items = n;
+		a->cap = ncap;
+	}
+	a->items[a->len].key = key;
+	a->items[a->len].value = value;
+	a->len++;
+	return 0;
+}
+
+static int get_attrs(reader_t *r, const char *field, bool null_values, id_attrs_t *a)
+{
+	size_t n = 0;
+	int rc = get_count(r, field, 8, &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char *k = NULL, *v = NULL;
+		if ((rc = get_str(r, field, false, &k)) != 0 ||
+		    (rc = get_str(r, field, null_values, &v)) != 0) {
+			free(k);
+			break;
+		}
+		rc = attrs_push(r, field, a, k, v);
+	}
+	return rc;
+}
+
+static int get_desired(reader_t *r, desired_identity_t *d)
+{
+	uint64_t u = 0;
+	uint8_t state = 0;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = get_str(r, "last.employee_id", false, &d->employee_id)) != 0 ||
+	    (rc = get_u64(r, "last.version", &u)) != 0)
+		return rc;
+	d->version = (int64_t)u;
+	if (d->version <= 0)
+		return bad(r, "last.version", "not positive");
+	if ((rc = get_u8(r, "last.state", &state)) != 0)
+		return rc;
+	if (state >= LC_STATE_COUNT)
+		return bad(r, "last.state", "unknown lifecycle state");
+	d->state = (lifecycle_state_t)state;
+	if ((rc = get_attrs(r, "last.attributes", true, &d->attributes)) != 0 ||
+	    (rc = get_count(r, "last.groups", 4, &n)) != 0)
+		return rc;
+	if (n > 0 && (d->groups = calloc(n, sizeof(*d->groups))) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		char *g;
+		if ((rc = get_str(r, "last.groups", false, &g)) != 0)
+			return rc;
+		if (i > 0 && strcmp(d->groups[i - 1], g) >= 0) {
+			free(g);
+			return bad(r, "last.groups", "groups not sorted and unique");
+		}
+		d->groups[d->ngroups++] = g;
+	}
+	if ((rc = get_str(r, "last.container", true, &d->container)) != 0 ||
+	    (rc = get_str(r, "last.manager_id", true, &d->manager_id)) != 0 ||
+	    (rc = get_str(r, "last.policy_version", true, &d->policy_version)) != 0 ||
+	    (rc = get_str(r, "last.cause_event_id", true, &d->cause_event_id)) != 0 ||
+	    (rc = get_u64(r, "last.effective_at", &u)) != 0)
+		return rc;
+	d->effective_at = (int64_t)u;
+	if ((rc = get_count(r, "last.causes", 12, &n)) != 0)
+		return rc;
+	if (n > 0 && (d->causes = calloc(n, sizeof(*d->causes))) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		attr_cause_t *c = &d->causes[i];
+		/* Count first, so desired_identity_fini() frees a partial entry. */
+		d->ncauses++;
+		if ((rc = get_str(r, "last.causes", false, &c->attribute)) != 0 ||
+		    (rc = get_str(r, "last.causes", true, &c->event_id)) != 0 ||
+		    (rc = get_str(r, "last.causes", true, &c->rule)) != 0)
+			return rc;
+		if (i > 0 && strcmp(d->causes[i - 1].attribute, c->attribute) >= 0)
+			return bad(r, "last.causes", "causes not sorted and unique");
+	}
+	return 0;
+}
+
+int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
+                           id_err_t *err)
+{
+	reader_t r = {data, len, 0, err};
+	uint8_t u8 = 0;
+	size_t n = 0;
+	int rc;
+
+	employee_record_fini(rec);
+	if (len == 0 || r.p[0] != EMPLOYEE_RECORD_FORMAT) {
+		rc = id_err_set(err, ID_ESCHEMA,
+		                "employee record: unknown format byte 0x%02x",
+		                len ? r.p[0] : 0u);
+		goto out;
+	}
+	r.pos = 1;
+	if ((rc = get_str(&r, "employee_id", true, &rec->employee_id)) != 0 ||
+	    (rc = get_u8(&r, "status", &u8)) != 0)
+		goto out;
+	if (u8 >= EMPLOYEE_STATUS_COUNT) {
+		rc = bad(&r, "status", "unknown employment status");
+		goto out;
+	}
+	rec->status = (employee_status_t)u8;
+	if ((rc = get_u64(&r, "seq", &rec->seq)) != 0 ||
+	    (rc = get_attrs(&r, "hr", false, &rec->hr)) != 0 ||
+	    (rc = get_count(&r, "changes", 16, &n)) != 0)
+		goto out;
+	if (n > 0 && (rec->changes = calloc(n, sizeof(*rec->changes))) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "employee record: out of memory");
+		goto out;
+	}
+	rec->capchanges = n;
+	for (size_t i = 0; i < n; i++) {
+		employee_change_t *c = &rec->changes[i];
+		rec->nchanges++;
+		if ((rc = get_str(&r, "changes", false, &c->key)) != 0 ||
+		    (rc = get_str(&r, "changes", false, &c->event_id)) != 0 ||
+		    (rc = get_u64(&r, "changes", &c->seq)) != 0)
+			goto out;
+		if (i > 0 && strcmp(rec->changes[i - 1].key, c->key) >= 0) {
+			rc = bad(&r, "changes", "keys not in strictly ascending order");
+			goto out;
+		}
+		if (c->seq > rec->seq) {
+			rc = bad(&r, "changes", "change newer than the record");
+			goto out;
+		}
+	}
+	if ((rc = get_u8(&r, "has_last", &u8)) != 0)
+		goto out;
+	if (u8 > 1) {
+		rc = bad(&r, "has_last", "not 0 or 1");
+		goto out;
+	}
+	if (u8 == 1 && (rc = get_desired(&r, &rec->last)) != 0)
+		goto out;
+	if (r.pos != len)
+		rc = bad(&r, "end", "trailing bytes after the record");
+out:
+	if (rc != 0)
+		employee_record_fini(rec);
+	return rc;
+}

@@ -1,0 +1,104 @@
+/*
+ * employee_record.h — the processor's state for one employee: merged HR
+ * attributes, which event last changed each of them (for causes), the
+ * employment status, and the last desired identity emitted.
+ *
+ * Invariants: hr holds no NULL values (a cleared attribute is removed);
+ * changes are sorted by key and unique; seq counts the events absorbed and
+ * orders the changes; last.version == 0 means nothing was emitted yet.
+ *
+ * The byte form (employee_record_encode/_decode) is internal to the
+ * processor's state store, not a wire contract.  It is deterministic — the
+ * same record always encodes to the same bytes — and starts with a format
+ * byte so a later layout can be told apart.  Layout of format 1 (integers
+ * big-endian; str = u32 length + bytes, length 0xFFFFFFFF meaning NULL):
+ *
+ *   size        field
+ *   1           format = 0x01
+ *   str         employee_id (nullable)
+ *   1           status (employee_status_t)
+ *   8           seq
+ *   4 + n×      hr: count, then (str key, str value) sorted by key
+ *   4 + n×      changes: count, then (str key, str event_id, 8 seq) sorted
+ *   1           has_last (0 or 1); when 1, the desired identity:
+ *     str         employee_id
+ *     8           version (signed)
+ *     1           state (lifecycle_state_t)
+ *     4 + n×      attributes: (str name, str value nullable) sorted
+ *     4 + n×      groups: str, sorted and unique
+ *     str ×4      container, manager_id, policy_version, cause_event_id
+ *     8           effective_at (signed)
+ *     4 + n×      causes: (str attribute, str event_id, str rule) sorted
+ *
+ * Decoding checks every length, count, enum, sort order and that nothing
+ * follows the record; it carries no checksum because the state store
+ * (RocksDB) already checksums its blocks.
+ *
+ * Ownership: the record owns all its strings.  Thread safety: none; a
+ * record belongs to the thread processing its partition.
+ */
+#ifndef IDSTREAM_EMPLOYEE_RECORD_H
+#define IDSTREAM_EMPLOYEE_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/attrs.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "schemas/model.h"
+
+#define EMPLOYEE_RECORD_FORMAT 0x01
+
+#define EMPLOYEE_STATUS_MAP(X) X(NONE) X(ACTIVE) X(TERMINATED)
+
+typedef enum {
+#define ES_ENUM_(n) EMPLOYEE_STATUS_##n,
+	EMPLOYEE_STATUS_MAP(ES_ENUM_)
+#undef ES_ENUM_
+	    EMPLOYEE_STATUS_COUNT
+} employee_status_t;
+
+const char *employee_status_name(employee_status_t s); /* "ACTIVE" */
+
+/* The event that last changed one HR attribute (or a MAPPING_SRC_* fact). */
+typedef struct employee_change {
+	char *key;
+	char *event_id;
+	uint64_t seq; /* the record's seq when the change was absorbed */
+} employee_change_t;
+
+typedef struct employee_record {
+	char *employee_id; /* NULL until the first event is absorbed */
+	employee_status_t status;
+	uint64_t seq;
+	id_attrs_t hr;
+	employee_change_t *changes;
+	size_t nchanges;
+	size_t capchanges;
+	desired_identity_t last;
+} employee_record_t;
+
+void employee_record_init(employee_record_t *rec);
+/* Frees everything; the record is empty (as after init) and reusable. */
+void employee_record_fini(employee_record_t *rec);
+
+/* Records that key was last changed by event_id at seq.  0 or ID_ENOMEM. */
+int employee_record_note_change(employee_record_t *rec, const char *key,
+                                const char *event_id, uint64_t seq);
+/* The change entry of key, or NULL.  Borrowed. */
+const employee_change_t *employee_record_change_find(const employee_record_t *rec,
+                                                     const char *key);
+
+/* Appends the format-1 bytes of rec to out.  0 or ID_ENOMEM. */
+int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err);
+
+/*
+ * Replaces rec (fini'd first) by the record in data[0..len).  Errors:
+ * ID_ESCHEMA (unknown format byte), ID_EPARSE (malformed or truncated,
+ * err names the field and byte offset), ID_ENOMEM.  On error rec is empty.
+ */
+int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
+                           id_err_t *err);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * fold.h — the pure fold of the processor:
+ *   (employee record, HR event, mapping) → record', desired identity or none.
+ *
+ * `now` is the event's effective_at; nothing here reads a clock or does I/O,
+ * so folding the same events from an empty record with the same mapping
+ * always yields byte-identical records and desired identities.
+ *
+ * Event semantics (per employee):
+ *   HIRE       the event's attributes become the HR attributes (a full
+ *              replacement; NULL values are absent); status ACTIVE.
+ *   UPDATE     the event's attributes are merged (NULL value removes).
+ *   TERMINATE  attributes merged as for UPDATE; status TERMINATED.
+ *   REHIRE     attributes merged as for UPDATE (a rehire keeps the person's
+ *              identity and only reports what changed); status ACTIVE.
+ *   LEAVE_START, LEAVE_END, CONVERSION, REEVALUATE, NAME_GRANTED,
+ *   NAME_DENIED, POLICY_ACTIVATED: accepted and ignored for now (record
+ *   unchanged, nothing emitted).
+ * An UPDATE or TERMINATE for an employee with no HIRE/REHIRE yet is refused
+ * with ID_ENOTFOUND (record unchanged): creating an account from a partial
+ * update would guess at data HR never sent.
+ *
+ * A new desired version is emitted only when the computed identity differs
+ * in target-visible content from the last one emitted
+ * (desired_identity_same_target_state), so re-ingesting the same data, or a
+ * second TERMINATE, emits nothing.
+ *
+ * Thread safety: none beyond the arguments'; a record belongs to one thread.
+ */
+#ifndef IDSTREAM_FOLD_H
+#define IDSTREAM_FOLD_H
+
+#include <stdbool.h>
+
+#include "common/err.h"
+#include "processors/employee_record.h"
+#include "processors/mapping.h"
+#include "schemas/model.h"
+
+/*
+ * Folds ev into rec and computes the desired identity with m.
+ *
+ * When a new version results, *out (which must be initialised; its old
+ * content is freed) receives a copy of it — version = last + 1 (from 1),
+ * cause_event_id = ev->event_id, effective_at = ev->effective_at, causes with
+ * the id of the event that last changed an HR attribute each output derives
+ * from — rec->last holds the same, and *emitted is true.  Otherwise *emitted
+ * is false and *out is left as it was.
+ *
+ * Errors, and what they leave in rec (persist rec after every return except
+ * ID_ENOMEM):
+ *   ID_EINVALID  the event is unusable (no event id, another employee's id,
+ *                unknown type, attribute key starting with the reserved
+ *                '@'): rec unchanged.
+ *   ID_ENOTFOUND UPDATE/TERMINATE for an employee never hired: rec unchanged.
+ *   ID_EINVALID / ID_EPARSE from the mapping (e.g. a name that folds to
+ *                nothing, invalid UTF-8): the event's HR facts are absorbed
+ *                into rec, nothing is emitted; a later event that fixes the
+ *                data emits normally.
+ *   ID_ENOMEM    rec may be half-updated: discard it and reload from state.
+ * err names the employee, the event and the field.
+ */
+int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping_t *m,
+               desired_identity_t *out, bool *emitted, id_err_t *err);
+
+#endif

@@ -1,0 +1,460 @@
+/*
+ * mapping.c — the mapping vtable wrapper and the built-in default mapping
+ * (see mapping.h).
+ *
+ * The default mapping is a fixed table of rules; each output's HR sources
+ * are static arrays, so tracing costs no allocation.  Invariant: apply()
+ * leaves every field of out owned by out, so desired_identity_fini() always
+ * cleans up, also after an error.
+ */
+#include "processors/mapping.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "processors/ascii_fold.h"
+
+struct mapping {
+	char *version;
+	const mapping_ops_t *ops;
+	void *impl;
+};
+
+void mapping_trace_init(mapping_trace_t *t)
+{
+	t->items = NULL;
+	t->len = 0;
+	t->cap = 0;
+}
+
+void mapping_trace_fini(mapping_trace_t *t)
+{
+	if (t == NULL)
+		return;
+	free(t->items);
+	mapping_trace_init(t);
+}
+
+int mapping_trace_add(mapping_trace_t *t, const char *attribute,
+                      const char *const *hr_keys)
+{
+	if (t->len == t->cap) {
+		size_t ncap = t->cap ? t->cap * 2 : 16;
+		mapping_source_t *n = realloc(t->items, ncap * sizeof(*n));
+		if (n == NULL)
+			return ID_ENOMEM;
+		t->items = n;
+		t->cap = ncap;
+	}
+	t->items[t->len].attribute = attribute;
+	t->items[t->len].hr_keys = hr_keys;
+	t->len++;
+	return 0;
+}
+
+const char *const *mapping_trace_find(const mapping_trace_t *t, const char *attribute)
+{
+	/* Later entries win, so an implementation may overwrite a source. */
+	for (size_t i = t->len; i > 0; i--)
+		if (strcmp(t->items[i - 1].attribute, attribute) == 0)
+			return t->items[i - 1].hr_keys;
+	return NULL;
+}
+
+mapping_t *mapping_create(const char *version, const mapping_ops_t *ops, void *impl,
+                          id_err_t *err)
+{
+	mapping_t *m = NULL;
+	if (version == NULL || version[0] == '\0' || ops == NULL || ops->apply == NULL ||
+	    ops->destroy == NULL) {
+		id_err_set(err, ID_EINVALID, "mapping: version and ops are required");
+		goto fail;
+	}
+	if ((m = calloc(1, sizeof(*m))) == NULL ||
+	    (m->version = strdup(version)) == NULL) {
+		id_err_set(err, ID_ENOMEM, "mapping %s: out of memory", version);
+		goto fail;
+	}
+	m->ops = ops;
+	m->impl = impl;
+	return m;
+fail:
+	if (m != NULL)
+		free(m->version);
+	free(m);
+	if (ops != NULL && ops->destroy != NULL)
+		ops->destroy(impl);
+	return NULL;
+}
+
+void mapping_destroy(mapping_t *m)
+{
+	if (m == NULL)
+		return;
+	m->ops->destroy(m->impl);
+	free(m->version);
+	free(m);
+}
+
+const char *mapping_version(const mapping_t *m)
+{
+	return m->version;
+}
+
+int mapping_apply(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_t state,
+                  desired_identity_t *out, id_err_t *err)
+{
+	return mapping_apply_traced(m, hr, state, out, NULL, err);
+}
+
+int mapping_apply_traced(const mapping_t *m, const id_attrs_t *hr,
+                         lifecycle_state_t state, desired_identity_t *out,
+                         mapping_trace_t *trace, id_err_t *err)
+{
+	if (out->employee_id == NULL || out->employee_id[0] == '\0')
+		return id_err_set(err, ID_EINVALID, "mapping %s: no employee id",
+		                  m->version);
+	if ((unsigned)state >= LC_STATE_COUNT)
+		return id_err_set(err, ID_EINVALID,
+		                  "employee %s: lifecycle state %d unknown",
+		                  out->employee_id, (int)state);
+
+	/* Reset everything but the two inputs, so no field of a previous
+	 * result can leak into this one. */
+	char *employee_id = out->employee_id;
+	int64_t now = out->effective_at;
+	out->employee_id = NULL;
+	desired_identity_fini(out);
+	out->employee_id = employee_id;
+	out->effective_at = now;
+	out->state = state;
+	if (trace != NULL)
+		trace->len = 0;
+
+	int rc = m->ops->apply(m->impl, hr, state, out, trace, err);
+	if (rc != 0)
+		return rc;
+	if ((out->policy_version = strdup(m->version)) == NULL)
+		return id_err_set(err, ID_ENOMEM, "employee %s: out of memory",
+		                  out->employee_id);
+	return 0;
+}
+
+int mapping_dn_escape_append(id_buf_t *out, const char *value)
+{
+	size_t len = strlen(value);
+	/* Worst case every byte escaped, plus the NUL. */
+	if (id_buf_reserve(out, 2 * len + 1) != 0)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < len; i++) {
+		char c = value[i];
+		bool esc = strchr("\"+,;<>\\", c) != NULL ||
+		           (i == 0 && (c == ' ' || c == '#')) ||
+		           (i == len - 1 && c == ' ');
+		if (esc)
+			out->data[out->len++] = '\\';
+		out->data[out->len++] = (unsigned char)c;
+	}
+	out->data[out->len] = '\0';
+	return 0;
+}
+
+/* ---- the default mapping ------------------------------------------------ */
+
+typedef struct default_mapping {
+	char *mail_domain;
+} default_mapping_t;
+
+static const char *const src_uid[] = {"first_name", "last_name", NULL};
+static const char *const src_given[] = {"preferred_name", "first_name", NULL};
+static const char *const src_full[] = {"preferred_name", "first_name", "last_name", NULL};
+static const char *const src_sn[] = {"last_name", NULL};
+static const char *const src_title[] = {"title", NULL};
+static const char *const src_dept[] = {"department", NULL};
+static const char *const src_empno[] = {MAPPING_SRC_EMPLOYEE_ID, NULL};
+static const char *const src_type[] = {"employment_type", NULL};
+static const char *const src_loc[] = {"location", NULL};
+static const char *const src_manager[] = {"manager_id", NULL};
+static const char *const src_groups[] = {MAPPING_SRC_LIFECYCLE, "department", NULL};
+static const char *const src_state[] = {MAPPING_SRC_LIFECYCLE, NULL};
+
+/*
+ * The rules, one per output.  Listed in descending strcmp() order of the
+ * output name on purpose: the sorted arrays of a desired identity then take
+ * every insertion at the front, instead of scanning the whole array each
+ * time (this runs once per event).
+ */
+enum {
+	R_UID,
+	R_TITLE,
+	R_SN,
+	R_MAIL,
+	R_L,
+	R_GIVEN,
+	R_EMPTYPE,
+	R_EMPNO,
+	R_DISPLAY,
+	R_DEPTNO,
+	R_CN,
+	R_STATE,
+	R_MANAGER,
+	R_GROUPS,
+	R_CONTAINER,
+	R_COUNT
+};
+
+static const struct default_rule {
+	const char *output; /* attribute, or MAPPING_CAUSE_* */
+	const char *rule;
+	const char *const *src;
+} rules[R_COUNT] = {
+    [R_UID] = {"uid", "default.uid", src_uid},
+    [R_TITLE] = {"title", "default.title", src_title},
+    [R_SN] = {"sn", "default.sn", src_sn},
+    [R_MAIL] = {"mail", "default.mail", src_uid},
+    [R_L] = {"l", "default.l", src_loc},
+    [R_GIVEN] = {"givenName", "default.givenName", src_given},
+    [R_EMPTYPE] = {"employeeType", "default.employeeType", src_type},
+    [R_EMPNO] = {"employeeNumber", "default.employeeNumber", src_empno},
+    [R_DISPLAY] = {"displayName", "default.displayName", src_full},
+    [R_DEPTNO] = {"departmentNumber", "default.departmentNumber", src_dept},
+    [R_CN] = {"cn", "default.cn", src_full},
+    [R_STATE] = {MAPPING_CAUSE_STATE, "default.state", src_state},
+    [R_MANAGER] = {MAPPING_CAUSE_MANAGER, "default.manager", src_manager},
+    [R_GROUPS] = {MAPPING_CAUSE_GROUPS, "default.groups", src_groups},
+    [R_CONTAINER] = {MAPPING_CAUSE_CONTAINER, "default.container", src_dept},
+};
+
+/* The HR keys the default mapping reads. */
+static const char *const used_keys[] = {
+    "first_name", "last_name",  "preferred_name",  "title",
+    "department", "manager_id", "employment_type", "location",
+};
+
+/* HR value of key, or NULL when absent, null, empty or only whitespace. */
+static const char *hr_value(const id_attrs_t *hr, const char *key)
+{
+	const char *v = id_attrs_get(hr, key);
+	if (v == NULL)
+		return NULL;
+	for (const char *p = v; *p != '\0'; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+			return v;
+	return NULL;
+}
+
+/*
+ * Appends uid = first letter of first_name + last_name, folded, lower-case,
+ * [a-z0-9].  The "first letter" is the first code point that folds to a
+ * letter or digit, taken whole: "Æsa" gives "ae", "'Ilse" gives "i".
+ */
+static int build_uid(const char *employee_id, const char *first, const char *last,
+                     id_buf_t *b, id_err_t *err)
+{
+	size_t start = b->len;
+	int rc;
+
+	if (first == NULL)
+		return id_err_set(err, ID_EINVALID,
+		                  "employee %s: field first_name is absent; uid needs it",
+		                  employee_id);
+	if (last == NULL)
+		return id_err_set(err, ID_EINVALID,
+		                  "employee %s: field last_name is absent; uid needs it",
+		                  employee_id);
+	/* Values are valid UTF-8 here: the caller checked them. */
+	size_t len = strlen(first), pos = 0;
+	while (pos < len && b->len == start) {
+		uint32_t cp;
+		if (ascii_fold_utf8_next(first, len, &pos, &cp) != 0)
+			break;
+		for (const char *f = ascii_fold_codepoint(cp); *f != '\0'; f++) {
+			char c = *f;
+			if (c >= 'A' && c <= 'Z')
+				c = (char)(c - 'A' + 'a');
+			if (((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) &&
+			    (rc = id_buf_append_u8(b, (uint8_t)c)) != 0)
+				return id_err_set(err, rc, "employee %s: out of memory",
+				                  employee_id);
+		}
+	}
+	if (b->len == start)
+		return id_err_set(
+		    err, ID_EINVALID,
+		    "employee %s: field first_name \"%s\" has no letter or digit "
+		    "that folds to ASCII; cannot build uid",
+		    employee_id, first);
+	size_t initial = b->len;
+	if ((rc = ascii_fold_alnum_append(b, last, err)) != 0) {
+		id_err_wrap(err, "employee %s: field last_name", employee_id);
+		return rc;
+	}
+	if (b->len == initial)
+		return id_err_set(
+		    err, ID_EINVALID,
+		    "employee %s: field last_name \"%s\" has no letter or digit "
+		    "that folds to ASCII; cannot build uid",
+		    employee_id, last);
+	return 0;
+}
+
+/* Ends the string being built in b; returns its offset for later. */
+static int end_str(id_buf_t *b, size_t *start, size_t *off)
+{
+	*off = *start;
+	if (id_buf_append_u8(b, 0) != 0)
+		return ID_ENOMEM;
+	*start = b->len;
+	return 0;
+}
+
+static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
+                         desired_identity_t *out, mapping_trace_t *trace, id_err_t *err)
+{
+	const default_mapping_t *dm = impl;
+	const char *eid = out->employee_id;
+	const char *val[R_COUNT] = {0};
+	/* Built strings live in one buffer, NUL-separated, and are addressed
+	 * by offset until the buffer stops growing. */
+	id_buf_t b = ID_BUF_INIT;
+	size_t start = 0, off_uid, off_mail, off_cn = 0, off_ou, off_dept = 0;
+	bool has_cn = false, has_dept_group = false;
+	int rc;
+
+	/* Every value that reaches a target must be valid UTF-8: a directory
+	 * refuses anything else, and a refusal there is far from its cause. */
+	for (size_t i = 0; i < sizeof(used_keys) / sizeof(used_keys[0]); i++) {
+		const char *v = id_attrs_get(hr, used_keys[i]);
+		if (v != NULL && (rc = ascii_fold_utf8_check(v, err)) != 0) {
+			id_err_wrap(err, "employee %s: field %s", eid, used_keys[i]);
+			goto out;
+		}
+	}
+
+	const char *first = hr_value(hr, "first_name");
+	const char *last = hr_value(hr, "last_name");
+	const char *preferred = hr_value(hr, "preferred_name");
+	const char *dept = hr_value(hr, "department");
+	const char *given = preferred != NULL ? preferred : first;
+
+	if ((rc = build_uid(eid, first, last, &b, err)) != 0)
+		goto out;
+	if (end_str(&b, &start, &off_uid) != 0)
+		goto nomem;
+	/* mail = uid@domain; reserve first, since the copy reads from b itself. */
+	size_t uid_len = b.len - 1 - off_uid;
+	if (id_buf_reserve(&b, uid_len + strlen(dm->mail_domain) + 2) != 0)
+		goto nomem;
+	memcpy(b.data + b.len, b.data + off_uid, uid_len);
+	b.len += uid_len;
+	if (id_buf_printf(&b, "@%s", dm->mail_domain) != 0 ||
+	    end_str(&b, &start, &off_mail))
+		goto nomem;
+	if (given != NULL) { /* last is non-NULL: build_uid needs it */
+		if (id_buf_printf(&b, "%s %s", given, last) != 0 ||
+		    end_str(&b, &start, &off_cn) != 0)
+			goto nomem;
+		has_cn = true;
+	}
+	/* Container: the department as an escaped RDN value. */
+	if (id_buf_append_str(&b, "ou=") != 0 ||
+	    mapping_dn_escape_append(&b, dept != NULL ? dept : "Unassigned") != 0 ||
+	    end_str(&b, &start, &off_ou) != 0)
+		goto nomem;
+	/* Birthright groups only while active; a disabled account keeps none.
+	 * A department with no Latin letters or digits has no slug, so no
+	 * department group; the employee still gets "staff". */
+	if (state == LC_ACTIVE && dept != NULL) {
+		if (id_buf_append_str(&b, "dept-") != 0 ||
+		    ascii_fold_slug_append(&b, dept, NULL) != 0)
+			goto nomem; /* UTF-8 was checked above */
+		has_dept_group = b.len > start + strlen("dept-");
+		if (end_str(&b, &start, &off_dept) != 0)
+			goto nomem;
+	}
+
+	const char *s = (const char *)b.data;
+	val[R_UID] = s + off_uid;
+	val[R_MAIL] = s + off_mail;
+	val[R_GIVEN] = given;
+	val[R_SN] = last;
+	val[R_CN] = has_cn ? s + off_cn : NULL;
+	val[R_DISPLAY] = val[R_CN];
+	val[R_TITLE] = hr_value(hr, "title");
+	val[R_DEPTNO] = dept;
+	val[R_EMPNO] = eid;
+	val[R_EMPTYPE] = hr_value(hr, "employment_type");
+	val[R_L] = hr_value(hr, "location");
+	/* Parts that are not attributes: non-NULL marks them present. */
+	val[R_MANAGER] = hr_value(hr, "manager_id");
+	val[R_CONTAINER] = s + off_ou;
+	val[R_GROUPS] = "";
+	val[R_STATE] = "";
+
+	for (size_t i = 0; i < R_COUNT; i++) {
+		const struct default_rule *r = &rules[i];
+		if (val[i] == NULL)
+			continue;
+		if ((r->output[0] != '@' &&
+		     id_attrs_set(&out->attributes, r->output, val[i])) ||
+		    desired_identity_set_cause(out, r->output, NULL, r->rule) != 0 ||
+		    (trace != NULL && mapping_trace_add(trace, r->output, r->src) != 0))
+			goto nomem;
+	}
+	if ((out->container = strdup(s + off_ou)) == NULL ||
+	    (val[R_MANAGER] != NULL &&
+	     (out->manager_id = strdup(val[R_MANAGER])) == NULL))
+		goto nomem;
+	if (state == LC_ACTIVE &&
+	    (desired_identity_add_group(out, "staff") != 0 ||
+	     (has_dept_group && desired_identity_add_group(out, s + off_dept) != 0)))
+		goto nomem;
+	rc = 0;
+	goto out;
+nomem:
+	rc = id_err_set(err, ID_ENOMEM, "employee %s: out of memory in mapping", eid);
+out:
+	id_buf_fini(&b);
+	return rc;
+}
+
+static void default_destroy(void *impl)
+{
+	default_mapping_t *dm = impl;
+	if (dm == NULL)
+		return;
+	free(dm->mail_domain);
+	free(dm);
+}
+
+static const mapping_ops_t default_ops = {default_apply, default_destroy};
+
+mapping_t *mapping_create_default(const char *mail_domain, id_err_t *err)
+{
+	if (mail_domain == NULL || mail_domain[0] == '\0') {
+		id_err_set(err, ID_EINVALID, "mapping.mail_domain is empty");
+		return NULL;
+	}
+	/* A plain domain: letters, digits, '-', '.'; anything else would make
+	 * every mail attribute invalid. */
+	for (const char *p = mail_domain; *p != '\0'; p++) {
+		char c = *p;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-' || c == '.')) {
+			id_err_set(
+			    err, ID_EINVALID,
+			    "mapping.mail_domain \"%s\": character '%c' not allowed in a "
+			    "domain name",
+			    mail_domain, c);
+			return NULL;
+		}
+	}
+	default_mapping_t *dm = calloc(1, sizeof(*dm));
+	if (dm == NULL || (dm->mail_domain = strdup(mail_domain)) == NULL) {
+		free(dm);
+		id_err_set(err, ID_ENOMEM, "mapping: out of memory");
+		return NULL;
+	}
+	return mapping_create(MAPPING_DEFAULT_VERSION, &default_ops, dm, err);
+}

@@ -1,0 +1,138 @@
+/*
+ * mapping.h — the policy that turns an employee's merged HR attributes and
+ * lifecycle state into a desired identity.
+ *
+ * A mapping_t is a version string plus an implementation behind a small
+ * vtable (mapping_ops_t), so the built-in default mapping and the Lua policy
+ * that replaces it later are interchangeable for the fold.  The default
+ * mapping implements the rules of the brief (see processors/README.md for
+ * the table): uid, cn, sn, givenName, displayName, mail, title,
+ * departmentNumber, employeeNumber, employeeType, l; container "ou=<dept>";
+ * groups "staff" and "dept-<slug>" while ACTIVE.
+ *
+ * Besides attributes, a mapping records for every output the rule that made
+ * it (desired_identity_t.causes[].rule) and, through an optional trace, the
+ * HR keys it read, from which the fold derives the cause event ids.  Outputs
+ * that are not target attributes have causes under reserved names starting
+ * with '@' (MAPPING_CAUSE_*), which no LDAP attribute name can collide with.
+ *
+ * Purity: apply() does no I/O and reads no clock; `now` is out->effective_at,
+ * set by the caller from the event.  Thread safety: a mapping is immutable
+ * after creation; the default mapping may be applied from several threads at
+ * once.  Implementations with mutable state (a Lua interpreter) must say so.
+ */
+#ifndef IDSTREAM_MAPPING_H
+#define IDSTREAM_MAPPING_H
+
+#include <stddef.h>
+
+#include "common/attrs.h"
+#include "common/buf.h"
+#include "common/err.h"
+#include "schemas/model.h"
+
+/* Version recorded in policy_version by mapping_create_default(). */
+#define MAPPING_DEFAULT_VERSION "default-1"
+
+/* Cause names of the desired-identity parts that are not attributes. */
+#define MAPPING_CAUSE_CONTAINER "@container"
+#define MAPPING_CAUSE_GROUPS    "@groups"
+#define MAPPING_CAUSE_MANAGER   "@manager_id"
+#define MAPPING_CAUSE_STATE     "@state"
+
+/* Trace sources that are not HR attribute keys: the employee id itself
+ * (changed by the event that created the record) and the employment status
+ * (changed by HIRE/TERMINATE/REHIRE). */
+#define MAPPING_SRC_EMPLOYEE_ID "@employee_id"
+#define MAPPING_SRC_LIFECYCLE   "@lifecycle"
+
+/* The HR keys (NULL-terminated) an output was derived from. */
+typedef struct mapping_source {
+	const char *attribute;      /* cause name; borrowed */
+	const char *const *hr_keys; /* NULL-terminated; borrowed */
+} mapping_source_t;
+
+/*
+ * Caller-owned list of sources filled by mapping_apply_traced().  The
+ * strings it points to belong to the mapping and stay valid until the
+ * mapping is destroyed.  Reuse one trace across calls to avoid allocating.
+ */
+typedef struct mapping_trace {
+	mapping_source_t *items;
+	size_t len;
+	size_t cap;
+} mapping_trace_t;
+
+#define MAPPING_TRACE_INIT                                                               \
+	{                                                                                \
+		NULL, 0, 0                                                               \
+	}
+
+void mapping_trace_init(mapping_trace_t *t);
+void mapping_trace_fini(mapping_trace_t *t);
+/* Records that attribute was derived from hr_keys.  0 or ID_ENOMEM. */
+int mapping_trace_add(mapping_trace_t *t, const char *attribute,
+                      const char *const *hr_keys);
+/* The sources of attribute, or NULL when the trace has none. */
+const char *const *mapping_trace_find(const mapping_trace_t *t, const char *attribute);
+
+/*
+ * What an implementation provides.  apply() receives out already reset
+ * (only employee_id and effective_at set, state = state) and fills
+ * attributes, groups, container, manager_id and causes (rule names; event
+ * ids left NULL).  trace may be NULL.  It returns 0 or a negative ID_E* code
+ * with err naming the employee and the field.  destroy() frees impl.
+ */
+typedef struct mapping_ops {
+	int (*apply)(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
+	             desired_identity_t *out, mapping_trace_t *trace, id_err_t *err);
+	void (*destroy)(void *impl);
+} mapping_ops_t;
+
+typedef struct mapping mapping_t;
+
+/*
+ * Wraps an implementation.  ops must outlive the mapping; impl is owned by
+ * the mapping from the call on (destroyed with ops->destroy even when
+ * creation fails).  Ownership: caller frees with mapping_destroy().
+ */
+mapping_t *mapping_create(const char *version, const mapping_ops_t *ops, void *impl,
+                          id_err_t *err);
+
+/*
+ * The built-in mapping, version MAPPING_DEFAULT_VERSION; mail is
+ * uid@mail_domain.  Returns NULL with err set when mail_domain is empty or
+ * not a plain domain name.  Ownership: caller frees with mapping_destroy().
+ */
+mapping_t *mapping_create_default(const char *mail_domain, id_err_t *err);
+
+void mapping_destroy(mapping_t *m);
+
+/* The policy version recorded in policy_version.  Borrowed. */
+const char *mapping_version(const mapping_t *m);
+
+/*
+ * Computes the desired identity of hr in state.  The caller sets
+ * out->employee_id (and out->effective_at, the `now` of this evaluation);
+ * everything else in out is replaced: state, attributes, groups, container,
+ * manager_id, policy_version (= mapping_version(m)), causes (rule names,
+ * event ids NULL); version = 0 and cause_event_id = NULL, for the fold to
+ * set.  On error out holds a partial result the caller should not use.
+ * Absent or blank HR values give absent attributes.
+ */
+int mapping_apply(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_t state,
+                  desired_identity_t *out, id_err_t *err);
+
+/* Same, also filling trace (reset first) with the HR keys behind each cause. */
+int mapping_apply_traced(const mapping_t *m, const id_attrs_t *hr,
+                         lifecycle_state_t state, desired_identity_t *out,
+                         mapping_trace_t *trace, id_err_t *err);
+
+/*
+ * Appends value escaped for use as an attribute value in a DN (RFC 4514
+ * section 2.4: `"+,;<>\` anywhere, '#' or space first, space last) and keeps
+ * out NUL-terminated.  0 or ID_ENOMEM.
+ */
+int mapping_dn_escape_append(id_buf_t *out, const char *value);
+
+#endif

@@ -1,0 +1,1594 @@
+/*
+ * codec.c — single-object Avro encoding of the model records (see codec.h).
+ *
+ * Decoding is two passes over the body.  First our own validator walks the
+ * bytes against the *writer* schema and proves they are a complete,
+ * well-formed record: every length fits in what is left, every union and
+ * enum index is in range, strings are UTF-8 without NUL, nothing trails.
+ * Only then does avro-c read them.  avro-c trusts its input (it mallocs
+ * whatever length a string claims and has no notion of trailing bytes), so
+ * the validator is what makes decoding safe on arbitrary bytes; it is also
+ * what names the field in an error.
+ *
+ * The avro-c values are created once per codec and reset for every record,
+ * and a record kind's fields are looked up by name once, in codec_create(),
+ * where the schema is also checked against model.h.
+ *
+ * Thread safety: a codec_t belongs to one thread; the tables are constant.
+ */
+#include "schemas/codec.h"
+
+#include <avro.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- Known writer schemas ------------------------------------------------ */
+
+typedef struct codec_writer_def {
+	codec_kind_t kind;
+	int version;
+	const char *file; /* embedded schema name: file name without ".avsc" */
+} codec_writer_def_t;
+
+/*
+ * Every schema that has written payloads we may still have to read.  Rows are
+ * never removed: hr.events keeps its payloads forever.  The highest version
+ * of a kind is what we write and the reader schema older writers are
+ * resolved into (avro-c's resolved writer, matched by short record name —
+ * keep the names; avro-c ignores aliases).
+ *
+ * To introduce v2 of a record: copy the v1 text to schemas/<file>_v1.avsc and
+ * point its row here at "<file>_v1", edit schemas/<file>.avsc, add a row
+ * {kind, 2, "<file>"}.  avro-c's resolved writer does NOT apply the reader
+ * schema's defaults: a field an older writer lacks is left in its reset state
+ * (empty string, 0, union without a branch).  The dec_* helpers below map an
+ * unset union to NULL, which is the default of every optional field; any
+ * other default a v2 field gets must be filled in codec_decode_*() when the
+ * writer's version is older.
+ */
+static const codec_writer_def_t codec_writer_defs[] = {
+    {CODEC_EMPLOYEE_EVENT, 1, "employee_event"},
+    {CODEC_DESIRED_IDENTITY, 1, "desired_identity"},
+    {CODEC_SINK_RESULT, 1, "sink_result"},
+};
+#define CODEC_NWRITERS (sizeof(codec_writer_defs) / sizeof(*codec_writer_defs))
+
+static const char *const codec_kind_names[CODEC_KIND_COUNT] = {
+    "EmployeeEvent", "DesiredIdentity", "SinkResult"};
+
+const char *codec_kind_name(codec_kind_t kind)
+{
+	return (unsigned)kind < CODEC_KIND_COUNT ? codec_kind_names[kind] : "UNKNOWN";
+}
+
+/* --- What model.h expects of each schema --------------------------------- */
+
+typedef enum {
+	FT_STRING,
+	FT_OPT_STRING, /* ["null","string"] */
+	FT_LONG,
+	FT_ENUM,
+	FT_MAP_STRING,
+	FT_MAP_OPT_STRING,
+	FT_ARRAY_STRING,
+	FT_ARRAY_RECORD,
+} codec_ftype_t;
+
+typedef struct codec_field {
+	const char *name;
+	codec_ftype_t type;
+	const char *(*symbol)(int i); /* FT_ENUM: the model's names, in order */
+	int nsymbols;
+} codec_field_t;
+
+static const char *ev_type_sym(int i)
+{
+	return employee_event_type_name((employee_event_type_t)i);
+}
+static const char *lc_state_sym(int i)
+{
+	return lifecycle_state_name((lifecycle_state_t)i);
+}
+static const char *outcome_sym(int i)
+{
+	return sink_outcome_name((sink_outcome_t)i);
+}
+
+enum {
+	EVF_EVENT_ID,
+	EVF_SOURCE,
+	EVF_SOURCE_EVENT_ID,
+	EVF_EMPLOYEE_ID,
+	EVF_TYPE,
+	EVF_OCCURRED_AT,
+	EVF_EFFECTIVE_AT,
+	EVF_ATTRIBUTES,
+	EVF_ACTOR,
+	EVF_REASON,
+	EVF_COUNT
+};
+static const codec_field_t ev_fields[EVF_COUNT] = {
+    {"event_id", FT_STRING, NULL, 0},
+    {"source", FT_STRING, NULL, 0},
+    {"source_event_id", FT_STRING, NULL, 0},
+    {"employee_id", FT_STRING, NULL, 0},
+    {"type", FT_ENUM, ev_type_sym, EV_TYPE_COUNT},
+    {"occurred_at", FT_LONG, NULL, 0},
+    {"effective_at", FT_LONG, NULL, 0},
+    {"attributes", FT_MAP_OPT_STRING, NULL, 0},
+    {"actor", FT_OPT_STRING, NULL, 0},
+    {"reason", FT_OPT_STRING, NULL, 0},
+};
+
+enum {
+	DIF_EMPLOYEE_ID,
+	DIF_VERSION,
+	DIF_STATE,
+	DIF_ATTRIBUTES,
+	DIF_GROUPS,
+	DIF_CONTAINER,
+	DIF_MANAGER_ID,
+	DIF_POLICY_VERSION,
+	DIF_CAUSE_EVENT_ID,
+	DIF_EFFECTIVE_AT,
+	DIF_CAUSES,
+	DIF_COUNT
+};
+static const codec_field_t di_fields[DIF_COUNT] = {
+    {"employee_id", FT_STRING, NULL, 0},
+    {"version", FT_LONG, NULL, 0},
+    {"state", FT_ENUM, lc_state_sym, LC_STATE_COUNT},
+    {"attributes", FT_MAP_STRING, NULL, 0},
+    {"groups", FT_ARRAY_STRING, NULL, 0},
+    {"container", FT_STRING, NULL, 0},
+    {"manager_id", FT_OPT_STRING, NULL, 0},
+    {"policy_version", FT_STRING, NULL, 0},
+    {"cause_event_id", FT_STRING, NULL, 0},
+    {"effective_at", FT_LONG, NULL, 0},
+    {"causes", FT_ARRAY_RECORD, NULL, 0},
+};
+
+enum { ACF_ATTRIBUTE, ACF_EVENT_ID, ACF_RULE, ACF_COUNT };
+static const codec_field_t ac_fields[ACF_COUNT] = {
+    {"attribute", FT_STRING, NULL, 0},
+    {"event_id", FT_STRING, NULL, 0},
+    {"rule", FT_STRING, NULL, 0},
+};
+
+enum {
+	SRF_TARGET,
+	SRF_EMPLOYEE_ID,
+	SRF_DESIRED_VERSION,
+	SRF_OUTCOME,
+	SRF_OPERATIONS,
+	SRF_ERROR,
+	SRF_AT,
+	SRF_COUNT
+};
+static const codec_field_t sr_fields[SRF_COUNT] = {
+    {"target", FT_STRING, NULL, 0},
+    {"employee_id", FT_STRING, NULL, 0},
+    {"desired_version", FT_LONG, NULL, 0},
+    {"outcome", FT_ENUM, outcome_sym, SINK_OUTCOME_COUNT},
+    {"operations", FT_ARRAY_RECORD, NULL, 0},
+    {"error", FT_OPT_STRING, NULL, 0},
+    {"at", FT_LONG, NULL, 0},
+};
+
+enum { SOF_OP, SOF_ATTRIBUTE, SOF_OLD_VALUE, SOF_NEW_VALUE, SOF_COUNT };
+static const codec_field_t so_fields[SOF_COUNT] = {
+    {"op", FT_STRING, NULL, 0},
+    {"attribute", FT_STRING, NULL, 0},
+    {"old_value", FT_OPT_STRING, NULL, 0},
+    {"new_value", FT_OPT_STRING, NULL, 0},
+};
+
+#define CODEC_MAX_FIELDS 16
+/* Branch numbers of ["null","string"], checked in codec_create(). */
+#define BRANCH_NULL   0
+#define BRANCH_STRING 1
+
+/* --- The codec ------------------------------------------------------------ */
+
+typedef struct codec_writer {
+	const codec_writer_def_t *def;
+	avro_schema_t schema;
+	char *canonical; /* PCF of the schema text */
+	uint64_t fp;
+	/* Only for writers older than the reader of their kind. */
+	avro_value_iface_t *resolved_iface;
+	avro_value_t resolved;
+	bool has_resolved;
+} codec_writer_t;
+
+typedef struct codec_reader {
+	codec_writer_t *current; /* newest writer of the kind: what we write */
+	avro_value_iface_t *iface;
+	avro_value_t value; /* reused for every record of the kind */
+	bool has_value;
+	int idx[CODEC_MAX_FIELDS]; /* model field → index in the schema */
+	int sub[CODEC_MAX_FIELDS]; /* same, for AttrCause / SinkOp */
+} codec_reader_t;
+
+struct codec {
+	codec_writer_t writers[CODEC_NWRITERS];
+	codec_reader_t readers[CODEC_KIND_COUNT];
+	avro_reader_t in;
+	avro_writer_t out;
+};
+
+static const struct id_avsc_file *codec_avsc_find(const char *name)
+{
+	for (size_t i = 0; i < id_avsc_count; i++)
+		if (strcmp(id_avsc_files[i].name, name) == 0)
+			return &id_avsc_files[i];
+	return NULL;
+}
+
+static int codec_check_opt_string(avro_schema_t s)
+{
+	return avro_typeof(s) == AVRO_UNION && avro_schema_union_size(s) == 2 &&
+	       is_avro_null(avro_schema_union_branch(s, BRANCH_NULL)) &&
+	       is_avro_string(avro_schema_union_branch(s, BRANCH_STRING));
+}
+
+/*
+ * Finds each expected field of record schema rec by name, stores its index
+ * in idx[], and checks its type — so a .avsc edit that the structs do not
+ * follow fails here, at start-up.
+ */
+static int codec_bind(avro_schema_t rec, const char *where, const codec_field_t *spec,
+                      int n, int *idx, const codec_field_t *sub, int nsub, int *subidx,
+                      id_err_t *err)
+{
+	if (!is_avro_record(rec))
+		return id_err_set(err, ID_ESCHEMA, "schema %s: not a record", where);
+	for (int i = 0; i < n; i++) {
+		const codec_field_t *f = &spec[i];
+		int at = avro_schema_record_field_get_index(rec, f->name);
+		if (at < 0)
+			return id_err_set(err, ID_ESCHEMA, "schema %s: no field %s",
+			                  where, f->name);
+		idx[i] = at;
+		avro_schema_t t = avro_schema_record_field_get_by_index(rec, at);
+		bool ok = false;
+		switch (f->type) {
+		case FT_STRING:
+			ok = is_avro_string(t);
+			break;
+		case FT_OPT_STRING:
+			ok = codec_check_opt_string(t);
+			break;
+		case FT_LONG:
+			ok = is_avro_int64(t);
+			break;
+		case FT_ENUM:
+			ok = is_avro_enum(t) &&
+			     avro_schema_enum_number_of_symbols(t) == f->nsymbols;
+			for (int k = 0; ok && k < f->nsymbols; k++)
+				ok =
+				    strcmp(avro_schema_enum_get(t, k), f->symbol(k)) == 0;
+			break;
+		case FT_MAP_STRING:
+			ok = is_avro_map(t) && is_avro_string(avro_schema_map_values(t));
+			break;
+		case FT_MAP_OPT_STRING:
+			ok = is_avro_map(t) &&
+			     codec_check_opt_string(avro_schema_map_values(t));
+			break;
+		case FT_ARRAY_STRING:
+			ok = is_avro_array(t) &&
+			     is_avro_string(avro_schema_array_items(t));
+			break;
+		case FT_ARRAY_RECORD:
+			ok = is_avro_array(t) && sub != NULL;
+			if (ok) {
+				char w[128];
+				snprintf(w, sizeof(w), "%s.%s[]", where, f->name);
+				int rc = codec_bind(avro_schema_array_items(t), w, sub,
+				                    nsub, subidx, NULL, 0, NULL, err);
+				if (rc != 0)
+					return rc;
+			}
+			break;
+		}
+		if (!ok)
+			return id_err_set(
+			    err, ID_ESCHEMA,
+			    "schema %s: field %s does not have the type model.h "
+			    "expects (for enums: the same symbols in the same order)",
+			    where, f->name);
+	}
+	return 0;
+}
+
+static int codec_writer_init(codec_writer_t *w, const codec_writer_def_t *def,
+                             id_err_t *err)
+{
+	const struct id_avsc_file *f = codec_avsc_find(def->file);
+	w->def = def;
+	if (f == NULL)
+		return id_err_set(err, ID_ESCHEMA, "schema %s.avsc is not compiled in",
+		                  def->file);
+	size_t len = strlen(f->text);
+	if (avro_schema_from_json_length(f->text, len, &w->schema) != 0) {
+		w->schema = NULL;
+		return id_err_set(err, ID_ESCHEMA, "schema %s.avsc: %s", def->file,
+		                  avro_strerror());
+	}
+	int rc = codec_canonical_form(f->text, len, &w->canonical, err);
+	if (rc != 0) {
+		id_err_wrap(err, "schema %s.avsc", def->file);
+		return rc;
+	}
+	w->fp = codec_fingerprint(w->canonical, strlen(w->canonical));
+	if (!is_avro_record(w->schema) ||
+	    strcmp(avro_schema_name(w->schema), codec_kind_names[def->kind]) != 0)
+		return id_err_set(err, ID_ESCHEMA, "schema %s.avsc: expected record %s",
+		                  def->file, codec_kind_names[def->kind]);
+	return 0;
+}
+
+static int codec_reader_init(codec_t *c, codec_kind_t kind, id_err_t *err)
+{
+	codec_reader_t *r = &c->readers[kind];
+	for (size_t i = 0; i < CODEC_NWRITERS; i++) {
+		codec_writer_t *w = &c->writers[i];
+		if (w->def->kind == kind &&
+		    (r->current == NULL || w->def->version > r->current->def->version))
+			r->current = w;
+	}
+	if (r->current == NULL)
+		return id_err_set(err, ID_ESCHEMA, "no schema for %s",
+		                  codec_kind_names[kind]);
+	avro_schema_t s = r->current->schema;
+	const char *where = r->current->def->file;
+	int rc;
+	switch (kind) {
+	case CODEC_EMPLOYEE_EVENT:
+		rc = codec_bind(s, where, ev_fields, EVF_COUNT, r->idx, NULL, 0, NULL,
+		                err);
+		break;
+	case CODEC_DESIRED_IDENTITY:
+		rc = codec_bind(s, where, di_fields, DIF_COUNT, r->idx, ac_fields,
+		                ACF_COUNT, r->sub, err);
+		break;
+	default:
+		rc = codec_bind(s, where, sr_fields, SRF_COUNT, r->idx, so_fields,
+		                SOF_COUNT, r->sub, err);
+		break;
+	}
+	if (rc != 0)
+		return rc;
+	r->iface = avro_generic_class_from_schema(s);
+	if (r->iface == NULL || avro_generic_value_new(r->iface, &r->value) != 0)
+		return id_err_set(err, ID_ENOMEM, "schema %s: %s", where,
+		                  avro_strerror());
+	r->has_value = true;
+	/* Older writers of this kind decode through a resolver into r->value. */
+	for (size_t i = 0; i < CODEC_NWRITERS; i++) {
+		codec_writer_t *w = &c->writers[i];
+		if (w->def->kind != kind || w == r->current)
+			continue;
+		w->resolved_iface = avro_resolved_writer_new(w->schema, s);
+		if (w->resolved_iface == NULL)
+			return id_err_set(err, ID_ESCHEMA,
+			                  "schema %s cannot be read as %s: %s",
+			                  w->def->file, where, avro_strerror());
+		if (avro_resolved_writer_new_value(w->resolved_iface, &w->resolved) != 0)
+			return id_err_set(err, ID_ENOMEM, "schema %s: %s", w->def->file,
+			                  avro_strerror());
+		w->has_resolved = true;
+	}
+	return 0;
+}
+
+codec_t *codec_create(id_err_t *err)
+{
+	codec_t *c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		id_err_set(err, ID_ENOMEM, "codec: out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < CODEC_NWRITERS; i++)
+		if (codec_writer_init(&c->writers[i], &codec_writer_defs[i], err) != 0)
+			goto fail;
+	for (size_t i = 0; i < CODEC_NWRITERS; i++)
+		for (size_t j = 0; j < i; j++)
+			if (c->writers[i].fp == c->writers[j].fp) {
+				id_err_set(err, ID_ESCHEMA,
+				           "schemas %s and %s have the same fingerprint",
+				           codec_writer_defs[j].file,
+				           codec_writer_defs[i].file);
+				goto fail;
+			}
+	for (int k = 0; k < CODEC_KIND_COUNT; k++)
+		if (codec_reader_init(c, (codec_kind_t)k, err) != 0)
+			goto fail;
+	c->in = avro_reader_memory(NULL, 0);
+	c->out = avro_writer_memory(NULL, 0);
+	if (c->in == NULL || c->out == NULL) {
+		id_err_set(err, ID_ENOMEM, "codec: out of memory");
+		goto fail;
+	}
+	return c;
+fail:
+	codec_destroy(c);
+	return NULL;
+}
+
+void codec_destroy(codec_t *c)
+{
+	if (c == NULL)
+		return;
+	for (int k = 0; k < CODEC_KIND_COUNT; k++) {
+		codec_reader_t *r = &c->readers[k];
+		if (r->has_value)
+			avro_value_decref(&r->value);
+		if (r->iface != NULL)
+			avro_value_iface_decref(r->iface);
+	}
+	for (size_t i = 0; i < CODEC_NWRITERS; i++) {
+		codec_writer_t *w = &c->writers[i];
+		if (w->has_resolved)
+			avro_value_decref(&w->resolved);
+		if (w->resolved_iface != NULL)
+			avro_value_iface_decref(w->resolved_iface);
+		if (w->schema != NULL)
+			avro_schema_decref(w->schema);
+		free(w->canonical);
+	}
+	if (c->in != NULL)
+		avro_reader_free(c->in);
+	if (c->out != NULL)
+		avro_writer_free(c->out);
+	free(c);
+}
+
+static codec_reader_t *codec_reader_by_name(codec_t *c, const char *name)
+{
+	for (int k = 0; k < CODEC_KIND_COUNT; k++) {
+		codec_reader_t *r = &c->readers[k];
+		const char *ns = avro_schema_namespace(r->current->schema);
+		size_t nslen = ns ? strlen(ns) : 0;
+		if (strcmp(name, codec_kind_names[k]) == 0 ||
+		    strcmp(name, r->current->def->file) == 0 ||
+		    (nslen && strncmp(name, ns, nslen) == 0 && name[nslen] == '.' &&
+		     strcmp(name + nslen + 1, codec_kind_names[k]) == 0))
+			return r;
+	}
+	return NULL;
+}
+
+uint64_t codec_schema_fingerprint(codec_t *c, const char *name)
+{
+	codec_reader_t *r = codec_reader_by_name(c, name);
+	return r ? r->current->fp : 0;
+}
+
+const char *codec_schema_canonical(codec_t *c, const char *name)
+{
+	codec_reader_t *r = codec_reader_by_name(c, name);
+	return r ? r->current->canonical : NULL;
+}
+
+/* --- Header ------------------------------------------------------------- */
+
+static codec_writer_t *codec_writer_by_fp(codec_t *c, uint64_t fp)
+{
+	for (size_t i = 0; i < CODEC_NWRITERS; i++)
+		if (c->writers[i].fp == fp)
+			return &c->writers[i];
+	return NULL;
+}
+
+static int codec_header(codec_t *c, const unsigned char *p, size_t len, uint64_t *fp,
+                        codec_writer_t **w, id_err_t *err)
+{
+	*w = NULL;
+	*fp = 0;
+	if (len < 2 || p[0] != CODEC_MAGIC_0 || p[1] != CODEC_MAGIC_1) {
+		if (len == 0)
+			return id_err_set(
+			    err, ID_EPARSE,
+			    "empty payload: no Avro single-object magic C3 01");
+		if (len == 1)
+			return id_err_set(
+			    err, ID_EPARSE,
+			    "payload of 1 byte (%02X): no Avro single-object "
+			    "magic C3 01",
+			    p[0]);
+		return id_err_set(
+		    err, ID_EPARSE,
+		    "payload does not start with the Avro single-object magic "
+		    "C3 01 (got %02X %02X)",
+		    p[0], p[1]);
+	}
+	if (len < CODEC_HEADER_LEN)
+		return id_err_set(err, ID_ETRUNCATED,
+		                  "truncated single-object header: %zu of %d bytes", len,
+		                  CODEC_HEADER_LEN);
+	for (int i = 7; i >= 0; i--)
+		*fp = (*fp << 8) | p[2 + i];
+	*w = codec_writer_by_fp(c, *fp);
+	return 0;
+}
+
+int codec_peek_kind(codec_t *c, const void *data, size_t len, codec_kind_t *kind,
+                    uint64_t *fingerprint, id_err_t *err)
+{
+	codec_writer_t *w;
+	uint64_t fp;
+	int rc = codec_header(c, data, len, &fp, &w, err);
+	if (fingerprint != NULL)
+		*fingerprint = fp;
+	if (rc != 0)
+		return rc;
+	if (w == NULL)
+		return id_err_set(err, ID_ESCHEMA,
+		                  "unknown writer schema fingerprint 0x%016" PRIx64, fp);
+	if (kind != NULL)
+		*kind = w->def->kind;
+	return 0;
+}
+
+/* "v1 0x1da82f532cffe6c4, v2 0x..." — the writers of a kind, for errors. */
+static void codec_known_list(const codec_t *c, codec_kind_t kind, char *buf, size_t cap)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < CODEC_NWRITERS && n < cap; i++) {
+		const codec_writer_t *w = &c->writers[i];
+		if (w->def->kind != kind)
+			continue;
+		int k = snprintf(buf + n, cap - n, "%sv%d 0x%016" PRIx64, n ? ", " : "",
+		                 w->def->version, w->fp);
+		if (k < 0)
+			break;
+		n += (size_t)k;
+	}
+}
+
+static int codec_expect(codec_t *c, codec_kind_t kind, const unsigned char *p, size_t len,
+                        codec_writer_t **w, id_err_t *err)
+{
+	uint64_t fp;
+	int rc = codec_header(c, p, len, &fp, w, err);
+	if (rc != 0) {
+		id_err_wrap(err, "decode %s", codec_kind_names[kind]);
+		return rc;
+	}
+	if (*w != NULL && (*w)->def->kind == kind)
+		return 0;
+	char known[256];
+	codec_known_list(c, kind, known, sizeof(known));
+	if (*w == NULL)
+		return id_err_set(
+		    err, ID_ESCHEMA,
+		    "decode %s: unknown writer schema fingerprint 0x%016" PRIx64
+		    "; expected %s %s",
+		    codec_kind_names[kind], fp, codec_kind_names[kind], known);
+	return id_err_set(err, ID_ESCHEMA,
+	                  "decode %s: payload is a %s (v%d, fingerprint 0x%016" PRIx64
+	                  "); expected %s %s",
+	                  codec_kind_names[kind], codec_kind_names[(*w)->def->kind],
+	                  (*w)->def->version, fp, codec_kind_names[kind], known);
+}
+
+/* --- Body validator --------------------------------------------------------- */
+
+/* Where in the record the validator is, for messages: a chain on the stack. */
+typedef struct vpath {
+	const struct vpath *up;
+	avro_schema_t record;     /* field number index of this record, or NULL */
+	const unsigned char *key; /* map key (not NUL-terminated), or NULL */
+	size_t keylen;
+	int64_t index; /* field number, or array/map item number */
+} vpath_t;
+
+typedef struct vstate {
+	const unsigned char *start, *p, *end; /* start = first byte of the payload */
+	const codec_writer_t *w;
+	size_t items; /* array/map items seen, bounded by the body length */
+	int depth;
+	id_err_t *err;
+} vstate_t;
+
+#define VALIDATE_MAX_DEPTH 32
+
+/* Renders the path root-first into buf[0..cap); returns the length. */
+static size_t vpath_render(const vpath_t *at, char *buf, size_t cap)
+{
+	if (at == NULL)
+		return 0;
+	size_t n = vpath_render(at->up, buf, cap);
+	int k;
+	if (n >= cap - 1)
+		return n;
+	if (at->record != NULL) {
+		/* Field names are looked up only here, off the hot path. */
+		k = snprintf(buf + n, cap - n, "%s%s", n ? "." : "",
+		             avro_schema_record_field_name(at->record, (int)at->index));
+	} else if (at->key != NULL) {
+		/* Keys come from the payload: show them printable and short. */
+		char kb[200];
+		size_t m = 0;
+		for (size_t i = 0; i < at->keylen && i < 40; i++) {
+			unsigned char ch = at->key[i];
+			if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+				kb[m++] = (char)ch;
+			else
+				m += (size_t)snprintf(kb + m, sizeof(kb) - m, "\\x%02x",
+				                      ch);
+		}
+		kb[m] = '\0';
+		k = snprintf(buf + n, cap - n, "[\"%s%s\"]", kb,
+		             at->keylen > 40 ? "..." : "");
+	} else {
+		k = snprintf(buf + n, cap - n, "[%" PRId64 "]", at->index);
+	}
+	if (k < 0)
+		return n;
+	return n + (size_t)k < cap ? n + (size_t)k : cap - 1;
+}
+
+static void vpath_str(const vpath_t *at, char *buf, size_t cap)
+{
+	buf[vpath_render(at, buf, cap)] = '\0';
+}
+
+static int v_fail(vstate_t *v, int code, const vpath_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int v_fail(vstate_t *v, int code, const vpath_t *at, const char *fmt, ...)
+{
+	char path[256], detail[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	vpath_str(at, path, sizeof(path));
+	return id_err_set(v->err, code, "decode %s v%d: %s%s%s (byte %zu of %zu): %s",
+	                  codec_kind_names[v->w->def->kind], v->w->def->version,
+	                  code == ID_ETRUNCATED ? "truncated" : "malformed",
+	                  at ? " at field " : "", at ? path : "",
+	                  (size_t)(v->p - v->start), (size_t)(v->end - v->start), detail);
+}
+
+static size_t v_left(const vstate_t *v)
+{
+	return (size_t)(v->end - v->p);
+}
+
+/* Zig-zag varint of at most maxbytes bytes (5 for int, 10 for long). */
+static int v_varint(vstate_t *v, const vpath_t *at, const char *what, const char *what2,
+                    int maxbytes, int64_t *out)
+{
+	uint64_t u = 0;
+	for (int i = 0;; i++) {
+		if (v->p == v->end)
+			return v_fail(v, ID_ETRUNCATED, at, "%s%s ends early", what,
+			              what2);
+		unsigned b = *v->p;
+		if (i == maxbytes - 1 && (b & 0x80 || (maxbytes == 10 && b > 1)))
+			return v_fail(v, ID_EPARSE, at, "%s%s is not a valid varint",
+			              what, what2);
+		v->p++;
+		u |= (uint64_t)(b & 0x7f) << (7 * i);
+		if (!(b & 0x80))
+			break;
+	}
+	*out = (int64_t)((u >> 1) ^ (0 - (u & 1)));
+	return 0;
+}
+
+/* Offset of the first byte that breaks UTF-8 (or is NUL), n when all is fine. */
+static size_t utf8_bad(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		/* Fast path: 8 ASCII bytes, none of them NUL. */
+		uint64_t w8;
+		if (n - i >= 8 && (memcpy(&w8, s + i, 8),
+		                   ((w8 | ((w8 - UINT64_C(0x0101010101010101)) & ~w8)) &
+		                    UINT64_C(0x8080808080808080)) == 0)) {
+			i += 8;
+			continue;
+		}
+		unsigned ch = s[i];
+		if (ch >= 0x01 && ch < 0x80) {
+			i++;
+			continue;
+		}
+		size_t len;
+		uint32_t cp;
+		if (ch >= 0xC2 && ch <= 0xDF) {
+			len = 2;
+			cp = ch & 0x1F;
+		} else if (ch >= 0xE0 && ch <= 0xEF) {
+			len = 3;
+			cp = ch & 0x0F;
+		} else if (ch >= 0xF0 && ch <= 0xF4) {
+			len = 4;
+			cp = ch & 0x07;
+		} else {
+			return i; /* NUL, continuation byte, or never valid */
+		}
+		if (n - i < len)
+			return i;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return i;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+		    (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+			return i; /* overlong, surrogate or beyond Unicode */
+		i += len;
+	}
+	return n;
+}
+
+static int v_string(vstate_t *v, const vpath_t *at, const char *what, bool text,
+                    const unsigned char **s, size_t *n)
+{
+	int64_t len;
+	int rc = v_varint(v, at, what, " length", 10, &len);
+	if (rc != 0)
+		return rc;
+	if (len < 0)
+		return v_fail(v, ID_EPARSE, at, "negative %s length %" PRId64, what, len);
+	if ((uint64_t)len > v_left(v))
+		return v_fail(v, ID_ETRUNCATED, at, "%s of %" PRId64 " bytes, %zu left",
+		              what, len, v_left(v));
+	if (text) {
+		size_t bad = utf8_bad(v->p, (size_t)len);
+		if (bad < (size_t)len)
+			return v_fail(v, ID_EPARSE, at, "%s %s at its byte %zu", what,
+			              v->p[bad] ? "is not valid UTF-8"
+			                        : "contains a NUL byte",
+			              bad);
+	}
+	if (s != NULL) {
+		*s = v->p;
+		*n = (size_t)len;
+	}
+	v->p += len;
+	return 0;
+}
+
+static int v_value(vstate_t *v, avro_schema_t s, const vpath_t *at);
+
+/* Arrays and maps: blocks of items, a zero count ends them. */
+static int v_blocks(vstate_t *v, avro_schema_t s, bool map, const vpath_t *at)
+{
+	avro_schema_t item = map ? avro_schema_map_values(s) : avro_schema_array_items(s);
+	const char *what = map ? "map block count" : "array block count";
+	int64_t index = 0;
+	for (;;) {
+		int64_t count, size;
+		int rc = v_varint(v, at, what, "", 10, &count);
+		if (rc != 0)
+			return rc;
+		if (count == 0)
+			return 0;
+		if (count < 0) {
+			/* A negative count is followed by the block's byte size. */
+			if (count == INT64_MIN)
+				return v_fail(v, ID_EPARSE, at, "invalid %s", what);
+			count = -count;
+			if ((rc = v_varint(v, at, "block byte size", "", 10, &size)) != 0)
+				return rc;
+			if (size < 0)
+				return v_fail(v, ID_EPARSE, at,
+				              "negative block byte size");
+		}
+		/*
+		 * Every item of our schemas takes at least one byte; this bound
+		 * keeps a forged count from making avro-c loop or allocate
+		 * without end.
+		 */
+		if ((uint64_t)count > v_left(v) ||
+		    v->items + (size_t)count > (size_t)(v->end - v->start))
+			return v_fail(v, ID_ETRUNCATED, at,
+			              "block of %" PRId64 " items, %zu bytes left", count,
+			              v_left(v));
+		v->items += (size_t)count;
+		for (int64_t i = 0; i < count; i++, index++) {
+			vpath_t here = {at, NULL, NULL, 0, index};
+			if (map) {
+				const unsigned char *key;
+				size_t keylen;
+				if ((rc = v_string(v, &here, "map key", true, &key,
+				                   &keylen)) != 0)
+					return rc;
+				here.key = key;
+				here.keylen = keylen;
+			}
+			if ((rc = v_value(v, item, &here)) != 0)
+				return rc;
+		}
+	}
+}
+
+static int v_value(vstate_t *v, avro_schema_t s, const vpath_t *at)
+{
+	int rc = 0;
+	int64_t n;
+	if (++v->depth > VALIDATE_MAX_DEPTH) {
+		rc =
+		    v_fail(v, ID_EPARSE, at, "nested deeper than %d", VALIDATE_MAX_DEPTH);
+		goto out;
+	}
+	switch (avro_typeof(s)) {
+	case AVRO_NULL:
+		break;
+	case AVRO_BOOLEAN:
+		if (v_left(v) < 1)
+			rc = v_fail(v, ID_ETRUNCATED, at, "boolean missing");
+		else if (*v->p > 1)
+			rc = v_fail(v, ID_EPARSE, at, "boolean byte %u", *v->p);
+		else
+			v->p++;
+		break;
+	case AVRO_INT32:
+		rc = v_varint(v, at, "int", "", 5, &n);
+		if (rc == 0 && (n < INT32_MIN || n > INT32_MAX))
+			rc = v_fail(v, ID_EPARSE, at, "int out of range");
+		break;
+	case AVRO_INT64:
+		rc = v_varint(v, at, "long", "", 10, &n);
+		break;
+	case AVRO_FLOAT:
+	case AVRO_DOUBLE: {
+		size_t need = avro_typeof(s) == AVRO_FLOAT ? 4 : 8;
+		if (v_left(v) < need)
+			rc = v_fail(v, ID_ETRUNCATED, at, "%zu-byte number, %zu left",
+			            need, v_left(v));
+		else
+			v->p += need;
+		break;
+	}
+	case AVRO_STRING:
+		rc = v_string(v, at, "string", true, NULL, NULL);
+		break;
+	case AVRO_BYTES:
+		rc = v_string(v, at, "bytes", false, NULL, NULL);
+		break;
+	case AVRO_FIXED: {
+		int64_t need = avro_schema_fixed_size(s);
+		if (need < 0 || (uint64_t)need > v_left(v))
+			rc = v_fail(v, ID_ETRUNCATED, at,
+			            "fixed of %" PRId64 " bytes, %zu left", need,
+			            v_left(v));
+		else
+			v->p += need;
+		break;
+	}
+	case AVRO_ENUM:
+		rc = v_varint(v, at, "enum index", "", 10, &n);
+		if (rc == 0 && (n < 0 || n >= avro_schema_enum_number_of_symbols(s)))
+			rc = v_fail(v, ID_EPARSE, at,
+			            "enum index %" PRId64 " not in [0, %d)", n,
+			            avro_schema_enum_number_of_symbols(s));
+		break;
+	case AVRO_UNION:
+		rc = v_varint(v, at, "union branch", "", 10, &n);
+		if (rc == 0 && (n < 0 || (uint64_t)n >= avro_schema_union_size(s)))
+			rc = v_fail(v, ID_EPARSE, at,
+			            "union branch %" PRId64 " not in [0, %zu)", n,
+			            avro_schema_union_size(s));
+		if (rc == 0)
+			rc = v_value(v, avro_schema_union_branch(s, (int)n), at);
+		break;
+	case AVRO_RECORD:
+		for (size_t i = 0; rc == 0 && i < avro_schema_record_size(s); i++) {
+			vpath_t here = {at, s, NULL, 0, (int64_t)i};
+			rc = v_value(v, avro_schema_record_field_get_by_index(s, (int)i),
+			             &here);
+		}
+		break;
+	case AVRO_ARRAY:
+	case AVRO_MAP:
+		rc = v_blocks(v, s, avro_typeof(s) == AVRO_MAP, at);
+		break;
+	case AVRO_LINK:
+		rc = v_value(v, avro_schema_link_target(s), at);
+		break;
+	default:
+		rc = v_fail(v, ID_ESCHEMA, at, "unsupported schema type %d",
+		            (int)avro_typeof(s));
+		break;
+	}
+out:
+	v->depth--;
+	return rc;
+}
+
+/*
+ * Checks the header, then the body against the writer schema, then reads the
+ * body into the kind's reader value (through the resolver for an older
+ * writer).  *rec is the filled value.
+ */
+static int codec_read(codec_t *c, codec_kind_t kind, const void *data, size_t len,
+                      avro_value_t **rec, id_err_t *err)
+{
+	const unsigned char *p = data;
+	codec_writer_t *w;
+	codec_reader_t *r = &c->readers[kind];
+	int rc = codec_expect(c, kind, p, len, &w, err);
+	if (rc != 0)
+		return rc;
+	vstate_t v = {p, p + CODEC_HEADER_LEN, p + len, w, 0, 0, err};
+	if ((rc = v_value(&v, w->schema, NULL)) != 0)
+		return rc;
+	if (v.p != v.end)
+		return v_fail(&v, ID_EPARSE, NULL, "%zu trailing bytes after the record",
+		              v_left(&v));
+	avro_reader_memory_set_source(c->in, (const char *)p + CODEC_HEADER_LEN,
+	                              (int64_t)(len - CODEC_HEADER_LEN));
+	if (w->has_resolved) {
+		avro_resolved_writer_set_dest(&w->resolved, &r->value);
+		rc = avro_value_read(c->in, &w->resolved);
+		avro_resolved_writer_clear_dest(&w->resolved);
+	} else {
+		rc = avro_value_read(c->in, &r->value);
+	}
+	if (rc != 0)
+		return id_err_set(err, rc == ENOMEM ? ID_ENOMEM : ID_EPARSE,
+		                  "decode %s v%d: %s", codec_kind_names[kind],
+		                  w->def->version, avro_strerror());
+	*rec = &r->value;
+	return 0;
+}
+
+/* --- From avro values to the model ---------------------------------------- */
+
+static int dec_nomem(id_err_t *err, codec_kind_t kind)
+{
+	return id_err_set(err, ID_ENOMEM, "decode %s: out of memory",
+	                  codec_kind_names[kind]);
+}
+
+static int dec_field(avro_value_t *rec, int idx, avro_value_t *f)
+{
+	return avro_value_get_by_index(rec, (size_t)idx, f, NULL);
+}
+
+/* Copies a string value; avro-c sizes include the NUL terminator. */
+static int dec_string_value(avro_value_t *f, char **out)
+{
+	const char *s = NULL;
+	size_t size = 0;
+	*out = NULL;
+	if (avro_value_get_string(f, &s, &size) != 0)
+		return ID_EPARSE;
+	size_t n = (s == NULL || size == 0) ? 0 : size - 1;
+	char *d = malloc(n + 1);
+	if (d == NULL)
+		return ID_ENOMEM;
+	if (n)
+		memcpy(d, s, n);
+	d[n] = '\0';
+	*out = d;
+	return 0;
+}
+
+static int dec_str(avro_value_t *rec, int idx, char **out)
+{
+	avro_value_t f;
+	*out = NULL;
+	if (dec_field(rec, idx, &f) != 0)
+		return ID_EPARSE;
+	return dec_string_value(&f, out);
+}
+
+/* ["null","string"]; a union without a branch (a field an older writer did
+ * not have) is NULL, the default of every optional field. */
+static int dec_opt_value(avro_value_t *f, char **out)
+{
+	int disc = -1;
+	avro_value_t b;
+	*out = NULL;
+	if (avro_value_get_discriminant(f, &disc) != 0 || disc != BRANCH_STRING)
+		return 0;
+	if (avro_value_get_current_branch(f, &b) != 0)
+		return ID_EPARSE;
+	return dec_string_value(&b, out);
+}
+
+static int dec_opt_str(avro_value_t *rec, int idx, char **out)
+{
+	avro_value_t f;
+	*out = NULL;
+	if (dec_field(rec, idx, &f) != 0)
+		return ID_EPARSE;
+	return dec_opt_value(&f, out);
+}
+
+static int dec_long(avro_value_t *rec, int idx, int64_t *out)
+{
+	avro_value_t f;
+	if (dec_field(rec, idx, &f) != 0 || avro_value_get_long(&f, out) != 0)
+		return ID_EPARSE;
+	return 0;
+}
+
+static int dec_enum(avro_value_t *rec, int idx, int count, int *out)
+{
+	avro_value_t f;
+	if (dec_field(rec, idx, &f) != 0 || avro_value_get_enum(&f, out) != 0 ||
+	    *out < 0 || *out >= count)
+		return ID_EPARSE;
+	return 0;
+}
+
+/* map<string> or map<["null","string"]> into a sorted id_attrs_t. */
+static int dec_map(avro_value_t *rec, int idx, bool nullable, id_attrs_t *a)
+{
+	avro_value_t m;
+	size_t n;
+	if (dec_field(rec, idx, &m) != 0 || avro_value_get_size(&m, &n) != 0)
+		return ID_EPARSE;
+	for (size_t i = 0; i < n; i++) {
+		avro_value_t e;
+		const char *key;
+		char *val = NULL;
+		if (avro_value_get_by_index(&m, i, &e, &key) != 0)
+			return ID_EPARSE;
+		int rc = nullable ? dec_opt_value(&e, &val) : dec_string_value(&e, &val);
+		if (rc == 0)
+			rc = id_attrs_set(a, key, val);
+		free(val);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int dec_rc(int rc, codec_kind_t kind, id_err_t *err)
+{
+	if (rc == ID_ENOMEM)
+		return dec_nomem(err, kind);
+	return id_err_set(err, rc, "decode %s: cannot read value: %s",
+	                  codec_kind_names[kind], avro_strerror());
+}
+
+int codec_decode_event(codec_t *c, const void *data, size_t len, employee_event_t *out,
+                       id_err_t *err)
+{
+	const codec_kind_t K = CODEC_EMPLOYEE_EVENT;
+	const int *ix = c->readers[K].idx;
+	avro_value_t *rec;
+	int type = 0;
+	employee_event_fini(out);
+	int rc = codec_read(c, K, data, len, &rec, err);
+	if (rc != 0)
+		goto out;
+	if ((rc = dec_str(rec, ix[EVF_EVENT_ID], &out->event_id)) != 0 ||
+	    (rc = dec_str(rec, ix[EVF_SOURCE], &out->source)) != 0 ||
+	    (rc = dec_str(rec, ix[EVF_SOURCE_EVENT_ID], &out->source_event_id)) != 0 ||
+	    (rc = dec_str(rec, ix[EVF_EMPLOYEE_ID], &out->employee_id)) != 0 ||
+	    (rc = dec_enum(rec, ix[EVF_TYPE], EV_TYPE_COUNT, &type)) != 0 ||
+	    (rc = dec_long(rec, ix[EVF_OCCURRED_AT], &out->occurred_at)) != 0 ||
+	    (rc = dec_long(rec, ix[EVF_EFFECTIVE_AT], &out->effective_at)) != 0 ||
+	    (rc = dec_map(rec, ix[EVF_ATTRIBUTES], true, &out->attributes)) != 0 ||
+	    (rc = dec_opt_str(rec, ix[EVF_ACTOR], &out->actor)) != 0 ||
+	    (rc = dec_opt_str(rec, ix[EVF_REASON], &out->reason)) != 0) {
+		rc = dec_rc(rc, K, err);
+		goto out;
+	}
+	out->type = (employee_event_type_t)type;
+out:
+	if (rc != 0)
+		employee_event_fini(out);
+	return rc;
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_cause(const void *a, const void *b)
+{
+	return strcmp(((const attr_cause_t *)a)->attribute,
+	              ((const attr_cause_t *)b)->attribute);
+}
+
+/*
+ * model.h promises sorted unique groups and causes sorted by attribute; our
+ * writers keep that, but a payload from elsewhere might not.
+ */
+static void dec_normalise_desired(desired_identity_t *d)
+{
+	size_t i, j;
+	for (i = 1; i < d->ngroups && strcmp(d->groups[i - 1], d->groups[i]) < 0; i++)
+		;
+	if (d->ngroups > 1 && i < d->ngroups) {
+		qsort(d->groups, d->ngroups, sizeof(*d->groups), cmp_str_ptr);
+		for (i = 1, j = 1; i < d->ngroups; i++) {
+			if (strcmp(d->groups[j - 1], d->groups[i]) == 0)
+				free(d->groups[i]);
+			else
+				d->groups[j++] = d->groups[i];
+		}
+		d->ngroups = j;
+	}
+	for (i = 1; i < d->ncauses &&
+	            strcmp(d->causes[i - 1].attribute, d->causes[i].attribute) < 0;
+	     i++)
+		;
+	if (d->ncauses > 1 && i < d->ncauses) {
+		qsort(d->causes, d->ncauses, sizeof(*d->causes), cmp_cause);
+		for (i = 1, j = 1; i < d->ncauses; i++) {
+			if (strcmp(d->causes[j - 1].attribute, d->causes[i].attribute) ==
+			    0) {
+				free(d->causes[i].attribute);
+				free(d->causes[i].event_id);
+				free(d->causes[i].rule);
+			} else {
+				d->causes[j++] = d->causes[i];
+			}
+		}
+		d->ncauses = j;
+	}
+}
+
+static int dec_groups(avro_value_t *rec, int idx, desired_identity_t *d)
+{
+	avro_value_t a;
+	size_t n;
+	if (dec_field(rec, idx, &a) != 0 || avro_value_get_size(&a, &n) != 0)
+		return ID_EPARSE;
+	if (n == 0)
+		return 0;
+	if ((d->groups = calloc(n, sizeof(*d->groups))) == NULL)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		avro_value_t e;
+		if (avro_value_get_by_index(&a, i, &e, NULL) != 0)
+			return ID_EPARSE;
+		int rc = dec_string_value(&e, &d->groups[i]);
+		if (rc != 0)
+			return rc;
+		d->ngroups = i + 1;
+	}
+	return 0;
+}
+
+static int dec_causes(avro_value_t *rec, int idx, const int *sub, desired_identity_t *d)
+{
+	avro_value_t a;
+	size_t n;
+	if (dec_field(rec, idx, &a) != 0 || avro_value_get_size(&a, &n) != 0)
+		return ID_EPARSE;
+	if (n == 0)
+		return 0;
+	if ((d->causes = calloc(n, sizeof(*d->causes))) == NULL)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		avro_value_t e;
+		attr_cause_t *ac = &d->causes[i];
+		int rc;
+		if (avro_value_get_by_index(&a, i, &e, NULL) != 0)
+			return ID_EPARSE;
+		d->ncauses = i + 1; /* so that fini frees a partly filled cause */
+		if ((rc = dec_str(&e, sub[ACF_ATTRIBUTE], &ac->attribute)) != 0 ||
+		    (rc = dec_str(&e, sub[ACF_EVENT_ID], &ac->event_id)) != 0 ||
+		    (rc = dec_str(&e, sub[ACF_RULE], &ac->rule)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int codec_decode_desired(codec_t *c, const void *data, size_t len,
+                         desired_identity_t *out, id_err_t *err)
+{
+	const codec_kind_t K = CODEC_DESIRED_IDENTITY;
+	const int *ix = c->readers[K].idx;
+	avro_value_t *rec;
+	int state = 0;
+	desired_identity_fini(out);
+	int rc = codec_read(c, K, data, len, &rec, err);
+	if (rc != 0)
+		goto out;
+	if ((rc = dec_str(rec, ix[DIF_EMPLOYEE_ID], &out->employee_id)) != 0 ||
+	    (rc = dec_long(rec, ix[DIF_VERSION], &out->version)) != 0 ||
+	    (rc = dec_enum(rec, ix[DIF_STATE], LC_STATE_COUNT, &state)) != 0 ||
+	    (rc = dec_map(rec, ix[DIF_ATTRIBUTES], false, &out->attributes)) != 0 ||
+	    (rc = dec_groups(rec, ix[DIF_GROUPS], out)) != 0 ||
+	    (rc = dec_str(rec, ix[DIF_CONTAINER], &out->container)) != 0 ||
+	    (rc = dec_opt_str(rec, ix[DIF_MANAGER_ID], &out->manager_id)) != 0 ||
+	    (rc = dec_str(rec, ix[DIF_POLICY_VERSION], &out->policy_version)) != 0 ||
+	    (rc = dec_str(rec, ix[DIF_CAUSE_EVENT_ID], &out->cause_event_id)) != 0 ||
+	    (rc = dec_long(rec, ix[DIF_EFFECTIVE_AT], &out->effective_at)) != 0 ||
+	    (rc = dec_causes(rec, ix[DIF_CAUSES], c->readers[K].sub, out)) != 0) {
+		rc = dec_rc(rc, K, err);
+		goto out;
+	}
+	out->state = (lifecycle_state_t)state;
+	dec_normalise_desired(out);
+out:
+	if (rc != 0)
+		desired_identity_fini(out);
+	return rc;
+}
+
+static int dec_ops(avro_value_t *rec, int idx, const int *sub, sink_result_t *r)
+{
+	avro_value_t a;
+	size_t n;
+	if (dec_field(rec, idx, &a) != 0 || avro_value_get_size(&a, &n) != 0)
+		return ID_EPARSE;
+	if (n == 0)
+		return 0;
+	if ((r->ops = calloc(n, sizeof(*r->ops))) == NULL)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		avro_value_t e;
+		sink_op_t *op = &r->ops[i];
+		int rc;
+		if (avro_value_get_by_index(&a, i, &e, NULL) != 0)
+			return ID_EPARSE;
+		r->nops = i + 1;
+		if ((rc = dec_str(&e, sub[SOF_OP], &op->op)) != 0 ||
+		    (rc = dec_str(&e, sub[SOF_ATTRIBUTE], &op->attribute)) != 0 ||
+		    (rc = dec_opt_str(&e, sub[SOF_OLD_VALUE], &op->old_value)) != 0 ||
+		    (rc = dec_opt_str(&e, sub[SOF_NEW_VALUE], &op->new_value)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int codec_decode_result(codec_t *c, const void *data, size_t len, sink_result_t *out,
+                        id_err_t *err)
+{
+	const codec_kind_t K = CODEC_SINK_RESULT;
+	const int *ix = c->readers[K].idx;
+	avro_value_t *rec;
+	int outcome = 0;
+	sink_result_fini(out);
+	int rc = codec_read(c, K, data, len, &rec, err);
+	if (rc != 0)
+		goto out;
+	if ((rc = dec_str(rec, ix[SRF_TARGET], &out->target)) != 0 ||
+	    (rc = dec_str(rec, ix[SRF_EMPLOYEE_ID], &out->employee_id)) != 0 ||
+	    (rc = dec_long(rec, ix[SRF_DESIRED_VERSION], &out->desired_version)) != 0 ||
+	    (rc = dec_enum(rec, ix[SRF_OUTCOME], SINK_OUTCOME_COUNT, &outcome)) != 0 ||
+	    (rc = dec_ops(rec, ix[SRF_OPERATIONS], c->readers[K].sub, out)) != 0 ||
+	    (rc = dec_opt_str(rec, ix[SRF_ERROR], &out->error)) != 0 ||
+	    (rc = dec_long(rec, ix[SRF_AT], &out->at)) != 0) {
+		rc = dec_rc(rc, K, err);
+		goto out;
+	}
+	out->outcome = (sink_outcome_t)outcome;
+out:
+	if (rc != 0)
+		sink_result_fini(out);
+	return rc;
+}
+
+/* --- From the model to avro values ------------------------------------------ */
+
+/* Encoding context, for messages: "employee E1001: causes[2].rule is NULL". */
+typedef struct enc {
+	codec_kind_t kind;
+	const char *employee;
+	const char *array; /* set while inside an array element */
+	size_t index;
+	const char *key; /* set while inside a map entry */
+	id_err_t *err;
+} enc_t;
+
+static int enc_fail(enc_t *e, int code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int enc_fail(enc_t *e, int code, const char *field, const char *fmt, ...)
+{
+	char detail[256], where[128];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	if (e->array != NULL)
+		snprintf(where, sizeof(where), "%s[%zu].%s", e->array, e->index, field);
+	else if (e->key != NULL)
+		snprintf(where, sizeof(where), "%s[\"%.60s\"]", field, e->key);
+	else
+		snprintf(where, sizeof(where), "%s", field);
+	if (code == ID_ENOMEM || code == ID_EIO)
+		return id_err_set(e->err, code, "encode %s: %s: %s",
+		                  codec_kind_names[e->kind], where, detail);
+	return id_err_set(e->err, code, "encode %s for employee %s: %s %s",
+	                  codec_kind_names[e->kind], e->employee ? e->employee : "(none)",
+	                  where, detail);
+}
+
+static int enc_avro_fail(enc_t *e, const char *field, int rc)
+{
+	return enc_fail(e, rc == ENOMEM ? ID_ENOMEM : ID_EIO, field, "%s",
+	                avro_strerror());
+}
+
+static int enc_text(enc_t *e, const char *field, const char *s, size_t *len)
+{
+	*len = strlen(s);
+	size_t bad = utf8_bad((const unsigned char *)s, *len);
+	if (bad < *len)
+		return enc_fail(e, ID_EINVALID, field, "is not valid UTF-8 (byte %zu)",
+		                bad);
+	return 0;
+}
+
+static int enc_string_value(enc_t *e, avro_value_t *f, const char *field, const char *s)
+{
+	size_t n;
+	int rc = enc_text(e, field, s, &n);
+	if (rc != 0)
+		return rc;
+	if ((rc = avro_value_set_string_len(f, s, n + 1)) != 0)
+		return enc_avro_fail(e, field, rc);
+	return 0;
+}
+
+static int enc_str(enc_t *e, avro_value_t *rec, int idx, const char *field, const char *s)
+{
+	avro_value_t f;
+	int rc;
+	if (s == NULL)
+		return enc_fail(e, ID_EINVALID, field, "is NULL but required");
+	if ((rc = avro_value_get_by_index(rec, (size_t)idx, &f, NULL)) != 0)
+		return enc_avro_fail(e, field, rc);
+	return enc_string_value(e, &f, field, s);
+}
+
+static int enc_opt_value(enc_t *e, avro_value_t *f, const char *field, const char *s)
+{
+	avro_value_t b;
+	int rc = avro_value_set_branch(f, s ? BRANCH_STRING : BRANCH_NULL, &b);
+	if (rc == 0 && s == NULL)
+		rc = avro_value_set_null(&b);
+	if (rc != 0)
+		return enc_avro_fail(e, field, rc);
+	return s ? enc_string_value(e, &b, field, s) : 0;
+}
+
+static int enc_opt_str(enc_t *e, avro_value_t *rec, int idx, const char *field,
+                       const char *s)
+{
+	avro_value_t f;
+	int rc = avro_value_get_by_index(rec, (size_t)idx, &f, NULL);
+	if (rc != 0)
+		return enc_avro_fail(e, field, rc);
+	return enc_opt_value(e, &f, field, s);
+}
+
+static int enc_long(enc_t *e, avro_value_t *rec, int idx, const char *field, int64_t v)
+{
+	avro_value_t f;
+	int rc = avro_value_get_by_index(rec, (size_t)idx, &f, NULL);
+	if (rc == 0)
+		rc = avro_value_set_long(&f, v);
+	return rc ? enc_avro_fail(e, field, rc) : 0;
+}
+
+static int enc_enum(enc_t *e, avro_value_t *rec, int idx, const char *field, int v,
+                    int count)
+{
+	avro_value_t f;
+	if (v < 0 || v >= count)
+		return enc_fail(e, ID_EINVALID, field, "has no symbol for value %d", v);
+	int rc = avro_value_get_by_index(rec, (size_t)idx, &f, NULL);
+	if (rc == 0)
+		rc = avro_value_set_enum(&f, v);
+	return rc ? enc_avro_fail(e, field, rc) : 0;
+}
+
+/* Keys are written in id_attrs_t order (sorted): the map's bytes are stable. */
+static int enc_map(enc_t *e, avro_value_t *rec, int idx, const char *field, bool nullable,
+                   const id_attrs_t *a)
+{
+	avro_value_t m;
+	int rc = avro_value_get_by_index(rec, (size_t)idx, &m, NULL);
+	if (rc != 0)
+		return enc_avro_fail(e, field, rc);
+	for (size_t i = 0; i < a->len; i++) {
+		const id_kv_t *kv = &a->items[i];
+		avro_value_t v;
+		size_t n;
+		e->key = kv->key; /* names the entry in messages */
+		if ((rc = enc_text(e, field, kv->key, &n)) != 0)
+			return rc;
+		if ((rc = avro_value_add(&m, kv->key, &v, NULL, NULL)) != 0)
+			return enc_avro_fail(e, field, rc);
+		if (nullable)
+			rc = enc_opt_value(e, &v, field, kv->value);
+		else if (kv->value == NULL)
+			rc = enc_fail(e, ID_EINVALID, field,
+			              "is NULL; this map has no nulls");
+		else
+			rc = enc_string_value(e, &v, field, kv->value);
+		if (rc != 0)
+			return rc;
+	}
+	e->key = NULL;
+	return 0;
+}
+
+/* Writes header and body of rec into out (replacing its content). */
+static int codec_frame(codec_t *c, codec_kind_t kind, avro_value_t *rec, id_buf_t *out,
+                       id_err_t *err)
+{
+	const codec_writer_t *w = c->readers[kind].current;
+	size_t size;
+	int rc = avro_value_sizeof(rec, &size);
+	if (rc != 0)
+		return id_err_set(err, ID_EIO, "encode %s: %s", codec_kind_names[kind],
+		                  avro_strerror());
+	if (id_buf_reserve(out, CODEC_HEADER_LEN + size) != 0)
+		return id_err_set(err, ID_ENOMEM, "encode %s: out of memory",
+		                  codec_kind_names[kind]);
+	unsigned char *p = out->data;
+	p[0] = CODEC_MAGIC_0;
+	p[1] = CODEC_MAGIC_1;
+	for (int i = 0; i < 8; i++)
+		p[2 + i] = (unsigned char)(w->fp >> (8 * i));
+	avro_writer_memory_set_dest(c->out, (const char *)p + CODEC_HEADER_LEN,
+	                            (int64_t)size);
+	if ((rc = avro_value_write(c->out, rec)) != 0)
+		return id_err_set(err, ID_EIO, "encode %s: %s", codec_kind_names[kind],
+		                  avro_strerror());
+	out->len = CODEC_HEADER_LEN + size;
+	return 0;
+}
+
+/* Resets the kind's value for a new record. */
+static int enc_begin(codec_t *c, codec_kind_t kind, id_buf_t *out, avro_value_t **rec,
+                     id_err_t *err)
+{
+	id_buf_reset(out);
+	*rec = &c->readers[kind].value;
+	if (avro_value_reset(*rec) != 0)
+		return id_err_set(err, ID_EIO, "encode %s: %s", codec_kind_names[kind],
+		                  avro_strerror());
+	return 0;
+}
+
+int codec_encode_event(codec_t *c, const employee_event_t *ev, id_buf_t *out,
+                       id_err_t *err)
+{
+	const codec_kind_t K = CODEC_EMPLOYEE_EVENT;
+	const int *ix = c->readers[K].idx;
+	enc_t e = {K, ev->employee_id, NULL, 0, NULL, err};
+	avro_value_t *rec;
+	int rc = enc_begin(c, K, out, &rec, err);
+	if (rc != 0)
+		return rc;
+	if ((rc = enc_str(&e, rec, ix[EVF_EVENT_ID], "event_id", ev->event_id)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[EVF_SOURCE], "source", ev->source)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[EVF_SOURCE_EVENT_ID], "source_event_id",
+	                  ev->source_event_id)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[EVF_EMPLOYEE_ID], "employee_id",
+	                  ev->employee_id)) != 0 ||
+	    (rc = enc_enum(&e, rec, ix[EVF_TYPE], "type", (int)ev->type,
+	                   EV_TYPE_COUNT)) != 0 ||
+	    (rc = enc_long(&e, rec, ix[EVF_OCCURRED_AT], "occurred_at",
+	                   ev->occurred_at)) != 0 ||
+	    (rc = enc_long(&e, rec, ix[EVF_EFFECTIVE_AT], "effective_at",
+	                   ev->effective_at)) != 0 ||
+	    (rc = enc_map(&e, rec, ix[EVF_ATTRIBUTES], "attributes", true,
+	                  &ev->attributes)) != 0 ||
+	    (rc = enc_opt_str(&e, rec, ix[EVF_ACTOR], "actor", ev->actor)) != 0 ||
+	    (rc = enc_opt_str(&e, rec, ix[EVF_REASON], "reason", ev->reason)) != 0)
+		return rc;
+	return codec_frame(c, K, rec, out, err);
+}
+
+static int enc_array_item(enc_t *e, avro_value_t *rec, int idx, size_t i,
+                          avro_value_t *item)
+{
+	avro_value_t a;
+	int rc = avro_value_get_by_index(rec, (size_t)idx, &a, NULL);
+	if (rc == 0)
+		rc = avro_value_append(&a, item, NULL);
+	e->index = i;
+	if (rc != 0)
+		return enc_avro_fail(e, "", rc);
+	return 0;
+}
+
+int codec_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t *out,
+                         id_err_t *err)
+{
+	const codec_kind_t K = CODEC_DESIRED_IDENTITY;
+	const int *ix = c->readers[K].idx;
+	const int *sub = c->readers[K].sub;
+	enc_t e = {K, d->employee_id, NULL, 0, NULL, err};
+	avro_value_t *rec;
+	int rc = enc_begin(c, K, out, &rec, err);
+	if (rc != 0)
+		return rc;
+	if ((rc = enc_str(&e, rec, ix[DIF_EMPLOYEE_ID], "employee_id", d->employee_id)) !=
+	        0 ||
+	    (rc = enc_long(&e, rec, ix[DIF_VERSION], "version", d->version)) != 0 ||
+	    (rc = enc_enum(&e, rec, ix[DIF_STATE], "state", (int)d->state,
+	                   LC_STATE_COUNT)) != 0 ||
+	    (rc = enc_map(&e, rec, ix[DIF_ATTRIBUTES], "attributes", false,
+	                  &d->attributes)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[DIF_CONTAINER], "container", d->container)) != 0 ||
+	    (rc = enc_opt_str(&e, rec, ix[DIF_MANAGER_ID], "manager_id",
+	                      d->manager_id)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[DIF_POLICY_VERSION], "policy_version",
+	                  d->policy_version)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[DIF_CAUSE_EVENT_ID], "cause_event_id",
+	                  d->cause_event_id)) != 0 ||
+	    (rc = enc_long(&e, rec, ix[DIF_EFFECTIVE_AT], "effective_at",
+	                   d->effective_at)) != 0)
+		return rc;
+	for (size_t i = 0; i < d->ngroups; i++) {
+		avro_value_t g;
+		char what[32];
+		snprintf(what, sizeof(what), "groups[%zu]", i);
+		if (d->groups[i] == NULL)
+			return enc_fail(&e, ID_EINVALID, what, "is NULL");
+		if ((rc = enc_array_item(&e, rec, ix[DIF_GROUPS], i, &g)) != 0 ||
+		    (rc = enc_string_value(&e, &g, what, d->groups[i])) != 0)
+			return rc;
+	}
+	e.array = "causes";
+	for (size_t i = 0; i < d->ncauses; i++) {
+		avro_value_t ac;
+		const attr_cause_t *cause = &d->causes[i];
+		if ((rc = enc_array_item(&e, rec, ix[DIF_CAUSES], i, &ac)) != 0 ||
+		    (rc = enc_str(&e, &ac, sub[ACF_ATTRIBUTE], "attribute",
+		                  cause->attribute)) != 0 ||
+		    (rc = enc_str(&e, &ac, sub[ACF_EVENT_ID], "event_id",
+		                  cause->event_id)) != 0 ||
+		    (rc = enc_str(&e, &ac, sub[ACF_RULE], "rule", cause->rule)) != 0)
+			return rc;
+	}
+	return codec_frame(c, K, rec, out, err);
+}
+
+int codec_encode_result(codec_t *c, const sink_result_t *r, id_buf_t *out, id_err_t *err)
+{
+	const codec_kind_t K = CODEC_SINK_RESULT;
+	const int *ix = c->readers[K].idx;
+	const int *sub = c->readers[K].sub;
+	enc_t e = {K, r->employee_id, NULL, 0, NULL, err};
+	avro_value_t *rec;
+	int rc = enc_begin(c, K, out, &rec, err);
+	if (rc != 0)
+		return rc;
+	if ((rc = enc_str(&e, rec, ix[SRF_TARGET], "target", r->target)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[SRF_EMPLOYEE_ID], "employee_id", r->employee_id)) !=
+	        0 ||
+	    (rc = enc_long(&e, rec, ix[SRF_DESIRED_VERSION], "desired_version",
+	                   r->desired_version)) != 0 ||
+	    (rc = enc_enum(&e, rec, ix[SRF_OUTCOME], "outcome", (int)r->outcome,
+	                   SINK_OUTCOME_COUNT)) != 0 ||
+	    (rc = enc_opt_str(&e, rec, ix[SRF_ERROR], "error", r->error)) != 0 ||
+	    (rc = enc_long(&e, rec, ix[SRF_AT], "at", r->at)) != 0)
+		return rc;
+	e.array = "operations";
+	for (size_t i = 0; i < r->nops; i++) {
+		avro_value_t so;
+		const sink_op_t *op = &r->ops[i];
+		if ((rc = enc_array_item(&e, rec, ix[SRF_OPERATIONS], i, &so)) != 0 ||
+		    (rc = enc_str(&e, &so, sub[SOF_OP], "op", op->op)) != 0 ||
+		    (rc = enc_str(&e, &so, sub[SOF_ATTRIBUTE], "attribute",
+		                  op->attribute)) != 0 ||
+		    (rc = enc_opt_str(&e, &so, sub[SOF_OLD_VALUE], "old_value",
+		                      op->old_value)) != 0 ||
+		    (rc = enc_opt_str(&e, &so, sub[SOF_NEW_VALUE], "new_value",
+		                      op->new_value)) != 0)
+			return rc;
+	}
+	return codec_frame(c, K, rec, out, err);
+}

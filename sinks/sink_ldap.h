@@ -1,0 +1,96 @@
+/*
+ * sink_ldap.h — applies desired identities to an OpenLDAP directory.
+ *
+ * One call per desired identity: read the entry that carries the employee
+ * number, resolve the manager's DN, diff (sinks/ldap_diff.h) and apply the
+ * plan in order, recording every write in a SinkResult.  Converging by diff
+ * is what makes it idempotent: applying the same desired twice makes no
+ * write the second time, and an apply cut short (crash, server gone) is
+ * finished by the next one.
+ *
+ * The directory needs the memberof and refint overlays (memberOf is how
+ * current memberships are read; refint keeps group members right across
+ * renames) and ppolicy (pwdAccountLockedTime is the lock).  See
+ * sinks/README.md.
+ *
+ * This is the only code that includes <ldap.h>; the handle is opaque.
+ * Thread safety: a sink_ldap_t belongs to one thread at a time; open one
+ * per worker thread.  libldap may write to a socket the server has closed:
+ * the process must ignore SIGPIPE.
+ */
+#ifndef IDSTREAM_SINK_LDAP_H
+#define IDSTREAM_SINK_LDAP_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "schemas/model.h"
+#include "sinks/ldap_diff.h"
+
+typedef struct sink_ldap sink_ldap_t;
+
+typedef struct sink_ldap_opts {
+	const char *url;           /* "ldap://127.0.0.1:13890/" */
+	const char *bind_dn;       /* NULL or "": anonymous */
+	const char *bind_password; /* copied, wiped at close, never logged */
+	const char *people_dn;
+	const char *groups_dn;
+	int timeout_ms; /* connect and per-request timeout; <= 0 means 10000 */
+} sink_ldap_opts_t;
+
+/*
+ * Connects and binds (LDAPv3, simple bind, referrals off), so a wrong URL or
+ * password is reported at start-up.  Later, a lost connection is re-opened
+ * by sink_ldap_apply() itself.
+ * Ownership: caller closes with sink_ldap_close().  NULL on error (err says
+ * which URL and why; the password never appears).
+ */
+sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err);
+
+/* Unbinds, wipes the password copy and frees.  NULL is a no-op. */
+void sink_ldap_close(sink_ldap_t *s);
+
+/*
+ * Makes the directory match d and describes what was done in result
+ * (which is fini'd and refilled: target "ldap", employee id, version,
+ * outcome, ops, error, at).
+ *
+ * Outcomes: APPLIED (at least one change), NOOP (nothing to change),
+ * FAILED (the directory refused, or the input cannot be applied — e.g.
+ * "uid x already used by employee Y", in which case nothing was changed for
+ * this employee).  Op names: add, modrdn, modify, group_add, group_remove,
+ * disable, enable, create_ou, create_group, delete_group, delete; plus the
+ * note "manager_pending" (attribute "manager", new_value = manager's
+ * employee id) when the manager has no entry yet and the attribute was left
+ * for a later apply.
+ *
+ * Returns 0 when result holds the final outcome for this desired version,
+ * FAILED included (err is filled too when FAILED).  Returns ID_ELDAP or
+ * ID_ETIMEOUT when the directory could not be reached even after one
+ * reconnect: result then says FAILED, and the caller should retry the same
+ * desired later rather than move on.  ID_EINVALID for NULL arguments.
+ */
+int sink_ldap_apply(sink_ldap_t *s, const desired_identity_t *d, sink_result_t *result,
+                    id_err_t *err);
+
+/*
+ * Computes what sink_ldap_apply() would do, without writing: reads the
+ * entry, resolves the manager and diffs.  *manager_pending is set when the
+ * manager has no entry (may be NULL).  Returns 0, ID_ELDAP/ID_ETIMEOUT, or
+ * ID_EINVALID/ID_ECONFLICT (several entries carry the employee number).
+ */
+int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t *plan,
+                   bool *manager_pending, id_err_t *err);
+
+/*
+ * Reads the entry whose employeeNumber is employee_id into out (fini'd and
+ * refilled).  0, ID_ENOTFOUND, ID_ECONFLICT (more than one entry),
+ * ID_ELDAP or ID_ETIMEOUT.
+ */
+int sink_ldap_read(sink_ldap_t *s, const char *employee_id, ldap_diff_entry_t *out,
+                   id_err_t *err);
+
+/* Number of write requests (add, modify, modrdn, delete) sent so far. */
+uint64_t sink_ldap_writes(const sink_ldap_t *s);
+
+#endif

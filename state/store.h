@@ -1,0 +1,136 @@
+/*
+ * store.h — the state store: a thin, opaque wrapper around one RocksDB
+ * database.  This module is the only code in idstream that includes
+ * rocksdb/c.h; RocksDB error strings are translated into ID_ESTATE errors
+ * naming the store's path here.
+ *
+ * Each stage keeps its own store under state.dir (see state/README.md) and
+ * documents its key layout as a table in its own code.  State is a cache of
+ * the Kafka log: losing a store costs a replay, never data.
+ *
+ * Memory is bounded: one LRU block cache holds data, index and filter blocks
+ * (cache_index_and_filter_blocks), and all memtables together are capped by
+ * db_write_buffer_size.  RocksDB 7.8's C API has no write-buffer manager, so
+ * the memtable budget is per store, not per process.
+ *
+ * Thread safety: a store may be used from several threads (RocksDB is
+ * thread-safe for get/put/write/iterators).  A batch or an iterator belongs to
+ * one thread at a time.  A store directory can be open in one process only
+ * (RocksDB's LOCK file); a second open fails with ID_ESTATE.
+ */
+#ifndef IDSTREAM_STATE_STORE_H
+#define IDSTREAM_STATE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct state_store state_store_t;
+typedef struct state_batch state_batch_t;
+typedef struct state_iter state_iter_t;
+typedef struct state_cache state_cache_t;
+
+/* Defaults used when state_store_opts_t is NULL or a field is 0. */
+#define STATE_STORE_DEFAULT_CACHE_BYTES ((size_t)32 << 20)
+#define STATE_STORE_DEFAULT_WRITE_BUFFER_BYTES ((size_t)16 << 20)
+
+typedef struct state_store_opts {
+	/* Block cache shared with other stores of the process, or NULL for a
+	 * private cache of cache_bytes.  Borrowed only during open: RocksDB
+	 * keeps its own reference, so the cache may be destroyed after. */
+	state_cache_t *cache;
+	size_t cache_bytes;        /* private cache size; 0 = default */
+	size_t write_buffer_bytes; /* all memtables of the store; 0 = default */
+} state_store_opts_t;
+
+/*
+ * Creates an LRU block cache of capacity bytes that several stores of one
+ * process can share (`idstream run` opens one store per stage).
+ * Ownership: caller frees with state_cache_destroy(); NULL on ENOMEM.
+ */
+state_cache_t *state_cache_create(size_t capacity);
+void state_cache_destroy(state_cache_t *c);
+
+/*
+ * Opens the store at path, creating it (and missing parent directories) when
+ * absent.  opts may be NULL.  Ownership: *out is closed with
+ * state_store_close().  Errors: ID_ESTATE (path and RocksDB's reason),
+ * ID_EIO (a parent directory could not be created), ID_ENOMEM.
+ */
+int state_store_open(const char *path, const state_store_opts_t *opts,
+                     state_store_t **out, id_err_t *err);
+/* Closes the store; NULL is a no-op.  Batches/iterators must be gone. */
+void state_store_close(state_store_t *s);
+/* The path the store was opened with (borrowed, lives as long as s). */
+const char *state_store_path(const state_store_t *s);
+
+/*
+ * Reads key.  On success *val is a malloc'd copy the caller frees with free()
+ * (never NULL, even for an empty value; it is NUL-terminated one byte past
+ * *vlen for convenience) and *vlen its length.  ID_ENOTFOUND (without
+ * touching err) when the key is absent; ID_ESTATE on a read error.
+ */
+int state_store_get(state_store_t *s, const void *key, size_t klen, void **val,
+                    size_t *vlen, id_err_t *err);
+
+/*
+ * Single writes.  They go through the write-ahead log without fsync: they
+ * survive a process crash, not a power loss.  Use a batch written with
+ * sync=true for data whose loss would not be repaired by a replay.
+ */
+int state_store_put(state_store_t *s, const void *key, size_t klen, const void *val,
+                    size_t vlen, id_err_t *err);
+/* Deleting an absent key succeeds. */
+int state_store_delete(state_store_t *s, const void *key, size_t klen, id_err_t *err);
+
+/*
+ * Atomic write batches: all operations of a batch become visible together,
+ * and after a crash either all or none of them are there.
+ * Ownership: caller frees with state_batch_destroy() (NULL is a no-op);
+ * destroying an unwritten batch discards it.  NULL on ENOMEM.
+ */
+state_batch_t *state_batch_create(void);
+void state_batch_destroy(state_batch_t *b);
+void state_batch_put(state_batch_t *b, const void *key, size_t klen, const void *val,
+                     size_t vlen);
+void state_batch_delete(state_batch_t *b, const void *key, size_t klen);
+/* Number of put/delete operations recorded so far. */
+size_t state_batch_count(const state_batch_t *b);
+/* Clears the batch so it can be reused. */
+void state_batch_clear(state_batch_t *b);
+/*
+ * Applies the batch atomically.  sync=true waits until the write-ahead log
+ * is on disk (fsync) before returning.  The batch is left as is (clear or
+ * destroy it afterwards).
+ */
+int state_batch_write(state_store_t *s, state_batch_t *b, bool sync, id_err_t *err);
+
+/*
+ * Iterates, in ascending bytewise key order, over the keys that start with
+ * prefix (plen 0: every key), as of a consistent point in time taken at
+ * creation.  Ownership: caller frees with state_iter_destroy() (NULL is a
+ * no-op), before closing the store.
+ */
+int state_iter_create(state_store_t *s, const void *prefix, size_t plen,
+                      state_iter_t **out, id_err_t *err);
+/*
+ * Advances to the next entry.  Returns 1 and sets the borrowed key and value
+ * pointers (valid until the next call or destroy), 0 when there are no more
+ * entries, or a negative ID_ESTATE on a read error.
+ */
+int state_iter_next(state_iter_t *it, const void **key, size_t *klen, const void **val,
+                    size_t *vlen, id_err_t *err);
+void state_iter_destroy(state_iter_t *it);
+
+/*
+ * Big-endian integer helpers for keys: big-endian integers sort bytewise in
+ * numeric order, so "offset" or "version" keys iterate in order.
+ */
+void state_be32_put(unsigned char out[4], uint32_t v);
+void state_be64_put(unsigned char out[8], uint64_t v);
+uint32_t state_be32_get(const unsigned char in[4]);
+uint64_t state_be64_get(const unsigned char in[8]);
+
+#endif
