@@ -93,35 +93,57 @@ int main(int argc, char **argv)
 	const char *sets[64];
 	int nsets = 0, i = 1;
 
+	/* --config and --set are global and may appear anywhere, so
+	 * `idstream process --config x.conf` works as well as
+	 * `idstream --config x.conf process`.  They are taken out of argv. */
+	char **args = calloc((size_t)argc + 1, sizeof(*args));
+	int nargs = 0;
+	if (args == NULL)
+		return cli_fail("out of memory", NULL);
+	for (int a = 0; a < argc; a++) {
+		if (strcmp(argv[a], "--config") == 0 && a + 1 < argc) {
+			config_path = argv[++a];
+		} else if (strncmp(argv[a], "--config=", 9) == 0) {
+			config_path = argv[a] + 9;
+		} else if (strcmp(argv[a], "--set") == 0 && a + 1 < argc) {
+			if (nsets == 64) {
+				free(args);
+				return cli_usage_error("", "too many --set options");
+			}
+			sets[nsets++] = argv[++a];
+		} else {
+			args[nargs++] = argv[a];
+		}
+	}
+	argc = nargs;
+	argv = args;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (cli_is_help(argv[i])) {
 			usage(stdout);
-			return CLI_EXIT_OK;
+			rc = CLI_EXIT_OK;
+			goto out;
 		} else if (strcmp(argv[i], "--version") == 0) {
 			printf("idstream %s\n", IDSTREAM_VERSION);
-			return CLI_EXIT_OK;
-		} else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-			config_path = argv[++i];
-		} else if (strncmp(argv[i], "--config=", 9) == 0) {
-			config_path = argv[i] + 9;
-		} else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
-			if (nsets == 64)
-				return cli_usage_error("", "too many --set options");
-			sets[nsets++] = argv[++i];
+			rc = CLI_EXIT_OK;
+			goto out;
 		} else {
 			fprintf(stderr, "idstream: unknown option %s\n\n", argv[i]);
 			usage(stderr);
-			return CLI_EXIT_USAGE;
+			rc = CLI_EXIT_USAGE;
+			goto out;
 		}
 	}
 	if (i >= argc) {
 		usage(stderr);
-		return CLI_EXIT_USAGE;
+		rc = CLI_EXIT_USAGE;
+		goto out;
 	}
 
 	cli.cfg = id_config_create();
-	if (cli.cfg == NULL)
-		return cli_fail("out of memory", NULL);
+	if (cli.cfg == NULL) {
+		rc = cli_fail("out of memory", NULL);
+		goto out;
+	}
 	if (config_path != NULL && id_config_load_file(cli.cfg, config_path, &err) != 0) {
 		rc = cli_fail("configuration", &err);
 		goto out;
@@ -162,5 +184,6 @@ int main(int argc, char **argv)
 	rc = CLI_EXIT_USAGE;
 out:
 	id_config_destroy(cli.cfg);
+	free(args);
 	return rc;
 }

@@ -334,6 +334,8 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                            rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	proc_t *p = opaque;
+	id_log_info("processor", "%s %d partitions", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+	                                          ? "assigned" : "revoked", parts->cnt);
 	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
 		for (int i = 0; i < parts->cnt; i++) {
 			int32_t part = parts->elems[i].partition;

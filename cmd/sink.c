@@ -124,6 +124,8 @@ static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                            rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	sink_run_t *s = opaque;
+	id_log_info("sink", "%s %d partitions", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
+	                                          ? "assigned" : "revoked", parts->cnt);
 	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
 		for (int i = 0; i < parts->cnt; i++) {
 			int32_t p = parts->elems[i].partition;
@@ -282,17 +284,26 @@ static bool sink_caught_up(sink_run_t *s, const int64_t *hwm)
 }
 
 /* High watermarks of every assigned partition (after the processor is done
- * they bound what the sink must have read before it may stop). */
-static void sink_watermarks(sink_run_t *s, int64_t *hwm)
+ * they bound what the sink must have read before it may stop).  One
+ * ListOffsets request for all partitions: separate requests would each queue
+ * behind the consumer's long-polling fetch on the same connection. */
+static int sink_watermarks(sink_run_t *s, int64_t *hwm, id_err_t *err)
 {
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
 	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
-		int64_t lo = 0, hi = 0;
 		hwm[i] = 0;
-		if (s->assigned[i] &&
-		    rd_kafka_query_watermark_offsets(s->consumer, s->in_topic, i, &lo, &hi,
-		                                     10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
-			hwm[i] = hi;
+		if (s->assigned[i])
+			rd_kafka_topic_partition_list_add(l, s->in_topic, i)->offset =
+			    RD_KAFKA_OFFSET_END; /* "latest" as a timestamp query */
 	}
+	rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(s->consumer, l, 10000);
+	int rc = 0;
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		rc = id_kafka_err(err, e, "reading end offsets of identity.desired");
+	for (int i = 0; rc == 0 && i < l->cnt; i++)
+		hwm[l->elems[i].partition] = l->elems[i].offset < 0 ? 0 : l->elems[i].offset;
+	rd_kafka_topic_partition_list_destroy(l);
+	return rc;
 }
 
 int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
@@ -395,7 +406,8 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 					rc = id_err_set(err, ID_ENOMEM, "out of memory");
 					goto out;
 				}
-				sink_watermarks(s, hwm);
+				if ((rc = sink_watermarks(s, hwm, err)) != 0)
+					goto out;
 			}
 			if (sink_caught_up(s, hwm))
 				break;

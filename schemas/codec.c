@@ -189,6 +189,10 @@ static const codec_field_t so_fields[SOF_COUNT] = {
 };
 
 #define CODEC_MAX_FIELDS 16
+_Static_assert(EVF_COUNT <= CODEC_MAX_FIELDS && DIF_COUNT <= CODEC_MAX_FIELDS &&
+                   SRF_COUNT <= CODEC_MAX_FIELDS && ACF_COUNT <= CODEC_MAX_FIELDS &&
+                   SOF_COUNT <= CODEC_MAX_FIELDS,
+               "raise CODEC_MAX_FIELDS");
 /* Branch numbers of ["null","string"], checked in codec_create(). */
 #define BRANCH_NULL   0
 #define BRANCH_STRING 1
@@ -692,13 +696,16 @@ static size_t utf8_bad(const unsigned char *s, size_t n)
 {
 	size_t i = 0;
 	while (i < n) {
-		/* Fast path: 8 ASCII bytes, none of them NUL. */
-		uint64_t w8;
-		if (n - i >= 8 && (memcpy(&w8, s + i, 8),
-		                   ((w8 | ((w8 - UINT64_C(0x0101010101010101)) & ~w8)) &
-		                    UINT64_C(0x8080808080808080)) == 0)) {
-			i += 8;
-			continue;
+		if (n - i >= 8) {
+			/* Fast path: 8 bytes at once when none has its top bit
+			 * set and none is zero (the classic has-zero-byte test). */
+			uint64_t w8;
+			memcpy(&w8, s + i, 8);
+			if (((w8 | ((w8 - UINT64_C(0x0101010101010101)) & ~w8)) &
+			     UINT64_C(0x8080808080808080)) == 0) {
+				i += 8;
+				continue;
+			}
 		}
 		unsigned ch = s[i];
 		if (ch >= 0x01 && ch < 0x80) {

@@ -15,8 +15,18 @@
 #include <strings.h>
 
 const char *const ldap_diff_managed_attrs[] = {
-    "uid",   "cn",          "sn",         "givenName", "displayName", "mail", "title",
-    "departmentNumber", "employeeNumber", "employeeType", "l",         "manager",
+    "uid",
+    "cn",
+    "sn",
+    "givenName",
+    "displayName",
+    "mail",
+    "title",
+    "departmentNumber",
+    "employeeNumber",
+    "employeeType",
+    "l",
+    "manager",
     NULL,
 };
 
@@ -195,7 +205,8 @@ static bool is_digit(int c)
 	return c >= '0' && c <= '9';
 }
 
-static int dn_push(dn_parsed_t *d, const char *type, size_t tlen, id_buf_t *val, bool plus)
+static int dn_push(dn_parsed_t *d, const char *type, size_t tlen, id_buf_t *val,
+                   bool plus)
 {
 	dn_atv_t *n = realloc(d->atv, (d->n + 1) * sizeof(*n));
 	if (n == NULL)
@@ -240,8 +251,8 @@ static int dn_parse(const char *s, dn_parsed_t *out)
 			p++;
 		const char *type = p;
 		if (is_alpha((unsigned char)*p)) {
-			while (is_alpha((unsigned char)*p) || is_digit((unsigned char)*p) ||
-			       *p == '-')
+			while (is_alpha((unsigned char)*p) ||
+			       is_digit((unsigned char)*p) || *p == '-')
 				p++;
 		} else if (is_digit((unsigned char)*p)) {
 			while (is_digit((unsigned char)*p) || *p == '.')
@@ -341,8 +352,8 @@ int ldap_diff_dn_escape(id_buf_t *out, const char *value)
 	size_t n = strlen(value);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)value[i];
-		bool esc = strchr("\"+,;<>\\", c) != NULL || (i == 0 && (c == ' ' || c == '#')) ||
-		           (i == n - 1 && c == ' ');
+		bool esc = strchr("\"+,;<>\\", c) != NULL ||
+		           (i == 0 && (c == ' ' || c == '#')) || (i == n - 1 && c == ' ');
 		if (esc && id_buf_append_u8(out, '\\') != 0)
 			return ID_ENOMEM;
 		if (id_buf_append_u8(out, c) != 0)
@@ -366,7 +377,8 @@ static int dn_format(const dn_parsed_t *d, size_t from, id_buf_t *out)
 }
 
 /* Compares a[ai..] with b[bi..] (the same number of AVAs must remain). */
-static bool dn_tail_equal(const dn_parsed_t *a, size_t ai, const dn_parsed_t *b, size_t bi)
+static bool dn_tail_equal(const dn_parsed_t *a, size_t ai, const dn_parsed_t *b,
+                          size_t bi)
 {
 	if (a->n - ai != b->n - bi)
 		return false;
@@ -419,7 +431,8 @@ int ldap_diff_group_dn(const ldap_diff_layout_t *layout, const char *name, id_bu
 {
 	id_buf_reset(out);
 	if (id_buf_append_str(out, "cn=") != 0 || ldap_diff_dn_escape(out, name) != 0 ||
-	    id_buf_append_u8(out, ',') != 0 || id_buf_append_str(out, layout->groups_dn) != 0 ||
+	    id_buf_append_u8(out, ',') != 0 ||
+	    id_buf_append_str(out, layout->groups_dn) != 0 ||
 	    id_buf_append_u8(out, 0) != 0)
 		return ID_ENOMEM;
 	out->len--; /* keep the terminator out of len */
@@ -524,16 +537,17 @@ static bool member_of_group(const ldap_diff_layout_t *layout, const ldap_diff_en
 	return false;
 }
 
-#define PUSH(...)                                                              \
-	do {                                                                   \
-		if ((op = plan_push(__VA_ARGS__)) == NULL)                     \
-			goto nomem;                                            \
+#define PUSH(...)                                                                        \
+	do {                                                                             \
+		if ((op = plan_push(__VA_ARGS__)) == NULL)                               \
+			goto nomem;                                                      \
 	} while (0)
 
 /* GROUP_REMOVE for every managed membership of e not wanted by d. */
-static int plan_group_removes(const ldap_diff_layout_t *layout, const desired_identity_t *d,
-                              bool keep_desired, const ldap_diff_entry_t *e,
-                              const char *member_dn, ldap_diff_plan_t *plan)
+static int plan_group_removes(const ldap_diff_layout_t *layout,
+                              const desired_identity_t *d, bool keep_desired,
+                              const ldap_diff_entry_t *e, const char *member_dn,
+                              ldap_diff_plan_t *plan)
 {
 	ldap_diff_op_t *op;
 	for (size_t i = 0; i < e->nmember_of; i++) {
@@ -547,8 +561,8 @@ static int plan_group_removes(const ldap_diff_layout_t *layout, const desired_id
 			    strcasecmp(plan->ops[j].attribute, name) == 0)
 				drop = false;
 		if (drop) {
-			op = plan_push(plan, LDAP_DIFF_OP_GROUP_REMOVE, e->member_of[i], name,
-			               member_dn, NULL);
+			op = plan_push(plan, LDAP_DIFF_OP_GROUP_REMOVE, e->member_of[i],
+			               name, member_dn, NULL);
 			if (op == NULL) {
 				free(name);
 				return ID_ENOMEM;
@@ -565,7 +579,8 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 {
 	dn_parsed_t cont = {NULL, 0}, adn = {NULL, 0};
 	id_attrs_t want = ID_ATTRS_INIT;
-	id_buf_t parent = ID_BUF_INIT, rdn = ID_BUF_INIT, dn = ID_BUF_INIT, tmp = ID_BUF_INIT;
+	id_buf_t parent = ID_BUF_INIT, rdn = ID_BUF_INIT, dn = ID_BUF_INIT,
+	         tmp = ID_BUF_INIT;
 	ldap_diff_op_t *op;
 	int rc = 0;
 
@@ -573,16 +588,20 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 	if (layout == NULL || layout->people_dn == NULL || layout->groups_dn == NULL)
 		return id_err_set(err, ID_EINVALID, "ldap diff: layout DNs missing");
 	if (d->employee_id == NULL || d->employee_id[0] == '\0')
-		return id_err_set(err, ID_EINVALID, "ldap diff: desired identity has no employee id");
+		return id_err_set(err, ID_EINVALID,
+		                  "ldap diff: desired identity has no employee id");
 	if (actual != NULL && actual->dn == NULL)
-		return id_err_set(err, ID_EINVALID, "ldap diff: employee %s: entry without DN",
+		return id_err_set(err, ID_EINVALID,
+		                  "ldap diff: employee %s: entry without DN",
 		                  d->employee_id);
 
 	if (d->state == LC_DELETED || (d->state == LC_DISABLED && actual == NULL)) {
 		if (actual != NULL) {
-			if (plan_group_removes(layout, d, false, actual, actual->dn, plan) != 0)
+			if (plan_group_removes(layout, d, false, actual, actual->dn,
+			                       plan) != 0)
 				goto nomem;
-			PUSH(plan, LDAP_DIFF_OP_DELETE, actual->dn, NULL, actual->dn, NULL);
+			PUSH(plan, LDAP_DIFF_OP_DELETE, actual->dn, NULL, actual->dn,
+			     NULL);
 		}
 		goto out;
 	}
@@ -614,12 +633,14 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 	if (actual != NULL && (rc = dn_parse(actual->dn, &adn)) != 0) {
 		if (rc == ID_ENOMEM)
 			goto nomem;
-		rc = id_err_set(err, ID_EINVALID, "ldap diff: employee %s: entry DN \"%s\" is not a DN",
+		rc = id_err_set(err, ID_EINVALID,
+		                "ldap diff: employee %s: entry DN \"%s\" is not a DN",
 		                d->employee_id, actual->dn);
 		goto out;
 	}
 	if (uid != NULL) {
-		if (id_buf_append_str(&rdn, "uid=") != 0 || ldap_diff_dn_escape(&rdn, uid) != 0)
+		if (id_buf_append_str(&rdn, "uid=") != 0 ||
+		    ldap_diff_dn_escape(&rdn, uid) != 0)
 			goto nomem;
 	} else if (actual != NULL && adn.n > 0 && !(adn.n > 1 && adn.atv[1].plus)) {
 		/* No uid decided (yet): keep whatever RDN the entry has. */
@@ -627,7 +648,8 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		if (dn_format(&first, 0, &rdn) != 0)
 			goto nomem;
 	} else {
-		rc = id_err_set(err, ID_EINVALID, "ldap diff: employee %s: desired identity has no uid",
+		rc = id_err_set(err, ID_EINVALID,
+		                "ldap diff: employee %s: desired identity has no uid",
 		                d->employee_id);
 		goto out;
 	}
@@ -664,12 +686,13 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 	if (actual == NULL || parent_moves) {
 		for (size_t i = cont.n; i-- > 0;) {
 			id_buf_reset(&tmp);
-			if (dn_format(&cont, i, &tmp) != 0 || id_buf_append_u8(&tmp, ',') != 0 ||
+			if (dn_format(&cont, i, &tmp) != 0 ||
+			    id_buf_append_u8(&tmp, ',') != 0 ||
 			    id_buf_append_str(&tmp, layout->people_dn) != 0 ||
 			    id_buf_append_u8(&tmp, 0) != 0)
 				goto nomem;
-			PUSH(plan, LDAP_DIFF_OP_ENSURE_OU, (const char *)tmp.data, "ou", NULL,
-			     cont.atv[i].value);
+			PUSH(plan, LDAP_DIFF_OP_ENSURE_OU, (const char *)tmp.data, "ou",
+			     NULL, cont.atv[i].value);
 		}
 	}
 
@@ -684,8 +707,8 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		for (size_t i = 0; i < d->ngroups; i++) {
 			if (ldap_diff_group_dn(layout, d->groups[i], &tmp) != 0)
 				goto nomem;
-			PUSH(plan, LDAP_DIFF_OP_GROUP_ADD, (const char *)tmp.data, d->groups[i],
-			     NULL, target);
+			PUSH(plan, LDAP_DIFF_OP_GROUP_ADD, (const char *)tmp.data,
+			     d->groups[i], NULL, target);
 		}
 		goto out;
 	}
@@ -700,7 +723,8 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		PUSH(plan, LDAP_DIFF_OP_MODRDN, actual->dn, "dn", actual->dn, target);
 		if ((op->new_rdn = strdup((const char *)rdn.data)) == NULL)
 			goto nomem;
-		if (parent_moves && (op->new_superior = strdup((const char *)parent.data)) == NULL)
+		if (parent_moves &&
+		    (op->new_superior = strdup((const char *)parent.data)) == NULL)
 			goto nomem;
 	}
 
@@ -711,10 +735,9 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 			continue;
 		const char *have = attrs_get_ci(&actual->attrs, *a);
 		const char *w = id_attrs_get(&want, *a);
-		bool same = strcmp(*a, "manager") == 0 ? ldap_diff_dn_equal(have, w)
-		                                       : (have == NULL || w == NULL)
-		                                             ? have == w
-		                                             : strcmp(have, w) == 0;
+		bool same = strcmp(*a, "manager") == 0    ? ldap_diff_dn_equal(have, w)
+		            : (have == NULL || w == NULL) ? have == w
+		                                          : strcmp(have, w) == 0;
 		if (!same)
 			PUSH(plan, LDAP_DIFF_OP_MODIFY, target, *a, have, w);
 	}
@@ -724,8 +747,8 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 			continue;
 		if (ldap_diff_group_dn(layout, d->groups[i], &tmp) != 0)
 			goto nomem;
-		PUSH(plan, LDAP_DIFF_OP_GROUP_ADD, (const char *)tmp.data, d->groups[i], NULL,
-		     target);
+		PUSH(plan, LDAP_DIFF_OP_GROUP_ADD, (const char *)tmp.data, d->groups[i],
+		     NULL, target);
 	}
 	/* After a rename, refint has already rewritten member values to target. */
 	if (plan_group_removes(layout, d, true, actual, target, plan) != 0)
@@ -733,12 +756,13 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 
 	if (!want_lock && actual->lock_time != NULL &&
 	    strcmp(actual->lock_time, LDAP_DIFF_LOCK_VALUE) == 0)
-		PUSH(plan, LDAP_DIFF_OP_ENABLE, target, LDAP_DIFF_LOCK_ATTR, actual->lock_time,
-		     NULL);
+		PUSH(plan, LDAP_DIFF_OP_ENABLE, target, LDAP_DIFF_LOCK_ATTR,
+		     actual->lock_time, NULL);
 	goto out;
 
 nomem:
-	rc = id_err_set(err, ID_ENOMEM, "ldap diff: employee %s: out of memory", d->employee_id);
+	rc = id_err_set(err, ID_ENOMEM, "ldap diff: employee %s: out of memory",
+	                d->employee_id);
 out:
 	if (rc != 0)
 		ldap_diff_plan_fini(plan);

@@ -74,22 +74,22 @@ int ldap_diff_entry_add_member_of(ldap_diff_entry_t *e, const char *group_dn);
  * them in plan order; each op names the DN it acts on at that moment (a
  * disable before a rename targets the old DN, everything after it the new).
  */
-#define LDAP_DIFF_OP_MAP(X)                                                    \
-	X(ENSURE_OU, "create_ou")                                              \
-	X(ADD, "add")                                                          \
-	X(DISABLE, "disable")                                                  \
-	X(MODRDN, "modrdn")                                                    \
-	X(MODIFY, "modify")                                                    \
-	X(GROUP_ADD, "group_add")                                              \
-	X(GROUP_REMOVE, "group_remove")                                        \
-	X(ENABLE, "enable")                                                    \
+#define LDAP_DIFF_OP_MAP(X)                                                              \
+	X(ENSURE_OU, "create_ou")                                                        \
+	X(ADD, "add")                                                                    \
+	X(DISABLE, "disable")                                                            \
+	X(MODRDN, "modrdn")                                                              \
+	X(MODIFY, "modify")                                                              \
+	X(GROUP_ADD, "group_add")                                                        \
+	X(GROUP_REMOVE, "group_remove")                                                  \
+	X(ENABLE, "enable")                                                              \
 	X(DELETE, "delete")
 
 typedef enum {
 #define LDAP_DIFF_OP_ENUM_(n, s) LDAP_DIFF_OP_##n,
 	LDAP_DIFF_OP_MAP(LDAP_DIFF_OP_ENUM_)
 #undef LDAP_DIFF_OP_ENUM_
-	LDAP_DIFF_OP_COUNT
+	    LDAP_DIFF_OP_COUNT
 } ldap_diff_op_kind_t;
 
 /* The SinkResult op name of a kind: "create_ou", "add", ... */

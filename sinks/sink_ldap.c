@@ -54,8 +54,8 @@ struct sink_ldap {
 
 static bool lrc_transport(int lrc)
 {
-	return lrc == LDAP_SERVER_DOWN || lrc == LDAP_CONNECT_ERROR || lrc == LDAP_TIMEOUT ||
-	       lrc == LDAP_UNAVAILABLE || lrc == LDAP_BUSY;
+	return lrc == LDAP_SERVER_DOWN || lrc == LDAP_CONNECT_ERROR ||
+	       lrc == LDAP_TIMEOUT || lrc == LDAP_UNAVAILABLE || lrc == LDAP_BUSY;
 }
 
 static void sl_disconnect(sink_ldap_t *s)
@@ -88,9 +88,10 @@ static int sl_fail(sink_ldap_t *s, int lrc, id_err_t *err, const char *fmt, ...)
 	int code = lrc == LDAP_TIMEOUT ? ID_ETIMEOUT : ID_ELDAP;
 	s->last_lrc = lrc;
 	id_err_set(err, code, "%s: %s (%d)%s%s%s%s%s%s", what, ldap_err2string(lrc), lrc,
-	           matched && *matched ? "; matched DN \"" : "", matched && *matched ? matched : "",
-	           matched && *matched ? "\"" : "", diag && *diag ? "; diagnostic \"" : "",
-	           diag && *diag ? diag : "", diag && *diag ? "\"" : "");
+	           matched && *matched ? "; matched DN \"" : "",
+	           matched && *matched ? matched : "", matched && *matched ? "\"" : "",
+	           diag && *diag ? "; diagnostic \"" : "", diag && *diag ? diag : "",
+	           diag && *diag ? "\"" : "");
 	ldap_memfree(diag);
 	ldap_memfree(matched);
 	if (lrc_transport(lrc))
@@ -142,7 +143,8 @@ sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err)
 	sink_ldap_t *s = NULL;
 	if (opts == NULL || opts->url == NULL || opts->people_dn == NULL ||
 	    opts->groups_dn == NULL) {
-		id_err_set(err, ID_EINVALID, "sink_ldap_open: url, people_dn and groups_dn are required");
+		id_err_set(err, ID_EINVALID,
+		           "sink_ldap_open: url, people_dn and groups_dn are required");
 		goto out;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -236,8 +238,8 @@ static int sl_search(sink_ldap_t *s, const char *base, int scope, const char *fi
 	if (rc != 0)
 		return rc;
 	struct timeval tv = {s->timeout_ms / 1000, (s->timeout_ms % 1000) * 1000};
-	int lrc = ldap_search_ext_s(s->ld, base, scope, filter, (char **)attrs, 0, NULL, NULL,
-	                            &tv, 0, res);
+	int lrc = ldap_search_ext_s(s->ld, base, scope, filter, (char **)attrs, 0, NULL,
+	                            NULL, &tv, 0, res);
 	if (lrc != LDAP_SUCCESS) {
 		ldap_msgfree(*res);
 		*res = NULL;
@@ -247,9 +249,20 @@ static int sl_search(sink_ldap_t *s, const char *base, int scope, const char *fi
 }
 
 static const char *const entry_attrs[] = {
-    "uid",          "cn",      "sn",       "givenName", "displayName",
-    "mail",         "title",   "departmentNumber",      "employeeNumber",
-    "employeeType", "l",       "manager",  LDAP_DIFF_LOCK_ATTR,  "memberOf",
+    "uid",
+    "cn",
+    "sn",
+    "givenName",
+    "displayName",
+    "mail",
+    "title",
+    "departmentNumber",
+    "employeeNumber",
+    "employeeType",
+    "l",
+    "manager",
+    LDAP_DIFF_LOCK_ATTR,
+    "memberOf",
     NULL,
 };
 
@@ -268,14 +281,16 @@ static char *bv_strdup(const struct berval *bv)
 }
 
 /* Converts one search entry into out. */
-static int entry_convert(sink_ldap_t *s, LDAPMessage *e, ldap_diff_entry_t *out, id_err_t *err)
+static int entry_convert(sink_ldap_t *s, LDAPMessage *e, ldap_diff_entry_t *out,
+                         id_err_t *err)
 {
 	BerElement *ber = NULL;
 	id_buf_t joined = ID_BUF_INIT;
 	int rc = 0;
 	char *dn = ldap_get_dn(s->ld, e);
 	if (dn == NULL)
-		return id_err_set(err, ID_ELDAP, "ldap: entry without DN in search result");
+		return id_err_set(err, ID_ELDAP,
+		                  "ldap: entry without DN in search result");
 	if (ldap_diff_entry_set_dn(out, dn) != 0)
 		goto nomem;
 	for (char *a = ldap_first_attribute(s->ld, e, &ber); a != NULL;
@@ -295,16 +310,19 @@ static int entry_convert(sink_ldap_t *s, LDAPMessage *e, ldap_diff_entry_t *out,
 			r = v ? ldap_diff_entry_set_lock(out, v) : ID_ENOMEM;
 			free(v);
 		} else if (name != NULL && n > 0) {
-			/* Several values are joined so they never equal one desired value. */
+			/* Several values are joined so they never equal one desired
+			 * value. */
 			id_buf_reset(&joined);
 			for (size_t i = 0; r == 0 && i < n; i++)
 				if ((i > 0 && id_buf_append_u8(&joined, '\n') != 0) ||
-				    id_buf_append(&joined, vals[i]->bv_val, vals[i]->bv_len) != 0)
+				    id_buf_append(&joined, vals[i]->bv_val,
+				                  vals[i]->bv_len) != 0)
 					r = ID_ENOMEM;
 			if (r == 0 && id_buf_append_u8(&joined, 0) != 0)
 				r = ID_ENOMEM;
 			if (r == 0)
-				r = id_attrs_set(&out->attrs, name, (const char *)joined.data);
+				r = id_attrs_set(&out->attrs, name,
+				                 (const char *)joined.data);
 		}
 		ldap_value_free_len(vals);
 		ldap_memfree(a);
@@ -337,8 +355,8 @@ static int read_employee(sink_ldap_t *s, const char *id, const char *const *attr
 		rc = id_err_set(err, rc, "ldap: employee %s: out of memory", id);
 		goto out;
 	}
-	if ((rc = sl_search(s, s->people_dn, LDAP_SCOPE_SUBTREE, (const char *)f.data, attrs,
-	                    &res, err)) != 0)
+	if ((rc = sl_search(s, s->people_dn, LDAP_SCOPE_SUBTREE, (const char *)f.data,
+	                    attrs, &res, err)) != 0)
 		goto out;
 	int n = ldap_count_entries(s->ld, res);
 	if (n > 1) {
@@ -347,12 +365,13 @@ static int read_employee(sink_ldap_t *s, const char *id, const char *const *attr
 		for (LDAPMessage *e = ldap_first_entry(s->ld, res); e != NULL;
 		     e = ldap_next_entry(s->ld, e)) {
 			char *dn = ldap_get_dn(s->ld, e);
-			id_buf_printf(&dns, "%s\"%s\"", dns.len ? ", " : "", dn ? dn : "?");
+			id_buf_printf(&dns, "%s\"%s\"", dns.len ? ", " : "",
+			              dn ? dn : "?");
 			ldap_memfree(dn);
 		}
 		id_buf_append_u8(&dns, 0);
-		rc = id_err_set(err, ID_ECONFLICT, "employee %s has %d entries: %s", id, n,
-		                dns.data ? (const char *)dns.data : "");
+		rc = id_err_set(err, ID_ECONFLICT, "employee %s has %d entries: %s", id,
+		                n, dns.data ? (const char *)dns.data : "");
 		id_buf_fini(&dns);
 		goto out;
 	}
@@ -375,14 +394,16 @@ int sink_ldap_read(sink_ldap_t *s, const char *employee_id, ldap_diff_entry_t *o
 	bool found;
 	int rc = read_employee(s, employee_id, entry_attrs, out, &found, err);
 	if (rc == 0 && !found)
-		rc = id_err_set(err, ID_ENOTFOUND, "no entry with employeeNumber %s under \"%s\"",
+		rc = id_err_set(err, ID_ENOTFOUND,
+		                "no entry with employeeNumber %s under \"%s\"",
 		                employee_id, s->people_dn);
 	return rc;
 }
 
 /* Reads the entry of d and the manager's DN (*manager_dn malloc'd or NULL). */
-static int read_state(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_entry_t *actual,
-                      bool *found, char **manager_dn, id_err_t *err)
+static int read_state(sink_ldap_t *s, const desired_identity_t *d,
+                      ldap_diff_entry_t *actual, bool *found, char **manager_dn,
+                      id_err_t *err)
 {
 	*manager_dn = NULL;
 	int rc = read_employee(s, d->employee_id, entry_attrs, actual, found, err);
@@ -398,8 +419,8 @@ static int read_state(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_ent
 		mgr.dn = NULL;
 	} else if (rc == ID_ECONFLICT) {
 		/* Ambiguous manager: leave the attribute alone, like a missing one. */
-		id_log_warn(LOG_COMP, "employee %s: manager %s is ambiguous: %s", d->employee_id,
-		            d->manager_id, err ? err->msg : "");
+		id_log_warn(LOG_COMP, "employee %s: manager %s is ambiguous: %s",
+		            d->employee_id, d->manager_id, err ? err->msg : "");
 		id_err_clear(err);
 		rc = 0;
 	}
@@ -418,7 +439,8 @@ int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t
 	ldap_diff_entry_init(&actual);
 	int rc = read_state(s, d, &actual, &found, &mdn, err);
 	if (rc == 0)
-		rc = ldap_diff_compute(&s->layout, d, found ? &actual : NULL, mdn, plan, err);
+		rc = ldap_diff_compute(&s->layout, d, found ? &actual : NULL, mdn, plan,
+		                       err);
 	if (manager_pending != NULL)
 		*manager_pending = rc == 0 && d->manager_id != NULL && mdn == NULL;
 	free(mdn);
@@ -436,11 +458,12 @@ typedef struct apply_ctx {
 	bool used_cache; /* an ENSURE_OU was skipped thanks to the cache */
 } apply_ctx_t;
 
-static int record(apply_ctx_t *c, const char *op, const char *attribute, const char *old_value,
-                  const char *new_value, id_err_t *err)
+static int record(apply_ctx_t *c, const char *op, const char *attribute,
+                  const char *old_value, const char *new_value, id_err_t *err)
 {
 	if (sink_result_add_op(c->r, op, attribute, old_value, new_value) != 0)
-		return id_err_set(err, ID_ENOMEM, "ldap sink: out of memory recording an op");
+		return id_err_set(err, ID_ENOMEM,
+		                  "ldap sink: out of memory recording an op");
 	c->changes++;
 	return 0;
 }
@@ -462,7 +485,8 @@ static int sl_modify1(sink_ldap_t *s, const char *dn, int mod_op, const char *at
                       const char *value)
 {
 	char *vals[2] = {(char *)value, NULL};
-	LDAPMod mod = {.mod_op = mod_op, .mod_type = (char *)attr,
+	LDAPMod mod = {.mod_op = mod_op,
+	               .mod_type = (char *)attr,
 	               .mod_values = value ? vals : NULL};
 	LDAPMod *mods[2] = {&mod, NULL};
 	return sl_modify(s, dn, mods);
@@ -514,7 +538,8 @@ static int exec_ensure_ou(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *er
 		c->used_cache = true;
 		return 0;
 	}
-	const char *pairs[] = {"objectClass", "organizationalUnit", "ou", op->new_value, NULL};
+	const char *pairs[] = {"objectClass", "organizationalUnit", "ou", op->new_value,
+	                       NULL};
 	int lrc = sl_add_simple(s, op->dn, pairs);
 	if (lrc == LDAP_SUCCESS) {
 		int rc = record(c, "create_ou", op->dn, NULL, op->new_value, err);
@@ -570,7 +595,8 @@ out:
 }
 
 /* Runs ops[i..j) — consecutive MODIFYs of one DN — as one modify request. */
-static int exec_modify_batch(apply_ctx_t *c, const ldap_diff_op_t *ops, size_t n, id_err_t *err)
+static int exec_modify_batch(apply_ctx_t *c, const ldap_diff_op_t *ops, size_t n,
+                             id_err_t *err)
 {
 	sink_ldap_t *s = c->s;
 	int rc = 0;
@@ -578,7 +604,8 @@ static int exec_modify_batch(apply_ctx_t *c, const ldap_diff_op_t *ops, size_t n
 	LDAPMod **mp = calloc(n + 1, sizeof(*mp));
 	char *(*vals)[2] = calloc(n, sizeof(*vals));
 	if (mods == NULL || mp == NULL || vals == NULL) {
-		rc = id_err_set(err, ID_ENOMEM, "modify \"%s\": out of memory", ops[0].dn);
+		rc =
+		    id_err_set(err, ID_ENOMEM, "modify \"%s\": out of memory", ops[0].dn);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -590,8 +617,8 @@ static int exec_modify_batch(apply_ctx_t *c, const ldap_diff_op_t *ops, size_t n
 	}
 	int lrc = sl_modify(s, ops[0].dn, mp);
 	if (lrc != LDAP_SUCCESS) {
-		rc = sl_fail(s, lrc, err, "modify \"%s\" (%s%s)", ops[0].dn, ops[0].attribute,
-		             n > 1 ? ", ..." : "");
+		rc = sl_fail(s, lrc, err, "modify \"%s\" (%s%s)", ops[0].dn,
+		             ops[0].attribute, n > 1 ? ", ..." : "");
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -609,9 +636,11 @@ static int exec_modrdn(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 {
 	sink_ldap_t *s = c->s;
 	s->writes++;
-	int lrc = ldap_rename_s(s->ld, op->dn, op->new_rdn, op->new_superior, 1, NULL, NULL);
+	int lrc =
+	    ldap_rename_s(s->ld, op->dn, op->new_rdn, op->new_superior, 1, NULL, NULL);
 	if (lrc != LDAP_SUCCESS)
-		return sl_fail(s, lrc, err, "modrdn \"%s\" to \"%s\"", op->dn, op->new_value);
+		return sl_fail(s, lrc, err, "modrdn \"%s\" to \"%s\"", op->dn,
+		               op->new_value);
 	return record(c, "modrdn", "dn", op->old_value, op->new_value, err);
 }
 
@@ -628,22 +657,27 @@ static int exec_group_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *er
 			return sl_fail(s, lrc, err, "add member to group \"%s\"", op->dn);
 		/* groupOfNames needs a member, so the first one creates it. */
 		const char *pairs[] = {"objectClass", "groupOfNames", "cn", op->attribute,
-		                       "member", op->new_value, NULL};
+		                       "member",      op->new_value,  NULL};
 		lrc = sl_add_simple(s, op->dn, pairs);
 		if (lrc == LDAP_SUCCESS) {
-			int rc = record(c, "create_group", op->attribute, NULL, op->dn, err);
-			return rc != 0 ? rc : record(c, "group_add", op->attribute, NULL, op->dn, err);
+			int rc =
+			    record(c, "create_group", op->attribute, NULL, op->dn, err);
+			return rc != 0 ? rc
+			               : record(c, "group_add", op->attribute, NULL,
+			                        op->dn, err);
 		}
 		if (lrc != LDAP_ALREADY_EXISTS) /* else: created meanwhile, add again */
 			return sl_fail(s, lrc, err, "create group \"%s\"", op->dn);
 	}
-	return id_err_set(err, ID_ECONFLICT, "group \"%s\" kept changing while adding \"%s\"",
-	                  op->dn, op->new_value);
+	return id_err_set(err, ID_ECONFLICT,
+	                  "group \"%s\" kept changing while adding \"%s\"", op->dn,
+	                  op->new_value);
 }
 
 /*
  * Deletes group dn if member is its only member, guarded by an assertion
- * on entryCSN so a member another sink adds meanwhile is never lost.
+ * on the entryCSN read just before, so a member another sink adds meanwhile
+ * is never lost (the delete fails and the caller retries).
  * *done tells whether the membership is gone; false means "retry".
  */
 static int group_delete_if_last(apply_ctx_t *c, const ldap_diff_op_t *op, bool *done,
@@ -683,9 +717,26 @@ static int group_delete_if_last(apply_ctx_t *c, const ldap_diff_op_t *op, bool *
 		*done = true; /* someone else's last member: we are not in it */
 		goto out;
 	}
+	/*
+	 * slapd's memberof overlay runs its memberOf clean-up of the member
+	 * entries under the same assertion, so the filter must also hold for
+	 * them (they are not groups), or memberOf would be left dangling.
+	 */
 	char *cv = bv_strdup(csn[0]);
 	rc = cv ? filter_eq(&f, "entryCSN", cv) : ID_ENOMEM;
 	free(cv);
+	if (rc == 0) {
+		f.len--; /* drop the terminator, wrap the filter */
+		char *inner = strndup((const char *)f.data, f.len);
+		id_buf_reset(&f);
+		rc = inner == NULL ||
+		             id_buf_printf(&f, "(|%s(!(objectClass=groupOfNames)))",
+		                           inner) != 0 ||
+		             id_buf_append_u8(&f, 0) != 0
+		         ? ID_ENOMEM
+		         : 0;
+		free(inner);
+	}
 	if (rc != 0) {
 		rc = id_err_set(err, rc, "delete group \"%s\": out of memory", op->dn);
 		goto out;
@@ -726,19 +777,22 @@ static int exec_group_remove(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t 
 	for (int t = 0; t < GROUP_TRIES; t++) {
 		int lrc = sl_modify1(s, op->dn, LDAP_MOD_DELETE, "member", op->old_value);
 		if (lrc == LDAP_SUCCESS)
-			return record(c, "group_remove", op->attribute, op->dn, NULL, err);
+			return record(c, "group_remove", op->attribute, op->dn, NULL,
+			              err);
 		if (lrc == LDAP_NO_SUCH_ATTRIBUTE || lrc == LDAP_NO_SUCH_OBJECT)
 			return 0; /* not (or no longer) a member */
 		if (lrc != LDAP_OBJECT_CLASS_VIOLATION)
-			return sl_fail(s, lrc, err, "remove member from group \"%s\"", op->dn);
+			return sl_fail(s, lrc, err, "remove member from group \"%s\"",
+			               op->dn);
 		/* The last member: groupOfNames cannot be empty, so the group goes. */
 		bool done;
 		int rc = group_delete_if_last(c, op, &done, err);
 		if (rc != 0 || done)
 			return rc;
 	}
-	return id_err_set(err, ID_ECONFLICT, "group \"%s\" kept changing while removing \"%s\"",
-	                  op->dn, op->old_value);
+	return id_err_set(err, ID_ECONFLICT,
+	                  "group \"%s\" kept changing while removing \"%s\"", op->dn,
+	                  op->old_value);
 }
 
 static int exec_lock(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
@@ -746,15 +800,18 @@ static int exec_lock(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 	sink_ldap_t *s = c->s;
 	int lrc;
 	if (op->kind == LDAP_DIFF_OP_DISABLE) {
-		lrc = sl_modify1(s, op->dn, LDAP_MOD_REPLACE, op->attribute, op->new_value);
+		lrc =
+		    sl_modify1(s, op->dn, LDAP_MOD_REPLACE, op->attribute, op->new_value);
 	} else {
 		/* Delete only our permanent lock, never a failed-bind lockout. */
-		lrc = sl_modify1(s, op->dn, LDAP_MOD_DELETE, op->attribute, op->old_value);
+		lrc =
+		    sl_modify1(s, op->dn, LDAP_MOD_DELETE, op->attribute, op->old_value);
 		if (lrc == LDAP_NO_SUCH_ATTRIBUTE)
 			return 0;
 	}
 	if (lrc != LDAP_SUCCESS)
-		return sl_fail(s, lrc, err, "%s \"%s\"", ldap_diff_op_kind_name(op->kind), op->dn);
+		return sl_fail(s, lrc, err, "%s \"%s\"", ldap_diff_op_kind_name(op->kind),
+		               op->dn);
 	return record(c, ldap_diff_op_kind_name(op->kind), op->attribute, op->old_value,
 	              op->new_value, err);
 }
@@ -790,21 +847,26 @@ static int check_uid_free(apply_ctx_t *c, const ldap_diff_entry_t *actual, id_er
 		rc = id_err_set(err, rc, "uid check: out of memory");
 		goto out;
 	}
-	if ((rc = sl_search(s, s->people_dn, LDAP_SCOPE_SUBTREE, (const char *)f.data, attrs,
-	                    &res, err)) != 0)
+	if ((rc = sl_search(s, s->people_dn, LDAP_SCOPE_SUBTREE, (const char *)f.data,
+	                    attrs, &res, err)) != 0)
 		goto out;
 	for (LDAPMessage *e = ldap_first_entry(s->ld, res); e != NULL && rc == 0;
 	     e = ldap_next_entry(s->ld, e)) {
 		char *dn = ldap_get_dn(s->ld, e);
-		if (dn != NULL && !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn))) {
-			struct berval **v = ldap_get_values_len(s->ld, e, "employeeNumber");
-			char *owner = ldap_count_values_len(v) > 0 ? bv_strdup(v[0]) : NULL;
+		if (dn != NULL &&
+		    !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn))) {
+			struct berval **v =
+			    ldap_get_values_len(s->ld, e, "employeeNumber");
+			char *owner =
+			    ldap_count_values_len(v) > 0 ? bv_strdup(v[0]) : NULL;
 			if (owner != NULL && strcmp(owner, c->d->employee_id) != 0)
-				rc = id_err_set(err, ID_ECONFLICT, "uid %s already used by employee %s",
-				                uid, owner);
+				rc = id_err_set(err, ID_ECONFLICT,
+				                "uid %s already used by employee %s", uid,
+				                owner);
 			else if (owner == NULL)
 				rc = id_err_set(err, ID_ECONFLICT,
-				                "uid %s already used by entry \"%s\" (no employeeNumber)",
+				                "uid %s already used by entry \"%s\" (no "
+				                "employeeNumber)",
 				                uid, dn);
 			free(owner);
 			ldap_value_free_len(v);
@@ -820,7 +882,8 @@ out:
 static bool plan_names_entry(const ldap_diff_plan_t *p)
 {
 	for (size_t i = 0; i < p->nops; i++)
-		if (p->ops[i].kind == LDAP_DIFF_OP_ADD || p->ops[i].kind == LDAP_DIFF_OP_MODRDN)
+		if (p->ops[i].kind == LDAP_DIFF_OP_ADD ||
+		    p->ops[i].kind == LDAP_DIFF_OP_MODRDN)
 			return true;
 	return false;
 }
@@ -847,7 +910,8 @@ static int exec_plan(apply_ctx_t *c, const ldap_diff_plan_t *plan, id_err_t *err
 		case LDAP_DIFF_OP_MODIFY: {
 			/* One request for all attribute changes of the entry. */
 			size_t j = i + 1;
-			while (j < plan->nops && plan->ops[j].kind == LDAP_DIFF_OP_MODIFY &&
+			while (j < plan->nops &&
+			       plan->ops[j].kind == LDAP_DIFF_OP_MODIFY &&
 			       strcmp(plan->ops[j].dn, op->dn) == 0)
 				j++;
 			rc = exec_modify_batch(c, op, j - i, err);
@@ -893,10 +957,11 @@ static int apply_once(apply_ctx_t *c, bool *manager_pending, int *again, id_err_
 	if ((rc = read_state(s, c->d, &actual, &found, &mdn, err)) != 0)
 		goto out;
 	*manager_pending = c->d->manager_id != NULL && mdn == NULL;
-	if ((rc = ldap_diff_compute(&s->layout, c->d, found ? &actual : NULL, mdn, &plan, err)) !=
-	    0)
+	if ((rc = ldap_diff_compute(&s->layout, c->d, found ? &actual : NULL, mdn, &plan,
+	                            err)) != 0)
 		goto out;
-	if (plan_names_entry(&plan) && (rc = check_uid_free(c, found ? &actual : NULL, err)) != 0)
+	if (plan_names_entry(&plan) &&
+	    (rc = check_uid_free(c, found ? &actual : NULL, err)) != 0)
 		goto out;
 	rc = exec_plan(c, &plan, err);
 out:
@@ -939,13 +1004,17 @@ int sink_ldap_apply(sink_ldap_t *s, const desired_identity_t *d, sink_result_t *
 		rc = apply_once(&c, &manager_pending, &again, e);
 		if (rc == 0 || again == AGAIN_NO)
 			break;
+		if (attempt > 0)
+			break;
 		if (again == AGAIN_STALE_CACHE)
 			ou_cache_clear(s);
 		else
-			id_log_warn(LOG_COMP, "employee %s: %s; reconnecting", d->employee_id, e->msg);
+			id_log_warn(LOG_COMP, "employee %s: %s; reconnecting",
+			            d->employee_id, e->msg);
 	}
 	if (manager_pending && rc == 0 &&
-	    sink_result_add_op(result, "manager_pending", "manager", NULL, d->manager_id) != 0)
+	    sink_result_add_op(result, "manager_pending", "manager", NULL,
+	                       d->manager_id) != 0)
 		rc = id_err_set(e, ID_ENOMEM, "sink_ldap_apply: out of memory");
 	result->at = now_ms();
 	if (rc == 0) {

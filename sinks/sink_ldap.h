@@ -21,6 +21,7 @@
 #ifndef IDSTREAM_SINK_LDAP_H
 #define IDSTREAM_SINK_LDAP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/err.h"

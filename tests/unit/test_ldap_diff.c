@@ -80,8 +80,10 @@ static void model_apply(const ldap_diff_plan_t *p, ldap_diff_entry_t *e, bool *e
 			ldap_diff_entry_fini(e);
 			ldap_diff_entry_set_dn(e, op->dn);
 			for (size_t j = 0; j < op->attrs.len; j++) {
-				if (strcmp(op->attrs.items[j].key, LDAP_DIFF_LOCK_ATTR) == 0)
-					ldap_diff_entry_set_lock(e, op->attrs.items[j].value);
+				if (strcmp(op->attrs.items[j].key, LDAP_DIFF_LOCK_ATTR) ==
+				    0)
+					ldap_diff_entry_set_lock(
+					    e, op->attrs.items[j].value);
 				else
 					id_attrs_set(&e->attrs, op->attrs.items[j].key,
 					             op->attrs.items[j].value);
@@ -141,10 +143,11 @@ static void converge(const desired_identity_t *d, ldap_diff_entry_t *e, bool *ex
 	ldap_diff_plan_t p, again;
 	ldap_diff_plan_init(&p);
 	ldap_diff_plan_init(&again);
-	assert_int_equal(ldap_diff_compute(&layout, d, *exists ? e : NULL, mgr, &p, NULL), 0);
-	model_apply(&p, e, exists);
-	assert_int_equal(ldap_diff_compute(&layout, d, *exists ? e : NULL, mgr, &again, NULL),
+	assert_int_equal(ldap_diff_compute(&layout, d, *exists ? e : NULL, mgr, &p, NULL),
 	                 0);
+	model_apply(&p, e, exists);
+	assert_int_equal(
+	    ldap_diff_compute(&layout, d, *exists ? e : NULL, mgr, &again, NULL), 0);
 	assert_int_equal(again.nops, 0);
 	ldap_diff_plan_fini(&p);
 	ldap_diff_plan_fini(&again);
@@ -155,8 +158,8 @@ static const ldap_diff_op_t *find_op(const ldap_diff_plan_t *p, ldap_diff_op_kin
 {
 	for (size_t i = 0; i < p->nops; i++)
 		if (p->ops[i].kind == k &&
-		    (attribute == NULL ||
-		     (p->ops[i].attribute && strcmp(p->ops[i].attribute, attribute) == 0)))
+		    (attribute == NULL || (p->ops[i].attribute &&
+		                           strcmp(p->ops[i].attribute, attribute) == 0)))
 			return &p->ops[i];
 	return NULL;
 }
@@ -247,7 +250,8 @@ static void test_create_pending_is_locked_in_the_add(void **state)
 	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, NULL), 0);
 	const ldap_diff_op_t *add = find_op(&p, LDAP_DIFF_OP_ADD, NULL);
 	assert_non_null(add);
-	assert_string_equal(id_attrs_get(&add->attrs, LDAP_DIFF_LOCK_ATTR), LDAP_DIFF_LOCK_VALUE);
+	assert_string_equal(id_attrs_get(&add->attrs, LDAP_DIFF_LOCK_ATTR),
+	                    LDAP_DIFF_LOCK_VALUE);
 	assert_null(find_op(&p, LDAP_DIFF_OP_GROUP_ADD, NULL)); /* no groups yet */
 	ldap_diff_plan_fini(&p);
 	desired_identity_fini(&d);
@@ -259,10 +263,12 @@ static void test_noop_with_server_spelling(void **state)
 	/* What slapd returns: other case, hex escapes, unmanaged memberships. */
 	ldap_diff_entry_fini(&f->e);
 	ldap_diff_entry_set_dn(&f->e, "UID=asmith, OU=sales,ou=People,DC=example,dc=com");
-	const char *keys[] = {"uid", "cn", "displayName", "sn", "givenName", "mail",
-	                      "employeeNumber", "employeeType", "title", "l", "departmentNumber"};
+	const char *keys[] = {"uid",       "cn",   "displayName",     "sn",
+	                      "givenName", "mail", "employeeNumber",  "employeeType",
+	                      "title",     "l",    "departmentNumber"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		id_attrs_set(&f->e.attrs, keys[i], id_attrs_get(&f->d.attributes, keys[i]));
+		id_attrs_set(&f->e.attrs, keys[i],
+		             id_attrs_get(&f->d.attributes, keys[i]));
 	ldap_diff_entry_add_member_of(&f->e, "cn=staff,ou=groups,dc=example,dc=com");
 	ldap_diff_entry_add_member_of(&f->e, "CN=Dept-Sales,OU=Groups,DC=Example,DC=Com");
 	ldap_diff_entry_add_member_of(&f->e, "cn=vpn,ou=other,dc=example,dc=com");
@@ -415,7 +421,8 @@ static void test_group_add_remove(void **state)
 	/* The membership outside groups_dn survived. */
 	bool vpn = false;
 	for (size_t i = 0; i < f->e.nmember_of; i++)
-		vpn |= strcmp(f->e.member_of[i], "cn=vpn,ou=other,dc=example,dc=com") == 0;
+		vpn |=
+		    strcmp(f->e.member_of[i], "cn=vpn,ou=other,dc=example,dc=com") == 0;
 	assert_true(vpn);
 }
 
@@ -522,7 +529,8 @@ static void test_manager(void **state)
 	assert_string_equal(f->p.ops[0].new_value, mdn);
 	converge(&f->d, &f->e, &f->exists, mdn);
 	/* The server's spelling of the same DN is no change. */
-	id_attrs_set(&f->e.attrs, "manager", "UID=boss, ou=sales,ou=people,dc=example,dc=com");
+	id_attrs_set(&f->e.attrs, "manager",
+	             "UID=boss, ou=sales,ou=people,dc=example,dc=com");
 	assert_int_equal(ldap_diff_compute(&layout, &f->d, &f->e, mdn, &f->p, NULL), 0);
 	assert_int_equal(f->p.nops, 0);
 	/* Unresolvable again (manager left): the old value stays. */
@@ -631,7 +639,8 @@ static void test_dn_helpers(void **state)
 	assert_false(ldap_diff_dn_equal("cn=a\\,b,dc=x", "cn=a,cn=b,dc=x"));
 	assert_false(ldap_diff_dn_equal("cn=a,dc=x", NULL));
 
-	char *n = ldap_diff_group_name(&layout, "cn=R\\26D\\2C x,OU=groups, dc=example,dc=com");
+	char *n =
+	    ldap_diff_group_name(&layout, "cn=R\\26D\\2C x,OU=groups, dc=example,dc=com");
 	assert_string_equal(n, "R&D, x");
 	free(n);
 	assert_null(ldap_diff_group_name(&layout, "cn=a,ou=other,dc=example,dc=com"));
@@ -649,18 +658,21 @@ static void test_invalid_input(void **state)
 	ldap_diff_plan_init(&p);
 
 	id_attrs_remove(&d.attributes, "uid");
-	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, &err), ID_EINVALID);
+	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, &err),
+	                 ID_EINVALID);
 	assert_non_null(strstr(err.msg, "E5"));
 	assert_non_null(strstr(err.msg, "no uid"));
 	assert_int_equal(p.nops, 0);
 
 	id_attrs_set(&d.attributes, "uid", "eve");
 	set_container(&d, "cn=Ops");
-	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, &err), ID_EINVALID);
+	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, &err),
+	                 ID_EINVALID);
 	assert_non_null(strstr(err.msg, "cn=Ops"));
 
 	set_container(&d, "ou=A,l=Berlin");
-	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, &err), ID_EINVALID);
+	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, &err),
+	                 ID_EINVALID);
 
 	/* No container: directly below people_dn. */
 	set_container(&d, NULL);
@@ -714,19 +726,22 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_create),
 	    cmocka_unit_test(test_create_pending_is_locked_in_the_add),
-	    cmocka_unit_test_setup_teardown(test_noop_with_server_spelling, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_noop_with_server_spelling, fx_setup,
+	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_attribute_update, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_clear_attribute, fx_setup, fx_teardown),
-	    cmocka_unit_test_setup_teardown(test_unmanaged_untouched, fx_setup, fx_teardown),
-	    cmocka_unit_test_setup_teardown(test_employee_number_is_the_id, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_unmanaged_untouched, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_employee_number_is_the_id, fx_setup,
+	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_rename_uid, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_ou_move, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_rename_and_move, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_group_add_remove, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_disable, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_enable, fx_setup, fx_teardown),
-	    cmocka_unit_test_setup_teardown(test_failed_bind_lockout_left_to_ppolicy, fx_setup,
-	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_bind_lockout_left_to_ppolicy,
+	                                    fx_setup, fx_teardown),
 	    cmocka_unit_test(test_disabled_without_entry_creates_nothing),
 	    cmocka_unit_test_setup_teardown(test_deleted, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_manager, fx_setup, fx_teardown),

@@ -374,6 +374,33 @@ static void test_mapping_uid_shapes(void **state)
 	mapping_destroy(m);
 }
 
+static void test_mapping_long_values(void **state)
+{
+	(void)state;
+	/* Long enough that every internal buffer has to grow. */
+	char last[601], want_uid[400], want_mail[420];
+	for (int i = 0; i < 300; i++)
+		memcpy(last + 2 * i, "\xc3\xa9", 2); /* é */
+	last[600] = '\0';
+	want_uid[0] = 'z';
+	memset(want_uid + 1, 'e', 300);
+	want_uid[301] = '\0';
+	snprintf(want_mail, sizeof(want_mail), "%s@example.com", want_uid);
+
+	mapping_t *m = default_mapping();
+	desired_identity_t d;
+	const char *kv[] = {"first_name", "Zoë", "last_name", last,
+	                    "department", last,  NULL};
+	assert_int_equal(map(m, kv, LC_ACTIVE, &d, NULL), 0);
+	assert_string_equal(id_attrs_get(&d.attributes, "uid"), want_uid);
+	assert_string_equal(id_attrs_get(&d.attributes, "mail"), want_mail);
+	assert_int_equal(strlen(d.container), 3 + 600);
+	assert_int_equal(d.ngroups, 2);
+	assert_int_equal(strlen(d.groups[0]), 5 + 300);
+	desired_identity_fini(&d);
+	mapping_destroy(m);
+}
+
 static void test_mapping_errors_name_employee_and_field(void **state)
 {
 	(void)state;
@@ -508,6 +535,7 @@ int main(void)
 	    cmocka_unit_test(test_mapping_minimal_and_blank),
 	    cmocka_unit_test(test_mapping_disabled_has_no_groups),
 	    cmocka_unit_test(test_mapping_uid_shapes),
+	    cmocka_unit_test(test_mapping_long_values),
 	    cmocka_unit_test(test_mapping_errors_name_employee_and_field),
 	    cmocka_unit_test(test_mapping_trace_sources),
 	    cmocka_unit_test(test_mapping_bad_mail_domain),

@@ -109,8 +109,8 @@ static bool exists(const char *dn)
 {
 	char *attrs[] = {LDAP_NO_ATTRS, NULL};
 	LDAPMessage *res = NULL;
-	int rc = ldap_search_ext_s(adm, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL,
-	                           NULL, NULL, 0, &res);
+	int rc = ldap_search_ext_s(adm, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
+	                           NULL, NULL, NULL, 0, &res);
 	ldap_msgfree(res);
 	return rc == LDAP_SUCCESS;
 }
@@ -128,8 +128,8 @@ static int count_entries(const char *base, const char *filter)
 	char *attrs[] = {LDAP_NO_ATTRS, NULL};
 	LDAPMessage *res = NULL;
 	int n = -1;
-	if (ldap_search_ext_s(adm, base, LDAP_SCOPE_SUBTREE, filter, attrs, 0, NULL, NULL, NULL,
-	                      0, &res) == LDAP_SUCCESS)
+	if (ldap_search_ext_s(adm, base, LDAP_SCOPE_SUBTREE, filter, attrs, 0, NULL, NULL,
+	                      NULL, 0, &res) == LDAP_SUCCESS)
 		n = ldap_count_entries(adm, res);
 	ldap_msgfree(res);
 	return n;
@@ -138,7 +138,8 @@ static int count_entries(const char *base, const char *filter)
 static void admin_modify(const char *dn, int op, const char *attr, const char *value)
 {
 	char *vals[] = {(char *)value, NULL};
-	LDAPMod m = {.mod_op = op, .mod_type = (char *)attr, .mod_values = value ? vals : NULL};
+	LDAPMod m = {
+	    .mod_op = op, .mod_type = (char *)attr, .mod_values = value ? vals : NULL};
 	LDAPMod *mods[] = {&m, NULL};
 	assert_int_equal(ldap_modify_ext_s(adm, dn, mods, NULL, NULL), LDAP_SUCCESS);
 }
@@ -151,7 +152,8 @@ static void admin_add(const char *dn, const char *const *pairs)
 	for (; pairs[2 * n]; n++) {
 		v[n][0] = (char *)pairs[2 * n + 1];
 		v[n][1] = NULL;
-		m[n] = (LDAPMod){.mod_op = LDAP_MOD_ADD, .mod_type = (char *)pairs[2 * n],
+		m[n] = (LDAPMod){.mod_op = LDAP_MOD_ADD,
+		                 .mod_type = (char *)pairs[2 * n],
 		                 .mod_values = v[n]};
 		mp[n] = &m[n];
 	}
@@ -166,8 +168,8 @@ static void delete_tree(const char *base)
 {
 	char *attrs[] = {LDAP_NO_ATTRS, NULL};
 	LDAPMessage *res = NULL;
-	if (ldap_search_ext_s(adm, base, LDAP_SCOPE_SUBTREE, "(objectClass=*)", attrs, 0, NULL,
-	                      NULL, NULL, 0, &res) != LDAP_SUCCESS) {
+	if (ldap_search_ext_s(adm, base, LDAP_SCOPE_SUBTREE, "(objectClass=*)", attrs, 0,
+	                      NULL, NULL, NULL, 0, &res) != LDAP_SUCCESS) {
 		ldap_msgfree(res);
 		return;
 	}
@@ -358,11 +360,13 @@ static size_t count_ops(const sink_result_t *r, const char *op)
 	return n;
 }
 
-static const sink_op_t *find_op(const sink_result_t *r, const char *op, const char *attribute)
+static const sink_op_t *find_op(const sink_result_t *r, const char *op,
+                                const char *attribute)
 {
 	for (size_t i = 0; i < r->nops; i++)
 		if (strcmp(r->ops[i].op, op) == 0 &&
-		    (!attribute || (r->ops[i].attribute && strcmp(r->ops[i].attribute, attribute) == 0)))
+		    (!attribute || (r->ops[i].attribute &&
+		                    strcmp(r->ops[i].attribute, attribute) == 0)))
 			return &r->ops[i];
 	return NULL;
 }
@@ -388,8 +392,8 @@ static void assert_attr(const char *dn, const char *attr, const char *want)
 			fail_msg("%s: %s is \"%s\", expected absent", dn, attr, v);
 	} else {
 		if (v == NULL || strcmp(v, want) != 0)
-			fail_msg("%s: %s is \"%s\", expected \"%s\"", dn, attr, v ? v : "(absent)",
-			         want);
+			fail_msg("%s: %s is \"%s\", expected \"%s\"", dn, attr,
+			         v ? v : "(absent)", want);
 	}
 	free(v);
 }
@@ -510,7 +514,8 @@ static void test_rename_uid(void **state)
 	assert_non_null(r);
 	assert_true(strcasecmp(r->old_value, old) == 0);
 	assert_true(strcasecmp(r->new_value, dn) == 0);
-	assert_int_equal(count_ops(&t->r, "group_add") + count_ops(&t->r, "group_remove"), 0);
+	assert_int_equal(count_ops(&t->r, "group_add") + count_ops(&t->r, "group_remove"),
+	                 0);
 }
 
 static void test_ou_move(void **state)
@@ -727,11 +732,13 @@ static void test_converges_after_partial_apply(void **state)
 	const char *o[] = {"objectClass", "organizationalUnit", "ou", "Sales", NULL};
 	admin_add(ou, o);
 	dn_of(dn, sizeof(dn), "uid=asmith", "ou=Sales", t);
-	const char *e[] = {"objectClass", "inetOrgPerson", "uid", "asmith", "cn", "Ann S",
-	                   "sn", "Smith", "employeeNumber", "E1001", NULL};
+	const char *e[] = {
+	    "objectClass", "inetOrgPerson",  "uid",   "asmith", "cn", "Ann S", "sn",
+	    "Smith",       "employeeNumber", "E1001", NULL};
 	admin_add(dn, e);
 	group_dn(staff, sizeof(staff), "staff", t);
-	const char *g[] = {"objectClass", "groupOfNames", "cn", "staff", "member", dn, NULL};
+	const char *g[] = {"objectClass", "groupOfNames", "cn", "staff", "member", dn,
+	                   NULL};
 	admin_add(staff, g);
 
 	mk(&t->d, "E1001", "asmith", "Ann", "Smith", "Sales", LC_ACTIVE);
@@ -747,7 +754,8 @@ static void test_converges_after_partial_apply(void **state)
 	/* A crash between the rename and the attribute update. */
 	char moved[512];
 	dn_of(moved, sizeof(moved), "uid=ajones", "ou=Sales", t);
-	assert_int_equal(ldap_rename_s(adm, dn, "uid=ajones", NULL, 1, NULL, NULL), LDAP_SUCCESS);
+	assert_int_equal(ldap_rename_s(adm, dn, "uid=ajones", NULL, 1, NULL, NULL),
+	                 LDAP_SUCCESS);
 	id_attrs_set(&t->d.attributes, "uid", "ajones");
 	id_attrs_set(&t->d.attributes, "mail", "ajones@example.com");
 	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
