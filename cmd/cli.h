@@ -66,7 +66,7 @@ typedef struct sink_stats {
 	long enabled;   /* accounts re-enabled */
 	long noop;      /* nothing to do: target already right */
 	long failed;    /* failed (published as FAILED results) */
-	long ldap_ops;  /* LDAP write operations performed */
+	long ldap_ops;  /* LDAP write requests sent (add, modify, modrdn, delete) */
 } sink_stats_t;
 
 /* Set by `run` so the sink knows when the processor has caught up. */

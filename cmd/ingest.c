@@ -59,10 +59,15 @@ int cmd_ingest(cli_t *cli, int argc, char **argv)
 	id_err_t err = {0};
 	int rc = ingest_csv_run(cli->cfg, &opts, &r, &err);
 	if (rc != 0) {
-		cli_fail(opts.file, &err);
-		fprintf(stderr, "idstream: nothing of %s was published\n", opts.file);
+		cli_fail("ingest", &err);
+		if (r.published == 0)
+			fprintf(stderr, "idstream: nothing of %s was published\n", opts.file);
 		return CLI_EXIT_FAIL;
 	}
+	if (opts.dry_run && r.threshold_exceeded)
+		printf("%s: would be refused without --force: %zu terminations of %zu active "
+		       "employees exceed ingest.termination_threshold\n",
+		       opts.file, r.terminations, r.known_active);
 	printf("%s: %zu rows: %zu hires, %zu updates, %zu terminations, %zu rehires, "
 	       "%zu unchanged; %zu events %s\n",
 	       opts.file, r.rows, r.hires, r.updates, r.terminations, r.rehires, r.unchanged,

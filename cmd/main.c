@@ -172,6 +172,9 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* libldap may write to a socket the server closed; that must be an
+	 * error return, not the death of the process. */
+	signal(SIGPIPE, SIG_IGN);
 
 	for (size_t c = 0; c < sizeof(commands) / sizeof(*commands); c++) {
 		if (strcmp(commands[c].name, argv[i]) == 0) {

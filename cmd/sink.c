@@ -10,6 +10,12 @@
  * results are acknowledged, so a crash re-delivers at most the last batch —
  * which the version check and the diff turn into zero LDAP writes.
  *
+ * Catch-up: at assignment the sink notes the end offset of each partition.
+ * Until it has read that far it only remembers the latest version per
+ * employee; then it applies those, and only those.  So a new target, or a
+ * sink whose state was lost, never replays a hire-then-terminate pair as two
+ * operations, and re-delivering the whole topic writes nothing.
+ *
  * When the directory cannot be reached the message is retried with
  * exponential backoff (capped) instead of being skipped: nothing is lost.
  *
@@ -28,6 +34,7 @@
 
 #include "cmd/cli.h"
 #include "common/buf.h"
+#include "common/hmap.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "schemas/codec.h"
@@ -36,6 +43,14 @@
 
 #define SINK_MAX_PARTITIONS 4096
 #define SINK_COMMIT_EVERY 500
+
+/* The newest desired version of an employee seen while catching up. */
+typedef struct sink_pending {
+	unsigned char *payload;
+	size_t len;
+	int32_t partition;
+	int64_t offset;
+} sink_pending_t;
 
 typedef struct sink_run {
 	const id_config_t *cfg;
@@ -52,6 +67,9 @@ typedef struct sink_run {
 	int assigned[SINK_MAX_PARTITIONS];
 	int64_t eof_at[SINK_MAX_PARTITIONS]; /* offset of the last EOF, -1 none */
 	int64_t next[SINK_MAX_PARTITIONS];   /* next offset to commit, -1 none */
+	int64_t catchup_end[SINK_MAX_PARTITIONS]; /* end offset at assignment, -1 done */
+	int64_t catchup_next[SINK_MAX_PARTITIONS]; /* next offset read while catching up */
+	id_hmap_t latest; /* employee id → sink_pending_t*, during catch-up */
 	long uncommitted;
 	id_buf_t buf;
 } sink_run_t;
@@ -120,6 +138,18 @@ static int sink_commit(sink_run_t *s, id_err_t *err)
 	return rc;
 }
 
+static void sink_latest_drop(sink_run_t *s)
+{
+	for (size_t i = 0; i < s->latest.cap; i++) {
+		sink_pending_t *pe = s->latest.slots[i].value;
+		if (s->latest.slots[i].key != NULL && pe != NULL) {
+			free(pe->payload);
+			free(pe);
+		}
+	}
+	id_hmap_clear(&s->latest);
+}
+
 static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                            rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -127,14 +157,24 @@ static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 	id_log_info("sink", "%s %d partitions", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
 	                                          ? "assigned" : "revoked", parts->cnt);
 	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		rd_kafka_topic_partition_list_t *ends = rd_kafka_topic_partition_list_copy(parts);
+		for (int i = 0; i < ends->cnt; i++)
+			ends->elems[i].offset = RD_KAFKA_OFFSET_END;
+		rd_kafka_resp_err_t oe = rd_kafka_offsets_for_times(rk, ends, 10000);
 		for (int i = 0; i < parts->cnt; i++) {
 			int32_t p = parts->elems[i].partition;
 			if (p >= 0 && p < SINK_MAX_PARTITIONS) {
 				s->assigned[p] = 1;
 				s->eof_at[p] = -1;
 				s->next[p] = -1;
+				s->catchup_next[p] = -1;
+				/* Without the end offset, catch up until the first EOF. */
+				s->catchup_end[p] = oe == RD_KAFKA_RESP_ERR_NO_ERROR
+				                        ? ends->elems[i].offset
+				                        : INT64_MAX;
 			}
 		}
+		rd_kafka_topic_partition_list_destroy(ends);
 		rd_kafka_assign(rk, parts);
 	} else {
 		id_err_t err = {0};
@@ -145,6 +185,9 @@ static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 			if (p >= 0 && p < SINK_MAX_PARTITIONS)
 				s->assigned[p] = 0;
 		}
+		/* Versions remembered but not applied are read again by whoever
+		 * gets the partitions: their offsets were never committed. */
+		sink_latest_drop(s);
 		rd_kafka_assign(rk, NULL);
 	}
 }
@@ -170,7 +213,6 @@ static void sink_count(sink_run_t *s, const sink_result_t *r)
 		else if (strcmp(op, "enable") == 0)
 			enabled = true;
 	}
-	st->ldap_ops += (long)r->nops;
 	if (created)
 		st->created++;
 	else if (disabled)
@@ -212,7 +254,8 @@ done:
 
 /* Applies one desired version.  Returns non-zero only for errors that must
  * stop the loop; an unreachable directory is retried here. */
-static int sink_handle(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
+static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t partition,
+                       int64_t offset, id_err_t *err)
 {
 	desired_identity_t d;
 	sink_result_t r;
@@ -220,9 +263,9 @@ static int sink_handle(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err
 	desired_identity_init(&d);
 	sink_result_init(&r);
 	id_err_t derr = {0};
-	if (codec_decode_desired(s->codec, m->payload, m->len, &d, &derr) != 0) {
+	if (codec_decode_desired(s->codec, payload, len, &d, &derr) != 0) {
 		id_log_error("sink", "%s partition %d offset %lld: refused: %s", s->in_topic,
-		             m->partition, (long long)m->offset, derr.msg);
+		             partition, (long long)offset, derr.msg);
 		s->stats->failed++;
 		goto out;
 	}
@@ -270,9 +313,100 @@ out:
 	return rc;
 }
 
+/* Remembers the newest version of the message's employee while catching up. */
+static int sink_remember(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
+{
+	char key[512];
+	if (m->key == NULL || m->key_len == 0 || m->key_len >= sizeof(key)) {
+		/* Not one of ours; the decode in sink_handle names the problem. */
+		return sink_handle(s, m->payload, m->len, m->partition, m->offset, err);
+	}
+	memcpy(key, m->key, m->key_len);
+	key[m->key_len] = '\0';
+	sink_pending_t *pe = id_hmap_get(&s->latest, key);
+	if (pe == NULL) {
+		if ((pe = calloc(1, sizeof(*pe))) == NULL ||
+		    id_hmap_put(&s->latest, key, pe) != 0) {
+			free(pe);
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
+	}
+	unsigned char *copy = malloc(m->len ? m->len : 1);
+	if (copy == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	memcpy(copy, m->payload, m->len);
+	free(pe->payload);
+	pe->payload = copy;
+	pe->len = m->len;
+	pe->partition = m->partition;
+	pe->offset = m->offset;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Applies the remembered newest versions (in employee id order), then
+ * marks everything read while catching up as done. */
+static int sink_flush_latest(sink_run_t *s, id_err_t *err)
+{
+	int rc = 0;
+	const char **keys = NULL;
+	size_t n = 0;
+	if (s->latest.len > 0) {
+		keys = malloc(s->latest.len * sizeof(*keys));
+		if (keys == NULL)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		for (size_t i = 0; i < s->latest.cap; i++)
+			if (s->latest.slots[i].key != NULL)
+				keys[n++] = s->latest.slots[i].key;
+		qsort(keys, n, sizeof(*keys), cmp_str);
+		id_log_info("sink", "target %s: caught up; applying the latest version of %zu "
+		            "employees", s->target, n);
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		sink_pending_t *pe = id_hmap_get(&s->latest, keys[i]);
+		rc = sink_handle(s, pe->payload, pe->len, pe->partition, pe->offset, err);
+	}
+	free(keys);
+	if (rc != 0)
+		return rc;
+	sink_latest_drop(s);
+	for (int32_t p = 0; p < SINK_MAX_PARTITIONS; p++) {
+		if (s->assigned[p] && s->catchup_next[p] >= 0) {
+			if (s->catchup_next[p] > s->next[p])
+				s->next[p] = s->catchup_next[p];
+			s->catchup_next[p] = -1;
+			s->uncommitted++;
+		}
+	}
+	return 0;
+}
+
+/* True when offsets read while catching up still wait to be committed. */
+static bool sink_pending_catchup(const sink_run_t *s)
+{
+	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++)
+		if (s->assigned[i] && s->catchup_next[i] >= 0)
+			return true;
+	return false;
+}
+
+static bool sink_catching_up(const sink_run_t *s)
+{
+	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++)
+		if (s->assigned[i] && s->catchup_end[i] >= 0)
+			return true;
+	return false;
+}
+
 static bool sink_caught_up(sink_run_t *s, const int64_t *hwm)
 {
 	int n = 0;
+	if (s->latest.len > 0 || sink_catching_up(s))
+		return false;
 	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
 		if (!s->assigned[i])
 			continue;
@@ -318,6 +452,7 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 	s->cfg = cfg;
 	s->stats = stats;
 	id_buf_init(&s->buf);
+	id_hmap_init(&s->latest);
 	snprintf(s->target, sizeof(s->target), "%s", id_config_str(cfg, "sink.ldap.target"));
 	id_config_topic(cfg, "identity.desired", s->in_topic, sizeof(s->in_topic));
 	id_config_topic(cfg, "sink.results", s->out_topic, sizeof(s->out_topic));
@@ -372,13 +507,21 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 			int32_t p = m->partition;
 			bool ok = p >= 0 && p < SINK_MAX_PARTITIONS && s->assigned[p];
 			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-				if (ok)
+				if (ok) {
 					s->eof_at[p] = m->offset;
+					s->catchup_end[p] = -1;
+				}
 			} else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 				id_log_warn("sink", "consumer: %s", rd_kafka_message_errstr(m));
+			} else if (ok && s->catchup_end[p] >= 0) {
+				s->eof_at[p] = -1;
+				rc = sink_remember(s, m, err);
+				s->catchup_next[p] = m->offset + 1;
+				if (m->offset + 1 >= s->catchup_end[p])
+					s->catchup_end[p] = -1;
 			} else if (ok) {
 				s->eof_at[p] = -1;
-				rc = sink_handle(s, m, err);
+				rc = sink_handle(s, m->payload, m->len, m->partition, m->offset, err);
 				if (rc == 0) {
 					s->next[p] = m->offset + 1;
 					s->uncommitted++;
@@ -386,6 +529,10 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 			}
 			rd_kafka_message_destroy(m);
 			if (rc != 0)
+				goto out;
+		}
+		if (!sink_catching_up(s) && (s->latest.len > 0 || sink_pending_catchup(s))) {
+			if ((rc = sink_flush_latest(s, err)) != 0)
 				goto out;
 		}
 		if (s->uncommitted >= SINK_COMMIT_EVERY || (m == NULL && s->uncommitted > 0)) {
@@ -420,11 +567,15 @@ out:
 		free(password);
 	}
 	free(hwm);
+	if (s->ldap != NULL)
+		stats->ldap_ops = (long)sink_ldap_writes(s->ldap);
 	id_kafka_destroy(s->consumer);
 	id_kafka_destroy(s->producer);
 	sink_ldap_close(s->ldap);
 	codec_destroy(s->codec);
 	state_store_close(s->db);
+	sink_latest_drop(s);
+	id_hmap_fini(&s->latest);
 	id_buf_fini(&s->buf);
 	free(s);
 	return rc;
@@ -446,7 +597,7 @@ static void sink_usage(void)
 void sink_stats_print(const char *target, const sink_stats_t *st)
 {
 	printf("sink %s: %ld created, %ld updated, %ld disabled, %ld enabled, %ld unchanged, "
-	       "%ld failed, %ld already applied (%ld LDAP operations)\n",
+	       "%ld failed, %ld already applied; %ld LDAP writes\n",
 	       target, st->created, st->updated, st->disabled, st->enabled, st->noop, st->failed,
 	       st->skipped, st->ldap_ops);
 }

@@ -316,6 +316,18 @@ int id_config_secret(const id_config_t *c, const char *file_option, const char *
 	return *out ? 0 : id_err_set(err, ID_ENOMEM, "out of memory");
 }
 
+void id_config_write(const id_config_t *c, FILE *out)
+{
+	for (size_t i = 0; i < OPT_COUNT; i++) {
+		if (strcmp(opt_table[i].name, "kafka.bootstrap.servers") == 0)
+			continue; /* printed with the other kafka.* keys */
+		fprintf(out, "%s = %s\n", opt_table[i].name, c->values[i]);
+	}
+	for (size_t i = 0; i < c->kafka.len; i++)
+		fprintf(out, "kafka.%s = %s\n", c->kafka.items[i].key,
+		        c->kafka.items[i].value ? c->kafka.items[i].value : "");
+}
+
 void id_config_write_docs(FILE *out)
 {
 	static const char *const type_names[] = {"string", "integer", "number", "boolean"};

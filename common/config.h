@@ -57,6 +57,11 @@ const id_attrs_t *id_config_kafka(const id_config_t *c);
 int id_config_secret(const id_config_t *c, const char *file_option,
                      const char *env_name, char **out, id_err_t *err);
 
+/* Writes the effective configuration as `key = value` lines (every option of
+ * the table, then the kafka.* pass-through keys).  Holds no secrets: those
+ * are never option values. */
+void id_config_write(const id_config_t *c, FILE *out);
+
 /* Writes CONFIGURATION.md (markdown) describing every option. */
 void id_config_write_docs(FILE *out);
 

@@ -27,8 +27,7 @@
 /* Files larger than this are refused rather than read into memory. */
 #define CSV_READER_MAX_BYTES ((size_t)1 << 30)
 
-static const char *const required_columns[] = {"employee_id", "first_name",
-                                               "last_name"};
+static const char *const required_columns[] = {"employee_id", "first_name", "last_name"};
 #define N_REQUIRED (sizeof(required_columns) / sizeof(required_columns[0]))
 
 struct csv_export {
@@ -45,7 +44,7 @@ struct csv_export {
 typedef struct field {
 	char *data; /* NUL-terminated copy, untrimmed */
 	size_t len;
-	char *val; /* trimmed view into data */
+	char *val;   /* trimmed view into data */
 	size_t line; /* line where the field starts */
 } field_t;
 
@@ -54,17 +53,17 @@ typedef struct parse_ctx {
 	id_err_t *err;
 	int rc;
 
-	size_t line;           /* line being fed */
-	size_t row_line;       /* line where the current row started */
-	size_t field_line;     /* line where the next field starts */
-	bool awaiting_row;     /* between rows: the next non-blank line starts one */
+	size_t line;       /* line being fed */
+	size_t row_line;   /* line where the current row started */
+	size_t field_line; /* line where the next field starts */
+	bool awaiting_row; /* between rows: the next non-blank line starts one */
 	bool header_done;
 
 	field_t *fields; /* fields of the current row */
 	size_t nfields;
 	size_t fields_cap;
 
-	size_t id_col; /* index of employee_id in the header */
+	size_t id_col;   /* index of employee_id in the header */
 	size_t date_col; /* index of start_date, or SIZE_MAX */
 	size_t required_col[N_REQUIRED];
 
@@ -234,8 +233,8 @@ static int check_fields_encoding(parse_ctx_t *c)
 		long bad = utf8_invalid_at((const unsigned char *)f->data, f->len);
 		if (bad >= 0) {
 			char msg[96];
-			snprintf(msg, sizeof(msg), "invalid UTF-8 at byte %ld of the field",
-			         bad + 1);
+			snprintf(msg, sizeof(msg),
+			         "invalid UTF-8 at byte %ld of the field", bad + 1);
 			return fail(c, f->line, i + 1, msg);
 		}
 	}
@@ -258,7 +257,8 @@ static size_t *idx_slot(parse_ctx_t *c, const char *id)
 {
 	size_t mask = c->idx_cap - 1;
 	for (size_t i = (size_t)hash_str(id) & mask;; i = (i + 1) & mask) {
-		if (c->idx[i] == SIZE_MAX || strcmp(c->x->rows[c->idx[i]].employee_id, id) == 0)
+		if (c->idx[i] == SIZE_MAX ||
+		    strcmp(c->x->rows[c->idx[i]].employee_id, id) == 0)
 			return &c->idx[i];
 	}
 }
@@ -305,12 +305,14 @@ static int handle_header(parse_ctx_t *c)
 			if (*p >= 'A' && *p <= 'Z')
 				*p = (char)(*p - 'A' + 'a');
 		if (name[0] == '\0')
-			return fail(c, c->fields[i].line, i + 1, "empty column name in header");
+			return fail(c, c->fields[i].line, i + 1,
+			            "empty column name in header");
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(x->columns[j], name) == 0) {
 				char msg[160];
 				snprintf(msg, sizeof(msg),
-				         "duplicate column name %s in header (also column %zu)",
+				         "duplicate column name %s in header (also "
+				         "column %zu)",
 				         name, j + 1);
 				return fail(c, c->fields[i].line, i + 1, msg);
 			}
@@ -336,9 +338,10 @@ static int handle_header(parse_ctx_t *c)
 			c->date_col = i;
 	}
 	if (found == 0)
-		return fail(c, c->row_line, 0,
-		            "missing header row: the first row names none of the required "
-		            "columns employee_id, first_name, last_name");
+		return fail(
+		    c, c->row_line, 0,
+		    "missing header row: the first row names none of the required "
+		    "columns employee_id, first_name, last_name");
 	for (size_t r = 0; r < N_REQUIRED; r++) {
 		if (c->required_col[r] == SIZE_MAX) {
 			char msg[128];
@@ -378,7 +381,8 @@ static int handle_data_row(parse_ctx_t *c)
 	for (size_t r = 0; r < N_REQUIRED; r++) {
 		size_t col = c->required_col[r];
 		if (c->fields[col].val[0] == '\0')
-			return fail(c, c->fields[col].line, col + 1, "required field is empty");
+			return fail(c, c->fields[col].line, col + 1,
+			            "required field is empty");
 	}
 	if (c->date_col != SIZE_MAX && c->fields[c->date_col].val[0] != '\0' &&
 	    !valid_date(c->fields[c->date_col].val)) {
@@ -403,8 +407,9 @@ static int handle_data_row(parse_ctx_t *c)
 	size_t *slot = idx_slot(c, id);
 	if (*slot != SIZE_MAX) {
 		char msg[160];
-		snprintf(msg, sizeof(msg), "duplicate employee_id %.60s (first on line %zu)",
-		         id, x->rows[*slot].line);
+		snprintf(msg, sizeof(msg),
+		         "duplicate employee_id %.60s (first on line %zu)", id,
+		         x->rows[*slot].line);
 		return fail(c, c->fields[c->id_col].line, c->id_col + 1, msg);
 	}
 
@@ -515,7 +520,8 @@ static int parse_buffer(parse_ctx_t *c, const unsigned char *data, size_t len)
 		if (done != end - pos) {
 			if (csv_error(&p) == CSV_EPARSE)
 				fail(c, c->line, c->nfields + 1,
-				     "malformed quoted field: a quote inside an unquoted field, "
+				     "malformed quoted field: a quote inside an unquoted "
+				     "field, "
 				     "or text after a closing quote");
 			else
 				fail_nomem(c);
@@ -527,15 +533,16 @@ static int parse_buffer(parse_ctx_t *c, const unsigned char *data, size_t len)
 	if (c->rc == 0 && csv_fini(&p, on_field, on_row, c) != 0 && c->rc == 0) {
 		if (csv_error(&p) == CSV_EPARSE)
 			fail(c, c->field_line, c->nfields + 1,
-			     "unterminated quote: the quoted field runs to the end of the file");
+			     "unterminated quote: the quoted field runs to the end of "
+			     "the file");
 		else
 			fail_nomem(c);
 	}
 	csv_free(&p);
 	rc = c->rc;
 	if (rc == 0 && !c->header_done)
-		rc = id_err_set(c->err, ID_EPARSE, "%s: missing header row (the file is empty)",
-		                c->x->name);
+		rc = id_err_set(c->err, ID_EPARSE,
+		                "%s: missing header row (the file is empty)", c->x->name);
 	return rc;
 }
 
@@ -550,8 +557,8 @@ static int sha256_hex(const void *data, size_t len, char out[65])
 	return 0;
 }
 
-int csv_reader_parse(const char *name, const void *data, size_t len,
-                     csv_export_t **out, id_err_t *err)
+int csv_reader_parse(const char *name, const void *data, size_t len, csv_export_t **out,
+                     id_err_t *err)
 {
 	int rc = 0;
 	parse_ctx_t c;
@@ -590,7 +597,8 @@ int csv_reader_read_file(const char *path, csv_export_t **out, id_err_t *err)
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) != 0) {
-		rc = id_err_set(err, ID_EIO, "%s: cannot read: %s", path, strerror(errno));
+		rc =
+		    id_err_set(err, ID_EIO, "%s: cannot read: %s", path, strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
@@ -598,8 +606,8 @@ int csv_reader_read_file(const char *path, csv_export_t **out, id_err_t *err)
 		goto out;
 	}
 	if ((uint64_t)st.st_size > CSV_READER_MAX_BYTES) {
-		rc = id_err_set(err, ID_EINVALID, "%s: file is larger than %zu bytes", path,
-		                CSV_READER_MAX_BYTES);
+		rc = id_err_set(err, ID_EINVALID, "%s: file is larger than %zu bytes",
+		                path, CSV_READER_MAX_BYTES);
 		goto out;
 	}
 	size_t size = (size_t)st.st_size;
@@ -624,7 +632,8 @@ int csv_reader_read_file(const char *path, csv_export_t **out, id_err_t *err)
 	}
 	if ((rc = csv_reader_parse(path, data, got, out, err)) != 0)
 		goto out;
-	(*out)->mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	(*out)->mtime_ms =
+	    (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 out:
 	free(data);
 	if (fd >= 0)

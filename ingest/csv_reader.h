@@ -53,8 +53,8 @@ int csv_reader_read_file(const char *path, csv_export_t **out, id_err_t *err);
  * The same on an in-memory file; name is what error messages call it.
  * The export's mtime is 0.
  */
-int csv_reader_parse(const char *name, const void *data, size_t len,
-                     csv_export_t **out, id_err_t *err);
+int csv_reader_parse(const char *name, const void *data, size_t len, csv_export_t **out,
+                     id_err_t *err);
 
 void csv_export_destroy(csv_export_t *x);
 

@@ -88,8 +88,8 @@ const export_entry_t *export_snapshot_find(export_snapshot_t *s, const char *emp
 int export_snapshot_add(export_snapshot_t *s, const char *employee_id, bool terminated,
                         uint64_t seq, const id_attrs_t *attrs)
 {
-	bool in_order = s->len == 0 ||
-	                strcmp(s->items[s->len - 1].employee_id, employee_id) < 0;
+	bool in_order =
+	    s->len == 0 || strcmp(s->items[s->len - 1].employee_id, employee_id) < 0;
 	if (!in_order && export_snapshot_find(s, employee_id) != NULL)
 		return ID_ECONFLICT;
 	if (s->len == s->cap) {
@@ -252,7 +252,8 @@ static int add_change(export_diff_t *d, const export_diff_params_t *p,
 			const char *old = id_attrs_get(was, now->items[i].key);
 			const char *cur = now->items[i].value;
 			if (id_attrs_has(was, now->items[i].key) &&
-			    (old == cur || (old != NULL && cur != NULL && strcmp(old, cur) == 0)))
+			    (old == cur ||
+			     (old != NULL && cur != NULL && strcmp(old, cur) == 0)))
 				continue;
 			if (id_attrs_set(&ev->attributes, now->items[i].key,
 			                 now->items[i].value) != 0)
@@ -294,8 +295,9 @@ int export_diff_compute(export_snapshot_t *prev, const csv_row_t *rows, size_t n
 
 	if (params == NULL || params->source == NULL || params->file_sha256 == NULL ||
 	    strlen(params->file_sha256) < 16 || params->actor == NULL)
-		return id_err_set(err, ID_EINVALID,
-		                  "export diff: source, file digest and actor are required");
+		return id_err_set(
+		    err, ID_EINVALID,
+		    "export diff: source, file digest and actor are required");
 
 	size_t nprev = 0;
 	const export_entry_t *old = export_snapshot_entries(prev, &nprev);
@@ -325,8 +327,8 @@ int export_diff_compute(export_snapshot_t *prev, const csv_row_t *rows, size_t n
 			if (old[i].terminated) {
 				d.still_terminated++;
 			} else {
-				rc = add_change(&d, params, EV_TERMINATE, old[i].employee_id,
-				                &old[i], NULL);
+				rc = add_change(&d, params, EV_TERMINATE,
+				                old[i].employee_id, &old[i], NULL);
 				d.terminations++;
 			}
 			i++;

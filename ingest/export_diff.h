@@ -44,8 +44,8 @@
 /* What the source last said about one employee. */
 typedef struct export_entry {
 	char *employee_id;
-	bool terminated; /* missing from the last export(s), TERMINATE published */
-	uint64_t seq;    /* events published for this employee by this source */
+	bool terminated;  /* missing from the last export(s), TERMINATE published */
+	uint64_t seq;     /* events published for this employee by this source */
 	id_attrs_t attrs; /* attributes of the last export that had the employee */
 } export_entry_t;
 
@@ -96,7 +96,10 @@ typedef struct export_diff {
 	size_t known_active;     /* active entries of the previous snapshot */
 } export_diff_t;
 
-#define EXPORT_DIFF_INIT {NULL, 0, 0, 0, 0, 0, 0, 0, 0}
+#define EXPORT_DIFF_INIT                                                                 \
+	{                                                                                \
+		NULL, 0, 0, 0, 0, 0, 0, 0, 0                                             \
+	}
 
 /*
  * Computes the changes from prev (may be empty, not NULL) to rows (as read by

@@ -40,7 +40,7 @@ typedef struct ingest_csv_opts {
 } ingest_csv_opts_t;
 
 typedef struct ingest_csv_report {
-	size_t rows;             /* employee rows in the file */
+	size_t rows; /* employee rows in the file */
 	size_t hires;
 	size_t updates;
 	size_t terminations;

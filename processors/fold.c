@@ -197,8 +197,10 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 		    note(rec, MAPPING_SRC_EMPLOYEE_ID, ev, seq) != 0)
 			goto nomem;
 	}
-	rc =
-	    ev->type == EV_HIRE ? replace_attrs(rec, ev, seq) : merge_attrs(rec, ev, seq);
+	if (ev->type == EV_HIRE)
+		rc = replace_attrs(rec, ev, seq);
+	else
+		rc = merge_attrs(rec, ev, seq);
 	if (rc != 0)
 		goto nomem;
 	if (status != rec->status) {

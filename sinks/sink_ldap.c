@@ -46,6 +46,8 @@ struct sink_ldap {
 	int timeout_ms;
 	uint64_t writes;
 	int last_lrc; /* libldap code of the last failure, for retry decisions */
+	/* What an employee search asks for: managed + lock + memberOf. */
+	const char *read_attrs[24];
 	char **ous;
 	size_t nous;
 };
@@ -158,6 +160,13 @@ sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err)
 	if (opts->bind_dn != NULL && opts->bind_dn[0] != '\0' &&
 	    (s->bind_dn = strdup(opts->bind_dn)) == NULL)
 		goto nomem;
+	size_t k = 0;
+	for (const char *const *a = ldap_diff_managed_attrs; *a != NULL && k + 3 < 24;
+	     a++)
+		s->read_attrs[k++] = *a;
+	s->read_attrs[k++] = LDAP_DIFF_LOCK_ATTR;
+	s->read_attrs[k++] = "memberOf"; /* operational: only returned when asked */
+	s->read_attrs[k] = NULL;
 	s->layout.people_dn = s->people_dn;
 	s->layout.groups_dn = s->groups_dn;
 	s->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
@@ -247,24 +256,6 @@ static int sl_search(sink_ldap_t *s, const char *base, int scope, const char *fi
 	}
 	return 0;
 }
-
-static const char *const entry_attrs[] = {
-    "uid",
-    "cn",
-    "sn",
-    "givenName",
-    "displayName",
-    "mail",
-    "title",
-    "departmentNumber",
-    "employeeNumber",
-    "employeeType",
-    "l",
-    "manager",
-    LDAP_DIFF_LOCK_ATTR,
-    "memberOf",
-    NULL,
-};
 
 /* The canonical managed name of attr, or NULL when not managed. */
 static const char *managed_name(const char *attr)
@@ -392,7 +383,7 @@ int sink_ldap_read(sink_ldap_t *s, const char *employee_id, ldap_diff_entry_t *o
 	if (s == NULL || employee_id == NULL || out == NULL)
 		return id_err_set(err, ID_EINVALID, "sink_ldap_read: NULL argument");
 	bool found;
-	int rc = read_employee(s, employee_id, entry_attrs, out, &found, err);
+	int rc = read_employee(s, employee_id, s->read_attrs, out, &found, err);
 	if (rc == 0 && !found)
 		rc = id_err_set(err, ID_ENOTFOUND,
 		                "no entry with employeeNumber %s under \"%s\"",
@@ -406,7 +397,7 @@ static int read_state(sink_ldap_t *s, const desired_identity_t *d,
                       id_err_t *err)
 {
 	*manager_dn = NULL;
-	int rc = read_employee(s, d->employee_id, entry_attrs, actual, found, err);
+	int rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
 	if (rc != 0 || d->manager_id == NULL || d->manager_id[0] == '\0')
 		return rc;
 	static const char *const no_attrs[] = {LDAP_NO_ATTRS, NULL};

@@ -89,15 +89,16 @@ static int store_mkdir_parents(const char *path, id_err_t *err)
 			continue;
 		*q = '\0';
 		if (mkdir(p, 0750) != 0 && errno != EEXIST) {
-			rc = id_err_set(err, ID_EIO, "state store %s: cannot create %s: %s",
-			                path, p, strerror(errno));
+			rc = id_err_set(err, ID_EIO,
+			                "state store %s: cannot create %s: %s", path, p,
+			                strerror(errno));
 			goto out;
 		}
 		*q = '/';
 	}
 	if (mkdir(p, 0750) != 0 && errno != EEXIST)
-		rc = id_err_set(err, ID_EIO, "state store %s: cannot create %s: %s", path, p,
-		                strerror(errno));
+		rc = id_err_set(err, ID_EIO, "state store %s: cannot create %s: %s", path,
+		                p, strerror(errno));
 out:
 	free(p);
 	return rc;
@@ -161,8 +162,8 @@ int state_store_open(const char *path, const state_store_opts_t *opts,
 	rocksdb_block_based_options_set_cache_index_and_filter_blocks(bbto, 1);
 	rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(bbto, 1);
 	/* Ownership of the filter policy passes to the table options. */
-	rocksdb_block_based_options_set_filter_policy(bbto,
-	                                              rocksdb_filterpolicy_create_bloom(10));
+	rocksdb_block_based_options_set_filter_policy(
+	    bbto, rocksdb_filterpolicy_create_bloom(10));
 	rocksdb_options_set_block_based_table_factory(s->options, bbto);
 
 	s->db = rocksdb_open(s->options, path, &rerr);
@@ -340,7 +341,8 @@ int state_iter_create(state_store_t *s, const void *prefix, size_t plen,
 		it->upper = malloc(plen);
 		if (it->upper == NULL) {
 			rc = id_err_set(err, ID_ENOMEM,
-			                "state store %s: iterator: out of memory", s->path);
+			                "state store %s: iterator: out of memory",
+			                s->path);
 			goto out;
 		}
 		size_t ulen = 0;

@@ -33,7 +33,7 @@ typedef struct state_iter state_iter_t;
 typedef struct state_cache state_cache_t;
 
 /* Defaults used when state_store_opts_t is NULL or a field is 0. */
-#define STATE_STORE_DEFAULT_CACHE_BYTES ((size_t)32 << 20)
+#define STATE_STORE_DEFAULT_CACHE_BYTES        ((size_t)32 << 20)
 #define STATE_STORE_DEFAULT_WRITE_BUFFER_BYTES ((size_t)16 << 20)
 
 typedef struct state_store_opts {

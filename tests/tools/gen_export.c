@@ -66,67 +66,70 @@ static bool rng_chance(unsigned percent)
 /* ---- data ---------------------------------------------------------------- */
 
 static const char *const first_names[] = {
-    "Ada",      "Alan",      "Grace",    "José",     "Åsa",      "Björn",     "Øyvind",
-    "Zoë",      "Chloé",     "Renée",    "François", "Jürgen",   "Søren",     "Łukasz",
-    "Mónica",   "Inés",      "Ngozi",    "Aarav",    "Mei",      "Hiroshi",   "Fatima",
-    "Priya",    "Kwame",     "Sofia",    "Lars",     "Ingrid",   "Mateo",     "Lucía",
-    "Noah",     "Emma",      "Liam",     "Olivia",   "Ethan",    "Mia",       "Lena",
-    "Jonas",    "Astrid",    "Nils",     "Elif",     "Emre",     "Yusuf",     "Amara",
-    "Wei",      "Aiko",      "Kenji",    "Rahul",    "Anika",    "Tomás",     "Joaquín",
-    "Raphaël",  "Hélène",    "Zsófia",   "Dávid",    "Ágnes",    "Michał",    "Małgorzata",
-    "Siobhán",  "Seán",      "Niamh",    "Úna",      "Oskar",    "Uma",       "Viktor",
-    "Xavier",   "Yara",      "Quentin",  "Ivan",     "Greta",    "Bruno",     "Carmen",
-    "Dmitri",   "Farid",     "Hannah",   "Kofi",     "Rosa",     "Tariq",     "Vera",
-    "Alexander", "Katherine", "Robert",  "Elizabeth", "Jonathan", "Margaret", "Benjamin",
-    "Christopher", "Isabelle", "William",
+    "Ada",         "Alan",       "Grace",     "José",     "Åsa",      "Björn",
+    "Øyvind",      "Zoë",        "Chloé",     "Renée",    "François", "Jürgen",
+    "Søren",       "Łukasz",     "Mónica",    "Inés",     "Ngozi",    "Aarav",
+    "Mei",         "Hiroshi",    "Fatima",    "Priya",    "Kwame",    "Sofia",
+    "Lars",        "Ingrid",     "Mateo",     "Lucía",    "Noah",     "Emma",
+    "Liam",        "Olivia",     "Ethan",     "Mia",      "Lena",     "Jonas",
+    "Astrid",      "Nils",       "Elif",      "Emre",     "Yusuf",    "Amara",
+    "Wei",         "Aiko",       "Kenji",     "Rahul",    "Anika",    "Tomás",
+    "Joaquín",     "Raphaël",    "Hélène",    "Zsófia",   "Dávid",    "Ágnes",
+    "Michał",      "Małgorzata", "Siobhán",   "Seán",     "Niamh",    "Úna",
+    "Oskar",       "Uma",        "Viktor",    "Xavier",   "Yara",     "Quentin",
+    "Ivan",        "Greta",      "Bruno",     "Carmen",   "Dmitri",   "Farid",
+    "Hannah",      "Kofi",       "Rosa",      "Tariq",    "Vera",     "Alexander",
+    "Katherine",   "Robert",     "Elizabeth", "Jonathan", "Margaret", "Benjamin",
+    "Christopher", "Isabelle",   "William",
 };
 
 /* First names people often go by a short form of. */
 static const char *const nicknames[][2] = {
-    {"Alexander", "Alex"}, {"Katherine", "Kate"},  {"Robert", "Bob"},
-    {"Elizabeth", "Liz"},  {"Jonathan", "Jon"},    {"Margaret", "Maggie"},
+    {"Alexander", "Alex"}, {"Katherine", "Kate"},    {"Robert", "Bob"},
+    {"Elizabeth", "Liz"},  {"Jonathan", "Jon"},      {"Margaret", "Maggie"},
     {"Benjamin", "Ben"},   {"Christopher", "Chris"}, {"Isabelle", "Isa"},
-    {"William", "Bill"},   {"Małgorzata", "Gosia"}, {"Dmitri", "Dima"},
+    {"William", "Bill"},   {"Małgorzata", "Gosia"},  {"Dmitri", "Dima"},
 };
 
 static const char *const last_names[] = {
-    "Lovelace",  "Hopper",    "García",     "Müller",    "Strauß",     "Großmann",
-    "Weiß",      "Øvergaard", "Ødegård",    "Åkesson",   "Björklund",  "Lindqvist",
-    "Nyström",   "Sjöberg",   "Hernández",  "Martínez",  "Núñez",      "Peña",
-    "Muñoz",     "Çelik",     "Yılmaz",     "Şahin",     "Nowak",      "Wiśniewski",
-    "Dąbrowski", "Kowalczyk", "Dvořák",     "Novák",     "Horváth",    "Kovács",
-    "Tóth",      "Nagy",      "O'Brien",    "O'Connor",  "McCarthy",   "Smith",
-    "Johnson",   "Williams",  "Brown",      "Jones",     "Miller",     "Davis",
-    "Wilson",    "Anderson",  "Taylor",     "Thomas",    "Moore",      "Martin",
-    "Jackson",   "Thompson",  "White",      "Harris",    "Clark",      "Lewis",
-    "Robinson",  "Walker",    "Young",      "Allen",     "King",       "Wright",
-    "Scott",     "Hill",      "Green",      "Adams",     "Baker",      "Nelson",
-    "Carter",    "Mitchell",  "Roberts",    "Turner",    "Phillips",   "Campbell",
-    "Parker",    "Evans",     "Edwards",    "Collins",   "Stewart",    "Morris",
-    "Rogers",    "Reed",      "Cook",       "Morgan",    "Bell",       "Murphy",
-    "Bailey",    "Rivera",    "Cooper",     "Richardson", "Cox",       "Howard",
-    "Ward",      "Torres",    "Peterson",   "Gray",      "Ramírez",    "James",
-    "Watson",    "Brooks",    "Kelly",      "Sanders",   "Price",      "Bennett",
-    "Wood",      "Barnes",    "Ross",       "Henderson", "Coleman",    "Jenkins",
-    "Nakamura",  "Tanaka",    "Suzuki",     "Watanabe",  "Kim",        "Park",
-    "Nguyen",    "Tran",      "Singh",      "Patel",     "Sharma",     "Okafor",
-    "Adeyemi",   "Mensah",    "Haddad",     "Khalil",    "Rossi",      "Bianchi",
-    "Esposito",  "Romano",    "Dubois",     "Lefèvre",   "Moreau",     "Girard",
-    "Schröder",  "Schäfer",   "Köhler",     "Jäger",     "Hoffmann",   "Fischer",
-    "Becker",    "Wagner",    "Zimmermann", "Krüger",    "Hartmann",   "Lange",
-    "Vogel",     "Jensen",    "Hansen",     "Nielsen",   "Pedersen",   "Halvorsen",
-    "Bakke",     "Solberg",   "Haugen",     "Johansson", "Karlsson",   "Eriksson",
-    "Larsson",   "Olsson",    "Persson",    "Svensson",  "Virtanen",   "Korhonen",
+    "Lovelace",  "Hopper",    "García",     "Müller",         "Strauß",    "Großmann",
+    "Weiß",      "Øvergaard", "Ødegård",    "Åkesson",        "Björklund", "Lindqvist",
+    "Nyström",   "Sjöberg",   "Hernández",  "Martínez",       "Núñez",     "Peña",
+    "Muñoz",     "Çelik",     "Yılmaz",     "Şahin",          "Nowak",     "Wiśniewski",
+    "Dąbrowski", "Kowalczyk", "Dvořák",     "Novák",          "Horváth",   "Kovács",
+    "Tóth",      "Nagy",      "O'Brien",    "O'Connor",       "McCarthy",  "Smith",
+    "Johnson",   "Williams",  "Brown",      "Jones",          "Miller",    "Davis",
+    "Wilson",    "Anderson",  "Taylor",     "Thomas",         "Moore",     "Martin",
+    "Jackson",   "Thompson",  "White",      "Harris",         "Clark",     "Lewis",
+    "Robinson",  "Walker",    "Young",      "Allen",          "King",      "Wright",
+    "Scott",     "Hill",      "Green",      "Adams",          "Baker",     "Nelson",
+    "Carter",    "Mitchell",  "Roberts",    "Turner",         "Phillips",  "Campbell",
+    "Parker",    "Evans",     "Edwards",    "Collins",        "Stewart",   "Morris",
+    "Rogers",    "Reed",      "Cook",       "Morgan",         "Bell",      "Murphy",
+    "Bailey",    "Rivera",    "Cooper",     "Richardson",     "Cox",       "Howard",
+    "Ward",      "Torres",    "Peterson",   "Gray",           "Ramírez",   "James",
+    "Watson",    "Brooks",    "Kelly",      "Sanders",        "Price",     "Bennett",
+    "Wood",      "Barnes",    "Ross",       "Henderson",      "Coleman",   "Jenkins",
+    "Nakamura",  "Tanaka",    "Suzuki",     "Watanabe",       "Kim",       "Park",
+    "Nguyen",    "Tran",      "Singh",      "Patel",          "Sharma",    "Okafor",
+    "Adeyemi",   "Mensah",    "Haddad",     "Khalil",         "Rossi",     "Bianchi",
+    "Esposito",  "Romano",    "Dubois",     "Lefèvre",        "Moreau",    "Girard",
+    "Schröder",  "Schäfer",   "Köhler",     "Jäger",          "Hoffmann",  "Fischer",
+    "Becker",    "Wagner",    "Zimmermann", "Krüger",         "Hartmann",  "Lange",
+    "Vogel",     "Jensen",    "Hansen",     "Nielsen",        "Pedersen",  "Halvorsen",
+    "Bakke",     "Solberg",   "Haugen",     "Johansson",      "Karlsson",  "Eriksson",
+    "Larsson",   "Olsson",    "Persson",    "Svensson",       "Virtanen",  "Korhonen",
     "Mäkinen",   "Nieminen",  "Hämäläinen", "Ó Súilleabháin",
 };
 
 static const char *const departments[NDEPTS] = {
-    "Engineering", "Sales", "Marketing", "Finance", "People", "Support", "Legal", "Operations",
+    "Engineering", "Sales",   "Marketing", "Finance",
+    "People",      "Support", "Legal",     "Operations",
 };
 static const unsigned dept_weight[NDEPTS] = {30, 18, 10, 8, 6, 15, 4, 9};
 
 static const char *const dept_heads[NDEPTS] = {
-    "VP Engineering", "VP Sales",     "VP Marketing",    "Chief Financial Officer",
+    "VP Engineering", "VP Sales",        "VP Marketing",    "Chief Financial Officer",
     "Head of People", "Head of Support", "General Counsel", "Head of Operations",
 };
 
@@ -143,27 +146,32 @@ static const char *const roles[NDEPTS][6] = {
      "Learning Specialist", "Recruiting Coordinator", "Compensation Analyst"},
     {"Support Engineer", "Customer Success Manager", "Support Specialist",
      "Technical Writer", "Support Analyst", "Onboarding Specialist"},
-    {"Counsel", "Paralegal", "Compliance Officer", "Contracts Manager",
-     "Privacy Analyst", "Legal Operations Specialist"},
+    {"Counsel", "Paralegal", "Compliance Officer", "Contracts Manager", "Privacy Analyst",
+     "Legal Operations Specialist"},
     {"Office Manager", "IT Administrator", "Procurement Specialist", "Operations Analyst",
      "Facilities Coordinator", "Workplace Specialist"},
 };
 
 /* Titles that need CSV quoting: commas, and quotes inside. */
 static const char *const quoted_roles[NDEPTS] = {
-    "Engineer, Platform",  "Manager, EMEA Sales",       "Director, \"Special Projects\"",
-    "Analyst, FP&A",       "Partner, Talent & Culture", "Specialist, \"Tier 2\" Support",
-    "Counsel, Privacy & Data", "Coordinator, Facilities, \"North\" Campus",
+    "Engineer, Platform",
+    "Manager, EMEA Sales",
+    "Director, \"Special Projects\"",
+    "Analyst, FP&A",
+    "Partner, Talent & Culture",
+    "Specialist, \"Tier 2\" Support",
+    "Counsel, Privacy & Data",
+    "Coordinator, Facilities, \"North\" Campus",
 };
 
 static const char *const locations[] = {
-    "Oslo", "Stockholm", "Berlin", "München", "Zürich", "Madrid",
-    "London", "New York", "São Paulo", "Remote",
+    "Oslo",   "Stockholm", "Berlin",   "München",   "Zürich",
+    "Madrid", "London",    "New York", "São Paulo", "Remote",
 };
 
 static const char *const columns[NCOLS] = {
-    "employee_id", "first_name", "last_name",       "preferred_name", "title",
-    "department",  "location",   "manager_id",      "employment_type", "start_date",
+    "employee_id", "first_name", "last_name",  "preferred_name",  "title",
+    "department",  "location",   "manager_id", "employment_type", "start_date",
 };
 enum { C_ID, C_FIRST, C_LAST, C_PREF, C_TITLE, C_DEPT, C_LOC, C_MGR, C_TYPE, C_START };
 
@@ -209,7 +217,8 @@ static bool strset_has(const strset_t *s, const char *k)
 {
 	if (s->cap == 0)
 		return false;
-	for (size_t i = str_hash(k) & (s->cap - 1); s->items[i]; i = (i + 1) & (s->cap - 1))
+	for (size_t i = str_hash(k) & (s->cap - 1); s->items[i];
+	     i = (i + 1) & (s->cap - 1))
 		if (strcmp(s->items[i], k) == 0)
 			return true;
 	return false;
@@ -272,7 +281,8 @@ static char *pick_last_name(const char *first, strset_t *used)
 		if (attempt < 60)
 			snprintf(buf, sizeof(buf), "%s", PICK(last_names));
 		else
-			snprintf(buf, sizeof(buf), "%s-%s", PICK(last_names), PICK(last_names));
+			snprintf(buf, sizeof(buf), "%s-%s", PICK(last_names),
+			         PICK(last_names));
 		char *uid = uid_of(first, buf);
 		bool taken = strset_has(used, uid);
 		if (!taken)
@@ -288,12 +298,12 @@ static char *pick_last_name(const char *first, strset_t *used)
 /* ---- employees ------------------------------------------------------------- */
 
 typedef struct employee {
-	char *v[NCOLS]; /* known columns; NULL = empty */
+	char *v[NCOLS];   /* known columns; NULL = empty */
 	id_attrs_t extra; /* unknown columns of an input file */
 	int dept;         /* index into departments, -1 unknown */
 	bool removed;
-	bool touched;     /* already changed in this export */
-	bool manages;     /* someone's manager_id */
+	bool touched; /* already changed in this export */
+	bool manages; /* someone's manager_id */
 } employee_t;
 
 typedef struct roster {
@@ -364,7 +374,10 @@ static void pick_title(int dept, char *out, size_t len)
 static const char *pick_type(void)
 {
 	unsigned r = (unsigned)rng_below(100);
-	return r < 80 ? "Full-Time" : r < 87 ? "Part-Time" : r < 97 ? "Contractor" : "Intern";
+	return r < 80   ? "Full-Time"
+	       : r < 87 ? "Part-Time"
+	       : r < 97 ? "Contractor"
+	                : "Intern";
 }
 
 /* Civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm). */
@@ -635,7 +648,8 @@ static void put_field(const char *v)
 	if (v == NULL)
 		return;
 	size_t n = strlen(v);
-	bool quote = n > 0 && (strpbrk(v, ",\"\r\n") != NULL || v[0] == ' ' || v[n - 1] == ' ');
+	bool quote =
+	    n > 0 && (strpbrk(v, ",\"\r\n") != NULL || v[0] == ' ' || v[n - 1] == ' ');
 	if (!quote) {
 		fputs(v, stdout);
 		return;
@@ -680,8 +694,9 @@ static void write_csv(const roster_t *r, char **extra, size_t nextra, bool crlf,
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: gen_export --employees N --seed S [--crlf] [--bom]\n"
-	                "       gen_export --seed S --changes-from FILE.csv [--crlf] [--bom]\n");
+	fprintf(stderr,
+	        "usage: gen_export --employees N --seed S [--crlf] [--bom]\n"
+	        "       gen_export --seed S --changes-from FILE.csv [--crlf] [--bom]\n");
 	exit(64);
 }
 

@@ -99,9 +99,8 @@ static void test_bom_crlf_quotes_newlines_blank_lines(void **state)
 	assert_int_equal(n, 2);
 	assert_int_equal(rows[0].line, 2);
 	assert_string_equal(id_attrs_get(&rows[0].attrs, "first_name"), "Jos\xc3\xa9");
-	assert_string_equal(id_attrs_get(&rows[0].attrs, "last_name"),
-	                    "Garc\xc3\xad"
-	                    "a, Jr.");
+	assert_string_equal(id_attrs_get(&rows[0].attrs, "last_name"), "Garc\xc3\xad"
+	                                                               "a, Jr.");
 	/* Doubled quotes and an embedded CRLF survive inside a quoted field. */
 	assert_string_equal(id_attrs_get(&rows[0].attrs, "title"),
 	                    "Head of \"Fun\"\r\nand Games");
@@ -116,7 +115,8 @@ static void test_bom_crlf_quotes_newlines_blank_lines(void **state)
 static void test_no_trailing_newline_and_leading_blank_lines(void **state)
 {
 	(void)state;
-	csv_export_t *x = parse_ok("\n\nemployee_id,first_name,last_name\nE1,Ada,Lovelace");
+	csv_export_t *x =
+	    parse_ok("\n\nemployee_id,first_name,last_name\nE1,Ada,Lovelace");
 	size_t n = 0;
 	const csv_row_t *rows = csv_export_rows(x, &n);
 	assert_int_equal(n, 1);
@@ -139,7 +139,8 @@ static void test_missing_header(void **state)
 {
 	(void)state;
 	parse_fails("", "hr.csv: missing header row (the file is empty)");
-	parse_fails("\xef\xbb\xbf\r\n\r\n", "hr.csv: missing header row (the file is empty)");
+	parse_fails("\xef\xbb\xbf\r\n\r\n",
+	            "hr.csv: missing header row (the file is empty)");
 	parse_fails("E1,Ada,Lovelace\nE2,Grace,Hopper\n",
 	            "hr.csv line 1: missing header row: the first row names none of the "
 	            "required columns employee_id, first_name, last_name");
@@ -179,13 +180,14 @@ static void test_empty_required_field(void **state)
 static void test_duplicate_employee_id(void **state)
 {
 	(void)state;
-	parse_fails("employee_id,first_name,last_name\n"
-	            "E1,Ada,Lovelace\n"
-	            "E2,Grace,Hopper\n"
-	            "\n"
-	            " E1 ,Alan,Turing\n",
-	            "hr.csv line 5 column 1 (employee_id): duplicate employee_id E1 (first "
-	            "on line 2)");
+	parse_fails(
+	    "employee_id,first_name,last_name\n"
+	    "E1,Ada,Lovelace\n"
+	    "E2,Grace,Hopper\n"
+	    "\n"
+	    " E1 ,Alan,Turing\n",
+	    "hr.csv line 5 column 1 (employee_id): duplicate employee_id E1 (first "
+	    "on line 2)");
 }
 
 static void test_many_rows_with_unique_ids(void **state)
@@ -210,8 +212,9 @@ static void test_many_rows_with_unique_ids(void **state)
 	/* And a duplicate far down is still found. */
 	len += (size_t)snprintf(text + len, cap - len, "E17,X,Y\n");
 	assert_int_equal(csv_reader_parse("big.csv", text, len, &x, &err), ID_EPARSE);
-	assert_string_equal(err.msg, "big.csv line 5002 column 1 (employee_id): duplicate "
-	                             "employee_id E17 (first on line 19)");
+	assert_string_equal(err.msg,
+	                    "big.csv line 5002 column 1 (employee_id): duplicate "
+	                    "employee_id E17 (first on line 19)");
 	free(text);
 }
 
@@ -256,12 +259,13 @@ static void test_invalid_utf8(void **state)
 static void test_unterminated_quote(void **state)
 {
 	(void)state;
-	parse_fails("employee_id,first_name,last_name,title\n"
-	            "E1,Ada,Lovelace,Countess\n"
-	            "E2,Grace,Hopper,\"Rear Admiral\n"
-	            "E3,Alan,Turing,Mathematician\n",
-	            "hr.csv line 3 column 4 (title): unterminated quote: the quoted field "
-	            "runs to the end of the file");
+	parse_fails(
+	    "employee_id,first_name,last_name,title\n"
+	    "E1,Ada,Lovelace,Countess\n"
+	    "E2,Grace,Hopper,\"Rear Admiral\n"
+	    "E3,Alan,Turing,Mathematician\n",
+	    "hr.csv line 3 column 4 (title): unterminated quote: the quoted field "
+	    "runs to the end of the file");
 	/* The quoted field opens on the second line of a row. */
 	parse_fails("employee_id,first_name,last_name,title\n"
 	            "E1,\"Ada\nAugusta\",\"Love\nlace",
@@ -295,18 +299,21 @@ static void test_start_date(void **state)
 	assert_false(id_attrs_has(&rows[1].attrs, "start_date"));
 	csv_export_destroy(x);
 
-	parse_fails("employee_id,first_name,start_date,last_name\n"
-	            "E1,Ada,03/04/2021,Lovelace\n",
-	            "hr.csv line 2 column 3 (start_date): \"03/04/2021\" is not a date in "
-	            "YYYY-MM-DD form");
-	parse_fails("employee_id,first_name,last_name,start_date\n"
-	            "E1,Ada,Lovelace,2023-02-29\n",
-	            "hr.csv line 2 column 4 (start_date): \"2023-02-29\" is not a date in "
-	            "YYYY-MM-DD form");
-	parse_fails("employee_id,first_name,last_name,start_date\n"
-	            "E1,Ada,Lovelace,2023-13-01\n",
-	            "hr.csv line 2 column 4 (start_date): \"2023-13-01\" is not a date in "
-	            "YYYY-MM-DD form");
+	parse_fails(
+	    "employee_id,first_name,start_date,last_name\n"
+	    "E1,Ada,03/04/2021,Lovelace\n",
+	    "hr.csv line 2 column 3 (start_date): \"03/04/2021\" is not a date in "
+	    "YYYY-MM-DD form");
+	parse_fails(
+	    "employee_id,first_name,last_name,start_date\n"
+	    "E1,Ada,Lovelace,2023-02-29\n",
+	    "hr.csv line 2 column 4 (start_date): \"2023-02-29\" is not a date in "
+	    "YYYY-MM-DD form");
+	parse_fails(
+	    "employee_id,first_name,last_name,start_date\n"
+	    "E1,Ada,Lovelace,2023-13-01\n",
+	    "hr.csv line 2 column 4 (start_date): \"2023-13-01\" is not a date in "
+	    "YYYY-MM-DD form");
 	parse_fails("employee_id,first_name,last_name,start_date\n"
 	            "E1,Ada,Lovelace,2023-1-01\n",
 	            "hr.csv line 2 column 4 (start_date): \"2023-1-01\" is not a date in "
@@ -339,8 +346,9 @@ static void test_read_file(void **state)
 	assert_int_equal(csv_reader_read_file(path, &x, &err), 0);
 	assert_string_equal(csv_export_name(x), path);
 	/* sha256sum of the same bytes. */
-	assert_string_equal(csv_export_sha256(x),
-	                    "2b832aa66b200553caeca1309904ac6eecccca1dbc1601967da0a5b1ed4c5799");
+	assert_string_equal(
+	    csv_export_sha256(x),
+	    "2b832aa66b200553caeca1309904ac6eecccca1dbc1601967da0a5b1ed4c5799");
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(csv_export_mtime_ms(x) / 1000, st.st_mtime);
@@ -350,8 +358,8 @@ static void test_read_file(void **state)
 	assert_int_equal(truncate(path, strlen(text) - 9), 0); /* ends "E1,Ada," */
 	assert_int_equal(csv_reader_read_file(path, &x, &err), ID_EPARSE);
 	char want[256];
-	snprintf(want, sizeof(want), "%s line 2 column 3 (last_name): required field is empty",
-	         path);
+	snprintf(want, sizeof(want),
+	         "%s line 2 column 3 (last_name): required field is empty", path);
 	assert_string_equal(err.msg, want);
 	unlink(path);
 

@@ -18,7 +18,7 @@
 
 #define SHA_A "aaaaaaaaaaaaaaaa1111111111111111aaaaaaaaaaaaaaaa1111111111111111"
 #define SHA_B "bbbbbbbbbbbbbbbb2222222222222222bbbbbbbbbbbbbbbb2222222222222222"
-#define AT 1764097200000LL
+#define AT    1764097200000LL
 
 static csv_export_t *parse(const char *text)
 {
@@ -62,7 +62,8 @@ static export_snapshot_t *apply(export_snapshot_t *prev, const export_diff_t *d)
 		const export_entry_t *e = &d->changes[c].entry;
 		if (export_snapshot_find(prev, e->employee_id) == NULL)
 			assert_int_equal(export_snapshot_add(next, e->employee_id,
-			                                     e->terminated, e->seq, &e->attrs),
+			                                     e->terminated, e->seq,
+			                                     &e->attrs),
 			                 0);
 	}
 	return next;
@@ -324,8 +325,8 @@ static void test_snapshot_order_and_conflicts(void **state)
 	assert_true(e[0].terminated);
 	assert_int_equal(e[0].seq, 2);
 	assert_string_equal(e[2].employee_id, "E3");
-	assert_string_equal(id_attrs_get(&export_snapshot_find(s, "E3")->attrs, "first_name"),
-	                    "X");
+	assert_string_equal(
+	    id_attrs_get(&export_snapshot_find(s, "E3")->attrs, "first_name"), "X");
 	assert_null(export_snapshot_find(s, "E4"));
 	id_attrs_fini(&a);
 	export_snapshot_destroy(s);

@@ -783,6 +783,52 @@ static void test_delete(void **state)
 	assert_int_equal(apply(t, &t->d), SINK_NOOP);
 }
 
+static void test_odd_ids_and_duplicate_entries(void **state)
+{
+	t_t *t = *state;
+	char dn[512];
+	/* Filter metacharacters in an employee id match only that id. */
+	mk(&t->d, "E*1(x)", "oddone", "Odd", "One", "Sales", LC_ACTIVE);
+	mk(&t->d2, "E71(x)", "oddtwo", "Odd", "Two", "Sales", LC_ACTIVE);
+	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
+	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
+	assert_non_null(find_op(&t->r, "add", "dn"));
+	dn_of(dn, sizeof(dn), "uid=oddone", "ou=Sales", t);
+	assert_attr(dn, "employeeNumber", "E*1(x)");
+	assert_int_equal(apply(t, &t->d), SINK_NOOP);
+
+	/* Two entries claim one employee: refuse, name both, touch neither. */
+	char dup[512];
+	dn_of(dup, sizeof(dup), "uid=oddcopy", "ou=Sales", t);
+	const char *e[] = {
+	    "objectClass", "inetOrgPerson",  "uid",    "oddcopy", "cn", "Copy", "sn",
+	    "Copy",        "employeeNumber", "E*1(x)", NULL};
+	admin_add(dup, e);
+	id_attrs_set(&t->d.attributes, "title", "Changed");
+	assert_int_equal(apply(t, &t->d), SINK_FAILED);
+	assert_non_null(strstr(t->r.error, "has 2 entries"));
+	assert_non_null(strstr(t->r.error, "uid=oddcopy"));
+	assert_attr(dn, "title", "Engineer");
+}
+
+static void test_recreates_ou_deleted_behind_its_back(void **state)
+{
+	t_t *t = *state;
+	char dn[512], ou[512];
+	mk(&t->d, "E1001", "asmith", "Ann", "Smith", "Sales", LC_ACTIVE);
+	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
+	/* Someone removes her and the OU while the sink remembers the OU. */
+	dn_of(dn, sizeof(dn), "uid=asmith", "ou=Sales", t);
+	snprintf(ou, sizeof(ou), "ou=Sales,%s", t->people);
+	assert_int_equal(ldap_delete_ext_s(adm, dn, NULL, NULL), LDAP_SUCCESS);
+	assert_int_equal(ldap_delete_ext_s(adm, ou, NULL, NULL), LDAP_SUCCESS);
+	mk(&t->d2, "E1002", "bjones", "Bob", "Jones", "Sales", LC_ACTIVE);
+	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
+	assert_int_equal(count_ops(&t->r, "create_ou"), 1);
+	dn_of(dn, sizeof(dn), "uid=bjones", "ou=Sales", t);
+	assert_true(exists(dn));
+}
+
 static void test_open_errors(void **state)
 {
 	t_t *t = *state;
@@ -969,6 +1015,8 @@ int main(void)
 	    T(test_manager),
 	    T(test_converges_after_partial_apply),
 	    T(test_delete),
+	    T(test_odd_ids_and_duplicate_entries),
+	    T(test_recreates_ou_deleted_behind_its_back),
 	    T(test_open_errors),
 	    T(test_reconnects_after_connection_loss),
 	};

@@ -152,8 +152,8 @@ static void iterate(state_store_t *s, const void *prefix, size_t plen, char *out
 	int rc;
 	while ((rc = state_iter_next(it, &k, &kl, &v, &vl, &err)) == 1) {
 		size_t used = strlen(out);
-		snprintf(out + used, outlen - used, "%.*s=%.*s;", (int)kl, (const char *)k,
-		         (int)vl, (const char *)v);
+		snprintf(out + used, outlen - used, "%.*s=%.*s;", (int)kl,
+		         (const char *)k, (int)vl, (const char *)v);
 	}
 	assert_int_equal(rc, 0);
 	/* Past the end it stays at the end. */
@@ -165,7 +165,8 @@ static void test_iterator_prefix_bounds(void **state)
 {
 	fixture_t *fx = *state;
 	id_err_t err = {0};
-	const char *keys[] = {"d", "e", "e/", "e/E2", "e/E10", "e/E1", "e0", "f/E1", "e/\xff"};
+	const char *keys[] = {"d",    "e",  "e/",   "e/E2",  "e/E10",
+	                      "e/E1", "e0", "f/E1", "e/\xff"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		assert_int_equal(
 		    state_store_put(fx->s, keys[i], strlen(keys[i]), "v", 1, &err), 0);
@@ -178,7 +179,8 @@ static void test_iterator_prefix_bounds(void **state)
 	iterate(fx->s, "x", 1, got, sizeof(got));
 	assert_string_equal(got, "");
 	iterate(fx->s, "", 0, got, sizeof(got));
-	assert_string_equal(got, "d=v;e=v;e/=v;e/E1=v;e/E10=v;e/E2=v;e/\xff=v;e0=v;f/E1=v;");
+	assert_string_equal(got,
+	                    "d=v;e=v;e/=v;e/E1=v;e/E10=v;e/E2=v;e/\xff=v;e0=v;f/E1=v;");
 }
 
 static void test_iterator_prefix_of_ff_bytes(void **state)
@@ -190,7 +192,8 @@ static void test_iterator_prefix_of_ff_bytes(void **state)
 	const char *keys[] = {"a\xff", "a\xff\x01", "b", "\xff\xff", "\xff\xff\x00z"};
 	size_t lens[] = {2, 3, 1, 2, 4};
 	for (size_t i = 0; i < 5; i++)
-		assert_int_equal(state_store_put(fx->s, keys[i], lens[i], "v", 1, &err), 0);
+		assert_int_equal(state_store_put(fx->s, keys[i], lens[i], "v", 1, &err),
+		                 0);
 	char got[256];
 	iterate(fx->s, "a\xff", 2, got, sizeof(got));
 	assert_string_equal(got, "a\xff=v;a\xff\x01=v;");
@@ -297,15 +300,18 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_binary_keys_and_empty_value, setup,
 	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_batch_is_all_or_nothing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_is_all_or_nothing, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_iterator_prefix_bounds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_iterator_prefix_of_ff_bytes, setup,
 	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_iterator_sees_a_snapshot, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_iterator_sees_a_snapshot, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_second_open_fails_with_path, setup,
 	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_open_under_a_file_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_under_a_file_fails, setup,
+	                                    teardown),
 	    cmocka_unit_test(test_be32_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,402 @@
+#!/bin/sh
+# bench.sh — the throughput figures behind `make bench`, each next to the raw
+# rate of the service underneath, measured in the same run on the same data.
+#
+#   sh scripts/bench.sh        (after `make all tools`; `make bench` does both)
+#
+# What it does:
+#   1. starts its own Kafka and slapd under <repo>/run/bench (wiped first, so
+#      every run starts from empty services) with scripts/services.sh;
+#   2. generates a 5,000-employee export and a 50,000-employee one with
+#      build/tools/gen_export (fixed seeds: same bytes every run);
+#   3. small export: `ingest csv --dry-run` (parse + validate + diff, no Kafka),
+#      `ingest csv`, kcat reading hr.events (raw consume), `process
+#      --until-idle`, `sink ldap --until-idle` into an empty ou=people;
+#   4. big export, in its own topics: `ingest csv`, kcat, `process --until-idle`;
+#   5. raw slapd: the entries the sink created (read back, moved to an empty
+#      subtree ou=rawbench) with one `ldapadd -c`, then the same group
+#      memberships, one modification each, with one `ldapmodify -c`;
+#   6. prints the table and how each figure is measured; stops the services.
+#
+# Every idstream command is timed alone, wall clock, from exec to exit, so the
+# figures include start-up (config, RocksDB open, Kafka metadata, group
+# join).  Benchmarks assert nothing: the script exits 0 unless a step fails
+# (a count that differs from the expected one is printed as a warning).
+#
+# Environment:
+#   IDSTREAM_KAFKA_PORT, IDSTREAM_KAFKA_CTRL_PORT, IDSTREAM_LDAP_PORT
+#                         ports of the bench services (defaults 19092, 19093,
+#                         13890; set them when another run folder uses those)
+#   IDSTREAM_BENCH_EMPLOYEES  size of the small export (default 5000)
+#   IDSTREAM_BENCH_BIG        size of the big export (default 50000; 0 skips it)
+#   IDSTREAM_BIN              the idstream binary (default build/idstream)
+#
+# Services are stopped by PID (services.sh) on every exit path.  A lock on
+# run/bench.lock keeps two benches from sharing the folder.
+set -eu
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+BIN=${IDSTREAM_BIN:-$REPO/build/idstream}
+GEN=$REPO/build/tools/gen_export
+N=${IDSTREAM_BENCH_EMPLOYEES:-5000}
+BIG=${IDSTREAM_BENCH_BIG:-50000}
+# The bench has its own run folder so it never touches the services of the
+# tests or the demo (run/ and the test runner's folders).
+export IDSTREAM_RUN="$REPO/run/bench"
+KAFKA_PORT=${IDSTREAM_KAFKA_PORT:-19092}
+export IDSTREAM_KAFKA_PORT="$KAFKA_PORT"
+export IDSTREAM_KAFKA_CTRL_PORT="${IDSTREAM_KAFKA_CTRL_PORT:-$((KAFKA_PORT + 1))}"
+export IDSTREAM_LDAP_PORT="${IDSTREAM_LDAP_PORT:-13890}"
+KAFKA=127.0.0.1:$KAFKA_PORT
+LDAP_URL=ldap://127.0.0.1:$IDSTREAM_LDAP_PORT/
+BASE=dc=example,dc=com
+ADMIN=cn=admin,$BASE
+PEOPLE=ou=people,$BASE
+GROUPS=ou=groups,$BASE
+RAW=ou=rawbench,$BASE
+W=$IDSTREAM_RUN/work
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	printf 'bench: error: %s\n' "$*" >&2
+	exit 1
+}
+now_ms() { date +%s%3N; }
+
+for f in "$BIN" "$GEN"; do
+	[ -x "$f" ] || die "$f missing; run: make all tools (or make bench)"
+done
+for c in kcat ldapadd ldapmodify ldapsearch flock; do
+	command -v "$c" >/dev/null || die "$c not found; run: sh scripts/bootstrap.sh"
+done
+
+mkdir -p "$IDSTREAM_RUN"
+exec 9>"$IDSTREAM_RUN/bench.lock"
+flock -n 9 || die "another bench is running (lock $IDSTREAM_RUN/bench.lock)"
+
+SERVICES_UP=0
+cleanup() {
+	_rc=$?
+	trap - EXIT INT TERM
+	if [ "$SERVICES_UP" = 1 ]; then
+		sh scripts/services.sh stop all >&2 || true
+	fi
+	exit $_rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+
+# measure NAME CMD...: runs CMD with its output in $W/NAME.log and sets M_MS
+# (wall clock, ms) and M_RSS (peak resident set, kB; "" when unknown).
+# Fails the bench when CMD fails.
+measure() {
+	_name=$1
+	shift
+	_rc=0
+	if [ -x /usr/bin/time ]; then
+		_t0=$(now_ms)
+		/usr/bin/time -v -o "$W/$_name.time" "$@" >"$W/$_name.log" 2>&1 || _rc=$?
+		M_MS=$(($(now_ms) - _t0))
+		M_RSS=$(awk -F': *' '/Maximum resident set size/ {print $2}' "$W/$_name.time")
+	else
+		# VmHWM is the kernel's own peak; polled until the process is a
+		# zombie (exited, not yet reaped), when /proc still holds it.
+		_t0=$(now_ms)
+		"$@" >"$W/$_name.log" 2>&1 &
+		_pid=$!
+		M_RSS=""
+		while [ "$(awk '{print $3}' "/proc/$_pid/stat" 2>/dev/null || echo Z)" != Z ]; do
+			_h=$(awk '/^VmHWM/ {print $2}' "/proc/$_pid/status" 2>/dev/null || true)
+			[ -z "$_h" ] || M_RSS=$_h
+			sleep 0.01
+		done
+		wait "$_pid" || _rc=$?
+		M_MS=$(($(now_ms) - _t0))
+	fi
+	if [ "$_rc" != 0 ]; then
+		tail -n 20 "$W/$_name.log" >&2
+		die "$_name failed (exit $_rc, log $W/$_name.log)"
+	fi
+}
+
+# committed TOPIC: how many committed messages kcat reads from TOPIC now.
+committed() {
+	kcat -C -b "$KAFKA" -t "$1" -o beginning -e -q -X isolation.level=read_committed \
+		-f '%o\n' 2>/dev/null | wc -l
+}
+
+# wait_committed TOPIC N: waits (up to 30 s) until all N messages of TOPIC
+# are readable.  The commit markers of a transaction reach the partitions
+# shortly after the producer's commit returns; until then read_committed
+# readers stop early, which would shrink the raw figure.
+wait_committed() {
+	_deadline=$(($(date +%s) + 30))
+	while [ "$(committed "$1")" -lt "$2" ] && [ "$(date +%s)" -lt "$_deadline" ]; do
+		sleep 0.1
+	done
+}
+
+# raw_consume NAME TOPIC: kcat reads TOPIC from the beginning to its end
+# (read_committed); sets M_MS and M_COUNT.
+raw_consume() {
+	_t0=$(now_ms)
+	M_COUNT=$(kcat -C -b "$KAFKA" -t "$2" -o beginning -e -q \
+		-X isolation.level=read_committed -f '%o\n' 2>"$W/$1.log" | wc -l)
+	M_MS=$(($(now_ms) - _t0))
+}
+
+# rate COUNT MS: COUNT per second, integer.
+rate() { awk -v n="$1" -v ms="$2" 'BEGIN { printf "%d", (ms > 0 ? n * 1000 / ms : 0) }'; }
+# ratio A B: A/B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+mb() { [ -n "$1" ] && awk -v k="$1" 'BEGIN { printf "%.0f MB", k / 1024 }' || echo "n/a"; }
+
+# expect WHAT EXPECTED ACTUAL: a warning (not a failure) when they differ.
+WARNINGS=""
+expect() {
+	if [ "$2" != "$3" ]; then
+		WARNINGS="$WARNINGS
+  warning: $1: expected $2, got $3"
+		say "warning: $1: expected $2, got $3"
+	fi
+}
+
+# field LOG REGEX: the number in front of REGEX on the summary line of LOG.
+field() { sed -n "s/.*[^0-9]\([0-9][0-9]*\) $2.*/\1/p" "$1" | tail -n 1; }
+
+ldap() {
+	_c=$1
+	shift
+	"$_c" -x -H "$LDAP_URL" -D "$ADMIN" -y "$W/ldap.pw" -o nettimeout=30 "$@"
+}
+
+config() { # config FILE PREFIX
+	cat >"$1" <<EOF
+# bench deployment, written by scripts/bench.sh
+topic.prefix = $2
+topic.partitions = 12
+state.dir = $W/state-$2
+log.level = warn
+kafka.bootstrap.servers = $KAFKA
+ldap.url = $LDAP_URL
+ldap.bind_dn = $ADMIN
+ldap.bind_password_file = $W/ldap.pw
+ldap.base_dn = $BASE
+ldap.people_dn = $PEOPLE
+ldap.groups_dn = $GROUPS
+EOF
+}
+
+# ---------------------------------------------------------------- services
+
+T_START=$(now_ms)
+# A bench interrupted hard may have left its services running: stop them
+# (the lock above says no other bench owns them), then start from empty.
+SERVICES_UP=1
+sh scripts/services.sh stop all >/dev/null 2>&1 || true
+rm -rf "$IDSTREAM_RUN/kafka" "$IDSTREAM_RUN/slapd" "$W"
+mkdir -p "$W"
+say "starting Kafka on $KAFKA and slapd on $LDAP_URL (run folder $IDSTREAM_RUN)"
+sh scripts/services.sh start all >&2 ||
+	die "services did not start (ports in use? set IDSTREAM_KAFKA_PORT, IDSTREAM_KAFKA_CTRL_PORT, IDSTREAM_LDAP_PORT)"
+(umask 077 && printf '%s' adminpw >"$W/ldap.pw")
+
+# ---------------------------------------------------------------- data
+
+say "generating exports: $N and $BIG employees"
+"$GEN" --employees "$N" --seed 1 >"$W/small.csv"
+[ "$BIG" -gt 0 ] && "$GEN" --employees "$BIG" --seed 2 >"$W/big.csv"
+stamp=$(date +%s)
+SP=bench${stamp}s
+LP=bench${stamp}l
+config "$W/small.conf" "$SP"
+config "$W/big.conf" "$LP"
+"$BIN" --config "$W/small.conf" topics create >"$W/topics-small.log" 2>&1 ||
+	die "topics create failed: $(cat "$W/topics-small.log")"
+if [ "$BIG" -gt 0 ]; then
+	"$BIN" --config "$W/big.conf" topics create >"$W/topics-big.log" 2>&1 ||
+		die "topics create failed: $(cat "$W/topics-big.log")"
+fi
+
+# ---------------------------------------------------------------- small export
+
+say "ingest: $N employees"
+measure ingest-dry "$BIN" --config "$W/small.conf" ingest csv "$W/small.csv" --dry-run
+DRY_MS=$M_MS
+measure ingest "$BIN" --config "$W/small.conf" ingest csv "$W/small.csv"
+ING_MS=$M_MS
+ING_RSS=$M_RSS
+expect "events published by ingest ($N employees)" "$N" "$(field "$W/ingest.log" 'events published')"
+
+say "raw consume of $SP.hr.events (kcat)"
+wait_committed "$SP.hr.events" "$N"
+raw_consume raw-small "$SP.hr.events"
+RAWS_MS=$M_MS
+expect "events read by kcat ($SP.hr.events)" "$N" "$M_COUNT"
+
+say "processor: $N HIRE events"
+measure process-small "$BIN" --config "$W/small.conf" process --until-idle
+PS_MS=$M_MS
+PS_RSS=$M_RSS
+expect "events folded by the processor ($N)" "$N" "$(field "$W/process-small.log" 'events folded')"
+expect "desired identities produced ($N)" "$N" "$(field "$W/process-small.log" 'desired versions produced')"
+
+say "LDAP sink: $N entries"
+measure sink "$BIN" --config "$W/small.conf" sink ldap --until-idle
+SINK_MS=$M_MS
+SINK_RSS=$M_RSS
+expect "entries created by the sink" "$N" "$(field "$W/sink.log" created)"
+
+# ---------------------------------------------------------------- big export
+
+if [ "$BIG" -gt 0 ]; then
+	say "ingest: $BIG employees"
+	measure ingest-big "$BIN" --config "$W/big.conf" ingest csv "$W/big.csv"
+	INGB_MS=$M_MS
+	expect "events published by ingest ($BIG employees)" "$BIG" \
+		"$(field "$W/ingest-big.log" 'events published')"
+	say "raw consume of $LP.hr.events (kcat)"
+	wait_committed "$LP.hr.events" "$BIG"
+	raw_consume raw-big "$LP.hr.events"
+	RAWB_MS=$M_MS
+	expect "events read by kcat ($LP.hr.events)" "$BIG" "$M_COUNT"
+	say "processor: $BIG HIRE events"
+	measure process-big "$BIN" --config "$W/big.conf" process --until-idle
+	PB_MS=$M_MS
+	PB_RSS=$M_RSS
+	expect "events folded by the processor ($BIG)" "$BIG" \
+		"$(field "$W/process-big.log" 'events folded')"
+fi
+
+# ---------------------------------------------------------------- raw slapd
+
+# The sink's own entries, read back and moved under ou=rawbench: the same
+# entries (same attributes and values) and the same memberships, so slapd
+# does the same indexing and memberof work as for the sink.
+say "raw slapd: ldapadd of the same $N entries, ldapmodify of the same memberships"
+ldap ldapsearch -LLL -o ldif-wrap=no -b "$PEOPLE" -s sub '(objectClass=*)' '*' memberOf \
+	>"$W/people-dump.ldif"
+# Parents before children (by the number of commas in the DN), without the
+# people container itself; memberOf (operational) becomes the memberships.
+awk -v people="$PEOPLE" -v raw="$RAW" -v entries="$W/raw-entries.ldif" \
+	-v mods="$W/raw-members.ldif" '
+function mv(s) {
+	gsub(people, "ou=people," raw, s)
+	gsub("ou=groups,dc=example,dc=com", "ou=groups," raw, s)
+	return s
+}
+BEGIN { RS = ""; FS = "\n"; maxd = 0 }
+{
+	dn = substr($1, 5)
+	if (dn == people) next
+	r = ""; ng = 0
+	for (i = 1; i <= NF; i++) {
+		if ($i ~ /^memberOf: /) { grp[++ng] = mv(substr($i, 11)); continue }
+		r = r mv($i) "\n"
+	}
+	d = gsub(/,/, ",", dn)
+	recs[d, ++cnt[d]] = r
+	if (d > maxd) maxd = d
+	# One modification per membership, in entry order; a group is created
+	# by its first member (groupOfNames needs one), as the sink does.
+	for (j = 1; j <= ng; j++) {
+		g = grp[j]
+		if (!(g in seen)) {
+			seen[g] = 1
+			cn = g; sub(/^cn=/, "", cn); sub(/,.*/, "", cn)
+			printf "dn: %s\nchangetype: add\nobjectClass: groupOfNames\ncn: %s\nmember: %s\n\n", g, cn, mv(dn) >mods
+		} else {
+			printf "dn: %s\nchangetype: modify\nadd: member\nmember: %s\n-\n\n", g, mv(dn) >mods
+		}
+	}
+}
+END {
+	for (d = 0; d <= maxd; d++)
+		for (k = 1; k <= cnt[d]; k++)
+			printf "%s\n", recs[d, k] >entries
+}' "$W/people-dump.ldif"
+grep -q '^dn::' "$W/people-dump.ldif" &&
+	say "warning: base64 DNs in ou=people are not moved to $RAW"
+RAW_ENTRIES=$(grep -c '^objectClass: inetOrgPerson' "$W/raw-entries.ldif" || true)
+RAW_OUS=$(grep -c '^objectClass: organizationalUnit' "$W/raw-entries.ldif" || true)
+RAW_MODS=$(grep -c '^member: ' "$W/raw-members.ldif" || true)
+expect "entries read back for the raw ldapadd" "$N" "$RAW_ENTRIES"
+printf 'dn: %s\nobjectClass: organizationalUnit\nou: rawbench\n\ndn: ou=people,%s\nobjectClass: organizationalUnit\nou: people\n\ndn: ou=groups,%s\nobjectClass: organizationalUnit\nou: groups\n' \
+	"$RAW" "$RAW" "$RAW" | ldap ldapadd >/dev/null
+measure ldapadd ldapadd -x -H "$LDAP_URL" -D "$ADMIN" -y "$W/ldap.pw" -c \
+	-f "$W/raw-entries.ldif"
+LADD_MS=$M_MS
+measure ldapmodify ldapmodify -x -H "$LDAP_URL" -D "$ADMIN" -y "$W/ldap.pw" -c \
+	-f "$W/raw-members.ldif"
+LMOD_MS=$M_MS
+expect "entries in ou=rawbench after ldapadd" "$N" \
+	"$(ldap ldapsearch -LLL -b "ou=people,$RAW" '(objectClass=inetOrgPerson)' 1.1 | grep -c '^dn:' || true)"
+
+# ---------------------------------------------------------------- report
+
+T_TOTAL=$(($(now_ms) - T_START))
+ING_R=$(rate "$N" "$ING_MS")
+DRY_R=$(rate "$N" "$DRY_MS")
+RAWS_R=$(rate "$N" "$RAWS_MS")
+PS_R=$(rate "$N" "$PS_MS")
+SINK_R=$(rate "$N" "$SINK_MS")
+LRAW_MS=$((LADD_MS + LMOD_MS))
+LRAW_R=$(rate "$N" "$LRAW_MS")
+
+row() { printf '  %-44s %9s %12s %10s  %s\n' "$@"; }
+echo
+echo "idstream bench — $(date -u +%FT%TZ), $(nproc) CPUs, topics with 12 partitions, Kafka $KAFKA, slapd $LDAP_URL"
+echo
+row "stage" "items" "wall ms" "per s" "vs raw / peak RSS"
+row "--------------------------------------------" "-----" "-------" "-----" "-----------------"
+row "ingest csv --dry-run (parse+diff, no Kafka)" "$N" "$DRY_MS" "$DRY_R" ""
+row "ingest csv (publish, 1 transaction)" "$N" "$ING_MS" "$ING_R" "rss $(mb "$ING_RSS")"
+if [ "$BIG" -gt 0 ]; then
+	row "ingest csv, big export" "$BIG" "$INGB_MS" "$(rate "$BIG" "$INGB_MS")" ""
+fi
+row "raw consume hr.events (kcat, read_committed)" "$N" "$RAWS_MS" "$RAWS_R" ""
+row "process --until-idle  [small: start-up heavy]" "$N" "$PS_MS" "$PS_R" \
+	"x$(ratio "$PS_R" "$RAWS_R") of raw, rss $(mb "$PS_RSS")"
+if [ "$BIG" -gt 0 ]; then
+	RAWB_R=$(rate "$BIG" "$RAWB_MS")
+	PB_R=$(rate "$BIG" "$PB_MS")
+	row "raw consume hr.events, big (kcat)" "$BIG" "$RAWB_MS" "$RAWB_R" ""
+	row "process --until-idle  [big: throughput]" "$BIG" "$PB_MS" "$PB_R" \
+		"x$(ratio "$PB_R" "$RAWB_R") of raw, rss $(mb "$PB_RSS")"
+	if [ "$PB_MS" -gt "$PS_MS" ]; then
+		row "process, marginal (big - small)" "$((BIG - N))" "$((PB_MS - PS_MS))" \
+			"$(rate "$((BIG - N))" "$((PB_MS - PS_MS))")" "start-up cancels out"
+	fi
+fi
+row "raw slapd: ldapadd -c ($RAW_OUS OUs + entries)" "$N" "$LADD_MS" "$(rate "$N" "$LADD_MS")" ""
+row "raw slapd: ldapmodify -c ($RAW_MODS memberships)" "$N" "$LMOD_MS" "$(rate "$N" "$LMOD_MS")" ""
+row "raw slapd: ldapadd + ldapmodify" "$N" "$LRAW_MS" "$LRAW_R" ""
+row "sink ldap --until-idle (create entries)" "$N" "$SINK_MS" "$SINK_R" \
+	"x$(ratio "$SINK_R" "$LRAW_R") of raw, rss $(mb "$SINK_RSS")"
+echo
+cat <<EOF
+How each figure is measured (all wall clock, one run each, same services):
+  - idstream rows: one \`idstream --config … <command>\` from exec to exit,
+    start-up included (config, RocksDB open, Kafka metadata, consumer group
+    join, transactional producer init).  items/s = items / wall time.
+  - ingest: the export from gen_export (fixed seed) into empty state, all
+    HIRE events; --dry-run parses, validates and diffs but opens no Kafka.
+  - raw consume: kcat -C -o beginning -e -X isolation.level=read_committed on
+    the same hr.events topic right before the processor (librdkafka, no group,
+    no decoding); "vs raw" = processor rate / kcat rate.
+  - process, big: ${BIG} employees in their own topics, so the fixed start-up
+    (~ small wall time) weighs little; the marginal row divides the extra
+    events by the extra time.
+  - sink: ${N} desired identities into an empty ou=people (entries, their
+    department OUs, memberships of staff and dept-*), with reads and diffs.
+    raw slapd: the entries the sink created, read back and moved under
+    ${RAW}, added by one \`ldapadd -c\` (one add per entry, synchronous),
+    then every membership as its own modify by one \`ldapmodify -c\` (a
+    group's first member creates it); "vs raw" = sink rate / raw rate.
+  - peak RSS: $([ -x /usr/bin/time ] && echo '/usr/bin/time -v "Maximum resident set size"' || echo 'VmHWM from /proc/<pid>/status, polled every 10 ms')
+Total bench time $((T_TOTAL / 1000)) s; logs and data in $W.${WARNINGS}
+EOF
