@@ -20,9 +20,15 @@ static void config_usage(void)
 
 int cmd_config(cli_t *cli, int argc, char **argv)
 {
-	if (argc < 2 || cli_is_help(argv[1])) {
+	for (int i = 1; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			config_usage();
+			return CLI_EXIT_OK;
+		}
+	}
+	if (argc < 2) {
 		config_usage();
-		return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+		return CLI_EXIT_USAGE;
 	}
 	if (argc > 2)
 		return cli_usage_error("config", "unexpected argument \"%s\"", argv[2]);

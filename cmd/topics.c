@@ -24,9 +24,11 @@ static void topics_usage(void)
 
 int cmd_topics(cli_t *cli, int argc, char **argv)
 {
-	if (argc >= 2 && cli_is_help(argv[1])) {
-		topics_usage();
-		return CLI_EXIT_OK;
+	for (int i = 1; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			topics_usage();
+			return CLI_EXIT_OK;
+		}
 	}
 	if (argc != 2 || strcmp(argv[1], "create") != 0)
 		return cli_usage_error("topics", "expected \"create\"");

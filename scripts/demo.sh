@@ -47,7 +47,7 @@ ldap.url = $LDAP_URL
 ldap.bind_dn = cn=admin,dc=example,dc=com
 ldap.bind_password_file = $DEMO/ldap.password
 mapping.mail_domain = example.com
-log.level = warn
+log.level = error
 CONF
 # Empty the accounts and groups a previous demo left in the directory.
 ldapdelete -x -H "$LDAP_URL" -D cn=admin,dc=example,dc=com -y "$DEMO/ldap.password" -r \

@@ -9,6 +9,10 @@ write_config 'topic.partitions = 3' 'mapping.mail_domain = corp.test'
 ids() { "$IDSTREAM_BIN" --config "$T_CONF" "$@"; }
 ids topics create >"$T_DIR/topics.out"
 assert_contains "$(cat "$T_DIR/topics.out")" "created $T_PREFIX.hr.events (3 partitions)"
+# Idempotent: a second run finds the topics and changes nothing.
+out=$(ids topics create)
+assert_contains "$out" "exists  $T_PREFIX.hr.events (3 partitions)"
+assert_contains "$out" "exists  $T_PREFIX.sink.results (3 partitions)"
 P=$T_LDAP_PEOPLE
 G=$T_LDAP_GROUPS
 
