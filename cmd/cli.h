@@ -14,8 +14,8 @@
 
 #include "common/config.h"
 
-#define CLI_EXIT_OK 0
-#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_OK    0
+#define CLI_EXIT_FAIL  1
 #define CLI_EXIT_USAGE 64
 
 /* The binary's one global: set by the SIGINT/SIGTERM handler, read by loops. */
@@ -50,23 +50,23 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
  * for the summary that `run` prints.
  */
 typedef struct processor_stats {
-	long events;     /* input events folded */
-	long replayed;   /* events re-derived after a restart without output */
-	long emitted;    /* desired identity versions produced */
-	long rejected;   /* undecodable or refused events */
-	long txns;       /* committed transactions */
+	long events;   /* input events folded */
+	long replayed; /* events re-derived after a restart without output */
+	long emitted;  /* desired identity versions produced */
+	long rejected; /* undecodable or refused events */
+	long txns;     /* committed transactions */
 } processor_stats_t;
 
 typedef struct sink_stats {
-	long seen;      /* desired versions consumed */
-	long skipped;   /* already applied (version ≤ recorded) */
-	long created;   /* accounts created */
-	long updated;   /* accounts changed (attributes, rename, move, groups) */
-	long disabled;  /* accounts disabled */
-	long enabled;   /* accounts re-enabled */
-	long noop;      /* nothing to do: target already right */
-	long failed;    /* failed (published as FAILED results) */
-	long ldap_ops;  /* LDAP write requests sent (add, modify, modrdn, delete) */
+	long seen;     /* desired versions consumed */
+	long skipped;  /* already applied (version ≤ recorded) */
+	long created;  /* accounts created */
+	long updated;  /* accounts changed (attributes, rename, move, groups) */
+	long disabled; /* accounts disabled */
+	long enabled;  /* accounts re-enabled */
+	long noop;     /* nothing to do: target already right */
+	long failed;   /* failed (published as FAILED results) */
+	long ldap_ops; /* LDAP write requests sent (add, modify, modrdn, delete) */
 } sink_stats_t;
 
 /* Set by `run` so the sink knows when the processor has caught up. */

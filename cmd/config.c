@@ -10,12 +10,13 @@
 
 static void config_usage(void)
 {
-	printf("usage: idstream [--config FILE] config docs|show|check\n"
-	       "\n"
-	       "  docs    print the documentation of every option (CONFIGURATION.md)\n"
-	       "  show    print the effective configuration (defaults, file, environment,\n"
-	       "          --set) as key = value lines; secrets are never option values\n"
-	       "  check   load the configuration and report the first error, if any\n");
+	printf(
+	    "usage: idstream [--config FILE] config docs|show|check\n"
+	    "\n"
+	    "  docs    print the documentation of every option (CONFIGURATION.md)\n"
+	    "  show    print the effective configuration (defaults, file, environment,\n"
+	    "          --set) as key = value lines; secrets are never option values\n"
+	    "  check   load the configuration and report the first error, if any\n");
 }
 
 int cmd_config(cli_t *cli, int argc, char **argv)

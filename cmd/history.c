@@ -21,8 +21,8 @@
 #include "schemas/codec.h"
 
 typedef struct hist_entry {
-	int64_t ts;   /* Kafka timestamp, ms */
-	int topic;    /* 0 hr.events, 1 identity.desired, 2 sink.results */
+	int64_t ts; /* Kafka timestamp, ms */
+	int topic;  /* 0 hr.events, 1 identity.desired, 2 sink.results */
 	int32_t partition;
 	int64_t offset;
 	json_t *json; /* the decoded record, for --json and the table */
@@ -39,8 +39,9 @@ static void fmt_time(int64_t ms, char *out, size_t n)
 	time_t s = (time_t)(ms / 1000);
 	struct tm tm;
 	gmtime_r(&s, &tm);
-	snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	         (int)(ms % 1000));
 }
 
 static json_t *json_str_or_null(const char *s)
@@ -52,7 +53,8 @@ static json_t *attrs_json(const id_attrs_t *a)
 {
 	json_t *o = json_object();
 	for (size_t i = 0; i < a->len; i++)
-		json_object_set_new(o, a->items[i].key, json_str_or_null(a->items[i].value));
+		json_object_set_new(o, a->items[i].key,
+		                    json_str_or_null(a->items[i].value));
 	return o;
 }
 
@@ -70,19 +72,19 @@ static int hist_add_event(hist_entry_t *e, const employee_event_t *ev)
 	id_buf_t b = ID_BUF_INIT;
 	char eff[64];
 	fmt_time(ev->effective_at, eff, sizeof(eff));
-	id_buf_printf(&b, "%-10s via %s (%s) effective %s: ", employee_event_type_name(ev->type),
-	              ev->source, ev->actor ? ev->actor : "-", eff);
+	id_buf_printf(
+	    &b, "%-10s via %s (%s) effective %s: ", employee_event_type_name(ev->type),
+	    ev->source, ev->actor ? ev->actor : "-", eff);
 	attrs_line(&b, &ev->attributes, 8);
 	id_buf_append_u8(&b, 0);
 	e->line = (char *)b.data;
-	e->json = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o}", "kind",
-	                    "hr_event", "event_id", ev->event_id, "type",
-	                    employee_event_type_name(ev->type), "source", ev->source,
-	                    "source_event_id", ev->source_event_id, "occurred_at",
-	                    (json_int_t)ev->occurred_at, "effective_at",
-	                    (json_int_t)ev->effective_at, "attributes", attrs_json(&ev->attributes),
-	                    "actor", json_str_or_null(ev->actor), "reason",
-	                    json_str_or_null(ev->reason));
+	e->json = json_pack(
+	    "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o}", "kind", "hr_event",
+	    "event_id", ev->event_id, "type", employee_event_type_name(ev->type),
+	    "source", ev->source, "source_event_id", ev->source_event_id, "occurred_at",
+	    (json_int_t)ev->occurred_at, "effective_at", (json_int_t)ev->effective_at,
+	    "attributes", attrs_json(&ev->attributes), "actor",
+	    json_str_or_null(ev->actor), "reason", json_str_or_null(ev->reason));
 	return 0;
 }
 
@@ -94,8 +96,9 @@ static int hist_add_desired(hist_entry_t *e, const desired_identity_t *d)
 	              d->policy_version ? d->policy_version : "-",
 	              d->cause_event_id ? d->cause_event_id : "-",
 	              d->container ? d->container : "-",
-	              id_attrs_get(&d->attributes, "uid") ? id_attrs_get(&d->attributes, "uid")
-	                                                  : "-");
+	              id_attrs_get(&d->attributes, "uid")
+	                  ? id_attrs_get(&d->attributes, "uid")
+	                  : "-");
 	json_t *groups = json_array();
 	for (size_t i = 0; i < d->ngroups; i++) {
 		id_buf_printf(&b, "%s%s", i ? "," : "", d->groups[i]);
@@ -108,17 +111,17 @@ static int hist_add_desired(hist_entry_t *e, const desired_identity_t *d)
 	for (size_t i = 0; i < d->ncauses; i++)
 		json_object_set_new(causes, d->causes[i].attribute,
 		                    json_pack("{s:o, s:o}", "event_id",
-		                              json_str_or_null(d->causes[i].event_id), "rule",
+		                              json_str_or_null(d->causes[i].event_id),
+		                              "rule",
 		                              json_str_or_null(d->causes[i].rule)));
-	e->json = json_pack("{s:s, s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "kind",
-	                    "desired", "version", (json_int_t)d->version, "state",
-	                    lifecycle_state_name(d->state), "attributes",
-	                    attrs_json(&d->attributes), "groups", groups, "container",
-	                    json_str_or_null(d->container), "manager_id",
-	                    json_str_or_null(d->manager_id), "policy_version",
-	                    json_str_or_null(d->policy_version), "cause_event_id",
-	                    json_str_or_null(d->cause_event_id), "effective_at",
-	                    (json_int_t)d->effective_at, "causes", causes);
+	e->json = json_pack(
+	    "{s:s, s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o}", "kind", "desired",
+	    "version", (json_int_t)d->version, "state", lifecycle_state_name(d->state),
+	    "attributes", attrs_json(&d->attributes), "groups", groups, "container",
+	    json_str_or_null(d->container), "manager_id", json_str_or_null(d->manager_id),
+	    "policy_version", json_str_or_null(d->policy_version), "cause_event_id",
+	    json_str_or_null(d->cause_event_id), "effective_at",
+	    (json_int_t)d->effective_at, "causes", causes);
 	return 0;
 }
 
@@ -130,29 +133,33 @@ static int hist_add_result(hist_entry_t *e, const sink_result_t *r)
 	json_t *ops = json_array();
 	for (size_t i = 0; i < r->nops; i++) {
 		const sink_op_t *o = &r->ops[i];
-		id_buf_printf(&b, "%s %s %s", i ? ";" : ":", o->op, o->attribute ? o->attribute : "");
+		id_buf_printf(&b, "%s %s %s", i ? ";" : ":", o->op,
+		              o->attribute ? o->attribute : "");
 		if (o->old_value || o->new_value)
 			id_buf_printf(&b, " %s→%s", o->old_value ? o->old_value : "∅",
 			              o->new_value ? o->new_value : "∅");
-		json_array_append_new(ops, json_pack("{s:s, s:o, s:o, s:o}", "op", o->op,
-		                                     "attribute", json_str_or_null(o->attribute),
-		                                     "old", json_str_or_null(o->old_value), "new",
-		                                     json_str_or_null(o->new_value)));
+		json_array_append_new(
+		    ops, json_pack("{s:s, s:o, s:o, s:o}", "op", o->op, "attribute",
+		                   json_str_or_null(o->attribute), "old",
+		                   json_str_or_null(o->old_value), "new",
+		                   json_str_or_null(o->new_value)));
 	}
 	if (r->error)
 		id_buf_printf(&b, " error: %s", r->error);
 	id_buf_append_u8(&b, 0);
 	e->line = (char *)b.data;
-	e->json = json_pack("{s:s, s:s, s:I, s:s, s:o, s:o, s:I}", "kind", "sink_result", "target",
-	                    r->target, "desired_version", (json_int_t)r->desired_version,
-	                    "outcome", sink_outcome_name(r->outcome), "operations", ops, "error",
+	e->json = json_pack("{s:s, s:s, s:I, s:s, s:o, s:o, s:I}", "kind", "sink_result",
+	                    "target", r->target, "desired_version",
+	                    (json_int_t)r->desired_version, "outcome",
+	                    sink_outcome_name(r->outcome), "operations", ops, "error",
 	                    json_str_or_null(r->error), "at", (json_int_t)r->at);
 	return 0;
 }
 
 /* Reads one partition of topic from start to end, keeping employee's records. */
-static int hist_read(const id_config_t *cfg, rd_kafka_t *rk, codec_t *codec, int topic_kind,
-                     const char *topic, const char *employee, hist_t *h, id_err_t *err)
+static int hist_read(const id_config_t *cfg, rd_kafka_t *rk, codec_t *codec,
+                     int topic_kind, const char *topic, const char *employee, hist_t *h,
+                     id_err_t *err)
 {
 	int32_t nparts = 0;
 	int rc = id_kafka_partition_count(rk, topic, &nparts, err);
@@ -161,7 +168,8 @@ static int hist_read(const id_config_t *cfg, rd_kafka_t *rk, codec_t *codec, int
 	(void)cfg;
 	int32_t part = id_kafka_partition_for_key(employee, strlen(employee), nparts);
 	int64_t lo = 0, hi = 0;
-	rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, 10000);
+	rd_kafka_resp_err_t e =
+	    rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, 10000);
 	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
 		return id_kafka_err(err, e, "reading topic end offsets");
 	if (hi <= lo)
@@ -203,25 +211,29 @@ static int hist_read(const id_config_t *cfg, rd_kafka_t *rk, codec_t *codec, int
 		if (topic_kind == 0) {
 			employee_event_t ev;
 			employee_event_init(&ev);
-			if ((ok = codec_decode_event(codec, m->payload, m->len, &ev, &derr)) == 0)
+			if ((ok = codec_decode_event(codec, m->payload, m->len, &ev,
+			                             &derr)) == 0)
 				hist_add_event(he, &ev);
 			employee_event_fini(&ev);
 		} else if (topic_kind == 1) {
 			desired_identity_t d;
 			desired_identity_init(&d);
-			if ((ok = codec_decode_desired(codec, m->payload, m->len, &d, &derr)) == 0)
+			if ((ok = codec_decode_desired(codec, m->payload, m->len, &d,
+			                               &derr)) == 0)
 				hist_add_desired(he, &d);
 			desired_identity_fini(&d);
 		} else {
 			sink_result_t r;
 			sink_result_init(&r);
-			if ((ok = codec_decode_result(codec, m->payload, m->len, &r, &derr)) == 0)
+			if ((ok = codec_decode_result(codec, m->payload, m->len, &r,
+			                              &derr)) == 0)
 				hist_add_result(he, &r);
 			sink_result_fini(&r);
 		}
 		if (ok != 0) {
 			he->line = strdup(derr.msg);
-			he->json = json_pack("{s:s, s:s}", "kind", "unreadable", "error", derr.msg);
+			he->json = json_pack("{s:s, s:s}", "kind", "unreadable", "error",
+			                     derr.msg);
 		}
 		h->len++;
 		rd_kafka_message_destroy(m);
@@ -244,8 +256,10 @@ static void history_usage(void)
 {
 	printf("usage: idstream history EMPLOYEE_ID [--json]\n"
 	       "\n"
-	       "Shows the employee's HR events, desired identity versions and sink results in\n"
-	       "the order the pipeline saw them. Reads only the partition of each topic that\n"
+	       "Shows the employee's HR events, desired identity versions and sink "
+	       "results in\n"
+	       "the order the pipeline saw them. Reads only the partition of each topic "
+	       "that\n"
 	       "holds the employee.\n"
 	       "\n"
 	       "  --json   one JSON array of records instead of the table\n");
@@ -264,20 +278,22 @@ int cmd_history(cli_t *cli, int argc, char **argv)
 		} else if (argv[i][0] != '-' && employee == NULL) {
 			employee = argv[i];
 		} else {
-			return cli_usage_error("history", "unknown argument \"%s\"", argv[i]);
+			return cli_usage_error("history", "unknown argument \"%s\"",
+			                       argv[i]);
 		}
 	}
 	if (employee == NULL)
 		return cli_usage_error("history", "missing EMPLOYEE_ID");
 
-	static const char *const suffixes[] = {"hr.events", "identity.desired", "sink.results"};
+	static const char *const suffixes[] = {"hr.events", "identity.desired",
+	                                       "sink.results"};
 	static const char *const labels[] = {"hr", "desired", "sink"};
 	id_err_t err = {0};
 	hist_t h = {0};
 	int rc = CLI_EXIT_OK;
 	codec_t *codec = codec_create(&err);
-	rd_kafka_t *rk = codec ? id_kafka_consumer_create(cli->cfg, "idstream-history", NULL,
-	                                                  NULL, NULL, &err)
+	rd_kafka_t *rk = codec ? id_kafka_consumer_create(cli->cfg, "idstream-history",
+	                                                  NULL, NULL, NULL, &err)
 	                       : NULL;
 	if (rk == NULL) {
 		rc = cli_fail("history", &err);
@@ -297,8 +313,10 @@ int cmd_history(cli_t *cli, int argc, char **argv)
 		for (size_t i = 0; i < h.len; i++) {
 			json_t *o = h.items[i].json;
 			json_object_set_new(o, "timestamp", json_integer(h.items[i].ts));
-			json_object_set_new(o, "topic", json_string(suffixes[h.items[i].topic]));
-			json_object_set_new(o, "partition", json_integer(h.items[i].partition));
+			json_object_set_new(o, "topic",
+			                    json_string(suffixes[h.items[i].topic]));
+			json_object_set_new(o, "partition",
+			                    json_integer(h.items[i].partition));
 			json_object_set_new(o, "offset", json_integer(h.items[i].offset));
 			json_array_append(arr, o);
 		}
@@ -312,7 +330,8 @@ int cmd_history(cli_t *cli, int argc, char **argv)
 		for (size_t i = 0; i < h.len; i++) {
 			char when[64];
 			fmt_time(h.items[i].ts, when, sizeof(when));
-			printf("%-24s  %-7s  %s\n", when, labels[h.items[i].topic], h.items[i].line);
+			printf("%-24s  %-7s  %s\n", when, labels[h.items[i].topic],
+			       h.items[i].line);
 		}
 	}
 out:

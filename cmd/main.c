@@ -46,16 +46,19 @@ static void usage(FILE *out)
 	        "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fprintf(out,
-	        "\n"
-	        "Global options:\n"
-	        "  --config FILE     configuration file (key = value lines); see CONFIGURATION.md\n"
-	        "  --set KEY=VALUE   override one option (repeatable; not for secrets)\n"
-	        "  --version         print the version\n"
-	        "  -h, --help        this help; `idstream COMMAND --help` for a command\n"
-	        "\n"
-	        "Environment: IDSTREAM_<OPTION> overrides an option (e.g. IDSTREAM_TOPIC_PREFIX);\n"
-	        "IDSTREAM_CONFIG names the configuration file when --config is not given.\n");
+	fprintf(
+	    out,
+	    "\n"
+	    "Global options:\n"
+	    "  --config FILE     configuration file (key = value lines); see "
+	    "CONFIGURATION.md\n"
+	    "  --set KEY=VALUE   override one option (repeatable; not for secrets)\n"
+	    "  --version         print the version\n"
+	    "  -h, --help        this help; `idstream COMMAND --help` for a command\n"
+	    "\n"
+	    "Environment: IDSTREAM_<OPTION> overrides an option (e.g. "
+	    "IDSTREAM_TOPIC_PREFIX);\n"
+	    "IDSTREAM_CONFIG names the configuration file when --config is not given.\n");
 }
 
 bool cli_is_help(const char *s)
@@ -156,7 +159,8 @@ int main(int argc, char **argv)
 		char key[256];
 		const char *eq = strchr(sets[s], '=');
 		if (eq == NULL || (size_t)(eq - sets[s]) >= sizeof(key)) {
-			rc = cli_usage_error("", "--set expects KEY=VALUE, got \"%s\"", sets[s]);
+			rc = cli_usage_error("", "--set expects KEY=VALUE, got \"%s\"",
+			                     sets[s]);
 			goto out;
 		}
 		memcpy(key, sets[s], (size_t)(eq - sets[s]));

@@ -70,7 +70,8 @@ typedef struct proc {
 	char in_topic[256];
 	char out_topic[256];
 	proc_partition_t parts[PROC_MAX_PARTITIONS];
-	id_hmap_t overlay; /* employee id → proc_overlay_rec_t*, records of the open txn */
+	id_hmap_t
+	    overlay; /* employee id → proc_overlay_rec_t*, records of the open txn */
 	bool txn_open;
 	long txn_events;
 	struct timespec txn_started;
@@ -167,7 +168,8 @@ static int proc_load(proc_t *p, int32_t partition, const char *employee_id,
 	if (rc != 0) {
 		rec_free(*out);
 		*out = NULL;
-		id_err_wrap(err, "state of employee %s (partition %d)", employee_id, partition);
+		id_err_wrap(err, "state of employee %s (partition %d)", employee_id,
+		            partition);
 	}
 	return rc;
 }
@@ -215,7 +217,8 @@ static int proc_persist(proc_t *p, id_err_t *err)
 		id_buf_reset(&val);
 		if ((rc = employee_record_encode(o->rec, &val, err)) != 0)
 			goto out;
-		if ((rc = key_record(&p->buf, o->partition, p->overlay.slots[i].key)) != 0)
+		if ((rc = key_record(&p->buf, o->partition, p->overlay.slots[i].key)) !=
+		    0)
 			goto out;
 		state_batch_put(b, p->buf.data, p->buf.len, val.data, val.len);
 	}
@@ -255,7 +258,8 @@ static void proc_rewind(proc_t *p)
 	}
 	rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 10000);
 	if (e != NULL) {
-		id_log_error("processor", "rewinding after abort: %s", rd_kafka_error_string(e));
+		id_log_error("processor", "rewinding after abort: %s",
+		             rd_kafka_error_string(e));
 		rd_kafka_error_destroy(e);
 	}
 	rd_kafka_topic_partition_list_destroy(l);
@@ -293,7 +297,8 @@ static int proc_commit(proc_t *p, id_err_t *err)
 	p->txn_open = false;
 	if (p->delivery.first_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		/* Cannot happen after a successful commit; kept as an invariant. */
-		rc = id_kafka_err(err, p->delivery.first_err, "delivery in committed transaction");
+		rc = id_kafka_err(err, p->delivery.first_err,
+		                  "delivery in committed transaction");
 		goto out;
 	}
 	p->stats->txns++;
@@ -334,8 +339,9 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                            rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	proc_t *p = opaque;
-	id_log_info("processor", "%s %d partitions", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
-	                                          ? "assigned" : "revoked", parts->cnt);
+	id_log_info("processor", "%s %d partitions",
+	            e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
+	            parts->cnt);
 	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
 		for (int i = 0; i < parts->cnt; i++) {
 			int32_t part = parts->elems[i].partition;
@@ -350,7 +356,8 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 			pp->replay_until = -1;
 		}
 		/* Kafka's committed offsets tell where output stops being known. */
-		rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+		rd_kafka_topic_partition_list_t *c =
+		    rd_kafka_topic_partition_list_copy(parts);
 		rd_kafka_resp_err_t ce = rd_kafka_committed(rk, c, 30000);
 		for (int i = 0; i < parts->cnt; i++) {
 			int32_t part = parts->elems[i].partition;
@@ -360,17 +367,21 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 			int64_t committed =
 			    ce == RD_KAFKA_RESP_ERR_NO_ERROR ? c->elems[i].offset : -1;
 			if (ce != RD_KAFKA_RESP_ERR_NO_ERROR) {
-				/* Without the committed offset we cannot tell replayed from
-				 * new events; producing twice would break exactly-once. */
+				/* Without the committed offset we cannot tell replayed
+				 * from new events; producing twice would break
+				 * exactly-once. */
 				p->fatal = 1;
-				id_kafka_err(&p->fatal_err, ce, "reading committed offsets");
+				id_kafka_err(&p->fatal_err, ce,
+				             "reading committed offsets");
 			}
 			if (committed > pp->stored) {
 				pp->replay_until = committed;
 				id_log_info("processor",
-				            "partition %d: re-deriving state from offset %lld to %lld "
+				            "partition %d: re-deriving state from offset "
+				            "%lld to %lld "
 				            "without output",
-				            part, (long long)pp->stored, (long long)committed);
+				            part, (long long)pp->stored,
+				            (long long)committed);
 			}
 			parts->elems[i].offset = pp->stored;
 		}
@@ -379,7 +390,8 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 	} else {
 		id_err_t err = {0};
 		if (proc_commit(p, &err) != 0) {
-			id_log_error("processor", "committing before rebalance: %s", err.msg);
+			id_log_error("processor", "committing before rebalance: %s",
+			             err.msg);
 			p->fatal = 1;
 			p->fatal_err = err;
 		}
@@ -416,14 +428,16 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		p->stats->rejected++;
 		goto out;
 	}
-	if ((rc = proc_load(p, m->partition, ev.employee_id, &rec, &in_overlay, err)) != 0)
+	if ((rc = proc_load(p, m->partition, ev.employee_id, &rec, &in_overlay, err)) !=
+	    0)
 		goto out;
 	id_err_t ferr = {0};
 	int frc = fold_apply(rec, &ev, p->mapping, &d, &emitted, &ferr);
 	if (frc == ID_ENOMEM) {
 		if (!in_overlay)
 			rec_free(rec);
-		rc = id_err_set(err, ID_ENOMEM, "out of memory folding %s", ev.employee_id);
+		rc = id_err_set(err, ID_ENOMEM, "out of memory folding %s",
+		                ev.employee_id);
 		goto out;
 	}
 	/* On other fold errors the record holds whatever facts the fold could
@@ -435,8 +449,9 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		goto out;
 	}
 	if (frc != 0) {
-		id_log_kv(ID_LOG_ERROR, "processor", "event refused by the fold", "employee",
-		          ev.employee_id, "event_id", ev.event_id, "error", ferr.msg, NULL);
+		id_log_kv(ID_LOG_ERROR, "processor", "event refused by the fold",
+		          "employee", ev.employee_id, "event_id", ev.event_id, "error",
+		          ferr.msg, NULL);
 		p->stats->rejected++;
 		goto out;
 	}
@@ -454,8 +469,8 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
 		    RD_KAFKA_V_KEY(ev.employee_id, strlen(ev.employee_id)),
 		    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
-		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&p->delivery),
-		    RD_KAFKA_V_END);
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
 		if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 			rd_kafka_poll(p->producer, 100);
 			e = rd_kafka_producev(
@@ -486,7 +501,8 @@ out:
 static int proc_on_message(proc_t *p, const rd_kafka_message_t *m, id_err_t *err)
 {
 	int32_t part = m->partition;
-	proc_partition_t *pp = (part >= 0 && part < PROC_MAX_PARTITIONS) ? &p->parts[part] : NULL;
+	proc_partition_t *pp =
+	    (part >= 0 && part < PROC_MAX_PARTITIONS) ? &p->parts[part] : NULL;
 	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
 		if (pp != NULL)
 			pp->eof = 1;
@@ -546,8 +562,10 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	id_config_topic(cfg, "hr.events", p->in_topic, sizeof(p->in_topic));
 	id_config_topic(cfg, "identity.desired", p->out_topic, sizeof(p->out_topic));
 	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
-	snprintf(group, sizeof(group), "%s.processor", id_config_str(cfg, "topic.prefix"));
-	snprintf(txid, sizeof(txid), "%s.processor.%s", id_config_str(cfg, "topic.prefix"),
+	snprintf(group, sizeof(group), "%s.processor",
+	         id_config_str(cfg, "topic.prefix"));
+	snprintf(txid, sizeof(txid), "%s.processor.%s",
+	         id_config_str(cfg, "topic.prefix"),
 	         id_config_str(cfg, "processor.instance_id"));
 	long batch_max = (long)id_config_int(cfg, "processor.batch_max");
 	double batch_ms = (double)id_config_int(cfg, "processor.batch_ms");
@@ -558,18 +576,19 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
 	}
-	p->mapping = mapping_create_default(id_config_str(cfg, "mapping.mail_domain"), err);
+	p->mapping =
+	    mapping_create_default(id_config_str(cfg, "mapping.mail_domain"), err);
 	if (p->mapping == NULL) {
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
 	}
-	if ((p->producer = id_kafka_producer_create(cfg, "idstream-processor", txid, err)) ==
-	    NULL) {
+	if ((p->producer = id_kafka_producer_create(cfg, "idstream-processor", txid,
+	                                            err)) == NULL) {
 		rc = err ? err->code : ID_EKAFKA;
 		goto out;
 	}
-	p->consumer =
-	    id_kafka_consumer_create(cfg, "idstream-processor", group, proc_rebalance, p, err);
+	p->consumer = id_kafka_consumer_create(cfg, "idstream-processor", group,
+	                                       proc_rebalance, p, err);
 	if (p->consumer == NULL) {
 		rc = err ? err->code : ID_EKAFKA;
 		goto out;
@@ -585,7 +604,8 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 		rc = id_kafka_err(err, se, "subscribing to hr.events");
 		goto out;
 	}
-	id_log_info("processor", "consuming %s (%d partitions) as %s, transactional.id %s",
+	id_log_info("processor",
+	            "consuming %s (%d partitions) as %s, transactional.id %s",
 	            p->in_topic, nparts, group, txid);
 
 	while (!cli_stop_requested && !p->fatal) {
@@ -597,9 +617,9 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 				goto out;
 		}
 		/* Commit when the batch is full, old enough, or input is idle. */
-		if (p->txn_open &&
-		    (p->txn_events >= batch_max || elapsed_ms(&p->txn_started) >= batch_ms ||
-		     (m == NULL && proc_caught_up(p)))) {
+		if (p->txn_open && (p->txn_events >= batch_max ||
+		                    elapsed_ms(&p->txn_started) >= batch_ms ||
+		                    (m == NULL && proc_caught_up(p)))) {
 			if ((rc = proc_commit(p, err)) != 0)
 				goto out;
 		}
@@ -639,8 +659,10 @@ static void process_usage(void)
 {
 	printf("usage: idstream process [--until-idle]\n"
 	       "\n"
-	       "Folds <prefix>.hr.events into desired identities on <prefix>.identity.desired,\n"
-	       "exactly once, with per-employee state in <state.dir>/processor. Run several\n"
+	       "Folds <prefix>.hr.events into desired identities on "
+	       "<prefix>.identity.desired,\n"
+	       "exactly once, with per-employee state in <state.dir>/processor. Run "
+	       "several\n"
 	       "processes with different processor.instance_id to share the partitions.\n"
 	       "\n"
 	       "  --until-idle   stop once every assigned partition is caught up\n");
@@ -648,9 +670,10 @@ static void process_usage(void)
 
 void processor_stats_print(const processor_stats_t *st)
 {
-	printf("processor: %ld events folded, %ld desired versions produced, %ld re-derived "
-	       "after restart, %ld refused, %ld transactions\n",
-	       st->events, st->emitted, st->replayed, st->rejected, st->txns);
+	printf(
+	    "processor: %ld events folded, %ld desired versions produced, %ld re-derived "
+	    "after restart, %ld refused, %ld transactions\n",
+	    st->events, st->emitted, st->replayed, st->rejected, st->txns);
 }
 
 int cmd_process(cli_t *cli, int argc, char **argv)
@@ -663,7 +686,8 @@ int cmd_process(cli_t *cli, int argc, char **argv)
 		} else if (strcmp(argv[i], "--until-idle") == 0) {
 			until_idle = true;
 		} else {
-			return cli_usage_error("process", "unknown argument \"%s\"", argv[i]);
+			return cli_usage_error("process", "unknown argument \"%s\"",
+			                       argv[i]);
 		}
 	}
 	processor_stats_t stats = {0};

@@ -49,10 +49,13 @@ static void run_usage(void)
 {
 	printf("usage: idstream run [--until-idle]\n"
 	       "\n"
-	       "Runs the processor and the ldap sink together in one process, with the same\n"
-	       "code, state and consumer groups as `idstream process` and `idstream sink ldap`.\n"
+	       "Runs the processor and the ldap sink together in one process, with the "
+	       "same\n"
+	       "code, state and consumer groups as `idstream process` and `idstream sink "
+	       "ldap`.\n"
 	       "\n"
-	       "  --until-idle   stop once everything ingested so far is applied, and print a\n"
+	       "  --until-idle   stop once everything ingested so far is applied, and "
+	       "print a\n"
 	       "                 summary (accounts created / updated / disabled)\n");
 }
 

@@ -42,7 +42,7 @@
 #include "state/store.h"
 
 #define SINK_MAX_PARTITIONS 4096
-#define SINK_COMMIT_EVERY 500
+#define SINK_COMMIT_EVERY   500
 
 /* The newest desired version of an employee seen while catching up. */
 typedef struct sink_pending {
@@ -65,10 +65,11 @@ typedef struct sink_run {
 	sink_stats_t *stats;
 	id_kafka_delivery_t delivery;
 	int assigned[SINK_MAX_PARTITIONS];
-	int64_t eof_at[SINK_MAX_PARTITIONS]; /* offset of the last EOF, -1 none */
-	int64_t next[SINK_MAX_PARTITIONS];   /* next offset to commit, -1 none */
+	int64_t eof_at[SINK_MAX_PARTITIONS];      /* offset of the last EOF, -1 none */
+	int64_t next[SINK_MAX_PARTITIONS];        /* next offset to commit, -1 none */
 	int64_t catchup_end[SINK_MAX_PARTITIONS]; /* end offset at assignment, -1 done */
-	int64_t catchup_next[SINK_MAX_PARTITIONS]; /* next offset read while catching up */
+	int64_t
+	    catchup_next[SINK_MAX_PARTITIONS]; /* next offset read while catching up */
 	id_hmap_t latest; /* employee id → sink_pending_t*, during catch-up */
 	long uncommitted;
 	id_buf_t buf;
@@ -91,7 +92,8 @@ static int64_t sink_applied_version(sink_run_t *s, const char *employee_id)
 	id_buf_reset(&s->buf);
 	id_buf_append_u8(&s->buf, 'V');
 	id_buf_append_str(&s->buf, employee_id);
-	if (state_store_get(s->db, s->buf.data, s->buf.len, &v, &vl, NULL) == 0 && vl == 8)
+	if (state_store_get(s->db, s->buf.data, s->buf.len, &v, &vl, NULL) == 0 &&
+	    vl == 8)
 		ver = (int64_t)state_be64_get(v);
 	free(v);
 	return ver;
@@ -114,14 +116,16 @@ static int sink_commit(sink_run_t *s, id_err_t *err)
 	while (s->delivery.pending > 0)
 		rd_kafka_poll(s->producer, 100);
 	if (s->delivery.first_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		int rc = id_kafka_err(err, s->delivery.first_err, "publishing sink results");
+		int rc =
+		    id_kafka_err(err, s->delivery.first_err, "publishing sink results");
 		s->delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
 		return rc;
 	}
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
 	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
 		if (s->assigned[i] && s->next[i] >= 0)
-			rd_kafka_topic_partition_list_add(l, s->in_topic, i)->offset = s->next[i];
+			rd_kafka_topic_partition_list_add(l, s->in_topic, i)->offset =
+			    s->next[i];
 	}
 	int rc = 0;
 	if (l->cnt > 0) {
@@ -154,10 +158,12 @@ static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                            rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
 	sink_run_t *s = opaque;
-	id_log_info("sink", "%s %d partitions", e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS
-	                                          ? "assigned" : "revoked", parts->cnt);
+	id_log_info("sink", "%s %d partitions",
+	            e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
+	            parts->cnt);
 	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-		rd_kafka_topic_partition_list_t *ends = rd_kafka_topic_partition_list_copy(parts);
+		rd_kafka_topic_partition_list_t *ends =
+		    rd_kafka_topic_partition_list_copy(parts);
 		for (int i = 0; i < ends->cnt; i++)
 			ends->elems[i].offset = RD_KAFKA_OFFSET_END;
 		rd_kafka_resp_err_t oe = rd_kafka_offsets_for_times(rk, ends, 10000);
@@ -168,7 +174,8 @@ static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 				s->eof_at[p] = -1;
 				s->next[p] = -1;
 				s->catchup_next[p] = -1;
-				/* Without the end offset, catch up until the first EOF. */
+				/* Without the end offset, catch up until the first EOF.
+				 */
 				s->catchup_end[p] = oe == RD_KAFKA_RESP_ERR_NO_ERROR
 				                        ? ends->elems[i].offset
 				                        : INT64_MAX;
@@ -234,7 +241,8 @@ static int sink_publish(sink_run_t *s, const sink_result_t *r, id_err_t *err)
 		rd_kafka_resp_err_t e = rd_kafka_producev(
 		    s->producer, RD_KAFKA_V_TOPIC(s->out_topic),
 		    RD_KAFKA_V_KEY(r->employee_id, strlen(r->employee_id)),
-		    RD_KAFKA_V_VALUE(out.data, out.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_VALUE(out.data, out.len),
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 		    RD_KAFKA_V_OPAQUE(&s->delivery), RD_KAFKA_V_END);
 		if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 			rd_kafka_poll(s->producer, 100);
@@ -264,8 +272,8 @@ static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t p
 	sink_result_init(&r);
 	id_err_t derr = {0};
 	if (codec_decode_desired(s->codec, payload, len, &d, &derr) != 0) {
-		id_log_error("sink", "%s partition %d offset %lld: refused: %s", s->in_topic,
-		             partition, (long long)offset, derr.msg);
+		id_log_error("sink", "%s partition %d offset %lld: refused: %s",
+		             s->in_topic, partition, (long long)offset, derr.msg);
 		s->stats->failed++;
 		goto out;
 	}
@@ -283,13 +291,13 @@ static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t p
 		if (rc == 0)
 			break;
 		if (cli_stop_requested) {
-			rc = id_err_set(err, ID_EINTERRUPTED, "stopped while %s was unreachable",
-			                s->target);
+			rc = id_err_set(err, ID_EINTERRUPTED,
+			                "stopped while %s was unreachable", s->target);
 			goto out;
 		}
 		/* The directory is unreachable: keep the message and retry. */
-		id_log_warn("sink", "target %s unavailable, retrying in %ld ms: %s", s->target,
-		            backoff, aerr.msg);
+		id_log_warn("sink", "target %s unavailable, retrying in %ld ms: %s",
+		            s->target, backoff, aerr.msg);
 		sleep_ms(backoff);
 		backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
 		rc = 0;
@@ -303,8 +311,9 @@ static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t p
 	    (rc = sink_record_version(s, d.employee_id, d.version, err)) != 0)
 		goto out;
 	if (r.outcome == SINK_FAILED)
-		id_log_kv(ID_LOG_ERROR, "sink", "apply failed", "target", s->target, "employee",
-		          d.employee_id, "error", r.error ? r.error : "", NULL);
+		id_log_kv(ID_LOG_ERROR, "sink", "apply failed", "target", s->target,
+		          "employee", d.employee_id, "error", r.error ? r.error : "",
+		          NULL);
 	sink_count(s, &r);
 	rc = sink_publish(s, &r, err);
 out:
@@ -363,8 +372,10 @@ static int sink_flush_latest(sink_run_t *s, id_err_t *err)
 			if (s->latest.slots[i].key != NULL)
 				keys[n++] = s->latest.slots[i].key;
 		qsort(keys, n, sizeof(*keys), cmp_str);
-		id_log_info("sink", "target %s: caught up; applying the latest version of %zu "
-		            "employees", s->target, n);
+		id_log_info("sink",
+		            "target %s: caught up; applying the latest version of %zu "
+		            "employees",
+		            s->target, n);
 	}
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		sink_pending_t *pe = id_hmap_get(&s->latest, keys[i]);
@@ -435,7 +446,8 @@ static int sink_watermarks(sink_run_t *s, int64_t *hwm, id_err_t *err)
 	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
 		rc = id_kafka_err(err, e, "reading end offsets of identity.desired");
 	for (int i = 0; rc == 0 && i < l->cnt; i++)
-		hwm[l->elems[i].partition] = l->elems[i].offset < 0 ? 0 : l->elems[i].offset;
+		hwm[l->elems[i].partition] =
+		    l->elems[i].offset < 0 ? 0 : l->elems[i].offset;
 	rd_kafka_topic_partition_list_destroy(l);
 	return rc;
 }
@@ -453,15 +465,17 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 	s->stats = stats;
 	id_buf_init(&s->buf);
 	id_hmap_init(&s->latest);
-	snprintf(s->target, sizeof(s->target), "%s", id_config_str(cfg, "sink.ldap.target"));
+	snprintf(s->target, sizeof(s->target), "%s",
+	         id_config_str(cfg, "sink.ldap.target"));
 	id_config_topic(cfg, "identity.desired", s->in_topic, sizeof(s->in_topic));
 	id_config_topic(cfg, "sink.results", s->out_topic, sizeof(s->out_topic));
-	snprintf(path, sizeof(path), "%s/sink-%s", id_config_str(cfg, "state.dir"), s->target);
+	snprintf(path, sizeof(path), "%s/sink-%s", id_config_str(cfg, "state.dir"),
+	         s->target);
 	snprintf(group, sizeof(group), "%s.sink.%s", id_config_str(cfg, "topic.prefix"),
 	         s->target);
 
-	if ((rc = id_config_secret(cfg, "ldap.bind_password_file", "IDSTREAM_LDAP_BIND_PASSWORD",
-	                           &password, err)) != 0)
+	if ((rc = id_config_secret(cfg, "ldap.bind_password_file",
+	                           "IDSTREAM_LDAP_BIND_PASSWORD", &password, err)) != 0)
 		goto out;
 	sink_ldap_opts_t lo = {
 	    .url = id_config_str(cfg, "ldap.url"),
@@ -481,11 +495,13 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
 	}
-	if ((s->producer = id_kafka_producer_create(cfg, "idstream-sink", NULL, err)) == NULL) {
+	if ((s->producer = id_kafka_producer_create(cfg, "idstream-sink", NULL, err)) ==
+	    NULL) {
 		rc = err ? err->code : ID_EKAFKA;
 		goto out;
 	}
-	s->consumer = id_kafka_consumer_create(cfg, "idstream-sink", group, sink_rebalance, s, err);
+	s->consumer =
+	    id_kafka_consumer_create(cfg, "idstream-sink", group, sink_rebalance, s, err);
 	if (s->consumer == NULL) {
 		rc = err ? err->code : ID_EKAFKA;
 		goto out;
@@ -512,7 +528,8 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 					s->catchup_end[p] = -1;
 				}
 			} else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-				id_log_warn("sink", "consumer: %s", rd_kafka_message_errstr(m));
+				id_log_warn("sink", "consumer: %s",
+				            rd_kafka_message_errstr(m));
 			} else if (ok && s->catchup_end[p] >= 0) {
 				s->eof_at[p] = -1;
 				rc = sink_remember(s, m, err);
@@ -521,7 +538,8 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 					s->catchup_end[p] = -1;
 			} else if (ok) {
 				s->eof_at[p] = -1;
-				rc = sink_handle(s, m->payload, m->len, m->partition, m->offset, err);
+				rc = sink_handle(s, m->payload, m->len, m->partition,
+				                 m->offset, err);
 				if (rc == 0) {
 					s->next[p] = m->offset + 1;
 					s->uncommitted++;
@@ -531,11 +549,13 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 			if (rc != 0)
 				goto out;
 		}
-		if (!sink_catching_up(s) && (s->latest.len > 0 || sink_pending_catchup(s))) {
+		if (!sink_catching_up(s) &&
+		    (s->latest.len > 0 || sink_pending_catchup(s))) {
 			if ((rc = sink_flush_latest(s, err)) != 0)
 				goto out;
 		}
-		if (s->uncommitted >= SINK_COMMIT_EVERY || (m == NULL && s->uncommitted > 0)) {
+		if (s->uncommitted >= SINK_COMMIT_EVERY ||
+		    (m == NULL && s->uncommitted > 0)) {
 			if ((rc = sink_commit(s, err)) != 0)
 				goto out;
 		}
@@ -585,9 +605,12 @@ static void sink_usage(void)
 {
 	printf("usage: idstream sink ldap [--until-idle]\n"
 	       "\n"
-	       "Applies <prefix>.identity.desired to an LDAP directory (ldap.* options) and\n"
-	       "publishes what it did to <prefix>.sink.results. Versions already applied are\n"
-	       "skipped; every apply reads the entry first and writes only the differences.\n"
+	       "Applies <prefix>.identity.desired to an LDAP directory (ldap.* options) "
+	       "and\n"
+	       "publishes what it did to <prefix>.sink.results. Versions already applied "
+	       "are\n"
+	       "skipped; every apply reads the entry first and writes only the "
+	       "differences.\n"
 	       "The bind password comes from IDSTREAM_LDAP_BIND_PASSWORD or\n"
 	       "ldap.bind_password_file.\n"
 	       "\n"
@@ -596,10 +619,11 @@ static void sink_usage(void)
 
 void sink_stats_print(const char *target, const sink_stats_t *st)
 {
-	printf("sink %s: %ld created, %ld updated, %ld disabled, %ld enabled, %ld unchanged, "
+	printf("sink %s: %ld created, %ld updated, %ld disabled, %ld enabled, %ld "
+	       "unchanged, "
 	       "%ld failed, %ld already applied; %ld LDAP writes\n",
-	       target, st->created, st->updated, st->disabled, st->enabled, st->noop, st->failed,
-	       st->skipped, st->ldap_ops);
+	       target, st->created, st->updated, st->disabled, st->enabled, st->noop,
+	       st->failed, st->skipped, st->ldap_ops);
 }
 
 int cmd_sink(cli_t *cli, int argc, char **argv)
@@ -618,7 +642,8 @@ int cmd_sink(cli_t *cli, int argc, char **argv)
 		} else if (strcmp(argv[i], "--until-idle") == 0) {
 			until_idle = true;
 		} else {
-			return cli_usage_error("sink", "unknown argument \"%s\"", argv[i]);
+			return cli_usage_error("sink", "unknown argument \"%s\"",
+			                       argv[i]);
 		}
 	}
 	sink_stats_t st = {0};

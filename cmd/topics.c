@@ -15,11 +15,14 @@
 
 static void topics_usage(void)
 {
-	printf("usage: idstream topics create\n"
-	       "\n"
-	       "Creates <topic.prefix>.hr.events (infinite retention), .identity.desired and\n"
-	       ".sink.results with topic.partitions partitions and topic.replication_factor\n"
-	       "replicas. Topics that already exist are reported and left as they are.\n");
+	printf(
+	    "usage: idstream topics create\n"
+	    "\n"
+	    "Creates <topic.prefix>.hr.events (infinite retention), .identity.desired "
+	    "and\n"
+	    ".sink.results with topic.partitions partitions and "
+	    "topic.replication_factor\n"
+	    "replicas. Topics that already exist are reported and left as they are.\n");
 }
 
 int cmd_topics(cli_t *cli, int argc, char **argv)
@@ -33,7 +36,8 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 	if (argc != 2 || strcmp(argv[1], "create") != 0)
 		return cli_usage_error("topics", "expected \"create\"");
 
-	static const char *const suffixes[] = {"hr.events", "identity.desired", "sink.results"};
+	static const char *const suffixes[] = {"hr.events", "identity.desired",
+	                                       "sink.results"};
 	enum { NT = 3 };
 	char names[NT][256];
 	id_err_t err = {0};
@@ -45,7 +49,8 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 	int32_t partitions = (int32_t)id_config_int(cli->cfg, "topic.partitions");
 	int replication = (int)id_config_int(cli->cfg, "topic.replication_factor");
 
-	rd_kafka_t *rk = id_kafka_producer_create(cli->cfg, "idstream-topics", NULL, &err);
+	rd_kafka_t *rk =
+	    id_kafka_producer_create(cli->cfg, "idstream-topics", NULL, &err);
 	if (rk == NULL)
 		return cli_fail("connecting to Kafka", &err);
 
@@ -75,13 +80,14 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 	ev = rd_kafka_queue_poll(q, 60000);
 	if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		id_err_set(&err, ID_EKAFKA, "%s",
-		           ev ? rd_kafka_event_error_string(ev) : "no answer from Kafka in 60 s");
+		           ev ? rd_kafka_event_error_string(ev)
+		              : "no answer from Kafka in 60 s");
 		rc = cli_fail("topics create", &err);
 		goto out;
 	}
 	size_t n = 0;
-	const rd_kafka_topic_result_t **res =
-	    rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+	const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(
+	    rd_kafka_event_CreateTopics_result(ev), &n);
 	rc = CLI_EXIT_OK;
 	for (size_t i = 0; i < n; i++) {
 		const char *name = rd_kafka_topic_result_name(res[i]);

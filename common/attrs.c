@@ -73,8 +73,7 @@ int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
 		free(v);
 		return ID_ENOMEM;
 	}
-	memmove(&a->items[pos + 1], &a->items[pos],
-	        (a->len - pos) * sizeof(*a->items));
+	memmove(&a->items[pos + 1], &a->items[pos], (a->len - pos) * sizeof(*a->items));
 	a->items[pos].key = k;
 	a->items[pos].value = v;
 	a->len++;

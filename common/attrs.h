@@ -28,7 +28,10 @@ typedef struct id_attrs {
 	size_t cap;
 } id_attrs_t;
 
-#define ID_ATTRS_INIT {NULL, 0, 0}
+#define ID_ATTRS_INIT                                                                    \
+	{                                                                                \
+		NULL, 0, 0                                                               \
+	}
 
 void id_attrs_init(id_attrs_t *a);
 /* Frees all keys and values; the map is empty and reusable afterwards. */

@@ -14,7 +14,10 @@ typedef struct id_buf {
 	size_t cap;
 } id_buf_t;
 
-#define ID_BUF_INIT {NULL, 0, 0}
+#define ID_BUF_INIT                                                                      \
+	{                                                                                \
+		NULL, 0, 0                                                               \
+	}
 
 void id_buf_init(id_buf_t *b);
 void id_buf_fini(id_buf_t *b);

@@ -54,8 +54,10 @@ static const opt_def_t opt_table[] = {
      "Most input events per Kafka transaction."},
     {"processor.batch_ms", OPT_INT, "100", 1, 60000,
      "Longest time a transaction stays open collecting events, in milliseconds."},
-    {"ldap.url", OPT_STR, "ldap://127.0.0.1:13890/", 0, -1, "LDAP server URL of the ldap sink."},
-    {"ldap.bind_dn", OPT_STR, "cn=admin,dc=example,dc=com", 0, -1, "DN the ldap sink binds as."},
+    {"ldap.url", OPT_STR, "ldap://127.0.0.1:13890/", 0, -1,
+     "LDAP server URL of the ldap sink."},
+    {"ldap.bind_dn", OPT_STR, "cn=admin,dc=example,dc=com", 0, -1,
+     "DN the ldap sink binds as."},
     {"ldap.bind_password_file", OPT_STR, "", 0, -1,
      "File holding the bind password (trailing newline ignored). The environment "
      "variable `IDSTREAM_LDAP_BIND_PASSWORD` takes precedence. Never put the password "
@@ -125,8 +127,9 @@ static int opt_validate(const opt_def_t *d, const char *value, id_err_t *err)
 	case OPT_BOOL:
 		if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
 			return 0;
-		return id_err_set(err, ID_ECONFIG, "%s: expected true or false, got \"%s\"",
-		                  d->name, value);
+		return id_err_set(err, ID_ECONFIG,
+		                  "%s: expected true or false, got \"%s\"", d->name,
+		                  value);
 	case OPT_INT:
 		errno = 0;
 		v = (double)strtoll(value, &end, 10);
@@ -137,11 +140,12 @@ static int opt_validate(const opt_def_t *d, const char *value, id_err_t *err)
 		break;
 	}
 	if (end == value || *end != '\0' || errno != 0)
-		return id_err_set(err, ID_ECONFIG, "%s: expected a %s, got \"%s\"", d->name,
-		                  d->type == OPT_INT ? "whole number" : "number", value);
+		return id_err_set(err, ID_ECONFIG, "%s: expected a %s, got \"%s\"",
+		                  d->name, d->type == OPT_INT ? "whole number" : "number",
+		                  value);
 	if (d->min <= d->max && (v < d->min || v > d->max))
-		return id_err_set(err, ID_ECONFIG, "%s: %s is out of range [%g, %g]", d->name,
-		                  value, d->min, d->max);
+		return id_err_set(err, ID_ECONFIG, "%s: %s is out of range [%g, %g]",
+		                  d->name, value, d->min, d->max);
 	return 0;
 }
 
@@ -181,7 +185,8 @@ int id_config_load_file(id_config_t *c, const char *path, id_err_t *err)
 {
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
-		return id_err_set(err, ID_ECONFIG, "config file %s: %s", path, strerror(errno));
+		return id_err_set(err, ID_ECONFIG, "config file %s: %s", path,
+		                  strerror(errno));
 	char line[4096];
 	int lineno = 0, rc = 0;
 	while (fgets(line, sizeof(line), f) != NULL) {
@@ -191,8 +196,8 @@ int id_config_load_file(id_config_t *c, const char *path, id_err_t *err)
 			continue;
 		char *eq = strchr(s, '=');
 		if (eq == NULL) {
-			rc = id_err_set(err, ID_ECONFIG, "%s:%d: expected \"key = value\"", path,
-			                lineno);
+			rc = id_err_set(err, ID_ECONFIG,
+			                "%s:%d: expected \"key = value\"", path, lineno);
 			break;
 		}
 		*eq = '\0';
@@ -217,7 +222,8 @@ static void env_name_of(const char *key, char *out, size_t outlen)
 {
 	size_t n = (size_t)snprintf(out, outlen, "IDSTREAM_");
 	for (const char *p = key; *p && n + 1 < outlen; p++)
-		out[n++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+		out[n++] =
+		    (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
 	out[n] = '\0';
 }
 
@@ -245,7 +251,8 @@ int id_config_load_env(id_config_t *c, id_err_t *err)
 	const char *lvl = id_config_str(c, "log.level");
 	id_log_level_t level;
 	if (id_log_level_parse(lvl, &level) != 0)
-		return id_err_set(err, ID_ECONFIG, "log.level: unknown level \"%s\"", lvl);
+		return id_err_set(err, ID_ECONFIG, "log.level: unknown level \"%s\"",
+		                  lvl);
 	id_log_set_level(level);
 	return 0;
 }
@@ -298,13 +305,14 @@ int id_config_secret(const id_config_t *c, const char *file_option, const char *
 	}
 	const char *path = file_option ? id_config_str(c, file_option) : NULL;
 	if (path == NULL || *path == '\0')
-		return id_err_set(err, ID_ENOTFOUND,
-		                  "no secret configured: set %s or the environment variable %s",
-		                  file_option ? file_option : "(none)", env_name ? env_name : "(none)");
+		return id_err_set(
+		    err, ID_ENOTFOUND,
+		    "no secret configured: set %s or the environment variable %s",
+		    file_option ? file_option : "(none)", env_name ? env_name : "(none)");
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
-		return id_err_set(err, ID_ECONFIG, "%s: cannot read %s: %s", file_option, path,
-		                  strerror(errno));
+		return id_err_set(err, ID_ECONFIG, "%s: cannot read %s: %s", file_option,
+		                  path, strerror(errno));
 	char buf[4096];
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
@@ -330,20 +338,25 @@ void id_config_write(const id_config_t *c, FILE *out)
 
 void id_config_write_docs(FILE *out)
 {
-	static const char *const type_names[] = {"string", "integer", "number", "boolean"};
-	fputs("# idstream configuration\n\n"
-	      "<!-- Generated by `idstream config docs` from the option table in "
-	      "common/config.c; do not edit by hand. -->\n\n"
-	      "idstream reads one file given with `--config FILE` (`key = value` lines, `#` "
-	      "starts a comment). Every option can be overridden by an environment variable "
-	      "named `IDSTREAM_` + the key in upper case with `.` and `-` as `_` (for example "
-	      "`IDSTREAM_TOPIC_PREFIX`), and on the command line with `--set key=value`. "
-	      "Later sources win: defaults < file < environment < `--set`.\n\n"
-	      "Secrets are never option values: they come from a file named by a `*_file` "
-	      "option or from an environment variable, and are never logged.\n\n"
-	      "| Option | Type | Default | Environment | Description |\n"
-	      "|---|---|---|---|---|\n",
-	      out);
+	static const char *const type_names[] = {"string", "integer", "number",
+	                                         "boolean"};
+	fputs(
+	    "# idstream configuration\n\n"
+	    "<!-- Generated by `idstream config docs` from the option table in "
+	    "common/config.c; do not edit by hand. -->\n\n"
+	    "idstream reads one file given with `--config FILE` (`key = value` lines, "
+	    "`#` "
+	    "starts a comment). Every option can be overridden by an environment "
+	    "variable "
+	    "named `IDSTREAM_` + the key in upper case with `.` and `-` as `_` (for "
+	    "example "
+	    "`IDSTREAM_TOPIC_PREFIX`), and on the command line with `--set key=value`. "
+	    "Later sources win: defaults < file < environment < `--set`.\n\n"
+	    "Secrets are never option values: they come from a file named by a `*_file` "
+	    "option or from an environment variable, and are never logged.\n\n"
+	    "| Option | Type | Default | Environment | Description |\n"
+	    "|---|---|---|---|---|\n",
+	    out);
 	for (size_t i = 0; i < OPT_COUNT; i++) {
 		const opt_def_t *d = &opt_table[i];
 		char env[256];
@@ -351,14 +364,16 @@ void id_config_write_docs(FILE *out)
 		char range[96] = "";
 		if (d->min <= d->max)
 			snprintf(range, sizeof(range), " (%g–%g)", d->min, d->max);
-		fprintf(out, "| `%s` | %s%s | `%s` | `%s` | %s |\n", d->name, type_names[d->type],
-		        range, d->def, env, d->doc);
+		fprintf(out, "| `%s` | %s%s | `%s` | `%s` | %s |\n", d->name,
+		        type_names[d->type], range, d->def, env, d->doc);
 	}
-	fputs("\nOther `kafka.*` keys are passed to librdkafka as they are. These are set "
-	      "by idstream and cannot be overridden, because its delivery guarantees depend "
-	      "on them: `enable.idempotence`, `acks`, `enable.auto.commit`, "
-	      "`isolation.level`, `transactional.id`, `group.id`.\n",
-	      out);
+	fputs(
+	    "\nOther `kafka.*` keys are passed to librdkafka as they are. These are set "
+	    "by idstream and cannot be overridden, because its delivery guarantees "
+	    "depend "
+	    "on them: `enable.idempotence`, `acks`, `enable.auto.commit`, "
+	    "`isolation.level`, `transactional.id`, `group.id`.\n",
+	    out);
 }
 
 const char *id_config_topic(const id_config_t *c, const char *suffix, char *buf,

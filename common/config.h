@@ -54,8 +54,8 @@ const id_attrs_t *id_config_kafka(const id_config_t *c);
  * stripped).  *out is a malloc'd string the caller frees (and should wipe).
  * ID_ENOTFOUND when neither is set.  The secret is never logged.
  */
-int id_config_secret(const id_config_t *c, const char *file_option,
-                     const char *env_name, char **out, id_err_t *err);
+int id_config_secret(const id_config_t *c, const char *file_option, const char *env_name,
+                     char **out, id_err_t *err);
 
 /* Writes the effective configuration as `key = value` lines (every option of
  * the table, then the kafka.* pass-through keys).  Holds no secrets: those

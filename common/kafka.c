@@ -13,7 +13,7 @@
 /* Keys idstream owns; a user value for them would silently weaken
  * exactly-once or at-least-once delivery. */
 static const char *const reserved_keys[] = {
-    "enable.idempotence", "acks", "enable.auto.commit", "isolation.level",
+    "enable.idempotence", "acks",     "enable.auto.commit",       "isolation.level",
     "transactional.id",   "group.id", "enable.auto.offset.store",
 };
 
@@ -25,12 +25,14 @@ static int kafka_set(rd_kafka_conf_t *conf, const char *k, const char *v, id_err
 	return 0;
 }
 
-static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf)
 {
 	(void)rk;
-	id_log_level_t l = level <= 3 ? ID_LOG_ERROR : level <= 4 ? ID_LOG_WARN
-	                                           : level <= 6 ? ID_LOG_INFO
-	                                                        : ID_LOG_DEBUG;
+	id_log_level_t l = level <= 3   ? ID_LOG_ERROR
+	                   : level <= 4 ? ID_LOG_WARN
+	                   : level <= 6 ? ID_LOG_INFO
+	                                : ID_LOG_DEBUG;
 	id_log_kv(l, "kafka", buf, "facility", fac, NULL);
 }
 
@@ -39,8 +41,8 @@ static void kafka_error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaq
 	(void)rk;
 	(void)opaque;
 	/* Transport errors are retried by librdkafka; log them once as warnings. */
-	id_log_kv(e == RD_KAFKA_RESP_ERR__FATAL ? ID_LOG_ERROR : ID_LOG_WARN, "kafka", reason,
-	          "error", rd_kafka_err2name((rd_kafka_resp_err_t)e), NULL);
+	id_log_kv(e == RD_KAFKA_RESP_ERR__FATAL ? ID_LOG_ERROR : ID_LOG_WARN, "kafka",
+	          reason, "error", rd_kafka_err2name((rd_kafka_resp_err_t)e), NULL);
 }
 
 static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -50,10 +52,12 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	id_kafka_delivery_t *d = m->_private;
 	if (d == NULL) {
 		if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-			id_log_error("kafka", "delivery failed: %s", rd_kafka_err2str(m->err));
+			id_log_error("kafka", "delivery failed: %s",
+			             rd_kafka_err2str(m->err));
 		return;
 	}
-	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR && d->first_err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR &&
+	    d->first_err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		d->first_err = m->err;
 	d->pending--;
 }
@@ -64,10 +68,12 @@ static rd_kafka_conf_t *kafka_conf_base(const id_config_t *c, const char *client
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	const id_attrs_t *user = id_config_kafka(c);
 	for (size_t i = 0; i < user->len; i++) {
-		for (size_t r = 0; r < sizeof(reserved_keys) / sizeof(*reserved_keys); r++) {
+		for (size_t r = 0; r < sizeof(reserved_keys) / sizeof(*reserved_keys);
+		     r++) {
 			if (strcmp(user->items[i].key, reserved_keys[r]) == 0) {
 				id_err_set(err, ID_ECONFIG,
-				           "kafka.%s is set by idstream and cannot be configured",
+				           "kafka.%s is set by idstream and cannot be "
+				           "configured",
 				           user->items[i].key);
 				goto fail;
 			}
@@ -129,12 +135,12 @@ fail:
 	return NULL;
 }
 
-rd_kafka_t *id_kafka_consumer_create(const id_config_t *c, const char *client_id,
-                                     const char *group_id,
-                                     void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
-                                                          rd_kafka_topic_partition_list_t *,
-                                                          void *),
-                                     void *opaque, id_err_t *err)
+rd_kafka_t *
+id_kafka_consumer_create(const id_config_t *c, const char *client_id,
+                         const char *group_id,
+                         void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                              rd_kafka_topic_partition_list_t *, void *),
+                         void *opaque, id_err_t *err)
 {
 	char errstr[512];
 	rd_kafka_conf_t *conf = kafka_conf_base(c, client_id, err);
@@ -179,7 +185,8 @@ void id_kafka_destroy(rd_kafka_t *rk)
 	if (rd_kafka_type(rk) == RD_KAFKA_PRODUCER) {
 		rd_kafka_resp_err_t e = rd_kafka_flush(rk, 30000);
 		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-			id_log_warn("kafka", "producer flush on close: %s", rd_kafka_err2str(e));
+			id_log_warn("kafka", "producer flush on close: %s",
+			            rd_kafka_err2str(e));
 	} else {
 		rd_kafka_consumer_close(rk);
 	}
@@ -188,10 +195,11 @@ void id_kafka_destroy(rd_kafka_t *rk)
 
 int id_kafka_err(id_err_t *err, rd_kafka_resp_err_t e, const char *what)
 {
-	int code = (e == RD_KAFKA_RESP_ERR__FENCED || e == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
-	            e == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
-	               ? ID_EFENCED
-	               : ID_EKAFKA;
+	int code =
+	    (e == RD_KAFKA_RESP_ERR__FENCED || e == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+	     e == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
+	        ? ID_EFENCED
+	        : ID_EKAFKA;
 	return id_err_set(err, code, "%s: %s (%s)", what, rd_kafka_err2str(e),
 	                  rd_kafka_err2name(e));
 }
@@ -201,12 +209,13 @@ int id_kafka_error(id_err_t *err, const rd_kafka_error_t *e, const char *what)
 	rd_kafka_resp_err_t code = rd_kafka_error_code(e);
 	int rc = id_kafka_err(err, code, what);
 	if (err != NULL)
-		snprintf(err->msg, sizeof(err->msg), "%s: %s (%s)", what, rd_kafka_error_string(e),
-		         rd_kafka_error_name(e));
+		snprintf(err->msg, sizeof(err->msg), "%s: %s (%s)", what,
+		         rd_kafka_error_string(e), rd_kafka_error_name(e));
 	return rc;
 }
 
-int id_kafka_partition_count(rd_kafka_t *rk, const char *topic, int32_t *out, id_err_t *err)
+int id_kafka_partition_count(rd_kafka_t *rk, const char *topic, int32_t *out,
+                             id_err_t *err)
 {
 	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
 	const struct rd_kafka_metadata *md = NULL;
@@ -219,7 +228,8 @@ int id_kafka_partition_count(rd_kafka_t *rk, const char *topic, int32_t *out, id
 	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR ||
 	    md->topics[0].partition_cnt == 0) {
 		rc = id_err_set(err, ID_ENOTFOUND,
-		                "topic %s does not exist (run `idstream topics create`)", topic);
+		                "topic %s does not exist (run `idstream topics create`)",
+		                topic);
 		goto out;
 	}
 	*out = md->topics[0].partition_cnt;
@@ -241,7 +251,8 @@ int32_t id_kafka_partition_for_key(const void *key, size_t len, int32_t partitio
 	for (size_t i = 0; i < len4; i++) {
 		size_t i4 = i * 4;
 		uint32_t k = (uint32_t)data[i4] | ((uint32_t)data[i4 + 1] << 8) |
-		             ((uint32_t)data[i4 + 2] << 16) | ((uint32_t)data[i4 + 3] << 24);
+		             ((uint32_t)data[i4 + 2] << 16) |
+		             ((uint32_t)data[i4 + 3] << 24);
 		k *= m;
 		k ^= k >> r;
 		k *= m;
@@ -280,7 +291,8 @@ int id_kafka_produce_sync(rd_kafka_t *rk, const char *topic, const void *key, si
 	for (int i = 0; i < 60 && d.pending > 0; i++)
 		rd_kafka_flush(rk, 1000);
 	if (d.pending > 0)
-		return id_err_set(err, ID_ETIMEOUT, "Kafka did not acknowledge within 60 s");
+		return id_err_set(err, ID_ETIMEOUT,
+		                  "Kafka did not acknowledge within 60 s");
 	if (d.first_err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		return id_kafka_err(err, d.first_err, "Kafka refused the message");
 	return 0;

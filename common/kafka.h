@@ -36,13 +36,12 @@ rd_kafka_t *id_kafka_producer_create(const id_config_t *c, const char *client_id
  * enable.partition.eof is on so callers can tell when they are caught up.
  * Ownership: caller closes and destroys with id_kafka_destroy().
  */
-rd_kafka_t *id_kafka_consumer_create(const id_config_t *c, const char *client_id,
-                                     const char *group_id,
-                                     void (*rebalance_cb)(rd_kafka_t *,
-                                                          rd_kafka_resp_err_t,
-                                                          rd_kafka_topic_partition_list_t *,
-                                                          void *),
-                                     void *opaque, id_err_t *err);
+rd_kafka_t *
+id_kafka_consumer_create(const id_config_t *c, const char *client_id,
+                         const char *group_id,
+                         void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                              rd_kafka_topic_partition_list_t *, void *),
+                         void *opaque, id_err_t *err);
 
 /* Flushes (producers) / closes (consumers) and destroys; NULL is a no-op. */
 void id_kafka_destroy(rd_kafka_t *rk);
@@ -80,7 +79,7 @@ typedef struct id_kafka_delivery {
  * Produces one message and waits until it is acknowledged (acks=all) or fails.
  * For low-volume paths and tests; bulk paths produce asynchronously and flush.
  */
-int id_kafka_produce_sync(rd_kafka_t *rk, const char *topic, const void *key,
-                          size_t klen, const void *val, size_t vlen, id_err_t *err);
+int id_kafka_produce_sync(rd_kafka_t *rk, const char *topic, const void *key, size_t klen,
+                          const void *val, size_t vlen, id_err_t *err);
 
 #endif

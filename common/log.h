@@ -28,8 +28,8 @@ void id_log(id_log_level_t level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define id_log_debug(comp, ...) id_log(ID_LOG_DEBUG, comp, __VA_ARGS__)
-#define id_log_info(comp, ...) id_log(ID_LOG_INFO, comp, __VA_ARGS__)
-#define id_log_warn(comp, ...) id_log(ID_LOG_WARN, comp, __VA_ARGS__)
+#define id_log_info(comp, ...)  id_log(ID_LOG_INFO, comp, __VA_ARGS__)
+#define id_log_warn(comp, ...)  id_log(ID_LOG_WARN, comp, __VA_ARGS__)
 #define id_log_error(comp, ...) id_log(ID_LOG_ERROR, comp, __VA_ARGS__)
 
 #endif

@@ -243,7 +243,8 @@ bool desired_identity_same_target_state(const desired_identity_t *a,
                                         const desired_identity_t *b)
 {
 	if (a->state != b->state || !str_eq(a->employee_id, b->employee_id) ||
-	    !str_eq(a->container, b->container) || !str_eq(a->manager_id, b->manager_id) ||
+	    !str_eq(a->container, b->container) ||
+	    !str_eq(a->manager_id, b->manager_id) ||
 	    !str_eq(a->policy_version, b->policy_version) ||
 	    !id_attrs_equal(&a->attributes, &b->attributes) || a->ngroups != b->ngroups)
 		return false;

@@ -20,16 +20,16 @@
 #include "common/attrs.h"
 
 /* Order matters: it is the Avro enum symbol order of EventType v1. */
-#define EMPLOYEE_EVENT_TYPE_MAP(X)                                             \
-	X(HIRE) X(UPDATE) X(TERMINATE) X(REHIRE) X(LEAVE_START) X(LEAVE_END)   \
-	X(CONVERSION) X(REEVALUATE) X(NAME_GRANTED) X(NAME_DENIED)             \
-	X(POLICY_ACTIVATED)
+#define EMPLOYEE_EVENT_TYPE_MAP(X)                                                       \
+	X(HIRE)                                                                          \
+	X(UPDATE) X(TERMINATE) X(REHIRE) X(LEAVE_START) X(LEAVE_END) X(CONVERSION)       \
+	    X(REEVALUATE) X(NAME_GRANTED) X(NAME_DENIED) X(POLICY_ACTIVATED)
 
 typedef enum {
 #define EV_ENUM_(n) EV_##n,
 	EMPLOYEE_EVENT_TYPE_MAP(EV_ENUM_)
 #undef EV_ENUM_
-	EV_TYPE_COUNT
+	    EV_TYPE_COUNT
 } employee_event_type_t;
 
 const char *employee_event_type_name(employee_event_type_t t); /* "HIRE" */
@@ -42,11 +42,11 @@ typedef struct employee_event {
 	char *source_event_id; /* the source's own id, for dedupe */
 	char *employee_id;
 	employee_event_type_t type;
-	int64_t occurred_at; /* when the source saw the change */
-	int64_t effective_at; /* when it takes effect */
+	int64_t occurred_at;   /* when the source saw the change */
+	int64_t effective_at;  /* when it takes effect */
 	id_attrs_t attributes; /* changed attributes; NULL value = cleared */
-	char *actor;  /* optional */
-	char *reason; /* optional */
+	char *actor;           /* optional */
+	char *reason;          /* optional */
 } employee_event_t;
 
 void employee_event_init(employee_event_t *ev);
@@ -59,7 +59,7 @@ typedef enum {
 #define LC_ENUM_(n) LC_##n,
 	LIFECYCLE_STATE_MAP(LC_ENUM_)
 #undef LC_ENUM_
-	LC_STATE_COUNT
+	    LC_STATE_COUNT
 } lifecycle_state_t;
 
 const char *lifecycle_state_name(lifecycle_state_t s); /* "ACTIVE" */
@@ -111,7 +111,7 @@ typedef enum {
 #define SO_ENUM_(n) SINK_##n,
 	SINK_OUTCOME_MAP(SO_ENUM_)
 #undef SO_ENUM_
-	SINK_OUTCOME_COUNT
+	    SINK_OUTCOME_COUNT
 } sink_outcome_t;
 
 const char *sink_outcome_name(sink_outcome_t o);
