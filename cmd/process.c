@@ -36,6 +36,7 @@
 
 #include "cmd/cli.h"
 #include "common/buf.h"
+#include "common/failpoint.h"
 #include "common/hmap.h"
 #include "common/kafka.h"
 #include "common/log.h"
@@ -302,6 +303,7 @@ static int proc_commit(proc_t *p, id_err_t *err)
 		goto out;
 	}
 	p->stats->txns++;
+	id_failpoint_crash("processor.after_commit");
 	rc = proc_persist(p, err);
 	goto out;
 

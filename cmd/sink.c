@@ -34,6 +34,7 @@
 
 #include "cmd/cli.h"
 #include "common/buf.h"
+#include "common/failpoint.h"
 #include "common/hmap.h"
 #include "common/kafka.h"
 #include "common/log.h"
@@ -307,6 +308,8 @@ static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t p
 	if (r.employee_id == NULL)
 		r.employee_id = strdup(d.employee_id);
 	r.desired_version = d.version;
+	if (r.nops > 0)
+		id_failpoint_crash("sink.after_apply");
 	if (r.outcome != SINK_FAILED &&
 	    (rc = sink_record_version(s, d.employee_id, d.version, err)) != 0)
 		goto out;

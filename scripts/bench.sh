@@ -10,9 +10,11 @@
 #   2. generates a 5,000-employee export and a 50,000-employee one with
 #      build/tools/gen_export (fixed seeds: same bytes every run);
 #   3. small export: `ingest csv --dry-run` (parse + validate + diff, no Kafka),
-#      `ingest csv`, kcat reading hr.events (raw consume), `process
-#      --until-idle`, `sink ldap --until-idle` into an empty ou=people;
-#   4. big export, in its own topics: `ingest csv`, kcat, `process --until-idle`;
+#      `ingest csv`, build/tools/bench_consume reading hr.events (the raw
+#      librdkafka rate), `process --until-idle`, `sink ldap --until-idle` into
+#      an empty ou=people;
+#   4. big export, in its own topics: `ingest csv`, bench_consume, `process
+#      --until-idle` (the throughput figure: start-up weighs little there);
 #   5. raw slapd: the entries the sink created (read back, moved to an empty
 #      subtree ou=rawbench) with one `ldapadd -c`, then the same group
 #      memberships, one modification each, with one `ldapmodify -c`;
@@ -30,6 +32,7 @@
 #   IDSTREAM_BENCH_EMPLOYEES  size of the small export (default 5000)
 #   IDSTREAM_BENCH_BIG        size of the big export (default 50000; 0 skips it)
 #   IDSTREAM_BIN              the idstream binary (default build/idstream)
+# The tools come from build/tools (gen_export, bench_consume: `make tools`).
 #
 # Services are stopped by PID (services.sh) on every exit path.  A lock on
 # run/bench.lock keeps two benches from sharing the folder.
@@ -39,6 +42,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 BIN=${IDSTREAM_BIN:-$REPO/build/idstream}
 GEN=$REPO/build/tools/gen_export
+CONSUME=$REPO/build/tools/bench_consume
 N=${IDSTREAM_BENCH_EMPLOYEES:-5000}
 BIG=${IDSTREAM_BENCH_BIG:-50000}
 # The bench has its own run folder so it never touches the services of the
@@ -64,10 +68,10 @@ die() {
 }
 now_ms() { date +%s%3N; }
 
-for f in "$BIN" "$GEN"; do
+for f in "$BIN" "$GEN" "$CONSUME"; do
 	[ -x "$f" ] || die "$f missing; run: make all tools (or make bench)"
 done
-for c in kcat ldapadd ldapmodify ldapsearch flock; do
+for c in ldapadd ldapmodify ldapsearch flock; do
 	command -v "$c" >/dev/null || die "$c not found; run: sh scripts/bootstrap.sh"
 done
 
@@ -123,10 +127,16 @@ measure() {
 	fi
 }
 
-# committed TOPIC: how many committed messages kcat reads from TOPIC now.
-committed() {
-	kcat -C -b "$KAFKA" -t "$1" -o beginning -e -q -X isolation.level=read_committed \
-		-f '%o\n' 2>/dev/null | wc -l
+# consume NAME TOPIC: bench_consume reads TOPIC from its beginning to its
+# end (read_committed); sets M_MS (wall of the command), M_COUNT and
+# M_STEADY_MS (first to last message).
+consume() {
+	_t0=$(now_ms)
+	"$CONSUME" --brokers "$KAFKA" --topic "$2" >"$W/$1.log" 2>&1 ||
+		die "bench_consume $2 failed: $(cat "$W/$1.log")"
+	M_MS=$(($(now_ms) - _t0))
+	M_COUNT=$(sed -n 's/.*messages=\([0-9]*\).*/\1/p' "$W/$1.log")
+	M_STEADY_MS=$(sed -n 's/.*first_to_last_ms=\([0-9.]*\).*/\1/p' "$W/$1.log")
 }
 
 # wait_committed TOPIC N: waits (up to 30 s) until all N messages of TOPIC
@@ -135,18 +145,11 @@ committed() {
 # readers stop early, which would shrink the raw figure.
 wait_committed() {
 	_deadline=$(($(date +%s) + 30))
-	while [ "$(committed "$1")" -lt "$2" ] && [ "$(date +%s)" -lt "$_deadline" ]; do
+	while :; do
+		consume wait "$1"
+		[ "$M_COUNT" -lt "$2" ] && [ "$(date +%s)" -lt "$_deadline" ] || break
 		sleep 0.1
 	done
-}
-
-# raw_consume NAME TOPIC: kcat reads TOPIC from the beginning to its end
-# (read_committed); sets M_MS and M_COUNT.
-raw_consume() {
-	_t0=$(now_ms)
-	M_COUNT=$(kcat -C -b "$KAFKA" -t "$2" -o beginning -e -q \
-		-X isolation.level=read_committed -f '%o\n' 2>"$W/$1.log" | wc -l)
-	M_MS=$(($(now_ms) - _t0))
 }
 
 # rate COUNT MS: COUNT per second, integer.
@@ -232,11 +235,11 @@ ING_MS=$M_MS
 ING_RSS=$M_RSS
 expect "events published by ingest ($N employees)" "$N" "$(field "$W/ingest.log" 'events published')"
 
-say "raw consume of $SP.hr.events (kcat)"
+say "raw consume of $SP.hr.events (librdkafka)"
 wait_committed "$SP.hr.events" "$N"
-raw_consume raw-small "$SP.hr.events"
+consume raw-small "$SP.hr.events"
 RAWS_MS=$M_MS
-expect "events read by kcat ($SP.hr.events)" "$N" "$M_COUNT"
+expect "events read by bench_consume ($SP.hr.events)" "$N" "$M_COUNT"
 
 say "processor: $N HIRE events"
 measure process-small "$BIN" --config "$W/small.conf" process --until-idle
@@ -250,6 +253,7 @@ measure sink "$BIN" --config "$W/small.conf" sink ldap --until-idle
 SINK_MS=$M_MS
 SINK_RSS=$M_RSS
 expect "entries created by the sink" "$N" "$(field "$W/sink.log" created)"
+SINK_WRITES=$(field "$W/sink.log" 'LDAP \(writes\|operations\)')
 
 # ---------------------------------------------------------------- big export
 
@@ -257,13 +261,15 @@ if [ "$BIG" -gt 0 ]; then
 	say "ingest: $BIG employees"
 	measure ingest-big "$BIN" --config "$W/big.conf" ingest csv "$W/big.csv"
 	INGB_MS=$M_MS
+	INGB_RSS=$M_RSS
 	expect "events published by ingest ($BIG employees)" "$BIG" \
 		"$(field "$W/ingest-big.log" 'events published')"
-	say "raw consume of $LP.hr.events (kcat)"
+	say "raw consume of $LP.hr.events (librdkafka)"
 	wait_committed "$LP.hr.events" "$BIG"
-	raw_consume raw-big "$LP.hr.events"
+	consume raw-big "$LP.hr.events"
 	RAWB_MS=$M_MS
-	expect "events read by kcat ($LP.hr.events)" "$BIG" "$M_COUNT"
+	RAWB_STEADY=$M_STEADY_MS
+	expect "events read by bench_consume ($LP.hr.events)" "$BIG" "$M_COUNT"
 	say "processor: $BIG HIRE events"
 	measure process-big "$BIN" --config "$W/big.conf" process --until-idle
 	PB_MS=$M_MS
@@ -324,6 +330,7 @@ grep -q '^dn::' "$W/people-dump.ldif" &&
 RAW_ENTRIES=$(grep -c '^objectClass: inetOrgPerson' "$W/raw-entries.ldif" || true)
 RAW_OUS=$(grep -c '^objectClass: organizationalUnit' "$W/raw-entries.ldif" || true)
 RAW_MODS=$(grep -c '^member: ' "$W/raw-members.ldif" || true)
+RAW_OPS=$((RAW_OUS + RAW_ENTRIES + RAW_MODS))
 expect "entries read back for the raw ldapadd" "$N" "$RAW_ENTRIES"
 printf 'dn: %s\nobjectClass: organizationalUnit\nou: rawbench\n\ndn: ou=people,%s\nobjectClass: organizationalUnit\nou: people\n\ndn: ou=groups,%s\nobjectClass: organizationalUnit\nou: groups\n' \
 	"$RAW" "$RAW" "$RAW" | ldap ldapadd >/dev/null
@@ -339,64 +346,86 @@ expect "entries in ou=rawbench after ldapadd" "$N" \
 # ---------------------------------------------------------------- report
 
 T_TOTAL=$(($(now_ms) - T_START))
-ING_R=$(rate "$N" "$ING_MS")
 DRY_R=$(rate "$N" "$DRY_MS")
+ING_R=$(rate "$N" "$ING_MS")
 RAWS_R=$(rate "$N" "$RAWS_MS")
 PS_R=$(rate "$N" "$PS_MS")
 SINK_R=$(rate "$N" "$SINK_MS")
 LRAW_MS=$((LADD_MS + LMOD_MS))
 LRAW_R=$(rate "$N" "$LRAW_MS")
 
-row() { printf '  %-44s %9s %12s %10s  %s\n' "$@"; }
+row() { printf '  %-46s %6s %8s %8s %7s %9s\n' "$@"; }
 echo
-echo "idstream bench — $(date -u +%FT%TZ), $(nproc) CPUs, topics with 12 partitions, Kafka $KAFKA, slapd $LDAP_URL"
+echo "idstream bench — $(date -u +%FT%TZ), $(nproc) CPUs, 12 partitions per topic,"
+echo "Kafka $KAFKA and slapd $LDAP_URL started by this run (run/bench)"
 echo
-row "stage" "items" "wall ms" "per s" "vs raw / peak RSS"
-row "--------------------------------------------" "-----" "-------" "-----" "-----------------"
-row "ingest csv --dry-run (parse+diff, no Kafka)" "$N" "$DRY_MS" "$DRY_R" ""
-row "ingest csv (publish, 1 transaction)" "$N" "$ING_MS" "$ING_R" "rss $(mb "$ING_RSS")"
+row "stage" "items" "wall ms" "items/s" "vs raw" "peak RSS"
+row "----------------------------------------------" "------" "-------" "-------" "------" "--------"
+row "ingest csv --dry-run (parse, check, diff)" "$N" "$DRY_MS" "$DRY_R" "" ""
+row "ingest csv (publish, one transaction)" "$N" "$ING_MS" "$ING_R" "" "$(mb "$ING_RSS")"
 if [ "$BIG" -gt 0 ]; then
-	row "ingest csv, big export" "$BIG" "$INGB_MS" "$(rate "$BIG" "$INGB_MS")" ""
+	row "ingest csv, big export" "$BIG" "$INGB_MS" "$(rate "$BIG" "$INGB_MS")" "" \
+		"$(mb "$INGB_RSS")"
 fi
-row "raw consume hr.events (kcat, read_committed)" "$N" "$RAWS_MS" "$RAWS_R" ""
-row "process --until-idle  [small: start-up heavy]" "$N" "$PS_MS" "$PS_R" \
-	"x$(ratio "$PS_R" "$RAWS_R") of raw, rss $(mb "$PS_RSS")"
+echo
+row "raw consume hr.events (librdkafka)" "$N" "$RAWS_MS" "$RAWS_R" "" ""
+row "process --until-idle [small: start-up bound]" "$N" "$PS_MS" "$PS_R" \
+	"$(ratio "$PS_R" "$RAWS_R")" "$(mb "$PS_RSS")"
 if [ "$BIG" -gt 0 ]; then
 	RAWB_R=$(rate "$BIG" "$RAWB_MS")
 	PB_R=$(rate "$BIG" "$PB_MS")
-	row "raw consume hr.events, big (kcat)" "$BIG" "$RAWB_MS" "$RAWB_R" ""
-	row "process --until-idle  [big: throughput]" "$BIG" "$PB_MS" "$PB_R" \
-		"x$(ratio "$PB_R" "$RAWB_R") of raw, rss $(mb "$PB_RSS")"
+	RAWB_STEADY_R=$(rate "$BIG" "$RAWB_STEADY")
+	row "raw consume hr.events, big (librdkafka)" "$BIG" "$RAWB_MS" "$RAWB_R" "" ""
+	row "process --until-idle [big: throughput]" "$BIG" "$PB_MS" "$PB_R" \
+		"$(ratio "$PB_R" "$RAWB_R")" "$(mb "$PB_RSS")"
+	row "raw consume, big, first to last message" "$BIG" \
+		"$(printf '%.0f' "$RAWB_STEADY")" "$RAWB_STEADY_R" "" ""
 	if [ "$PB_MS" -gt "$PS_MS" ]; then
-		row "process, marginal (big - small)" "$((BIG - N))" "$((PB_MS - PS_MS))" \
-			"$(rate "$((BIG - N))" "$((PB_MS - PS_MS))")" "start-up cancels out"
+		PM_R=$(rate "$((BIG - N))" "$((PB_MS - PS_MS))")
+		row "process, marginal (big run - small run)" "$((BIG - N))" \
+			"$((PB_MS - PS_MS))" "$PM_R" "$(ratio "$PM_R" "$RAWB_STEADY_R")" ""
 	fi
 fi
-row "raw slapd: ldapadd -c ($RAW_OUS OUs + entries)" "$N" "$LADD_MS" "$(rate "$N" "$LADD_MS")" ""
-row "raw slapd: ldapmodify -c ($RAW_MODS memberships)" "$N" "$LMOD_MS" "$(rate "$N" "$LMOD_MS")" ""
-row "raw slapd: ldapadd + ldapmodify" "$N" "$LRAW_MS" "$LRAW_R" ""
-row "sink ldap --until-idle (create entries)" "$N" "$SINK_MS" "$SINK_R" \
-	"x$(ratio "$SINK_R" "$LRAW_R") of raw, rss $(mb "$SINK_RSS")"
 echo
+row "raw slapd: ldapadd -c ($RAW_OUS OUs, $RAW_ENTRIES entries)" "$N" "$LADD_MS" \
+	"$(rate "$N" "$LADD_MS")" "" ""
+row "raw slapd: ldapmodify -c ($RAW_MODS memberships)" "$N" "$LMOD_MS" \
+	"$(rate "$N" "$LMOD_MS")" "" ""
+row "raw slapd: ldapadd + ldapmodify" "$N" "$LRAW_MS" "$LRAW_R" "" ""
+row "sink ldap --until-idle (creates the entries)" "$N" "$SINK_MS" "$SINK_R" \
+	"$(ratio "$SINK_R" "$LRAW_R")" "$(mb "$SINK_RSS")"
+echo
+if [ -x /usr/bin/time ]; then
+	RSS_HOW='/usr/bin/time -v, "Maximum resident set size"'
+else
+	RSS_HOW='VmHWM of /proc/<pid>/status, read every 10 ms until exit'
+fi
 cat <<EOF
-How each figure is measured (all wall clock, one run each, same services):
-  - idstream rows: one \`idstream --config … <command>\` from exec to exit,
-    start-up included (config, RocksDB open, Kafka metadata, consumer group
-    join, transactional producer init).  items/s = items / wall time.
-  - ingest: the export from gen_export (fixed seed) into empty state, all
-    HIRE events; --dry-run parses, validates and diffs but opens no Kafka.
-  - raw consume: kcat -C -o beginning -e -X isolation.level=read_committed on
-    the same hr.events topic right before the processor (librdkafka, no group,
-    no decoding); "vs raw" = processor rate / kcat rate.
-  - process, big: ${BIG} employees in their own topics, so the fixed start-up
-    (~ small wall time) weighs little; the marginal row divides the extra
-    events by the extra time.
-  - sink: ${N} desired identities into an empty ou=people (entries, their
-    department OUs, memberships of staff and dept-*), with reads and diffs.
-    raw slapd: the entries the sink created, read back and moved under
-    ${RAW}, added by one \`ldapadd -c\` (one add per entry, synchronous),
-    then every membership as its own modify by one \`ldapmodify -c\` (a
-    group's first member creates it); "vs raw" = sink rate / raw rate.
-  - peak RSS: $([ -x /usr/bin/time ] && echo '/usr/bin/time -v "Maximum resident set size"' || echo 'VmHWM from /proc/<pid>/status, polled every 10 ms')
-Total bench time $((T_TOTAL / 1000)) s; logs and data in $W.${WARNINGS}
+How the figures are measured (one run each, wall clock, same services):
+  - idstream rows time one \`idstream --config FILE <command>\` from exec to
+    exit, start-up included (config, RocksDB open, Kafka metadata, group join,
+    transactional producer init); items/s = items / wall time.
+  - ingest: gen_export output (fixed seed) into empty state, so every row is
+    a HIRE event.  --dry-run reads, checks and diffs the file, no Kafka.
+  - raw consume: build/tools/bench_consume, plain librdkafka (defaults +
+    read_committed), all partitions assigned from the beginning to their end,
+    no group, no decoding; run on the same hr.events topic just before the
+    processor.  Wall = the command's exec to exit; it includes the end
+    detection (one empty fetch, fetch.wait.max.ms = 500 ms by default) that
+    the processor's --until-idle also waits for.  "First to last message"
+    leaves start-up and end detection out.
+  - process, small: ${N} HIRE events; start-up is most of its time.
+    process, big: ${BIG} HIRE events in their own topics: the throughput figure.
+    Marginal: (${BIG} - ${N}) events / (big wall - small wall), start-up
+    cancelled; compared with the raw first-to-last rate.
+  - vs raw = idstream items/s / raw items/s of the row above it.
+  - sink: ${N} desired identities into an empty ou=people: entries, their
+    department OUs, staff and dept-* memberships, each with a read and diff.
+    Raw slapd: the entries the sink created, read back and moved under
+    ${RAW}: one \`ldapadd -c\` (synchronous, one add per entry, OUs first),
+    then one \`ldapmodify -c\` with one modify per membership (a group's first
+    member creates it, as the sink does): ${RAW_OPS} operations; the sink
+    reported ${SINK_WRITES:-?} LDAP writes for the same result.
+  - peak RSS: ${RSS_HOW}.
+Total bench time $((T_TOTAL / 1000)) s; logs and data in ${W}.${WARNINGS}
 EOF

@@ -195,9 +195,10 @@ kafka_start() {
 	_t0=$(now_ms)
 	if [ ! -f "$KDIR/data/meta.properties" ]; then
 		# A cluster id is 16 random bytes, URL-safe base64 without padding
-		# (what `StorageTool random-uuid` prints); saves one JVM start.
+		# (what `StorageTool random-uuid` prints); saves one JVM start.  It
+		# is passed as --cluster-id=ID because an id may start with '-'.
 		_cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
-		if ! kafka_java kafka.tools.StorageTool format -t "$_cid" -c "$KPROPS" \
+		if ! kafka_java kafka.tools.StorageTool format "--cluster-id=$_cid" -c "$KPROPS" \
 			>"$KDIR/format.log" 2>&1; then
 			log_tail "$KDIR/format.log"
 			die "kafka: formatting storage in $KDIR/data failed"

@@ -89,6 +89,9 @@ write_config() {
 		printf 'state.dir = %s/state\n' "$T_DIR"
 		printf 'log.level = debug\n'
 		printf 'kafka.bootstrap.servers = %s\n' "$IDSTREAM_TEST_KAFKA"
+		# A killed member leaves the group only when its session times
+		# out; the broker's minimum keeps crash tests short.
+		printf 'kafka.session.timeout.ms = 6000\n'
 		printf 'ldap.url = %s\n' "$IDSTREAM_TEST_LDAP_URL"
 		printf 'ldap.bind_dn = %s\n' "$T_LDAP_ADMIN_DN"
 		printf 'ldap.bind_password_file = %s\n' "$T_LDAP_PWFILE"
