@@ -114,8 +114,9 @@ static int setup(void **state)
 	/* The host handle only carries the cluster; quiet its "no bootstrap
 	 * servers" notice. */
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	assert_int_equal(rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr)),
-	                 RD_KAFKA_CONF_OK);
+	assert_int_equal(
+	    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr)),
+	    RD_KAFKA_CONF_OK);
 	fx->host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	assert_non_null(fx->host);
 	fx->mc = rd_kafka_mock_cluster_new(fx->host, 1);
@@ -198,8 +199,8 @@ static void consume_new(fixture_t *fx, events_t *out)
 	codec_t *codec = codec_create(&err);
 	if (codec == NULL)
 		fail_msg("codec: %s", err.msg);
-	rd_kafka_t *c = id_kafka_consumer_create(fx->cfg, "test-reader", NULL, NULL, NULL,
-	                                         &err);
+	rd_kafka_t *c =
+	    id_kafka_consumer_create(fx->cfg, "test-reader", NULL, NULL, NULL, &err);
 	if (c == NULL)
 		fail_msg("consumer: %s", err.msg);
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(NPART);
@@ -427,11 +428,13 @@ static void test_changed_export_publishes_only_the_changes(void **state)
  * the 20-row export (which must fail with ID_EKAFKA and report nothing
  * published), clears the stack, and runs the same file again cleanly: that
  * run must still see all 20 as hires (the snapshot was not touched) and
- * publish them.  *visible receives how many events a read_committed reader
- * saw after the failed run.
+ * publish them.  Whatever a reader saw after the failed run must come again
+ * with the same event ids, so a reader that drops duplicate ids ends up with
+ * each hire once.  Returns how many events a read_committed reader saw after
+ * the failed run.
  */
-static void fail_then_recover(fixture_t *fx, int16_t api, rd_kafka_resp_err_t code,
-                              size_t cnt, size_t *visible)
+static size_t fail_then_recover(fixture_t *fx, int16_t api, rd_kafka_resp_err_t code,
+                                size_t cnt)
 {
 	const char *rows[20];
 	rd_kafka_resp_err_t codes[32];
@@ -450,7 +453,8 @@ static void fail_then_recover(fixture_t *fx, int16_t api, rd_kafka_resp_err_t co
 	assert_non_null(strstr(err.msg, path));
 	assert_non_null(strstr(err.msg, "nothing was published"));
 	assert_non_null(strstr(err.msg, rd_kafka_err2name(code)));
-	*visible = consume_count(fx);
+	events_t failed;
+	consume_new(fx, &failed);
 
 	if (run(fx, path, false, false, &r, &err) != 0)
 		fail_msg("clean run: %s", err.msg);
@@ -461,39 +465,58 @@ static void fail_then_recover(fixture_t *fx, int16_t api, rd_kafka_resp_err_t co
 	assert_int_equal(e.n, 20);
 	for (size_t i = 0; i < e.n; i++)
 		assert_int_equal(e.ev[i].type, EV_HIRE);
+	/* Both sorted by employee id, and neither has an employee twice. */
+	for (size_t i = 0, j = 0; i < failed.n; i++) {
+		while (j < e.n &&
+		       strcmp(e.ev[j].employee_id, failed.ev[i].employee_id) != 0)
+			j++;
+		if (j == e.n)
+			fail_msg("%s was seen after the failure but not republished",
+			         failed.ev[i].employee_id);
+		assert_string_equal(e.ev[j].event_id, failed.ev[i].event_id);
+	}
+	size_t visible = failed.n;
+	events_fini(&failed);
 	events_fini(&e);
+	return visible;
 }
 
 static void test_produce_error_publishes_nothing(void **state)
 {
-	size_t visible;
 	/* Every Produce request of the run refused (not retriable). */
-	fail_then_recover(*state, API_PRODUCE, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-	                  32, &visible);
-	assert_int_equal(visible, 0);
+	assert_int_equal(fail_then_recover(*state, API_PRODUCE,
+	                                   RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+	                                   32),
+	                 0);
 }
 
 static void test_add_partitions_error_publishes_nothing(void **state)
 {
-	size_t visible;
 	/* The coordinator refuses to add the partitions to the transaction,
 	 * so no record is ever sent. */
-	fail_then_recover(*state, API_ADD_PARTITIONS_TO_TXN,
-	                  RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 8, &visible);
-	assert_int_equal(visible, 0);
+	assert_int_equal(fail_then_recover(*state, API_ADD_PARTITIONS_TO_TXN,
+	                                   RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+	                                   8),
+	                 0);
 }
 
-static void test_end_txn_error_keeps_snapshot(void **state)
+/*
+ * Everything delivered, then the commit refused.  A real broker hides the
+ * aborted records from read_committed readers; the mock has no abort markers
+ * and shows all 20 (see the header), so their visibility is not asserted —
+ * fail_then_recover() still checks that the stage failed, kept the snapshot,
+ * and republished them with the same event ids.
+ */
+static void test_end_txn_abortable_error_keeps_snapshot(void **state)
 {
-	size_t visible;
-	/* Everything delivered, then the commit refused.  A real broker hides
-	 * the aborted records from read_committed readers; the mock has no
-	 * abort markers and shows them (see the header), so visibility is
-	 * not asserted here — only that the stage failed and the next run
-	 * publishes everything again. */
-	fail_then_recover(*state, API_END_TXN, RD_KAFKA_RESP_ERR_INVALID_TXN_STATE, 1,
-	                  &visible);
-	assert_true(visible == 0 || visible == 20);
+	/* Abortable: the stage aborts the transaction itself. */
+	fail_then_recover(*state, API_END_TXN, RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID, 1);
+}
+
+static void test_end_txn_fatal_error_keeps_snapshot(void **state)
+{
+	/* Fatal: the producer is unusable and cannot even abort. */
+	fail_then_recover(*state, API_END_TXN, RD_KAFKA_RESP_ERR_INVALID_TXN_STATE, 1);
 }
 
 static void test_mass_termination_guard(void **state)
@@ -543,7 +566,8 @@ static void test_malformed_file_publishes_nothing(void **state)
 	id_err_t err;
 	write_export(fx, "broken.csv", rows, 3, path);
 	assert_int_equal(run(fx, path, false, false, &r, &err), ID_EPARSE);
-	snprintf(want, sizeof(want), "%s line 3 column 5 (title): unterminated quote", path);
+	snprintf(want, sizeof(want), "%s line 3 column 5 (title): unterminated quote",
+	         path);
 	assert_non_null(strstr(err.msg, want));
 	assert_int_equal(r.published, 0);
 	assert_int_equal(consume_count(fx), 0);
@@ -603,19 +627,21 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_same_file_again_publishes_nothing, setup,
 	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_changed_export_publishes_only_the_changes,
-	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_changed_export_publishes_only_the_changes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_produce_error_publishes_nothing, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_add_partitions_error_publishes_nothing,
 	                                    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_end_txn_error_keeps_snapshot, setup,
-	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_end_txn_abortable_error_keeps_snapshot,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_end_txn_fatal_error_keeps_snapshot,
+	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_mass_termination_guard, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_file_publishes_nothing, setup,
 	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_dry_run_reports_and_leaves_no_trace, setup,
-	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_dry_run_reports_and_leaves_no_trace,
+	                                    setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
