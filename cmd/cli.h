@@ -66,12 +66,19 @@ typedef struct sink_stats {
 	long enabled;  /* accounts re-enabled */
 	long noop;     /* nothing to do: target already right */
 	long failed;   /* failed (published as FAILED results) */
+	long relinked; /* manager attribute set once the manager's entry existed */
 	long ldap_ops; /* LDAP write requests sent (add, modify, modrdn, delete) */
 } sink_stats_t;
 
-/* Set by `run` so the sink knows when the processor has caught up. */
+#define STAGE_MAX_PARTITIONS 4096
+
+/* Shared by the threads of `run --until-idle` so the sink knows when the
+ * processor has caught up and how far it must read to see all its output. */
 typedef struct stage_sync {
 	volatile sig_atomic_t processor_idle; /* processor caught up and stopped */
+	/* Offset after the last desired identity the processor produced, per
+	 * partition of identity.desired; written before processor_idle. */
+	int64_t desired_next[STAGE_MAX_PARTITIONS];
 } stage_sync_t;
 
 int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *stats,

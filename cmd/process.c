@@ -46,7 +46,7 @@
 #include "schemas/codec.h"
 #include "state/store.h"
 
-#define PROC_MAX_PARTITIONS 4096
+#define PROC_MAX_PARTITIONS STAGE_MAX_PARTITIONS
 
 typedef struct proc_partition {
 	int assigned;
@@ -561,6 +561,11 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	p->stats = stats;
 	id_hmap_init(&p->overlay);
 	id_buf_init(&p->buf);
+	if (sync != NULL) {
+		/* Delivery reports tell `run` how far the sink must read. */
+		p->delivery.next_offsets = sync->desired_next;
+		p->delivery.nparts = STAGE_MAX_PARTITIONS;
+	}
 	id_config_topic(cfg, "hr.events", p->in_topic, sizeof(p->in_topic));
 	id_config_topic(cfg, "identity.desired", p->out_topic, sizeof(p->out_topic));
 	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));

@@ -42,7 +42,7 @@
 #include "sinks/sink_ldap.h"
 #include "state/store.h"
 
-#define SINK_MAX_PARTITIONS 4096
+#define SINK_MAX_PARTITIONS STAGE_MAX_PARTITIONS
 #define SINK_COMMIT_EVERY   500
 
 /* The newest desired version of an employee seen while catching up. */
@@ -263,32 +263,39 @@ done:
 
 /* Applies one desired version.  Returns non-zero only for errors that must
  * stop the loop; an unreachable directory is retried here. */
-static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t partition,
-                       int64_t offset, id_err_t *err)
+static int sink_resolve_waiting(sink_run_t *s, const char *manager_id, id_err_t *err);
+
+/* The key of a report waiting for its manager's entry:
+ * 'W' manager_id NUL employee_id. */
+static int key_waiting(id_buf_t *b, const char *manager_id, const char *employee_id)
 {
-	desired_identity_t d;
+	id_buf_reset(b);
+	if (id_buf_append_u8(b, 'W') || id_buf_append_str(b, manager_id) ||
+	    id_buf_append_u8(b, 0) ||
+	    (employee_id != NULL && id_buf_append_str(b, employee_id)))
+		return ID_ENOMEM;
+	return 0;
+}
+
+/*
+ * Applies one desired identity (already decoded; payload is its encoding),
+ * retrying while the directory is unreachable, records the version, and
+ * publishes the result.  A report whose manager has no entry yet is
+ * remembered under the manager's id and applied again once the manager's
+ * entry is created, so the manager attribute is set as soon as it can be.
+ */
+static int sink_apply(sink_run_t *s, const desired_identity_t *d, const void *payload,
+                      size_t len, bool relink, id_err_t *err)
+{
 	sink_result_t r;
 	int rc = 0;
-	desired_identity_init(&d);
 	sink_result_init(&r);
-	id_err_t derr = {0};
-	if (codec_decode_desired(s->codec, payload, len, &d, &derr) != 0) {
-		id_log_error("sink", "%s partition %d offset %lld: refused: %s",
-		             s->in_topic, partition, (long long)offset, derr.msg);
-		s->stats->failed++;
-		goto out;
-	}
-	s->stats->seen++;
-	if (d.version <= sink_applied_version(s, d.employee_id)) {
-		s->stats->skipped++;
-		goto out;
-	}
 	long backoff = 200;
 	for (;;) {
 		id_err_t aerr = {0};
 		sink_result_fini(&r);
 		sink_result_init(&r);
-		rc = sink_ldap_apply(s->ldap, &d, &r, &aerr);
+		rc = sink_ldap_apply(s->ldap, d, &r, &aerr);
 		if (rc == 0)
 			break;
 		if (cli_stop_requested) {
@@ -306,21 +313,110 @@ static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t p
 	if (r.target == NULL)
 		r.target = strdup(s->target);
 	if (r.employee_id == NULL)
-		r.employee_id = strdup(d.employee_id);
-	r.desired_version = d.version;
+		r.employee_id = strdup(d->employee_id);
+	r.desired_version = d->version;
 	if (r.nops > 0)
 		id_failpoint_crash("sink.after_apply");
 	if (r.outcome != SINK_FAILED &&
-	    (rc = sink_record_version(s, d.employee_id, d.version, err)) != 0)
+	    (rc = sink_record_version(s, d->employee_id, d->version, err)) != 0)
 		goto out;
 	if (r.outcome == SINK_FAILED)
 		id_log_kv(ID_LOG_ERROR, "sink", "apply failed", "target", s->target,
-		          "employee", d.employee_id, "error", r.error ? r.error : "",
+		          "employee", d->employee_id, "error", r.error ? r.error : "",
 		          NULL);
-	sink_count(s, &r);
-	rc = sink_publish(s, &r, err);
+	if (relink && r.outcome == SINK_APPLIED)
+		s->stats->relinked++;
+	else
+		sink_count(s, &r);
+	if ((rc = sink_publish(s, &r, err)) != 0)
+		goto out;
+	bool created = false;
+	for (size_t i = 0; i < r.nops; i++) {
+		if (strcmp(r.ops[i].op, "add") == 0) {
+			created = true;
+		} else if (strcmp(r.ops[i].op, "manager_pending") == 0 &&
+		           r.ops[i].new_value != NULL) {
+			id_buf_t k = ID_BUF_INIT;
+			rc = key_waiting(&k, r.ops[i].new_value, d->employee_id);
+			if (rc == 0)
+				rc = state_store_put(s->db, k.data, k.len, payload, len,
+				                     err);
+			id_buf_fini(&k);
+			if (rc != 0)
+				goto out;
+		}
+	}
+	if (created)
+		rc = sink_resolve_waiting(s, d->employee_id, err);
 out:
 	sink_result_fini(&r);
+	return rc;
+}
+
+/* Applies again the reports that waited for manager_id's entry. */
+static int sink_resolve_waiting(sink_run_t *s, const char *manager_id, id_err_t *err)
+{
+	id_buf_t prefix = ID_BUF_INIT;
+	state_iter_t *it = NULL;
+	state_batch_t *done = state_batch_create();
+	desired_identity_t d;
+	int rc = key_waiting(&prefix, manager_id, NULL);
+	desired_identity_init(&d);
+	if (rc != 0 || done == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = state_iter_create(s->db, prefix.data, prefix.len, &it, err)) != 0)
+		goto out;
+	const void *k, *v;
+	size_t kl, vl;
+	while ((rc = state_iter_next(it, &k, &kl, &v, &vl, err)) == 1) {
+		state_batch_delete(done, k, kl);
+		id_err_t derr = {0};
+		if (codec_decode_desired(s->codec, v, vl, &d, &derr) != 0) {
+			id_log_warn("sink", "dropping unreadable waiting report: %s",
+			            derr.msg);
+			continue;
+		}
+		/* A newer version applied since then carries its own wait. */
+		if (d.version < sink_applied_version(s, d.employee_id))
+			continue;
+		id_log_info("sink", "manager %s now exists: applying %s again",
+		            manager_id, d.employee_id);
+		if ((rc = sink_apply(s, &d, v, vl, true, err)) != 0)
+			goto out;
+	}
+	if (rc < 0)
+		goto out;
+	rc = state_batch_write(s->db, done, false, err);
+out:
+	desired_identity_fini(&d);
+	state_iter_destroy(it);
+	state_batch_destroy(done);
+	id_buf_fini(&prefix);
+	return rc;
+}
+
+static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t partition,
+                       int64_t offset, id_err_t *err)
+{
+	desired_identity_t d;
+	int rc = 0;
+	desired_identity_init(&d);
+	id_err_t derr = {0};
+	if (codec_decode_desired(s->codec, payload, len, &d, &derr) != 0) {
+		id_log_error("sink", "%s partition %d offset %lld: refused: %s",
+		             s->in_topic, partition, (long long)offset, derr.msg);
+		s->stats->failed++;
+		goto out;
+	}
+	s->stats->seen++;
+	if (d.version <= sink_applied_version(s, d.employee_id)) {
+		s->stats->skipped++;
+		goto out;
+	}
+	rc = sink_apply(s, &d, payload, len, false, err);
+out:
 	desired_identity_fini(&d);
 	return rc;
 }
@@ -416,7 +512,9 @@ static bool sink_catching_up(const sink_run_t *s)
 	return false;
 }
 
-static bool sink_caught_up(sink_run_t *s, const int64_t *hwm)
+/* True when every assigned partition is at its end and, when ends is given,
+ * that end is at or past ends[partition] (what the processor produced). */
+static bool sink_caught_up(sink_run_t *s, const int64_t *ends)
 {
 	int n = 0;
 	if (s->latest.len > 0 || sink_catching_up(s))
@@ -424,42 +522,17 @@ static bool sink_caught_up(sink_run_t *s, const int64_t *hwm)
 	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
 		if (!s->assigned[i])
 			continue;
-		if (s->eof_at[i] < 0 || (hwm != NULL && s->eof_at[i] < hwm[i]))
+		if (s->eof_at[i] < 0 || (ends != NULL && s->eof_at[i] < ends[i]))
 			return false;
 		n++;
 	}
 	return n > 0;
 }
 
-/* High watermarks of every assigned partition (after the processor is done
- * they bound what the sink must have read before it may stop).  One
- * ListOffsets request for all partitions: separate requests would each queue
- * behind the consumer's long-polling fetch on the same connection. */
-static int sink_watermarks(sink_run_t *s, int64_t *hwm, id_err_t *err)
-{
-	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
-	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
-		hwm[i] = 0;
-		if (s->assigned[i])
-			rd_kafka_topic_partition_list_add(l, s->in_topic, i)->offset =
-			    RD_KAFKA_OFFSET_END; /* "latest" as a timestamp query */
-	}
-	rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(s->consumer, l, 10000);
-	int rc = 0;
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-		rc = id_kafka_err(err, e, "reading end offsets of identity.desired");
-	for (int i = 0; rc == 0 && i < l->cnt; i++)
-		hwm[l->elems[i].partition] =
-		    l->elems[i].offset < 0 ? 0 : l->elems[i].offset;
-	rd_kafka_topic_partition_list_destroy(l);
-	return rc;
-}
-
 int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
                    stage_sync_t *sync, id_err_t *err)
 {
 	sink_run_t *s = calloc(1, sizeof(*s));
-	int64_t *hwm = NULL;
 	char path[1024], group[300], *password = NULL;
 	int rc = 0;
 	if (s == NULL)
@@ -568,18 +641,9 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 			if (sink_caught_up(s, NULL))
 				break;
 		} else if (sync->processor_idle) {
-			/* The processor has committed everything; read up to the end
-			 * offsets that exist now, then stop. */
-			if (hwm == NULL) {
-				hwm = calloc(SINK_MAX_PARTITIONS, sizeof(*hwm));
-				if (hwm == NULL) {
-					rc = id_err_set(err, ID_ENOMEM, "out of memory");
-					goto out;
-				}
-				if ((rc = sink_watermarks(s, hwm, err)) != 0)
-					goto out;
-			}
-			if (sink_caught_up(s, hwm))
+			/* The processor has committed everything; read past the last
+			 * offset it produced on each partition, then stop. */
+			if (sink_caught_up(s, sync->desired_next))
 				break;
 		}
 	}
@@ -589,7 +653,6 @@ out:
 		memset(password, 0, strlen(password));
 		free(password);
 	}
-	free(hwm);
 	if (s->ldap != NULL)
 		stats->ldap_ops = (long)sink_ldap_writes(s->ldap);
 	id_kafka_destroy(s->consumer);
@@ -624,9 +687,10 @@ void sink_stats_print(const char *target, const sink_stats_t *st)
 {
 	printf("sink %s: %ld created, %ld updated, %ld disabled, %ld enabled, %ld "
 	       "unchanged, "
-	       "%ld failed, %ld already applied; %ld LDAP writes\n",
+	       "%ld failed, %ld already applied, %ld manager links completed; %ld LDAP "
+	       "writes\n",
 	       target, st->created, st->updated, st->disabled, st->enabled, st->noop,
-	       st->failed, st->skipped, st->ldap_ops);
+	       st->failed, st->skipped, st->relinked, st->ldap_ops);
 }
 
 int cmd_sink(cli_t *cli, int argc, char **argv)

@@ -280,7 +280,7 @@ int32_t id_kafka_partition_for_key(const void *key, size_t len, int32_t partitio
 int id_kafka_produce_sync(rd_kafka_t *rk, const char *topic, const void *key, size_t klen,
                           const void *val, size_t vlen, id_err_t *err)
 {
-	id_kafka_delivery_t d = {1, RD_KAFKA_RESP_ERR_NO_ERROR};
+	id_kafka_delivery_t d = {1, RD_KAFKA_RESP_ERR_NO_ERROR, NULL, 0};
 	rd_kafka_resp_err_t e = rd_kafka_producev(
 	    rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, klen),
 	    RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

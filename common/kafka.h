@@ -73,6 +73,10 @@ int32_t id_kafka_partition_for_key(const void *key, size_t len, int32_t partitio
 typedef struct id_kafka_delivery {
 	long pending;
 	rd_kafka_resp_err_t first_err;
+	/* Optional: when non-NULL, next_offsets[partition] is raised to the
+	 * offset after each acknowledged message (partitions < nparts). */
+	int64_t *next_offsets;
+	int32_t nparts;
 } id_kafka_delivery_t;
 
 /*

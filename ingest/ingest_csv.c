@@ -267,7 +267,7 @@ static int publish(const id_config_t *cfg, const export_diff_t *d, const char *t
 	id_buf_t val = ID_BUF_INIT;
 	/* Tracked deliveries are not logged one by one by common/kafka.c; a
 	 * failure surfaces once, as the commit's error.  Must outlive rk. */
-	id_kafka_delivery_t dr = {0, RD_KAFKA_RESP_ERR_NO_ERROR};
+	id_kafka_delivery_t dr = {0, RD_KAFKA_RESP_ERR_NO_ERROR, NULL, 0};
 	char client_id[256], txn_id[512];
 	const char *source = id_config_str(cfg, "ingest.source");
 
