@@ -296,6 +296,10 @@ static int proc_commit(proc_t *p, id_err_t *err)
 	if (e != NULL)
 		goto txn_error;
 	p->txn_open = false;
+	/* The commit waited for every message; serve their delivery reports
+	 * (they carry the output offsets `run` hands to the sink). */
+	for (int i = 0; i < 3000 && p->delivery.pending > 0; i++)
+		rd_kafka_poll(p->producer, 10);
 	if (p->delivery.first_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		/* Cannot happen after a successful commit; kept as an invariant. */
 		rc = id_kafka_err(err, p->delivery.first_err,

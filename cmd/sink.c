@@ -71,7 +71,8 @@ typedef struct sink_run {
 	int64_t catchup_end[SINK_MAX_PARTITIONS]; /* end offset at assignment, -1 done */
 	int64_t
 	    catchup_next[SINK_MAX_PARTITIONS]; /* next offset read while catching up */
-	id_hmap_t latest; /* employee id → sink_pending_t*, during catch-up */
+	id_hmap_t latest;  /* employee id → sink_pending_t*, during catch-up */
+	id_hmap_t applied; /* employee id → int64_t* version, awaiting sink_commit */
 	long uncommitted;
 	id_buf_t buf;
 } sink_run_t;
@@ -87,6 +88,9 @@ static void sleep_ms(long ms)
 
 static int64_t sink_applied_version(sink_run_t *s, const char *employee_id)
 {
+	int64_t *pending = id_hmap_get(&s->applied, employee_id);
+	if (pending != NULL)
+		return *pending;
 	void *v = NULL;
 	size_t vl = 0;
 	int64_t ver = 0;
@@ -100,15 +104,56 @@ static int64_t sink_applied_version(sink_run_t *s, const char *employee_id)
 	return ver;
 }
 
+/* Notes a version as applied.  It is written to the state only once its
+ * SinkResult is acknowledged (sink_commit), so a crash in between
+ * re-applies it — a no-op by the diff — and publishes a result again
+ * instead of leaving an applied version without any result. */
 static int sink_record_version(sink_run_t *s, const char *employee_id, int64_t version,
                                id_err_t *err)
 {
-	unsigned char v[8];
-	state_be64_put(v, (uint64_t)version);
-	id_buf_reset(&s->buf);
-	id_buf_append_u8(&s->buf, 'V');
-	id_buf_append_str(&s->buf, employee_id);
-	return state_store_put(s->db, s->buf.data, s->buf.len, v, 8, err);
+	int64_t *v = id_hmap_get(&s->applied, employee_id);
+	if (v == NULL) {
+		if ((v = malloc(sizeof(*v))) == NULL ||
+		    id_hmap_put(&s->applied, employee_id, v) != 0) {
+			free(v);
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
+	}
+	*v = version;
+	return 0;
+}
+
+static void sink_applied_drop(sink_run_t *s)
+{
+	for (size_t i = 0; i < s->applied.cap; i++)
+		if (s->applied.slots[i].key != NULL)
+			free(s->applied.slots[i].value);
+	id_hmap_clear(&s->applied);
+}
+
+/* Writes the noted versions in one batch. */
+static int sink_persist_applied(sink_run_t *s, id_err_t *err)
+{
+	if (s->applied.len == 0)
+		return 0;
+	state_batch_t *b = state_batch_create();
+	if (b == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < s->applied.cap; i++) {
+		if (s->applied.slots[i].key == NULL)
+			continue;
+		unsigned char v[8];
+		state_be64_put(v, (uint64_t) * (int64_t *)s->applied.slots[i].value);
+		id_buf_reset(&s->buf);
+		id_buf_append_u8(&s->buf, 'V');
+		id_buf_append_str(&s->buf, s->applied.slots[i].key);
+		state_batch_put(b, s->buf.data, s->buf.len, v, 8);
+	}
+	int rc = state_batch_write(s->db, b, false, err);
+	state_batch_destroy(b);
+	if (rc == 0)
+		sink_applied_drop(s);
+	return rc;
 }
 
 /* Waits for every published result, then commits the consumed offsets. */
@@ -122,6 +167,9 @@ static int sink_commit(sink_run_t *s, id_err_t *err)
 		s->delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
 		return rc;
 	}
+	int prc = sink_persist_applied(s, err);
+	if (prc != 0)
+		return prc;
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
 	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
 		if (s->assigned[i] && s->next[i] >= 0)
@@ -541,6 +589,7 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 	s->stats = stats;
 	id_buf_init(&s->buf);
 	id_hmap_init(&s->latest);
+	id_hmap_init(&s->applied);
 	snprintf(s->target, sizeof(s->target), "%s",
 	         id_config_str(cfg, "sink.ldap.target"));
 	id_config_topic(cfg, "identity.desired", s->in_topic, sizeof(s->in_topic));
@@ -662,6 +711,8 @@ out:
 	state_store_close(s->db);
 	sink_latest_drop(s);
 	id_hmap_fini(&s->latest);
+	sink_applied_drop(s);
+	id_hmap_fini(&s->applied);
 	id_buf_fini(&s->buf);
 	free(s);
 	return rc;

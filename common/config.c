@@ -163,6 +163,11 @@ int id_config_set(id_config_t *c, const char *key, const char *value, id_err_t *
 	int rc = opt_validate(&opt_table[at], value, err);
 	if (rc != 0)
 		return rc;
+	id_log_level_t level;
+	if (strcmp(key, "log.level") == 0 && id_log_level_parse(value, &level) != 0)
+		return id_err_set(
+		    err, ID_ECONFIG,
+		    "log.level: unknown level \"%s\" (debug, info, warn, error)", value);
 	char *v = strdup(value);
 	if (v == NULL)
 		return id_err_set(err, ID_ENOMEM, "out of memory");

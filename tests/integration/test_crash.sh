@@ -312,19 +312,23 @@ assert_contains "$out" "$hires hires, $changed updates, $terms terminations"
 [ "$hires" -gt 0 ] && [ "$changed" -gt 0 ] && [ "$terms" -gt 0 ] ||
 	fail "the second export changes too little: $out"
 new_versions=$((hires + changed + terms))
+desired_before=$(end_offsets "$DESIRED")
 results_before=$(kafka_count "$RESULTS")
 step "export 2 ingested: $hires hires, $changed changed, $terms terminated"
 
-spawn run1 "$IDSTREAM_BIN" --config "$T_CONF" run
+# Transactions of 5 events make the processor slow enough to be killed while
+# it is still producing, and the sink behind it is mid-way too; so after the
+# restart both stages of `run` have work left.
+spawn run1 "$IDSTREAM_BIN" --config "$T_CONF" --set processor.batch_max=5 run
 pid=$SPAWNED_PID
-# sink.results is not transactional: its end offsets count its messages.
-wait_progress 150 "$pid" "$T_DIR/run1.log" $((results_before + new_versions / 5)) \
-	end_offsets "$RESULTS"
+wait_progress 150 "$pid" "$T_DIR/run1.log" $((desired_before + new_versions / 3)) \
+	end_offsets "$DESIRED"
 crash "$pid"
-at_kill=$(($(kafka_count "$RESULTS") - results_before))
-step "run killed after $at_kill of $new_versions results"
-[ "$at_kill" -lt "$new_versions" ] ||
-	fail "idstream run was not killed mid-run ($at_kill of $new_versions results)"
+desired_at_kill=$(($(kafka_count "$DESIRED") - 5000))
+results_at_kill=$(($(kafka_count "$RESULTS") - results_before))
+step "run killed after $desired_at_kill new versions and $results_at_kill results of $new_versions"
+[ "$desired_at_kill" -lt "$new_versions" ] && [ "$results_at_kill" -lt "$new_versions" ] ||
+	fail "idstream run was not killed mid-run ($desired_at_kill versions, $results_at_kill results of $new_versions)"
 
 run_until_idle run2 run --until-idle
 assert_eq $((5000 + new_versions)) "$(kafka_count "$DESIRED")" \
