@@ -59,6 +59,10 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR &&
 	    d->first_err == RD_KAFKA_RESP_ERR_NO_ERROR)
 		d->first_err = m->err;
+	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && d->next_offsets != NULL &&
+	    m->partition >= 0 && m->partition < d->nparts &&
+	    d->next_offsets[m->partition] < m->offset + 1)
+		d->next_offsets[m->partition] = m->offset + 1;
 	d->pending--;
 }
 

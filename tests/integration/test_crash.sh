@@ -7,7 +7,11 @@
 #      OUs, groups) and sink.results records each creation once;
 #   C. `idstream run`, while it applies a second export (hires, changes,
 #      terminations): after the restart every changed employee has exactly
-#      one new version and the directory matches the second export.
+#      one new version and the directory matches the second export;
+#   D. afterwards small changes are applied by `run --until-idle`, and every
+#      employee's latest version has a record in sink.results.
+# Transactions of 20 events (~250 for the first export) give the kill many
+# commit/WriteBatch boundaries to land near.
 # Consumer groups of killed processes are left behind until their session
 # times out; kafka.session.timeout.ms = 6000 (the broker's minimum) keeps each
 # restart's wait for them at seconds instead of 45.
@@ -312,17 +316,16 @@ assert_contains "$out" "$hires hires, $changed updates, $terms terminations"
 [ "$hires" -gt 0 ] && [ "$changed" -gt 0 ] && [ "$terms" -gt 0 ] ||
 	fail "the second export changes too little: $out"
 new_versions=$((hires + changed + terms))
-desired_before=$(end_offsets "$DESIRED")
 results_before=$(kafka_count "$RESULTS")
 step "export 2 ingested: $hires hires, $changed changed, $terms terminated"
 
-# Transactions of 5 events make the processor slow enough to be killed while
-# it is still producing, and the sink behind it is mid-way too; so after the
-# restart both stages of `run` have work left.
+# Transactions of 5 events make the processor slow enough to be still
+# producing when the sink behind it has applied its first changes: the kill
+# then leaves work for both stages of the restarted `run`.
 spawn run1 "$IDSTREAM_BIN" --config "$T_CONF" --set processor.batch_max=5 run
 pid=$SPAWNED_PID
-wait_progress 150 "$pid" "$T_DIR/run1.log" $((desired_before + new_versions / 3)) \
-	end_offsets "$DESIRED"
+# sink.results is not transactional: its end offsets count its messages.
+wait_progress 150 "$pid" "$T_DIR/run1.log" $((results_before + 20)) end_offsets "$RESULTS"
 crash "$pid"
 desired_at_kill=$(($(kafka_count "$DESIRED") - 5000))
 results_at_kill=$(($(kafka_count "$RESULTS") - results_before))
@@ -365,10 +368,39 @@ bad=$(awk '$4 != "APPLIED" && $4 != "NOOP"' "$T_DIR/results-2.txt" | head -3)
 [ -z "$bad" ] || fail "sink.results has failed applies: $bad"
 step "C: directory = export 2 ($((5000 + hires)) entries, $terms locked), versions exact"
 
+# ---------------------------------------------------------------- D. after the crashes
+
+# The restarted pipeline keeps working: a small export after everything is
+# caught up is applied by one `run --until-idle` (the sink must not stop
+# before the processor's new output has arrived).
+prev=$T_DIR/export-2.csv
+for round in 1 2 3; do
+	next=$T_DIR/export-3-$round.csv
+	# New titles for the first 30 rows without quoted fields.
+	LC_ALL=C awk -F, -v OFS=, -v r="$round" 'NR > 1 && !/"/ && n < 30 {
+		n++; $5 = "Crash Survivor " r " " n; print $1, $5 >"/dev/stderr" } 1' \
+		"$prev" >"$next" 2>"$T_DIR/changes-3.txt"
+	out=$(ids ingest csv "$next")
+	assert_contains "$out" "30 updates, 0 terminations" "ingest of small change $round"
+	run_until_idle "run-d$round" run --until-idle
+	while IFS=, read -r e title; do
+		got=$(_ldap ldapsearch -LLL -o ldif-wrap=no -b "$T_LDAP_PEOPLE" "(employeeNumber=$e)" title |
+			sed -n 's/^title: //p')
+		assert_eq "$title" "$got" "title of $e after small change $round and run --until-idle"
+	done <"$T_DIR/changes-3.txt"
+	prev=$next
+done
+step "D: small changes after the crashes applied by run --until-idle"
+
 # Last: sink.results is the account's audit trail (idstream history), so
-# every employee's latest version must have a result, crash or not.
-missing=$(awk 'NR == FNR { have[$1 " " $3] = 1; next } !(($1 " " $3) in have) { print $1 " v" $3 }' \
-	"$T_DIR/results-2.txt" "$T_DIR/versions.txt" | sort)
-[ -z "$missing" ] || fail "$(printf '%s\n' "$missing" | wc -l | tr -d ' ') employees' applied versions have no sink.results record after the crashes (e.g. $(printf '%s\n' "$missing" | head -3 | tr '\n' ' '))"
+# every employee's latest version must have a result, crashes or not.
+decode "$DESIRED" desired >"$T_DIR/desired-final.txt"
+awk '{ last[$1] = $3 } END { for (k in last) print k, last[k] }' "$T_DIR/desired-final.txt" \
+	>"$T_DIR/latest.txt"
+assert_eq $((5000 + hires)) "$(wc -l <"$T_DIR/latest.txt" | tr -d ' ')" "employees with a latest version"
+decode "$RESULTS" result >"$T_DIR/results-3.txt"
+missing=$(awk 'NR == FNR { have[$1 " " $3] = 1; next } !(($1 " " $2) in have) { print $1 " v" $2 }' \
+	"$T_DIR/results-3.txt" "$T_DIR/latest.txt" | sort)
+[ -z "$missing" ] || fail "$(printf '%s\n' "$missing" | wc -l | tr -d ' ') employees' latest versions have no sink.results record (e.g. $(printf '%s\n' "$missing" | head -3 | tr '\n' ' '))"
 step "every employee's latest version has a sink result"
 echo ok
