@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/kafka.h"
 #include "common/log.h"
 
 typedef enum { OPT_STR, OPT_INT, OPT_DOUBLE, OPT_BOOL } opt_type_t;
@@ -153,6 +154,9 @@ int id_config_set(id_config_t *c, const char *key, const char *value, id_err_t *
 {
 	long at = opt_find(key);
 	if (strncmp(key, "kafka.", 6) == 0 && key[6] != '\0') {
+		int krc = id_kafka_check_option(key + 6, value, err);
+		if (krc != 0)
+			return krc;
 		if (id_attrs_set(&c->kafka, key + 6, value) != 0)
 			return id_err_set(err, ID_ENOMEM, "out of memory");
 	} else if (at < 0) {

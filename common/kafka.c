@@ -25,6 +25,19 @@ static int kafka_set(rd_kafka_conf_t *conf, const char *k, const char *v, id_err
 	return 0;
 }
 
+int id_kafka_check_option(const char *key, const char *value, id_err_t *err)
+{
+	for (size_t r = 0; r < sizeof(reserved_keys) / sizeof(*reserved_keys); r++)
+		if (strcmp(key, reserved_keys[r]) == 0)
+			return id_err_set(
+			    err, ID_ECONFIG,
+			    "kafka.%s is set by idstream and cannot be configured", key);
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	int rc = kafka_set(conf, key, value, err);
+	rd_kafka_conf_destroy(conf);
+	return rc;
+}
+
 static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                          const char *buf)
 {

@@ -43,6 +43,13 @@ id_kafka_consumer_create(const id_config_t *c, const char *client_id,
                                               rd_kafka_topic_partition_list_t *, void *),
                          void *opaque, id_err_t *err);
 
+/*
+ * Checks one kafka.* option (key without the prefix) the way client
+ * creation will: reserved keys are refused, unknown keys and bad values are
+ * reported by librdkafka.  Lets the config loader name file:line.
+ */
+int id_kafka_check_option(const char *key, const char *value, id_err_t *err);
+
 /* Flushes (producers) / closes (consumers) and destroys; NULL is a no-op. */
 void id_kafka_destroy(rd_kafka_t *rk);
 
