@@ -33,6 +33,7 @@ int cmd_process(cli_t *cli, int argc, char **argv);
 int cmd_sink(cli_t *cli, int argc, char **argv);
 int cmd_run(cli_t *cli, int argc, char **argv);
 int cmd_history(cli_t *cli, int argc, char **argv);
+int cmd_replay(cli_t *cli, int argc, char **argv);
 int cmd_config(cli_t *cli, int argc, char **argv);
 
 /* True when s is "-h" or "--help". */

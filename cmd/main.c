@@ -33,6 +33,7 @@ static const struct {
     {"sink", cmd_sink, "apply desired identities to a target (ldap)"},
     {"run", cmd_run, "run processor and sinks together in one process"},
     {"history", cmd_history, "show an employee's events, versions and operations"},
+    {"replay", cmd_replay, "check that replaying hr.events reproduces identity.desired"},
     {"config", cmd_config, "print the effective configuration or its documentation"},
 };
 
