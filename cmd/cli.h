@@ -35,6 +35,7 @@ int cmd_run(cli_t *cli, int argc, char **argv);
 int cmd_history(cli_t *cli, int argc, char **argv);
 int cmd_replay(cli_t *cli, int argc, char **argv);
 int cmd_config(cli_t *cli, int argc, char **argv);
+int cmd_policy(cli_t *cli, int argc, char **argv);
 
 /* True when s is "-h" or "--help". */
 bool cli_is_help(const char *s);
@@ -68,7 +69,7 @@ typedef struct sink_stats {
 	long noop;     /* nothing to do: target already right */
 	long failed;   /* failed (published as FAILED results) */
 	long relinked; /* manager attribute set once the manager's entry existed */
-	long ldap_ops; /* LDAP write requests sent (add, modify, modrdn, delete) */
+	long ldap_ops; /* write requests sent to the target */
 } sink_stats_t;
 
 #define STAGE_MAX_PARTITIONS 4096
@@ -84,11 +85,12 @@ typedef struct stage_sync {
 
 int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *stats,
                    stage_sync_t *sync, id_err_t *err);
-int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
-                   stage_sync_t *sync, id_err_t *err);
+/* kind: a target kind of cmd/sink_targets.c ("ldap", ...). */
+int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
+              sink_stats_t *stats, stage_sync_t *sync, id_err_t *err);
 
 /* One-line summaries printed by process, sink and run. */
-void sink_stats_print(const char *target, const sink_stats_t *st);
+void sink_stats_print(const char *target, const char *kind, const sink_stats_t *st);
 void processor_stats_print(const processor_stats_t *st);
 
 #endif

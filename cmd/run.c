@@ -37,7 +37,8 @@ static void *run_processor(void *arg)
 static void *run_sink(void *arg)
 {
 	run_stage_t *st = arg;
-	st->rc = sink_ldap_loop(st->cfg, st->until_idle, &st->sstats, st->sync, &st->err);
+	st->rc =
+	    sink_loop(st->cfg, "ldap", st->until_idle, &st->sstats, st->sync, &st->err);
 	if (st->rc != 0) {
 		id_log_error("run", "ldap sink stopped: %s", st->err.msg);
 		cli_stop_requested = 1;
@@ -86,7 +87,8 @@ int cmd_run(cli_t *cli, int argc, char **argv)
 	pthread_join(tp, NULL);
 	pthread_join(ts, NULL);
 	processor_stats_print(&proc.pstats);
-	sink_stats_print(id_config_str(cli->cfg, "sink.ldap.target"), &sink.sstats);
+	sink_stats_print(id_config_str(cli->cfg, "sink.ldap.target"), "ldap",
+	                 &sink.sstats);
 	if (proc.rc != 0)
 		return cli_fail("processor", &proc.err);
 	if (sink.rc != 0)

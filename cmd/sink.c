@@ -27,6 +27,7 @@
  *
  * Threading: one thread runs the loop.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@
 #include "common/kafka.h"
 #include "common/log.h"
 #include "schemas/codec.h"
-#include "sinks/sink_ldap.h"
+#include "cmd/sink_targets.h"
 #include "state/store.h"
 
 #define SINK_MAX_PARTITIONS STAGE_MAX_PARTITIONS
@@ -62,7 +63,8 @@ typedef struct sink_run {
 	rd_kafka_t *producer;
 	state_store_t *db;
 	codec_t *codec;
-	sink_ldap_t *ldap;
+	const sink_target_ops_t *ops;
+	void *target_h; /* the core's handle */
 	sink_stats_t *stats;
 	id_kafka_delivery_t delivery;
 	int assigned[SINK_MAX_PARTITIONS];
@@ -343,7 +345,7 @@ static int sink_apply(sink_run_t *s, const desired_identity_t *d, const void *pa
 		id_err_t aerr = {0};
 		sink_result_fini(&r);
 		sink_result_init(&r);
-		rc = sink_ldap_apply(s->ldap, d, &r, &aerr);
+		rc = s->ops->apply(s->target_h, d, &r, &aerr);
 		if (rc == 0)
 			break;
 		if (cli_stop_requested) {
@@ -577,11 +579,11 @@ static bool sink_caught_up(sink_run_t *s, const int64_t *ends)
 	return n > 0;
 }
 
-int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
-                   stage_sync_t *sync, id_err_t *err)
+int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
+              sink_stats_t *stats, stage_sync_t *sync, id_err_t *err)
 {
 	sink_run_t *s = calloc(1, sizeof(*s));
-	char path[1024], group[300], *password = NULL;
+	char path[1024], group[300];
 	int rc = 0;
 	if (s == NULL)
 		return id_err_set(err, ID_ENOMEM, "out of memory");
@@ -590,28 +592,23 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 	id_buf_init(&s->buf);
 	id_hmap_init(&s->latest);
 	id_hmap_init(&s->applied);
-	snprintf(s->target, sizeof(s->target), "%s",
-	         id_config_str(cfg, "sink.ldap.target"));
 	id_config_topic(cfg, "identity.desired", s->in_topic, sizeof(s->in_topic));
 	id_config_topic(cfg, "sink.results", s->out_topic, sizeof(s->out_topic));
+	s->ops = sink_target_find(kind);
+	if (s->ops == NULL) {
+		rc =
+		    id_err_set(err, ID_EINVALID, "unknown target kind \"%s\" (known: %s)",
+		               kind, sink_target_kinds());
+		goto out;
+	}
+	snprintf(s->target, sizeof(s->target), "%s",
+	         id_config_str(cfg, s->ops->target_key));
 	snprintf(path, sizeof(path), "%s/sink-%s", id_config_str(cfg, "state.dir"),
 	         s->target);
 	snprintf(group, sizeof(group), "%s.sink.%s", id_config_str(cfg, "topic.prefix"),
 	         s->target);
-
-	if ((rc = id_config_secret(cfg, "ldap.bind_password_file",
-	                           "IDSTREAM_LDAP_BIND_PASSWORD", &password, err)) != 0)
-		goto out;
-	sink_ldap_opts_t lo = {
-	    .url = id_config_str(cfg, "ldap.url"),
-	    .bind_dn = id_config_str(cfg, "ldap.bind_dn"),
-	    .bind_password = password,
-	    .people_dn = id_config_str(cfg, "ldap.people_dn"),
-	    .groups_dn = id_config_str(cfg, "ldap.groups_dn"),
-	    .timeout_ms = (int)id_config_int(cfg, "ldap.timeout_ms"),
-	};
-	if ((s->ldap = sink_ldap_open(&lo, err)) == NULL) {
-		rc = err ? err->code : ID_ELDAP;
+	if ((s->target_h = s->ops->open(cfg, err)) == NULL) {
+		rc = err && err->code ? err->code : ID_EIO;
 		goto out;
 	}
 	if ((rc = state_store_open(path, NULL, &s->db, err)) != 0)
@@ -639,8 +636,8 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 		rc = id_kafka_err(err, se, "subscribing to identity.desired");
 		goto out;
 	}
-	id_log_info("sink", "target %s: consuming %s as %s, directory %s", s->target,
-	            s->in_topic, group, lo.url);
+	id_log_info("sink", "target %s (%s): consuming %s as %s", s->target, s->ops->kind,
+	            s->in_topic, group);
 
 	while (!cli_stop_requested) {
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 50);
@@ -698,15 +695,12 @@ int sink_ldap_loop(const id_config_t *cfg, bool until_idle, sink_stats_t *stats,
 	}
 	rc = sink_commit(s, err);
 out:
-	if (password != NULL) {
-		memset(password, 0, strlen(password));
-		free(password);
-	}
-	if (s->ldap != NULL)
-		stats->ldap_ops = (long)sink_ldap_writes(s->ldap);
+	if (s->target_h != NULL)
+		stats->ldap_ops = (long)s->ops->writes(s->target_h);
 	id_kafka_destroy(s->consumer);
 	id_kafka_destroy(s->producer);
-	sink_ldap_close(s->ldap);
+	if (s->target_h != NULL)
+		s->ops->close(s->target_h);
 	codec_destroy(s->codec);
 	state_store_close(s->db);
 	sink_latest_drop(s);
@@ -718,44 +712,50 @@ out:
 	return rc;
 }
 
-static void sink_usage(void)
+static void sink_usage(const sink_target_ops_t *ops)
 {
-	printf("usage: idstream sink ldap [--until-idle]\n"
-	       "\n"
-	       "Applies <prefix>.identity.desired to an LDAP directory (ldap.* options) "
-	       "and\n"
-	       "publishes what it did to <prefix>.sink.results. Versions already applied "
-	       "are\n"
-	       "skipped; every apply reads the entry first and writes only the "
-	       "differences.\n"
-	       "The bind password comes from IDSTREAM_LDAP_BIND_PASSWORD or\n"
-	       "ldap.bind_password_file.\n"
-	       "\n"
-	       "  --until-idle   stop once every assigned partition is caught up\n");
+	printf(
+	    "usage: idstream sink KIND [--until-idle]     KIND: %s\n"
+	    "\n"
+	    "Applies <prefix>.identity.desired to a target and publishes what it did to\n"
+	    "<prefix>.sink.results. Versions already applied are skipped; every apply\n"
+	    "reads the target's object first and writes only the differences. A sink\n"
+	    "starting with empty state applies only each employee's latest version.\n"
+	    "\n"
+	    "  --until-idle   stop once every assigned partition is caught up\n",
+	    sink_target_kinds());
+	if (ops != NULL)
+		printf("\n%s: %s\n", ops->kind, ops->help);
 }
 
-void sink_stats_print(const char *target, const sink_stats_t *st)
+void sink_stats_print(const char *target, const char *kind, const sink_stats_t *st)
 {
+	char label[16];
+	size_t i = 0;
+	for (; kind[i] != '\0' && i < sizeof(label) - 1; i++)
+		label[i] = (char)toupper((unsigned char)kind[i]);
+	label[i] = '\0';
 	printf("sink %s: %ld created, %ld updated, %ld disabled, %ld enabled, %ld "
-	       "unchanged, "
-	       "%ld failed, %ld already applied, %ld manager links completed; %ld LDAP "
-	       "writes\n",
+	       "unchanged, %ld failed, %ld already applied, %ld manager links completed; "
+	       "%ld %s writes\n",
 	       target, st->created, st->updated, st->disabled, st->enabled, st->noop,
-	       st->failed, st->skipped, st->relinked, st->ldap_ops);
+	       st->failed, st->skipped, st->relinked, st->ldap_ops, label);
 }
 
 int cmd_sink(cli_t *cli, int argc, char **argv)
 {
 	bool until_idle = false;
 	if (argc >= 2 && cli_is_help(argv[1])) {
-		sink_usage();
+		sink_usage(NULL);
 		return CLI_EXIT_OK;
 	}
-	if (argc < 2 || strcmp(argv[1], "ldap") != 0)
-		return cli_usage_error("sink", "expected a target kind: ldap");
+	const sink_target_ops_t *ops = argc >= 2 ? sink_target_find(argv[1]) : NULL;
+	if (ops == NULL)
+		return cli_usage_error("sink", "expected a target kind: %s",
+		                       sink_target_kinds());
 	for (int i = 2; i < argc; i++) {
 		if (cli_is_help(argv[i])) {
-			sink_usage();
+			sink_usage(ops);
 			return CLI_EXIT_OK;
 		} else if (strcmp(argv[i], "--until-idle") == 0) {
 			until_idle = true;
@@ -766,7 +766,12 @@ int cmd_sink(cli_t *cli, int argc, char **argv)
 	}
 	sink_stats_t st = {0};
 	id_err_t err = {0};
-	int rc = sink_ldap_loop(cli->cfg, until_idle, &st, NULL, &err);
-	sink_stats_print(id_config_str(cli->cfg, "sink.ldap.target"), &st);
-	return rc == 0 ? CLI_EXIT_OK : cli_fail("sink ldap", &err);
+	int rc = sink_loop(cli->cfg, ops->kind, until_idle, &st, NULL, &err);
+	sink_stats_print(id_config_str(cli->cfg, ops->target_key), ops->kind, &st);
+	if (rc != 0) {
+		char what[64];
+		snprintf(what, sizeof(what), "sink %s", ops->kind);
+		return cli_fail(what, &err);
+	}
+	return CLI_EXIT_OK;
 }

@@ -1,0 +1,36 @@
+/*
+ * sink_targets.h — the kinds of target the generic sink loop (cmd/sink.c)
+ * can drive.  Each kind maps its configuration options to its core's
+ * options struct, reads its secret from a file or the environment, and
+ * adapts the core's open/apply/writes/close to one interface.
+ *
+ * Contract of apply (same for every core): 0 when result holds the final
+ * outcome of this desired version (FAILED included); non-zero when the
+ * target could not be reached — the loop retries the same version.
+ */
+#ifndef IDSTREAM_SINK_TARGETS_H
+#define IDSTREAM_SINK_TARGETS_H
+
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/err.h"
+#include "schemas/model.h"
+
+typedef struct sink_target_ops {
+	const char *kind;       /* "ldap", "ad", "scim" */
+	const char *target_key; /* config option holding the target name */
+	void *(*open)(const id_config_t *cfg, id_err_t *err);
+	int (*apply)(void *h, const desired_identity_t *d, sink_result_t *r,
+	             id_err_t *err);
+	uint64_t (*writes)(const void *h);
+	void (*close)(void *h);
+	const char *help; /* what `idstream sink KIND --help` says about options */
+} sink_target_ops_t;
+
+/* The ops of kind, or NULL when unknown. */
+const sink_target_ops_t *sink_target_find(const char *kind);
+/* "ldap, ad, scim" — for messages. */
+const char *sink_target_kinds(void);
+
+#endif
