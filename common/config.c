@@ -72,6 +72,56 @@ static const opt_def_t opt_table[] = {
     {"sink.ldap.target", OPT_STR, "ldap", 0, -1,
      "Target name of the ldap sink: names its consumer group "
      "(`<prefix>.sink.<target>`), its state and its results."},
+    {"ad.url", OPT_STR, "ldaps://127.0.0.1:636", 0, -1,
+     "Active Directory URL of the ad sink. An ldap:// URL is upgraded with StartTLS; "
+     "the bind password and initial passwords never travel in clear."},
+    {"ad.bind_dn", OPT_STR, "Administrator@EXAMPLE.TEST", 0, -1,
+     "Account the ad sink binds as (a UPN or a DN)."},
+    {"ad.bind_password_file", OPT_STR, "", 0, -1,
+     "File holding the AD bind password. The environment variable "
+     "`IDSTREAM_AD_BIND_PASSWORD` takes precedence."},
+    {"ad.base_dn", OPT_STR, "DC=example,DC=test", 0, -1,
+     "The domain's DN; sAMAccountName is checked for uniqueness below it."},
+    {"ad.people_dn", OPT_STR, "OU=people,DC=example,DC=test", 0, -1,
+     "OU under which user objects are kept (one OU per department below it)."},
+    {"ad.groups_dn", OPT_STR, "OU=groups,DC=example,DC=test", 0, -1,
+     "OU under which managed groups are kept."},
+    {"ad.upn_suffix", OPT_STR, "example.test", 0, -1,
+     "Suffix of userPrincipalName (`uid@suffix`)."},
+    {"ad.tls_verify", OPT_STR, "demand", 0, -1,
+     "Certificate check of the AD connection: demand (verify certificate and host "
+     "name), try, allow, or never (self-signed test domain controllers only)."},
+    {"ad.tls_ca_file", OPT_STR, "", 0, -1,
+     "PEM bundle to verify the domain controller's certificate against; empty: the "
+     "system's."},
+    {"ad.password_file", OPT_STR, "", 0, -1,
+     "Where initial passwords of created users go: one line `employee_id TAB "
+     "sAMAccountName TAB password` each, file mode 0600 (a file others can read is "
+     "refused). Without it the ad sink refuses to create users."},
+    {"ad.password_must_change", OPT_BOOL, "true", 0, -1,
+     "New users must change their initial password at first logon."},
+    {"ad.timeout_ms", OPT_INT, "10000", 100, 600000, "Timeout of each AD operation."},
+    {"sink.ad.target", OPT_STR, "ad", 0, -1,
+     "Target name of the ad sink: names its consumer group, its state and its results."},
+    {"scim.url", OPT_STR, "http://127.0.0.1:18080/v2", 0, -1,
+     "Base URL of the SCIM 2.0 service provider of the scim sink."},
+    {"scim.bearer_token_file", OPT_STR, "", 0, -1,
+     "File holding the SCIM bearer token. The environment variable "
+     "`IDSTREAM_SCIM_BEARER_TOKEN` takes precedence."},
+    {"scim.timeout_ms", OPT_INT, "10000", 100, 600000,
+     "Timeout of each SCIM request, connecting included."},
+    {"scim.ca_file", OPT_STR, "", 0, -1,
+     "PEM bundle to verify the SCIM server's certificate against; empty: the system's."},
+    {"scim.tls_insecure", OPT_BOOL, "false", 0, -1,
+     "Skip TLS certificate and host name checks (self-signed test servers only)."},
+    {"scim.patch", OPT_BOOL, "true", 0, -1,
+     "Use PATCH when the server announces it (else PUT)."},
+    {"scim.bulk", OPT_BOOL, "true", 0, -1, "Use /Bulk when the server announces it."},
+    {"scim.etag", OPT_BOOL, "true", 0, -1,
+     "Send If-Match with the resource's ETag when the server announces ETags."},
+    {"sink.scim.target", OPT_STR, "scim", 0, -1,
+     "Target name of the scim sink: names its consumer group, its state and its "
+     "results."},
     {"kafka.bootstrap.servers", OPT_STR, "127.0.0.1:19092", 0, -1,
      "Kafka brokers. Every `kafka.*` key is passed to librdkafka without the "
      "`kafka.` prefix (see librdkafka's CONFIGURATION.md), e.g. "

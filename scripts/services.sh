@@ -1,24 +1,29 @@
 #!/bin/sh
 # services.sh — start/stop/status of the real local services used by the
 # tests and the demo: a single-node Apache Kafka (KRaft, broker+controller in
-# one JVM) and an OpenLDAP slapd.
+# one JVM), an OpenLDAP slapd and the SCIM 2.0 test peer scim2-server.
 #
-#   sh scripts/services.sh start|stop|status kafka|slapd|all
+#   sh scripts/services.sh start|stop|status kafka|slapd|scim|all
 #
 # Everything lives under ${IDSTREAM_RUN:-<repo>/run}/<service> (data, config,
 # log, PID file).  Only loopback addresses are used.  Ports:
 #   IDSTREAM_KAFKA_PORT       (default 19092)   broker listener
 #   IDSTREAM_KAFKA_CTRL_PORT  (default Kafka port + 1, i.e. 19093)  KRaft controller
 #   IDSTREAM_LDAP_PORT        (default 13890)   slapd ldap://
+#   IDSTREAM_SCIM_PORT        (default 18080)   scim2-server http://127.0.0.1:<port>/v2
 # Kafka jars come from the cache filled by scripts/bootstrap.sh
-# (${IDSTREAM_CACHE:-$HOME/.cache/idstream}/kafka-<version>/libs).
+# (${IDSTREAM_CACHE:-$HOME/.cache/idstream}/kafka-<version>/libs), and so
+# does scim2-server's virtualenv (.../scim2-server-<version>).  The SCIM
+# server's bearer token is generated into <run>/scim/token (mode 0600) on its
+# first start and read from there by the server; it never appears in argv.
 #
 # Invariants: a service is only ever signalled through the PID file in its
 # own run folder, and only if that PID's command line still names that folder
 # (a recycled PID is never killed).  `start` of a running service is a no-op;
 # a stale PID file is removed.  A failed start stops what it started and
-# prints the tail of the service log.  Data is kept across stop/start; delete
-# the run folder for a clean slate.
+# prints the tail of the service log.  Data is kept across stop/start (except
+# scim2-server's, which lives in memory); delete the run folder for a clean
+# slate.
 
 set -eu
 
@@ -30,11 +35,13 @@ CACHE=${IDSTREAM_CACHE:-$HOME/.cache/idstream}
 KAFKA_PORT=${IDSTREAM_KAFKA_PORT:-19092}
 KAFKA_CTRL_PORT=${IDSTREAM_KAFKA_CTRL_PORT:-$((KAFKA_PORT + 1))}
 LDAP_PORT=${IDSTREAM_LDAP_PORT:-13890}
+SCIM_PORT=${IDSTREAM_SCIM_PORT:-18080}
 KAFKA_LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
 # Bounds, in seconds.  A cold JVM on 2 cores needs ~5-10 s to be ready.
 KAFKA_START_TIMEOUT=${IDSTREAM_KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=${IDSTREAM_STOP_TIMEOUT:-30}
 LDAP_START_TIMEOUT=20
+SCIM_START_TIMEOUT=30
 
 LDAP_ADMIN_DN="cn=admin,dc=example,dc=com"
 # Test-only credential of the throwaway directory (olcRootPW in
@@ -333,17 +340,113 @@ slapd_status() {
 	return 3
 }
 
+# ---------------------------------------------------------------- SCIM
+
+CDIR=$RUN/scim
+CPID=$CDIR/scim.pid
+CLOG=$CDIR/scim.log
+CTOKEN=$CDIR/token
+SCIM_VENV=$CACHE/scim2-server-$SCIM2_SERVER_VERSION
+SCIM_URL="http://127.0.0.1:$SCIM_PORT/v2"
+
+# scim2-server only takes its token as --bearer-token TOKEN.  This launcher
+# reads it from the file named by its first argument and hands it to the
+# server's own main() through sys.argv, which Python keeps in its memory: the
+# process command line (ps, /proc/PID/cmdline) shows the file, not the token.
+SCIM_LAUNCHER='import sys
+with open(sys.argv[1]) as f:
+    token = f.read().strip()
+sys.argv = ["scim2-server", "--bearer-token", token] + sys.argv[2:]
+from scim2_server.testserver.cli import main
+main()'
+
+# The same way, the readiness probe reads the token from the file (no curl
+# needed, no token in argv): prints the HTTP status of an authenticated GET,
+# 0 when nothing answers.
+SCIM_PROBE='import sys, urllib.error, urllib.request
+with open(sys.argv[1]) as f:
+    token = f.read().strip()
+req = urllib.request.Request(sys.argv[2], headers={"Authorization": "Bearer " + token})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    print(opener.open(req, timeout=2).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print(0)'
+
+# scim_get PATH: HTTP status of GET $SCIM_URL/PATH with the token.
+scim_get() { "$SCIM_VENV/bin/python3" -c "$SCIM_PROBE" "$CTOKEN" "$SCIM_URL$1"; }
+
+scim_start() {
+	if pid_alive "$CPID" "$CDIR"; then
+		say "scim: already running (pid $(cat "$CPID")) on $SCIM_URL"
+		return 0
+	fi
+	rm -f "$CPID"
+	[ -f "$SCIM_VENV/.complete" ] ||
+		die "scim2-server $SCIM2_SERVER_VERSION missing in $SCIM_VENV; run: sh scripts/bootstrap.sh"
+	if port_busy "$SCIM_PORT"; then
+		die "scim: port $SCIM_PORT on this machine is already in use (another run folder's scim2-server? stop it with IDSTREAM_RUN=<that folder> sh scripts/services.sh stop scim, or set IDSTREAM_SCIM_PORT)"
+	fi
+	mkdir -p "$CDIR"
+	if [ ! -s "$CTOKEN" ]; then
+		(umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CTOKEN")
+	fi
+	_t0=$(now_ms)
+	: >>"$CLOG"
+	printf '=== start %s ===\n' "$(date -u +%FT%TZ)" >>"$CLOG"
+	nohup "$SCIM_VENV/bin/python3" -c "$SCIM_LAUNCHER" "$CTOKEN" \
+		--hostname 127.0.0.1 --port "$SCIM_PORT" \
+		</dev/null >>"$CLOG" 2>&1 &
+	echo $! >"$CPID"
+	_deadline=$(($(date +%s) + SCIM_START_TIMEOUT))
+	while [ "$(scim_get /ServiceProviderConfig)" != 200 ]; do
+		if ! pid_alive "$CPID" "$CDIR"; then
+			rm -f "$CPID"
+			log_tail "$CLOG"
+			die "scim: scim2-server exited during start (log: $CLOG)"
+		fi
+		if [ "$(date +%s)" -ge "$_deadline" ]; then
+			stop_pid scim "$CPID" "$CDIR" >&2
+			log_tail "$CLOG"
+			die "scim: not answering on $SCIM_URL after ${SCIM_START_TIMEOUT}s"
+		fi
+		sleep 0.1
+	done
+	# The discovery endpoint needs no token; this one does.
+	_code=$(scim_get /ResourceTypes)
+	if [ "$_code" != 200 ]; then
+		stop_pid scim "$CPID" "$CDIR" >&2
+		log_tail "$CLOG"
+		die "scim: GET $SCIM_URL/ResourceTypes with the token of $CTOKEN answered $_code, not 200"
+	fi
+	say "scim: scim2-server $SCIM2_SERVER_VERSION ready on $SCIM_URL (pid $(cat "$CPID"), $(($(now_ms) - _t0)) ms), token in $CTOKEN"
+}
+
+scim_stop() { stop_pid scim "$CPID" "$CDIR"; }
+
+scim_status() {
+	if pid_alive "$CPID" "$CDIR"; then
+		_rss=$(awk '/^VmRSS/ {print int($2/1024) " MB"}' "/proc/$(cat "$CPID")/status")
+		say "scim: running (pid $(cat "$CPID"), rss $_rss) on $SCIM_URL, token in $CTOKEN"
+		return 0
+	fi
+	say "scim: stopped"
+	return 3
+}
+
 # ---------------------------------------------------------------- main
 
 usage() {
-	echo "usage: sh scripts/services.sh start|stop|status kafka|slapd|all" >&2
+	echo "usage: sh scripts/services.sh start|stop|status kafka|slapd|scim|all" >&2
 	exit 2
 }
 
 [ $# -eq 2 ] || usage
 case $2 in
-kafka | slapd) SERVICES=$2 ;;
-all) SERVICES="slapd kafka" ;;
+kafka | slapd | scim) SERVICES=$2 ;;
+all) SERVICES="slapd scim kafka" ;;
 *) usage ;;
 esac
 

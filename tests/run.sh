@@ -3,7 +3,7 @@
 #
 #   IDSTREAM_BUILD=build-asan sh tests/run.sh [NAME-SUBSTRING]
 #
-# Starts Kafka and slapd once (scripts/services.sh, run folder
+# Starts Kafka, slapd, scim2-server and a Samba AD DC once (scripts/services.sh, run folder
 # ${IDSTREAM_TEST_RUN:-<repo>/run/test}, wiped first so every run starts
 # from empty services), then runs every unit binary $IDSTREAM_BUILD/tests/test_*
 # and every tests/integration/*.sh (with bash), one at a time.  Test names are
@@ -16,6 +16,9 @@
 # Environment given to each test:
 #   IDSTREAM_TEST_KAFKA     127.0.0.1:<kafka port> (default 19092)
 #   IDSTREAM_TEST_LDAP_URL  ldap://127.0.0.1:<ldap port>/ (default 13890)
+#   IDSTREAM_TEST_SCIM_URL  http://127.0.0.1:<scim port>/v2 (IDSTREAM_SCIM_PORT,
+#                           default 18080, or a free port when that is taken)
+#   IDSTREAM_TEST_SCIM_TOKEN_FILE  the file holding that server's bearer token
 #   IDSTREAM_BIN            absolute path of the idstream binary under test
 #   IDSTREAM_REPO           the repository root (also the working directory)
 #   IDSTREAM_TEST_NAME      the test's name, IDSTREAM_TEST_DIR its empty
@@ -37,6 +40,22 @@ RUN=$IDSTREAM_RUN
 export IDSTREAM_REPO="$REPO"
 export IDSTREAM_TEST_KAFKA="127.0.0.1:${IDSTREAM_KAFKA_PORT:-19092}"
 export IDSTREAM_TEST_LDAP_URL="ldap://127.0.0.1:${IDSTREAM_LDAP_PORT:-13890}/"
+# Suites started before the SCIM server joined them set only the Kafka and
+# LDAP ports: without IDSTREAM_SCIM_PORT, take 18080 when it is free, else a
+# free port in 20000-31000, so two suites never fight over it.
+if [ -z "${IDSTREAM_SCIM_PORT:-}" ]; then
+	IDSTREAM_SCIM_PORT=18080
+	_tries=0
+	while ss -Hltn "sport = :$IDSTREAM_SCIM_PORT" 2>/dev/null | grep -q . &&
+		[ "$_tries" -lt 50 ]; do
+		IDSTREAM_SCIM_PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom) % 11000))
+		_tries=$((_tries + 1))
+	done
+fi
+export IDSTREAM_SCIM_PORT
+export IDSTREAM_TEST_SCIM_URL="http://127.0.0.1:$IDSTREAM_SCIM_PORT/v2"
+# Written by scripts/services.sh when it starts the server.
+export IDSTREAM_TEST_SCIM_TOKEN_FILE="$RUN/scim/token"
 export IDSTREAM_BIN="$BUILD/idstream"
 
 # Sanitizers.  Leak checking stays on: librdkafka 2.0.2 (producer, consumer
@@ -61,6 +80,7 @@ if ! flock -n 8; then
 fi
 
 CUR_PGID=""
+SAMBA_STARTED=""
 cleanup() {
 	if [ -n "$CUR_PGID" ]; then
 		kill -TERM "-$CUR_PGID" 2>/dev/null
@@ -68,6 +88,10 @@ cleanup() {
 	fi
 	sh "$REPO/scripts/services.sh" stop all >/dev/null 2>&1 ||
 		say "tests: stopping the services failed; see $RUN" >&2
+	if [ -n "$SAMBA_STARTED" ]; then
+		sh "$REPO/scripts/samba.sh" stop >/dev/null 2>&1 ||
+			say "tests: stopping the samba AD DC failed; see $RUN/samba" >&2
+	fi
 }
 trap cleanup EXIT
 trap 'say "tests: interrupted"; exit 130' INT TERM HUP
@@ -142,6 +166,15 @@ mkdir -p "$RUN/logs" "$RUN/tests"
 if ! sh "$REPO/scripts/services.sh" start all; then
 	say "tests: could not start the services (run: sh scripts/bootstrap.sh)" >&2
 	exit 1
+fi
+# The Samba AD DC listens on fixed ports (389/636), so only one can run per
+# machine: when it cannot start here, the AD tests fail and say why, the
+# others still run.
+if sh "$REPO/scripts/samba.sh" start; then
+	[ -n "${IDSTREAM_SAMBA_DIR:-}" ] || SAMBA_STARTED=1
+	eval "$(sh "$REPO/scripts/samba.sh" env | sed 's/^/export /')"
+else
+	say "tests: the Samba AD DC did not start; the AD tests will fail" >&2
 fi
 
 for t in "$BUILD"/tests/test_*; do
