@@ -264,7 +264,7 @@ static void sink_count(sink_run_t *s, const sink_result_t *r)
 	bool created = false, disabled = false, enabled = false;
 	for (size_t i = 0; i < r->nops; i++) {
 		const char *op = r->ops[i].op;
-		if (strcmp(op, "add") == 0)
+		if (strcmp(op, "add") == 0 || strcmp(op, "create") == 0)
 			created = true;
 		else if (strcmp(op, "disable") == 0)
 			disabled = true;
@@ -382,7 +382,8 @@ static int sink_apply(sink_run_t *s, const desired_identity_t *d, const void *pa
 		goto out;
 	bool created = false;
 	for (size_t i = 0; i < r.nops; i++) {
-		if (strcmp(r.ops[i].op, "add") == 0) {
+		if (strcmp(r.ops[i].op, "add") == 0 ||
+		    strcmp(r.ops[i].op, "create") == 0) {
 			created = true;
 		} else if (strcmp(r.ops[i].op, "manager_pending") == 0 &&
 		           r.ops[i].new_value != NULL) {

@@ -127,7 +127,9 @@ provision() {
 	_t0=$(now_ms)
 	# Without --adminpass samba-tool picks a random password and prints it;
 	# that line is redacted before it reaches the log, and the password is
-	# replaced below anyway.
+	# replaced below anyway.  RPC endpoints get ports below the kernel's
+	# ephemeral range (32768+): Samba's default 49152+ collides with client
+	# connections in TIME_WAIT and then refuses to start.
 	_rc=0
 	{
 		samba-tool domain provision -s /dev/null --realm="$REALM" --domain="$DOMAIN" \
@@ -138,7 +140,8 @@ provision() {
 			--option="winbindd socket directory=$D/run/winbindd" \
 			--option="ntp signd socket directory=$D/run/ntp_signd" \
 			--option="log file=$D/log/log.%m" \
-			--option="server services=ldap cldap kdc rpc drepl kcc" 2>&1 ||
+			--option="server services=ldap cldap kdc rpc drepl kcc" \
+			--option="rpc server dynamic port range=31100-31199" 2>&1 ||
 			echo "PROVISION-FAILED $?"
 	} | sed 's/\(Admin password:\).*/\1 (redacted; replaced by admin.pw)/' \
 		>"$D/log/provision.log"
