@@ -35,6 +35,7 @@ static const struct {
     {"history", cmd_history, "show an employee's events, versions and operations"},
     {"replay", cmd_replay, "check that replaying hr.events reproduces identity.desired"},
     {"config", cmd_config, "print the effective configuration or its documentation"},
+    {"policy", cmd_policy, "check a Lua identity policy against sample HR records"},
 };
 
 static void usage(FILE *out)
