@@ -33,6 +33,8 @@ static const struct {
     {"sink", cmd_sink, "apply desired identities to a target (ldap)"},
     {"run", cmd_run, "run processor and sinks together in one process"},
     {"history", cmd_history, "show an employee's events, versions and operations"},
+    {"why", cmd_why, "explain each attribute of an account: operation, rule, HR event"},
+    {"as-of", cmd_asof, "the desired identities as they were at a past instant"},
     {"replay", cmd_replay, "check that replaying hr.events reproduces identity.desired"},
     {"config", cmd_config, "print the effective configuration or its documentation"},
     {"policy", cmd_policy, "check a Lua identity policy against sample HR records"},

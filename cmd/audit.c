@@ -1,0 +1,494 @@
+/*
+ * audit.c — the questions people ask about an account:
+ *
+ *   idstream why EMPLOYEE_ID [--target T] [--attr A] [--json]
+ *     For each attribute of the account in target T (and its container,
+ *     groups and lifecycle state): the value, the sink operation that wrote
+ *     it and when, the desired version, the rule and policy version that
+ *     produced it, and the HR event that caused it.
+ *
+ *   idstream as-of TIME [EMPLOYEE_ID] [--json]
+ *     The desired identity (one employee, or everyone) as it was at TIME:
+ *     the newest version whose effective time (the fold's `now`) is not
+ *     after TIME.
+ *
+ * Both read the log itself (see timeline.h and scan.h); nothing is written.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cli.h"
+#include "cmd/scan.h"
+#include "cmd/timeline.h"
+#include "common/hmap.h"
+#include "common/kafka.h"
+#include "schemas/codec.h"
+
+/* Aspects of an account that are not attributes; names as in the causes. */
+#define WHY_STATE     "@state"
+#define WHY_CONTAINER "@container"
+#define WHY_GROUPS    "@groups"
+#define WHY_MANAGER   "@manager_id"
+
+typedef struct why_row {
+	const char *aspect; /* attribute name or an @-aspect */
+	const char *value;
+	const char *group;   /* for @groups rows: the group */
+	const sink_op_t *op; /* the last operation that wrote it (borrowed) */
+	int64_t op_ts;
+	int64_t op_version;
+	const attr_cause_t *cause;
+	const employee_event_t *event;
+} why_row_t;
+
+static const attr_cause_t *why_cause(const desired_identity_t *d, const char *aspect)
+{
+	for (size_t i = 0; i < d->ncauses; i++)
+		if (strcmp(d->causes[i].attribute, aspect) == 0)
+			return &d->causes[i];
+	return NULL;
+}
+
+/* Does op write this aspect of the account? */
+static bool why_op_matches(const sink_op_t *op, const char *aspect, const char *group)
+{
+	const char *a = op->attribute ? op->attribute : "";
+	if (strcmp(aspect, WHY_STATE) == 0)
+		return strcmp(op->op, "disable") == 0 || strcmp(op->op, "enable") == 0 ||
+		       strcmp(op->op, "delete") == 0;
+	if (strcmp(aspect, WHY_GROUPS) == 0)
+		return (strcmp(op->op, "group_add") == 0 ||
+		        strcmp(op->op, "group_remove") == 0) &&
+		       group != NULL && strcmp(a, group) == 0;
+	if (strcmp(aspect, WHY_CONTAINER) == 0)
+		return strcmp(op->op, "modrdn") == 0 || strcmp(op->op, "move") == 0 ||
+		       ((strcmp(op->op, "add") == 0 || strcmp(op->op, "create") == 0) &&
+		        strcmp(a, "dn") == 0);
+	if (strcmp(op->op, "group_add") == 0 || strcmp(op->op, "group_remove") == 0 ||
+	    strncmp(op->op, "create_", 7) == 0 || strcmp(op->op, "delete_group") == 0)
+		return false;
+	return strcmp(a, aspect) == 0;
+}
+
+static void why_fill(const timeline_t *t, const char *target, why_row_t *row,
+                     const desired_identity_t *d)
+{
+	row->cause = why_cause(d, row->aspect);
+	row->event = row->cause ? timeline_find_event(t, row->cause->event_id) : NULL;
+	for (size_t i = 0; i < t->len; i++) {
+		const tl_entry_t *te = &t->items[i];
+		if (te->kind != TL_RESULT || te->unreadable || te->r.target == NULL ||
+		    strcmp(te->r.target, target) != 0)
+			continue;
+		for (size_t k = 0; k < te->r.nops; k++) {
+			if (why_op_matches(&te->r.ops[k], row->aspect, row->group)) {
+				row->op = &te->r.ops[k];
+				row->op_ts = te->ts;
+				row->op_version = te->r.desired_version;
+			}
+		}
+	}
+}
+
+static json_t *jstr(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+static void why_usage(void)
+{
+	printf(
+	    "usage: idstream why EMPLOYEE_ID [--target T] [--attr A] [--json]\n"
+	    "\n"
+	    "Explains the employee's account in target T (default: the ldap sink's\n"
+	    "target): for every attribute, its container, groups and lifecycle state,\n"
+	    "the sink operation that wrote it and when, the desired version, the rule\n"
+	    "and policy version that produced it, and the HR event that caused it.\n"
+	    "\n"
+	    "  --target T  a sink target name (sink.<kind>.target)\n"
+	    "  --attr A    one attribute; also @state, @container, @groups, @manager_id\n"
+	    "  --json      machine-readable output\n");
+}
+
+int cmd_why(cli_t *cli, int argc, char **argv)
+{
+	const char *employee = NULL, *target = NULL, *attr = NULL;
+	bool as_json = false;
+	for (int i = 1; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			why_usage();
+			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--json") == 0) {
+			as_json = true;
+		} else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc) {
+			target = argv[++i];
+		} else if (strcmp(argv[i], "--attr") == 0 && i + 1 < argc) {
+			attr = argv[++i];
+		} else if (argv[i][0] != '-' && employee == NULL) {
+			employee = argv[i];
+		} else {
+			return cli_usage_error("why", "unknown argument \"%s\"", argv[i]);
+		}
+	}
+	if (employee == NULL)
+		return cli_usage_error("why", "missing EMPLOYEE_ID");
+	if (target == NULL)
+		target = id_config_str(cli->cfg, "sink.ldap.target");
+
+	id_err_t err = {0};
+	timeline_t t;
+	why_row_t *rows = NULL;
+	size_t nrows = 0;
+	int rc = CLI_EXIT_OK;
+	if (timeline_load(cli->cfg, employee, &t, &err) != 0) {
+		rc = cli_fail("why", &err);
+		goto out;
+	}
+	/* The version the target has: the newest one its sink applied or found
+	 * already right; without any, the newest desired version. */
+	const desired_identity_t *d = NULL;
+	int64_t applied = -1;
+	for (size_t i = 0; i < t.len; i++) {
+		const tl_entry_t *te = &t.items[i];
+		if (te->kind == TL_RESULT && !te->unreadable && te->r.target != NULL &&
+		    strcmp(te->r.target, target) == 0 &&
+		    (te->r.outcome == SINK_APPLIED || te->r.outcome == SINK_NOOP) &&
+		    te->r.desired_version > applied)
+			applied = te->r.desired_version;
+	}
+	for (size_t i = 0; i < t.len; i++) {
+		const tl_entry_t *te = &t.items[i];
+		if (te->kind != TL_DESIRED || te->unreadable)
+			continue;
+		if (applied >= 0 ? te->d.version == applied
+		                 : (d == NULL || te->d.version > d->version))
+			d = &te->d;
+	}
+	if (d == NULL) {
+		fprintf(stderr, "idstream: why: employee %s has no desired identity\n",
+		        employee);
+		rc = CLI_EXIT_FAIL;
+		goto out;
+	}
+	rows = calloc(d->attributes.len + d->ngroups + 4, sizeof(*rows));
+	if (rows == NULL) {
+		rc = cli_fail("out of memory", NULL);
+		goto out;
+	}
+	rows[nrows++] =
+	    (why_row_t){.aspect = WHY_STATE, .value = lifecycle_state_name(d->state)};
+	rows[nrows++] = (why_row_t){.aspect = WHY_CONTAINER, .value = d->container};
+	if (d->manager_id != NULL)
+		rows[nrows++] =
+		    (why_row_t){.aspect = WHY_MANAGER, .value = d->manager_id};
+	for (size_t i = 0; i < d->attributes.len; i++)
+		rows[nrows++] = (why_row_t){.aspect = d->attributes.items[i].key,
+		                            .value = d->attributes.items[i].value};
+	for (size_t i = 0; i < d->ngroups; i++)
+		rows[nrows++] = (why_row_t){
+		    .aspect = WHY_GROUPS, .value = d->groups[i], .group = d->groups[i]};
+	size_t shown = 0;
+	for (size_t i = 0; i < nrows; i++) {
+		if (attr != NULL && strcmp(rows[i].aspect, attr) != 0)
+			continue;
+		why_fill(&t, target, &rows[i], d);
+		shown++;
+	}
+	if (attr != NULL && shown == 0) {
+		fprintf(stderr,
+		        "idstream: why: employee %s has no attribute \"%s\" in desired "
+		        "v%lld\n",
+		        employee, attr, (long long)d->version);
+		rc = CLI_EXIT_FAIL;
+		goto out;
+	}
+	if (as_json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < nrows; i++) {
+			why_row_t *w = &rows[i];
+			if (attr != NULL && strcmp(w->aspect, attr) != 0)
+				continue;
+			json_t *o = json_pack("{s:s, s:o, s:I, s:o}", "attribute",
+			                      w->aspect, "value", jstr(w->value),
+			                      "desired_version", (json_int_t)d->version,
+			                      "policy_version", jstr(d->policy_version));
+			if (w->op != NULL)
+				json_object_set_new(
+				    o, "written",
+				    json_pack("{s:s, s:o, s:o, s:I, s:I}", "op",
+				              w->op->op, "old", jstr(w->op->old_value),
+				              "new", jstr(w->op->new_value), "at",
+				              (json_int_t)w->op_ts, "desired_version",
+				              (json_int_t)w->op_version));
+			if (w->cause != NULL)
+				json_object_set_new(o, "rule", jstr(w->cause->rule));
+			if (w->event != NULL)
+				json_object_set_new(
+				    o, "hr_event",
+				    json_pack(
+				        "{s:o, s:s, s:o, s:I, s:o, s:o}", "event_id",
+				        jstr(w->event->event_id), "type",
+				        employee_event_type_name(w->event->type),
+				        "source", jstr(w->event->source), "effective_at",
+				        (json_int_t)w->event->effective_at, "actor",
+				        jstr(w->event->actor), "reason",
+				        jstr(w->event->reason)));
+			json_array_append_new(arr, o);
+		}
+		json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		putchar('\n');
+		json_decref(arr);
+		goto out;
+	}
+	printf("employee %s in %s: desired v%lld (%s), policy %s%s\n", employee, target,
+	       (long long)d->version, lifecycle_state_name(d->state),
+	       d->policy_version ? d->policy_version : "-",
+	       applied >= 0 ? "" : " — not applied to this target yet");
+	printf("%-18s %-32s %-44s %-20s %s\n", "ATTRIBUTE", "VALUE", "WRITTEN", "RULE",
+	       "HR EVENT");
+	for (size_t i = 0; i < nrows; i++) {
+		why_row_t *w = &rows[i];
+		if (attr != NULL && strcmp(w->aspect, attr) != 0)
+			continue;
+		char written[128] = "-", ev[256] = "-", when[64];
+		if (w->op != NULL) {
+			timeline_fmt_time(w->op_ts, when, sizeof(when));
+			snprintf(written, sizeof(written), "%s v%lld %s", w->op->op,
+			         (long long)w->op_version, when);
+		}
+		if (w->event != NULL) {
+			timeline_fmt_time(w->event->effective_at, when, sizeof(when));
+			snprintf(ev, sizeof(ev), "%s effective %s via %s (%s) %.12s",
+			         employee_event_type_name(w->event->type), when,
+			         w->event->source,
+			         w->event->actor ? w->event->actor : "-",
+			         w->event->event_id);
+		} else if (w->cause != NULL && w->cause->event_id != NULL) {
+			snprintf(ev, sizeof(ev), "event %.12s (not in hr.events)",
+			         w->cause->event_id);
+		}
+		printf("%-18s %-32.32s %-44s %-20s %s\n",
+		       strcmp(w->aspect, WHY_GROUPS) == 0 ? "@group" : w->aspect,
+		       w->value ? w->value : "-", written,
+		       w->cause && w->cause->rule ? w->cause->rule : "-", ev);
+	}
+out:
+	free(rows);
+	timeline_fini(&t);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ as-of */
+
+typedef struct asof {
+	codec_t *codec;
+	int64_t at;
+	id_hmap_t latest; /* employee id → desired_identity_t* */
+	long unreadable;
+} asof_t;
+
+static int asof_keep(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
+{
+	asof_t *a = opaque;
+	desired_identity_t d;
+	desired_identity_init(&d);
+	if (codec_decode_desired(a->codec, m->payload, m->len, &d, NULL) != 0) {
+		a->unreadable++;
+		return 0;
+	}
+	if (d.effective_at > a->at) {
+		desired_identity_fini(&d);
+		return 0;
+	}
+	desired_identity_t *cur = id_hmap_get(&a->latest, d.employee_id);
+	if (cur != NULL && cur->version >= d.version) {
+		desired_identity_fini(&d);
+		return 0;
+	}
+	if (cur == NULL) {
+		if ((cur = malloc(sizeof(*cur))) == NULL ||
+		    id_hmap_put(&a->latest, d.employee_id, cur) != 0) {
+			free(cur);
+			desired_identity_fini(&d);
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
+		desired_identity_init(cur);
+	}
+	desired_identity_fini(cur);
+	*cur = d; /* moves d's memory into the map */
+	return 0;
+}
+
+static json_t *asof_json(const desired_identity_t *d)
+{
+	json_t *attrs = json_object(), *groups = json_array();
+	for (size_t i = 0; i < d->attributes.len; i++)
+		json_object_set_new(attrs, d->attributes.items[i].key,
+		                    jstr(d->attributes.items[i].value));
+	for (size_t i = 0; i < d->ngroups; i++)
+		json_array_append_new(groups, json_string(d->groups[i]));
+	return json_pack("{s:s, s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "employee_id",
+	                 d->employee_id, "version", (json_int_t)d->version, "state",
+	                 lifecycle_state_name(d->state), "container", jstr(d->container),
+	                 "manager_id", jstr(d->manager_id), "policy_version",
+	                 jstr(d->policy_version), "attributes", attrs, "groups", groups,
+	                 "effective_at", (json_int_t)d->effective_at);
+}
+
+static void asof_print(const desired_identity_t *d)
+{
+	char when[64];
+	timeline_fmt_time(d->effective_at, when, sizeof(when));
+	printf("%s v%lld %s (effective %s, policy %s)\n", d->employee_id,
+	       (long long)d->version, lifecycle_state_name(d->state), when,
+	       d->policy_version ? d->policy_version : "-");
+	printf("  container   %s\n", d->container ? d->container : "-");
+	printf("  groups     ");
+	for (size_t i = 0; i < d->ngroups; i++)
+		printf(" %s", d->groups[i]);
+	printf("\n");
+	for (size_t i = 0; i < d->attributes.len; i++)
+		printf("  %-11s %s\n", d->attributes.items[i].key,
+		       d->attributes.items[i].value ? d->attributes.items[i].value : "");
+}
+
+static int cmp_desired_ptr(const void *x, const void *y)
+{
+	const desired_identity_t *a = *(desired_identity_t *const *)x;
+	const desired_identity_t *b = *(desired_identity_t *const *)y;
+	return strcmp(a->employee_id, b->employee_id);
+}
+
+static void asof_usage(void)
+{
+	printf(
+	    "usage: idstream as-of TIME [EMPLOYEE_ID] [--json]\n"
+	    "\n"
+	    "The desired identity of one employee, or of everyone, as it was at TIME:\n"
+	    "the newest version whose effective time is not after TIME. TIME is\n"
+	    "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.mmm]Z (UTC) or milliseconds since 1970.\n"
+	    "\n"
+	    "  --json   machine-readable output\n");
+}
+
+int cmd_asof(cli_t *cli, int argc, char **argv)
+{
+	const char *when = NULL, *employee = NULL;
+	bool as_json = false;
+	for (int i = 1; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			asof_usage();
+			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--json") == 0) {
+			as_json = true;
+		} else if (argv[i][0] != '-' && when == NULL) {
+			when = argv[i];
+		} else if (argv[i][0] != '-' && employee == NULL) {
+			employee = argv[i];
+		} else {
+			return cli_usage_error("as-of", "unknown argument \"%s\"",
+			                       argv[i]);
+		}
+	}
+	if (when == NULL)
+		return cli_usage_error("as-of", "missing TIME");
+	asof_t a = {.at = 0};
+	if (timeline_parse_time(when, &a.at) != 0)
+		return cli_usage_error("as-of", "cannot read TIME \"%s\"", when);
+
+	id_err_t err = {0};
+	int rc = CLI_EXIT_OK;
+	rd_kafka_t *rk = NULL;
+	desired_identity_t **list = NULL;
+	size_t n = 0;
+	id_hmap_init(&a.latest);
+	if (employee != NULL) {
+		/* One employee: their partition only. */
+		timeline_t t;
+		if (timeline_load(cli->cfg, employee, &t, &err) != 0) {
+			timeline_fini(&t);
+			rc = cli_fail("as-of", &err);
+			goto out;
+		}
+		const desired_identity_t *best = NULL;
+		for (size_t i = 0; i < t.len; i++) {
+			const tl_entry_t *te = &t.items[i];
+			if (te->kind == TL_DESIRED && !te->unreadable &&
+			    te->d.effective_at <= a.at &&
+			    (best == NULL || te->d.version > best->version))
+				best = &te->d;
+		}
+		if (best == NULL) {
+			if (as_json)
+				printf("null\n");
+			else
+				printf("employee %s had no identity at %s\n", employee,
+				       when);
+		} else if (as_json) {
+			json_t *o = asof_json(best);
+			json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+			putchar('\n');
+			json_decref(o);
+		} else {
+			asof_print(best);
+		}
+		timeline_fini(&t);
+		goto out;
+	}
+	char topic[256];
+	int32_t nparts = 0;
+	long total = 0;
+	id_config_topic(cli->cfg, "identity.desired", topic, sizeof(topic));
+	if ((a.codec = codec_create(&err)) == NULL ||
+	    (rk = id_kafka_consumer_create(cli->cfg, "idstream-as-of", NULL, NULL, NULL,
+	                                   &err)) == NULL ||
+	    id_kafka_partition_count(rk, topic, &nparts, &err) != 0 ||
+	    scan_topic(rk, topic, nparts, asof_keep, &a, &total, &err) != 0) {
+		rc = cli_fail("as-of", &err);
+		goto out;
+	}
+	list = malloc((a.latest.len ? a.latest.len : 1) * sizeof(*list));
+	for (size_t i = 0; list != NULL && i < a.latest.cap; i++)
+		if (a.latest.slots[i].key != NULL)
+			list[n++] = a.latest.slots[i].value;
+	if (list == NULL) {
+		rc = cli_fail("out of memory", NULL);
+		goto out;
+	}
+	qsort(list, n, sizeof(*list), cmp_desired_ptr);
+	if (as_json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(arr, asof_json(list[i]));
+		json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		putchar('\n');
+		json_decref(arr);
+	} else {
+		printf("%-12s %-8s %-10s %-20s %s\n", "EMPLOYEE", "VERSION", "STATE",
+		       "UID", "CONTAINER");
+		for (size_t i = 0; i < n; i++) {
+			const char *uid = id_attrs_get(&list[i]->attributes, "uid");
+			printf("%-12s v%-7lld %-10s %-20s %s\n", list[i]->employee_id,
+			       (long long)list[i]->version,
+			       lifecycle_state_name(list[i]->state), uid ? uid : "-",
+			       list[i]->container ? list[i]->container : "-");
+		}
+		printf("%zu employees at %s (%ld desired versions read)\n", n, when,
+		       total);
+	}
+out:
+	free(list);
+	for (size_t i = 0; i < a.latest.cap; i++) {
+		desired_identity_t *d = a.latest.slots[i].value;
+		if (a.latest.slots[i].key != NULL && d != NULL) {
+			desired_identity_fini(d);
+			free(d);
+		}
+	}
+	id_hmap_fini(&a.latest);
+	codec_destroy(a.codec);
+	id_kafka_destroy(rk);
+	return rc;
+}

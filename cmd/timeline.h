@@ -1,0 +1,60 @@
+/*
+ * timeline.h — everything the pipeline recorded about one employee, decoded
+ * and in order: HR events, desired identity versions and sink results.
+ * Shared by `history`, `why` and `as-of`.
+ *
+ * All three topics are keyed by employee id with Kafka's murmur2
+ * partitioner, so only the one partition of each topic that can hold the
+ * employee is read (from its start to its current end).  Entries are
+ * ordered by their Kafka timestamps (log append time), ties by topic then
+ * offset.
+ *
+ * Ownership: timeline_fini() frees every entry.
+ */
+#ifndef IDSTREAM_TIMELINE_H
+#define IDSTREAM_TIMELINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/err.h"
+#include "schemas/model.h"
+
+typedef enum { TL_EVENT = 0, TL_DESIRED = 1, TL_RESULT = 2 } tl_kind_t;
+
+typedef struct tl_entry {
+	int64_t ts; /* Kafka timestamp, ms */
+	tl_kind_t kind;
+	int32_t partition;
+	int64_t offset;
+	bool unreadable; /* error holds why; the structs are empty */
+	char *error;
+	employee_event_t ev;  /* kind TL_EVENT */
+	desired_identity_t d; /* kind TL_DESIRED */
+	sink_result_t r;      /* kind TL_RESULT */
+} tl_entry_t;
+
+typedef struct timeline {
+	tl_entry_t *items;
+	size_t len, cap;
+} timeline_t;
+
+/* Topic suffix of a kind: "hr.events", "identity.desired", "sink.results". */
+const char *timeline_topic_suffix(tl_kind_t kind);
+
+/* Loads employee's timeline.  0, or an ID_E* error (e.g. a missing topic). */
+int timeline_load(const id_config_t *cfg, const char *employee, timeline_t *out,
+                  id_err_t *err);
+void timeline_fini(timeline_t *t);
+
+/* The HR event with this event id, or NULL. */
+const employee_event_t *timeline_find_event(const timeline_t *t, const char *event_id);
+
+/* "2026-11-25T19:26:34.016Z" */
+void timeline_fmt_time(int64_t ms, char *out, size_t n);
+/* Parses "2026-11-25", "2026-11-25T10:00:00Z" (UTC; fractions allowed) or
+ * milliseconds since the epoch.  0 or ID_EINVALID. */
+int timeline_parse_time(const char *s, int64_t *ms);
+
+#endif
