@@ -1,0 +1,12 @@
+/*
+ * fuzz_webhook_gusto.c — libFuzzer target: the gusto webhook signature check and
+ * parser on arbitrary bytes (see fuzz_webhook.h).  Built and run by `make fuzz`.
+ */
+#include "tests/fuzz/fuzz_webhook.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	return fuzz_webhook_one(WEBHOOK_GUSTO, data, size);
+}
