@@ -28,7 +28,7 @@ static const struct {
 	const char *summary;
 } commands[] = {
     {"topics", cmd_topics, "create the deployment's Kafka topics"},
-    {"ingest", cmd_ingest, "publish HR changes (from an export file) to hr.events"},
+    {"ingest", cmd_ingest, "publish HR changes (export files, signed webhooks) to hr.events"},
     {"process", cmd_process, "fold HR events into desired identities"},
     {"sink", cmd_sink, "apply desired identities to a target (ldap)"},
     {"run", cmd_run, "run processor and sinks together in one process"},
