@@ -34,6 +34,7 @@ int cmd_sink(cli_t *cli, int argc, char **argv);
 int cmd_run(cli_t *cli, int argc, char **argv);
 int cmd_history(cli_t *cli, int argc, char **argv);
 int cmd_replay(cli_t *cli, int argc, char **argv);
+int cmd_plan(cli_t *cli, int argc, char **argv);
 int cmd_why(cli_t *cli, int argc, char **argv);
 int cmd_asof(cli_t *cli, int argc, char **argv);
 int cmd_config(cli_t *cli, int argc, char **argv);
