@@ -17,6 +17,10 @@
 # server's bearer token is generated into <run>/scim/token (mode 0600) on its
 # first start and read from there by the server; it never appears in argv.
 #
+# Services run in sessions of their own (setsid), so a test that restarts
+# one does not take it down when the test runner ends the test's process
+# group.
+#
 # Invariants: a service is only ever signalled through the PID file in its
 # own run folder, and only if that PID's command line still names that folder
 # (a recycled PID is never killed).  `start` of a running service is a no-op;
@@ -215,7 +219,7 @@ kafka_start() {
 	printf '=== start %s ===\n' "$(date -u +%FT%TZ)" >>"$KLOG"
 	# -Xmx bounds the broker on small machines; G1 with short pauses like
 	# Kafka's own start scripts.
-	nohup java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+	nohup setsid java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
 		-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
 		${IDSTREAM_KAFKA_JAVA_OPTS:-} -Djava.awt.headless=true \
 		-Dlog4j2.configurationFile="$KDIR/log4j2.properties" \
@@ -297,7 +301,7 @@ slapd_start() {
 	: >>"$SLOG"
 	printf '=== start %s ===\n' "$(date -u +%FT%TZ)" >>"$SLOG"
 	# -d 0 keeps slapd in the foreground (so $! is its PID) with no debug output.
-	nohup /usr/sbin/slapd -d 0 -h "$_urls" -F "$SDIR/slapd.d" \
+	nohup setsid /usr/sbin/slapd -d 0 -h "$_urls" -F "$SDIR/slapd.d" \
 		</dev/null >>"$SLOG" 2>&1 &
 	echo $! >"$SPID"
 	_deadline=$(($(date +%s) + LDAP_START_TIMEOUT))
@@ -396,7 +400,7 @@ scim_start() {
 	_t0=$(now_ms)
 	: >>"$CLOG"
 	printf '=== start %s ===\n' "$(date -u +%FT%TZ)" >>"$CLOG"
-	nohup "$SCIM_VENV/bin/python3" -c "$SCIM_LAUNCHER" "$CTOKEN" \
+	nohup setsid "$SCIM_VENV/bin/python3" -c "$SCIM_LAUNCHER" "$CTOKEN" \
 		--hostname 127.0.0.1 --port "$SCIM_PORT" \
 		</dev/null >>"$CLOG" 2>&1 &
 	echo $! >"$CPID"
