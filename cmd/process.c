@@ -78,6 +78,13 @@ typedef struct proc {
 	struct timespec txn_started;
 	id_kafka_delivery_t delivery;
 	processor_stats_t *stats;
+	/* Reused for every event / commit, so the hot path allocates none of
+	 * them: the decoded event, the stored record's bytes, the records
+	 * encoded for the WriteBatch, and the WriteBatch itself. */
+	employee_event_t ev;
+	id_buf_t stored;
+	id_buf_t val;
+	state_batch_t *batch;
 	id_buf_t buf;
 	int fatal; /* set when the loop must stop with an error */
 	id_err_t fatal_err;
@@ -95,6 +102,70 @@ static void key_offset(unsigned char k[5], int32_t partition)
 {
 	k[0] = 'O';
 	state_be32_put(k + 1, (uint32_t)partition);
+}
+
+/*
+ * librdkafka settings the processor's throughput and memory bound rest on,
+ * used unless the deployment sets the key itself (kafka.<key>).
+ *
+ * Consumer: prefetch is bounded to 8 MB, fetched in requests of up to 4 MB
+ * (librdkafka's defaults, a 64 MB queue and 50 MB fetches, would keep up to
+ * ~100 MB of fetched messages resident; the fold, not the fetch, is what
+ * limits the rate).
+ * Producer: desired identities are batched per partition for up to 20 ms or
+ * 10,000 messages and compressed with LZ4 (Avro records of mostly repeated
+ * names and rules shrink several times, which the broker writes and every
+ * sink reads).  A transaction is bounded by processor.batch_max, so the
+ * producer queue is too.
+ */
+static const char *const proc_consumer_kafka[][2] = {
+    {"queued.max.messages.kbytes", "8192"},
+    {"fetch.max.bytes", "4194304"},
+    {"fetch.wait.max.ms", "100"},
+};
+static const char *const proc_producer_kafka[][2] = {
+    {"linger.ms", "20"},
+    {"batch.num.messages", "10000"},
+    {"batch.size", "4194304"},
+    {"compression.type", "lz4"},
+};
+
+/*
+ * A configuration holding cfg's kafka.* settings plus the processor's
+ * defaults above for keys cfg leaves unset, so each client gets its own
+ * settings (a consumer property on a producer only makes librdkafka warn).
+ * Only kafka.* is copied: that is all id_kafka_*_create() read.
+ * Ownership: caller frees with id_config_destroy(); NULL with err set.
+ */
+static id_config_t *proc_kafka_config(const id_config_t *cfg,
+                                      const char *const (*defs)[2], size_t ndefs,
+                                      id_err_t *err)
+{
+	id_config_t *c = id_config_create();
+	const id_attrs_t *user = id_config_kafka(cfg);
+	char key[300];
+	if (c == NULL) {
+		id_err_set(err, ID_ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < user->len; i++) {
+		snprintf(key, sizeof(key), "kafka.%s", user->items[i].key);
+		if (id_config_set(c, key,
+		                  user->items[i].value ? user->items[i].value : "",
+		                  err) != 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < ndefs; i++) {
+		if (id_attrs_has(user, defs[i][0]))
+			continue;
+		snprintf(key, sizeof(key), "kafka.%s", defs[i][0]);
+		if (id_config_set(c, key, defs[i][1], err) != 0)
+			goto fail;
+	}
+	return c;
+fail:
+	id_config_destroy(c);
+	return NULL;
 }
 
 static employee_record_t *rec_new(void)
@@ -151,21 +222,16 @@ static int proc_load(proc_t *p, int32_t partition, const char *employee_id,
 		*in_overlay = true;
 		return 0;
 	}
-	void *v = NULL;
-	size_t vl = 0;
 	if (key_record(&p->buf, partition, employee_id) != 0)
 		return id_err_set(err, ID_ENOMEM, "out of memory");
-	int rc = state_store_get(p->db, p->buf.data, p->buf.len, &v, &vl, err);
+	int rc = state_store_get_buf(p->db, p->buf.data, p->buf.len, &p->stored, err);
 	if (rc != 0 && rc != ID_ENOTFOUND)
 		return rc;
-	if ((*out = rec_new()) == NULL) {
-		free(v);
+	if ((*out = rec_new()) == NULL)
 		return id_err_set(err, ID_ENOMEM, "out of memory");
-	}
 	if (rc == ID_ENOTFOUND)
 		return 0;
-	rc = employee_record_decode(*out, v, vl, err);
-	free(v);
+	rc = employee_record_decode(*out, p->stored.data, p->stored.len, err);
 	if (rc != 0) {
 		rec_free(*out);
 		*out = NULL;
@@ -207,21 +273,19 @@ static void proc_overlay_drop(proc_t *p)
 static int proc_persist(proc_t *p, id_err_t *err)
 {
 	int rc = 0;
-	state_batch_t *b = state_batch_create();
-	id_buf_t val = ID_BUF_INIT;
-	if (b == NULL)
-		return id_err_set(err, ID_ENOMEM, "out of memory");
+	state_batch_t *b = p->batch;
+	id_buf_t *val = &p->val;
 	for (size_t i = 0; i < p->overlay.cap; i++) {
 		proc_overlay_rec_t *o = p->overlay.slots[i].value;
 		if (p->overlay.slots[i].key == NULL)
 			continue;
-		id_buf_reset(&val);
-		if ((rc = employee_record_encode(o->rec, &val, err)) != 0)
+		id_buf_reset(val);
+		if ((rc = employee_record_encode(o->rec, val, err)) != 0)
 			goto out;
 		if ((rc = key_record(&p->buf, o->partition, p->overlay.slots[i].key)) !=
 		    0)
 			goto out;
-		state_batch_put(b, p->buf.data, p->buf.len, val.data, val.len);
+		state_batch_put(b, p->buf.data, p->buf.len, val->data, val->len);
 	}
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
 		proc_partition_t *pp = &p->parts[i];
@@ -232,15 +296,17 @@ static int proc_persist(proc_t *p, id_err_t *err)
 		state_be64_put(v, (uint64_t)pp->next_offset);
 		state_batch_put(b, k, 5, v, 8);
 	}
-	if ((rc = state_batch_write(p->db, b, false, err)) != 0)
+	/* No write-ahead log: after a crash the store is as of an earlier
+	 * batch — records and offsets together — and the events since are
+	 * replayed without output, like any state behind Kafka's offsets. */
+	if ((rc = state_batch_write_unlogged(p->db, b, err)) != 0)
 		goto out;
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
 		if (p->parts[i].assigned && p->parts[i].next_offset >= 0)
 			p->parts[i].stored = p->parts[i].next_offset;
 	proc_overlay_drop(p);
 out:
-	id_buf_fini(&val);
-	state_batch_destroy(b);
+	state_batch_clear(b);
 	return rc;
 }
 
@@ -414,16 +480,13 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 /* Folds one event; produces the new desired version unless replaying. */
 static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_err_t *err)
 {
-	employee_event_t ev;
-	desired_identity_t d;
+	employee_event_t *ev = &p->ev;
 	employee_record_t *rec = NULL;
 	bool in_overlay = false, emitted = false;
 	int rc = 0;
-	employee_event_init(&ev);
-	desired_identity_init(&d);
 
 	id_err_t derr = {0};
-	if (codec_decode_event(p->codec, m->payload, m->len, &ev, &derr) != 0) {
+	if (codec_decode_event(p->codec, m->payload, m->len, ev, &derr) != 0) {
 		/* A record that cannot be read is refused loudly; it produces no
 		 * identity, and the offset moves on so one bad record cannot stop
 		 * every employee of the partition. */
@@ -434,29 +497,30 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		p->stats->rejected++;
 		goto out;
 	}
-	if ((rc = proc_load(p, m->partition, ev.employee_id, &rec, &in_overlay, err)) !=
+	if ((rc = proc_load(p, m->partition, ev->employee_id, &rec, &in_overlay, err)) !=
 	    0)
 		goto out;
 	id_err_t ferr = {0};
-	int frc = fold_apply(rec, &ev, p->mapping, &d, &emitted, &ferr);
+	/* No copy of the new version: it is encoded from rec->last. */
+	int frc = fold_apply(rec, ev, p->mapping, NULL, &emitted, &ferr);
 	if (frc == ID_ENOMEM) {
 		if (!in_overlay)
 			rec_free(rec);
 		rc = id_err_set(err, ID_ENOMEM, "out of memory folding %s",
-		                ev.employee_id);
+		                ev->employee_id);
 		goto out;
 	}
 	/* On other fold errors the record holds whatever facts the fold could
 	 * absorb (see fold.h); it is kept, and the event is reported. */
 	if (!in_overlay &&
-	    (rc = proc_overlay_keep(p, m->partition, rec, ev.employee_id)) != 0) {
+	    (rc = proc_overlay_keep(p, m->partition, rec, ev->employee_id)) != 0) {
 		rec_free(rec);
 		id_err_set(err, rc, "out of memory");
 		goto out;
 	}
 	if (frc != 0) {
 		id_log_kv(ID_LOG_ERROR, "processor", "event refused by the fold",
-		          "employee", ev.employee_id, "event_id", ev.event_id, "error",
+		          "employee", ev->employee_id, "event_id", ev->event_id, "error",
 		          ferr.msg, NULL);
 		p->stats->rejected++;
 		goto out;
@@ -468,12 +532,12 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 	p->stats->events++;
 	if (emitted) {
 		id_buf_reset(&p->buf);
-		if ((rc = codec_encode_desired(p->codec, &d, &p->buf, err)) != 0)
+		if ((rc = codec_encode_desired(p->codec, &rec->last, &p->buf, err)) != 0)
 			goto out;
 		p->delivery.pending++;
 		rd_kafka_resp_err_t e = rd_kafka_producev(
 		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
-		    RD_KAFKA_V_KEY(ev.employee_id, strlen(ev.employee_id)),
+		    RD_KAFKA_V_KEY(ev->employee_id, strlen(ev->employee_id)),
 		    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
 		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 		    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
@@ -481,7 +545,7 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 			rd_kafka_poll(p->producer, 100);
 			e = rd_kafka_producev(
 			    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
-			    RD_KAFKA_V_KEY(ev.employee_id, strlen(ev.employee_id)),
+			    RD_KAFKA_V_KEY(ev->employee_id, strlen(ev->employee_id)),
 			    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
 			    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 			    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
@@ -494,8 +558,6 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		p->stats->emitted++;
 	}
 out:
-	desired_identity_fini(&d);
-	employee_event_fini(&ev);
 	return rc;
 }
 
@@ -557,6 +619,7 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
                    stage_sync_t *sync, id_err_t *err)
 {
 	proc_t *p = calloc(1, sizeof(*p));
+	id_config_t *pcfg = NULL, *ccfg = NULL;
 	int rc = 0;
 	char path[1024], group[300], txid[300];
 	if (p == NULL)
@@ -565,6 +628,13 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	p->stats = stats;
 	id_hmap_init(&p->overlay);
 	id_buf_init(&p->buf);
+	id_buf_init(&p->stored);
+	id_buf_init(&p->val);
+	employee_event_init(&p->ev);
+	if ((p->batch = state_batch_create()) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
 	if (sync != NULL) {
 		/* Delivery reports tell `run` how far the sink must read. */
 		p->delivery.next_offsets = sync->desired_next;
@@ -580,8 +650,11 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	         id_config_str(cfg, "processor.instance_id"));
 	long batch_max = (long)id_config_int(cfg, "processor.batch_max");
 	double batch_ms = (double)id_config_int(cfg, "processor.batch_ms");
+	/* Two memtables of 16 MB: a transaction's records (a few KB each) fit
+	 * in one, so writing them does not wait for the flush of the last. */
+	state_store_opts_t store_opts = {NULL, 0, (size_t)32 << 20};
 
-	if ((rc = state_store_open(path, NULL, &p->db, err)) != 0)
+	if ((rc = state_store_open(path, &store_opts, &p->db, err)) != 0)
 		goto out;
 	if ((p->codec = codec_create(err)) == NULL) {
 		rc = err ? err->code : ID_ENOMEM;
@@ -593,12 +666,23 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
 	}
-	if ((p->producer = id_kafka_producer_create(cfg, "idstream-processor", txid,
+	if ((pcfg = proc_kafka_config(
+	         cfg, proc_producer_kafka,
+	         sizeof(proc_producer_kafka) / sizeof(proc_producer_kafka[0]), err)) ==
+	        NULL ||
+	    (ccfg = proc_kafka_config(
+	         cfg, proc_consumer_kafka,
+	         sizeof(proc_consumer_kafka) / sizeof(proc_consumer_kafka[0]), err)) ==
+	        NULL) {
+		rc = err ? err->code : ID_ENOMEM;
+		goto out;
+	}
+	if ((p->producer = id_kafka_producer_create(pcfg, "idstream-processor", txid,
 	                                            err)) == NULL) {
 		rc = err ? err->code : ID_EKAFKA;
 		goto out;
 	}
-	p->consumer = id_kafka_consumer_create(cfg, "idstream-processor", group,
+	p->consumer = id_kafka_consumer_create(ccfg, "idstream-processor", group,
 	                                       proc_rebalance, p, err);
 	if (p->consumer == NULL) {
 		rc = err ? err->code : ID_EKAFKA;
@@ -627,9 +711,12 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 			if (rc != 0)
 				goto out;
 		}
-		/* Commit when the batch is full, old enough, or input is idle. */
+		/* Commit when the batch is full, old enough, or input is idle.
+		 * The clock is read every 64 events (well under a millisecond
+		 * apart) and whenever the poll came back empty. */
 		if (p->txn_open && (p->txn_events >= batch_max ||
-		                    elapsed_ms(&p->txn_started) >= batch_ms ||
+		                    ((m == NULL || (p->txn_events & 63) == 0) &&
+		                     elapsed_ms(&p->txn_started) >= batch_ms) ||
 		                    (m == NULL && proc_caught_up(p)))) {
 			if ((rc = proc_commit(p, err)) != 0)
 				goto out;
@@ -660,7 +747,13 @@ out:
 	codec_destroy(p->codec);
 	proc_overlay_drop(p);
 	id_hmap_fini(&p->overlay);
+	state_batch_destroy(p->batch);
 	state_store_close(p->db);
+	id_config_destroy(pcfg);
+	id_config_destroy(ccfg);
+	employee_event_fini(&p->ev);
+	id_buf_fini(&p->stored);
+	id_buf_fini(&p->val);
 	id_buf_fini(&p->buf);
 	free(p);
 	return rc;

@@ -228,7 +228,7 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 	d.version = rec->last.version + 1;
 	if ((d.cause_event_id = strdup(ev->event_id)) == NULL ||
 	    resolve_causes(rec, &trace, ev, &d) != 0 ||
-	    desired_identity_copy(out, &d) != 0)
+	    (out != NULL && desired_identity_copy(out, &d) != 0))
 		goto nomem;
 	/* Move d into the record: no second copy. */
 	desired_identity_fini(&rec->last);

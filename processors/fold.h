@@ -45,7 +45,8 @@
  * cause_event_id = ev->event_id, effective_at = ev->effective_at, causes with
  * the id of the event that last changed an HR attribute each output derives
  * from — rec->last holds the same, and *emitted is true.  Otherwise *emitted
- * is false and *out is left as it was.
+ * is false and *out is left as it was.  out may be NULL: no copy is made and
+ * the new version is read from rec->last (the processor's hot path).
  *
  * Errors, and what they leave in rec (persist rec after every return except
  * ID_ENOMEM):

@@ -309,6 +309,53 @@ static int end_str(id_buf_t *b, size_t *start, size_t *off)
 	return 0;
 }
 
+/*
+ * Fills out's attributes and causes (rule names, event ids NULL) from the
+ * values of the rules that apply (val[i] != NULL).  Each array is allocated
+ * once at its final size and filled in ascending name order by walking the
+ * rules backwards (they are in descending order, checked at creation), so
+ * nothing is searched or shifted: this runs once per event.  out's arrays
+ * are empty on entry (mapping_apply_traced() reset it).
+ */
+static int default_fill(desired_identity_t *out, const char *const *val)
+{
+	size_t nattrs = 0, ncauses = 0;
+	for (size_t i = 0; i < R_COUNT; i++) {
+		if (val[i] == NULL)
+			continue;
+		ncauses++;
+		if (rules[i].output[0] != '@')
+			nattrs++;
+	}
+	id_attrs_t *a = &out->attributes;
+	if ((nattrs > 0 && (a->items = malloc(nattrs * sizeof(*a->items))) == NULL) ||
+	    (ncauses > 0 &&
+	     (out->causes = malloc(ncauses * sizeof(*out->causes))) == NULL))
+		return ID_ENOMEM;
+	a->cap = nattrs;
+	for (size_t i = R_COUNT; i-- > 0;) {
+		const struct default_rule *r = &rules[i];
+		if (val[i] == NULL)
+			continue;
+		if (r->output[0] != '@') {
+			id_kv_t *kv = &a->items[a->len];
+			kv->value = NULL;
+			if ((kv->key = strdup(r->output)) == NULL)
+				return ID_ENOMEM;
+			a->len++;
+			if ((kv->value = strdup(val[i])) == NULL)
+				return ID_ENOMEM;
+		}
+		attr_cause_t *c = &out->causes[out->ncauses];
+		memset(c, 0, sizeof(*c));
+		out->ncauses++;
+		if ((c->attribute = strdup(r->output)) == NULL ||
+		    (c->rule = strdup(r->rule)) == NULL)
+			return ID_ENOMEM;
+	}
+	return 0;
+}
+
 static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
                          desired_identity_t *out, mapping_trace_t *trace, id_err_t *err)
 {
@@ -392,24 +439,24 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 	val[R_GROUPS] = "";
 	val[R_STATE] = "";
 
-	for (size_t i = 0; i < R_COUNT; i++) {
-		const struct default_rule *r = &rules[i];
-		if (val[i] == NULL)
-			continue;
-		if ((r->output[0] != '@' &&
-		     id_attrs_set(&out->attributes, r->output, val[i])) ||
-		    desired_identity_set_cause(out, r->output, NULL, r->rule) != 0 ||
-		    (trace != NULL && mapping_trace_add(trace, r->output, r->src) != 0))
+	if ((rc = default_fill(out, val)) != 0)
+		goto nomem;
+	for (size_t i = 0; trace != NULL && i < R_COUNT; i++)
+		if (val[i] != NULL &&
+		    mapping_trace_add(trace, rules[i].output, rules[i].src) != 0)
 			goto nomem;
-	}
 	if ((out->container = strdup(s + off_ou)) == NULL ||
 	    (val[R_MANAGER] != NULL &&
 	     (out->manager_id = strdup(val[R_MANAGER])) == NULL))
 		goto nomem;
-	if (state == LC_ACTIVE &&
-	    (desired_identity_add_group(out, "staff") != 0 ||
-	     (has_dept_group && desired_identity_add_group(out, s + off_dept) != 0)))
-		goto nomem;
+	/* "dept-…" sorts before "staff": both appended in order. */
+	if (state == LC_ACTIVE) {
+		if ((out->groups = malloc(2 * sizeof(*out->groups))) == NULL ||
+		    (has_dept_group &&
+		     (out->groups[out->ngroups++] = strdup(s + off_dept)) == NULL) ||
+		    (out->groups[out->ngroups++] = strdup("staff")) == NULL)
+			goto nomem;
+	}
 	rc = 0;
 	goto out;
 nomem:
@@ -447,6 +494,15 @@ mapping_t *mapping_create_default(const char *mail_domain, id_err_t *err)
 			    "mapping.mail_domain \"%s\": character '%c' not allowed in a "
 			    "domain name",
 			    mail_domain, c);
+			return NULL;
+		}
+	}
+	/* default_fill() relies on the rule order. */
+	for (size_t i = 1; i < R_COUNT; i++) {
+		if (strcmp(rules[i - 1].output, rules[i].output) <= 0) {
+			id_err_set(err, ID_EINVALID,
+			           "mapping: default rules not in descending order at %s",
+			           rules[i].output);
 			return NULL;
 		}
 	}

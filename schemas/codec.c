@@ -217,6 +217,12 @@ typedef struct codec_reader {
 	bool has_value;
 	int idx[CODEC_MAX_FIELDS]; /* model field → index in the schema */
 	int sub[CODEC_MAX_FIELDS]; /* same, for AttrCause / SinkOp */
+	/* Schema position → model field, for the direct fast paths; fast is
+	 * false when the schema has fields model.h does not know. */
+	int order[CODEC_MAX_FIELDS];
+	int suborder[CODEC_MAX_FIELDS];
+	int nfields, nsub;
+	bool fast;
 } codec_reader_t;
 
 struct codec {
@@ -338,6 +344,31 @@ static int codec_writer_init(codec_writer_t *w, const codec_writer_def_t *def,
 	return 0;
 }
 
+/*
+ * Inverts idx[] (and sub[]) into schema order for the fast paths.  They are
+ * enabled only when the record has exactly the fields model.h binds, so
+ * walking the fields in schema order visits every byte the schema defines.
+ */
+static void codec_reader_order(codec_reader_t *r, codec_kind_t kind, avro_schema_t s)
+{
+	static const int nfields[CODEC_KIND_COUNT] = {EVF_COUNT, DIF_COUNT, SRF_COUNT};
+	static const int nsub[CODEC_KIND_COUNT] = {0, ACF_COUNT, SOF_COUNT};
+	static const int subfield[CODEC_KIND_COUNT] = {-1, DIF_CAUSES, SRF_OPERATIONS};
+	r->nfields = nfields[kind];
+	r->nsub = nsub[kind];
+	r->fast = avro_schema_record_size(s) == (size_t)r->nfields;
+	for (int i = 0; r->fast && i < r->nfields; i++)
+		r->order[r->idx[i]] = i;
+	if (r->fast && subfield[kind] >= 0) {
+		avro_schema_t a =
+		    avro_schema_record_field_get_by_index(s, r->idx[subfield[kind]]);
+		avro_schema_t item = avro_schema_array_items(a);
+		r->fast = avro_schema_record_size(item) == (size_t)r->nsub;
+		for (int i = 0; r->fast && i < r->nsub; i++)
+			r->suborder[r->sub[i]] = i;
+	}
+}
+
 static int codec_reader_init(codec_t *c, codec_kind_t kind, id_err_t *err)
 {
 	codec_reader_t *r = &c->readers[kind];
@@ -369,6 +400,7 @@ static int codec_reader_init(codec_t *c, codec_kind_t kind, id_err_t *err)
 	}
 	if (rc != 0)
 		return rc;
+	codec_reader_order(r, kind, s);
 	r->iface = avro_generic_class_from_schema(s);
 	if (r->iface == NULL || avro_generic_value_new(r->iface, &r->value) != 0)
 		return id_err_set(err, ID_ENOMEM, "schema %s: %s", where,
@@ -1066,6 +1098,155 @@ static int dec_rc(int rc, codec_kind_t kind, id_err_t *err)
 	                  codec_kind_names[kind], avro_strerror());
 }
 
+/* --- Direct fast paths ---------------------------------------------------------
+ *
+ * The processor decodes an EmployeeEvent and encodes a DesiredIdentity per
+ * event.  Going through avro-c's generic values costs more than the rest of
+ * the codec work (every string is copied into the value, then out of it), so
+ * the newest writer schema of these two kinds is also read and written
+ * directly, in schema order.  A fast path is at least as strict as the
+ * general one: it accepts only what the validator would accept, and on
+ * anything else — an error, an unusual encoding, even ENOMEM — it gives up
+ * and the general path runs, so errors keep their precise messages.  The
+ * bytes written are those avro-c writes (a non-empty map or array is one
+ * block with a positive count followed by the 0 terminator), which the
+ * determinism tests and the exact-bytes test check.
+ */
+
+typedef struct fast_in {
+	const unsigned char *p, *end;
+} fast_in_t;
+
+/* Zig-zag varint of at most maxbytes bytes, with the validator's rules. */
+static bool fast_varint(fast_in_t *in, int maxbytes, int64_t *out)
+{
+	uint64_t u = 0;
+	for (int i = 0;; i++) {
+		if (in->p == in->end)
+			return false;
+		unsigned b = *in->p++;
+		if (i == maxbytes - 1 && (b & 0x80 || (maxbytes == 10 && b > 1)))
+			return false;
+		u |= (uint64_t)(b & 0x7f) << (7 * i);
+		if (!(b & 0x80))
+			break;
+	}
+	*out = (int64_t)((u >> 1) ^ (0 - (u & 1)));
+	return true;
+}
+
+/* A UTF-8 string without NUL, copied into a fresh allocation. */
+static bool fast_str(fast_in_t *in, char **out)
+{
+	int64_t n;
+	if (!fast_varint(in, 10, &n) || n < 0 ||
+	    (uint64_t)n > (size_t)(in->end - in->p) ||
+	    utf8_bad(in->p, (size_t)n) != (size_t)n)
+		return false;
+	char *s = malloc((size_t)n + 1);
+	if (s == NULL)
+		return false;
+	memcpy(s, in->p, (size_t)n);
+	s[n] = '\0';
+	in->p += n;
+	*out = s;
+	return true;
+}
+
+/* ["null","string"]: *out stays NULL for null. */
+static bool fast_opt_str(fast_in_t *in, char **out)
+{
+	int64_t b;
+	if (!fast_varint(in, 10, &b))
+		return false;
+	if (b == BRANCH_NULL)
+		return true;
+	return b == BRANCH_STRING && fast_str(in, out);
+}
+
+/* map<["null","string"]> into a: one block per positive count, 0 ends. */
+static bool fast_opt_map(fast_in_t *in, id_attrs_t *a)
+{
+	for (;;) {
+		int64_t count;
+		if (!fast_varint(in, 10, &count) || count < 0 ||
+		    (uint64_t)count > (size_t)(in->end - in->p))
+			return false;
+		if (count == 0)
+			return true;
+		for (int64_t i = 0; i < count; i++) {
+			char *k = NULL, *v = NULL;
+			bool ok = fast_str(in, &k) && fast_opt_str(in, &v);
+			/* id_attrs_set copies: later duplicates win, as in avro-c. */
+			ok = ok && id_attrs_set(a, k, v) == 0;
+			free(k);
+			free(v);
+			if (!ok)
+				return false;
+		}
+	}
+}
+
+/* 1 when the payload was decoded, 0 when the general path must run. */
+static int fast_decode_event(codec_t *c, const unsigned char *p, size_t len,
+                             employee_event_t *out)
+{
+	const codec_reader_t *r = &c->readers[CODEC_EMPLOYEE_EVENT];
+	if (!r->fast || len < CODEC_HEADER_LEN || p[0] != CODEC_MAGIC_0 ||
+	    p[1] != CODEC_MAGIC_1)
+		return 0;
+	uint64_t fp = 0;
+	for (int i = 7; i >= 0; i--)
+		fp = (fp << 8) | p[2 + i];
+	if (fp != r->current->fp)
+		return 0;
+	fast_in_t in = {p + CODEC_HEADER_LEN, p + len};
+	bool ok = true;
+	for (int i = 0; ok && i < r->nfields; i++) {
+		int64_t v;
+		switch (r->order[i]) {
+		case EVF_EVENT_ID:
+			ok = fast_str(&in, &out->event_id);
+			break;
+		case EVF_SOURCE:
+			ok = fast_str(&in, &out->source);
+			break;
+		case EVF_SOURCE_EVENT_ID:
+			ok = fast_str(&in, &out->source_event_id);
+			break;
+		case EVF_EMPLOYEE_ID:
+			ok = fast_str(&in, &out->employee_id);
+			break;
+		case EVF_TYPE:
+			ok = fast_varint(&in, 5, &v) && v >= 0 && v < EV_TYPE_COUNT;
+			out->type = (employee_event_type_t)v;
+			break;
+		case EVF_OCCURRED_AT:
+			ok = fast_varint(&in, 10, &out->occurred_at);
+			break;
+		case EVF_EFFECTIVE_AT:
+			ok = fast_varint(&in, 10, &out->effective_at);
+			break;
+		case EVF_ATTRIBUTES:
+			ok = fast_opt_map(&in, &out->attributes);
+			break;
+		case EVF_ACTOR:
+			ok = fast_opt_str(&in, &out->actor);
+			break;
+		case EVF_REASON:
+			ok = fast_opt_str(&in, &out->reason);
+			break;
+		default:
+			ok = false;
+			break;
+		}
+	}
+	if (ok && in.p == in.end)
+		return 1;
+	employee_event_fini(out);
+	return 0;
+}
+
 int codec_decode_event(codec_t *c, const void *data, size_t len, employee_event_t *out,
                        id_err_t *err)
 {
@@ -1074,6 +1255,8 @@ int codec_decode_event(codec_t *c, const void *data, size_t len, employee_event_
 	avro_value_t *rec;
 	int type = 0;
 	employee_event_fini(out);
+	if (fast_decode_event(c, data, len, out))
+		return 0;
 	int rc = codec_read(c, K, data, len, &rec, err);
 	if (rc != 0)
 		goto out;
@@ -1510,6 +1693,133 @@ static int enc_array_item(enc_t *e, avro_value_t *rec, int idx, size_t i,
 	return 0;
 }
 
+/* Appends v zig-zag varint encoded; out has room (checked by the caller). */
+static void fast_put_long(id_buf_t *out, int64_t v)
+{
+	uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+	while (u >= 0x80) {
+		out->data[out->len++] = (unsigned char)(u | 0x80);
+		u >>= 7;
+	}
+	out->data[out->len++] = (unsigned char)u;
+}
+
+/* A long (also an int, an enum index, a union branch or a block count). */
+static bool fast_put_varlong(id_buf_t *out, int64_t v)
+{
+	if (id_buf_reserve(out, 10) != 0)
+		return false;
+	fast_put_long(out, v);
+	return true;
+}
+
+/* A required string: false for NULL or invalid UTF-8 (the general path
+ * then reports it). */
+static bool fast_put_str(id_buf_t *out, const char *s)
+{
+	if (s == NULL)
+		return false;
+	size_t n = strlen(s);
+	if (utf8_bad((const unsigned char *)s, n) != n ||
+	    id_buf_reserve(out, n + 10) != 0)
+		return false;
+	fast_put_long(out, (int64_t)n);
+	memcpy(out->data + out->len, s, n);
+	out->len += n;
+	return true;
+}
+
+/* 1 when d was encoded into out, 0 when the general path must run. */
+static int fast_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t *out)
+{
+	const codec_reader_t *r = &c->readers[CODEC_DESIRED_IDENTITY];
+	if (!r->fast || id_buf_reserve(out, CODEC_HEADER_LEN) != 0)
+		return 0;
+	unsigned char *h = out->data;
+	h[0] = CODEC_MAGIC_0;
+	h[1] = CODEC_MAGIC_1;
+	for (int i = 0; i < 8; i++)
+		h[2 + i] = (unsigned char)(r->current->fp >> (8 * i));
+	out->len = CODEC_HEADER_LEN;
+	bool ok = true;
+	for (int i = 0; ok && i < r->nfields; i++) {
+		switch (r->order[i]) {
+		case DIF_EMPLOYEE_ID:
+			ok = fast_put_str(out, d->employee_id);
+			break;
+		case DIF_VERSION:
+			ok = fast_put_varlong(out, d->version);
+			break;
+		case DIF_STATE:
+			ok = (unsigned)d->state < LC_STATE_COUNT &&
+			     fast_put_varlong(out, (int64_t)d->state);
+			break;
+		case DIF_ATTRIBUTES:
+			if (d->attributes.len > 0) {
+				ok = fast_put_varlong(out, (int64_t)d->attributes.len);
+				for (size_t k = 0; ok && k < d->attributes.len; k++)
+					ok = fast_put_str(out,
+					                  d->attributes.items[k].key) &&
+					     fast_put_str(out,
+					                  d->attributes.items[k].value);
+			}
+			ok = ok && fast_put_varlong(out, 0);
+			break;
+		case DIF_GROUPS:
+			if (d->ngroups > 0) {
+				ok = fast_put_varlong(out, (int64_t)d->ngroups);
+				for (size_t k = 0; ok && k < d->ngroups; k++)
+					ok = fast_put_str(out, d->groups[k]);
+			}
+			ok = ok && fast_put_varlong(out, 0);
+			break;
+		case DIF_CONTAINER:
+			ok = fast_put_str(out, d->container);
+			break;
+		case DIF_MANAGER_ID:
+			if (d->manager_id == NULL)
+				ok = fast_put_varlong(out, BRANCH_NULL);
+			else
+				ok = fast_put_varlong(out, BRANCH_STRING) &&
+				     fast_put_str(out, d->manager_id);
+			break;
+		case DIF_POLICY_VERSION:
+			ok = fast_put_str(out, d->policy_version);
+			break;
+		case DIF_CAUSE_EVENT_ID:
+			ok = fast_put_str(out, d->cause_event_id);
+			break;
+		case DIF_EFFECTIVE_AT:
+			ok = fast_put_varlong(out, d->effective_at);
+			break;
+		case DIF_CAUSES:
+			if (d->ncauses > 0) {
+				ok = fast_put_varlong(out, (int64_t)d->ncauses);
+				for (size_t k = 0; ok && k < d->ncauses; k++) {
+					const attr_cause_t *ac = &d->causes[k];
+					for (int f = 0; ok && f < r->nsub; f++) {
+						int m = r->suborder[f];
+						ok = fast_put_str(out, m == ACF_ATTRIBUTE
+						                           ? ac->attribute
+						                       : m == ACF_EVENT_ID
+						                           ? ac->event_id
+						                           : ac->rule);
+					}
+				}
+			}
+			ok = ok && fast_put_varlong(out, 0);
+			break;
+		default:
+			ok = false;
+			break;
+		}
+	}
+	if (ok)
+		return 1;
+	out->len = 0;
+	return 0;
+}
+
 int codec_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t *out,
                          id_err_t *err)
 {
@@ -1518,6 +1828,9 @@ int codec_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t *out,
 	const int *sub = c->readers[K].sub;
 	enc_t e = {K, d->employee_id, NULL, 0, NULL, err};
 	avro_value_t *rec;
+	id_buf_reset(out);
+	if (fast_encode_desired(c, d, out))
+		return 0;
 	int rc = enc_begin(c, K, out, &rec, err);
 	if (rc != 0)
 		return rc;

@@ -137,6 +137,59 @@ static int dup_opt(char **dst, const char *src)
 	return *dst ? 0 : ID_ENOMEM;
 }
 
+/* Deep copy of a sorted attribute map: one array of exactly src->len
+ * entries, appended in order (no search, no shifting). */
+static int copy_attrs(id_attrs_t *dst, const id_attrs_t *src)
+{
+	if (src->len == 0)
+		return 0;
+	if ((dst->items = malloc(src->len * sizeof(*dst->items))) == NULL)
+		return ID_ENOMEM;
+	dst->cap = src->len;
+	for (size_t i = 0; i < src->len; i++) {
+		id_kv_t *kv = &dst->items[i];
+		kv->key = strdup(src->items[i].key);
+		kv->value = NULL;
+		if (kv->key == NULL)
+			return ID_ENOMEM;
+		dst->len++;
+		if (dup_opt(&kv->value, src->items[i].value) != 0)
+			return ID_ENOMEM;
+	}
+	return 0;
+}
+
+static bool attrs_sorted(const id_attrs_t *a)
+{
+	for (size_t i = 1; i < a->len; i++)
+		if (strcmp(a->items[i - 1].key, a->items[i].key) >= 0)
+			return false;
+	return true;
+}
+
+/* True when the groups are strictly ascending, as model.h promises. */
+static bool groups_sorted(const desired_identity_t *d)
+{
+	for (size_t i = 1; i < d->ngroups; i++)
+		if (strcmp(d->groups[i - 1], d->groups[i]) >= 0)
+			return false;
+	return true;
+}
+
+static bool causes_sorted(const desired_identity_t *d)
+{
+	for (size_t i = 1; i < d->ncauses; i++)
+		if (strcmp(d->causes[i - 1].attribute, d->causes[i].attribute) >= 0)
+			return false;
+	return true;
+}
+
+/*
+ * The copy runs once per emitted version, so it allocates each array once,
+ * at its final size, and appends in order.  A source whose arrays break the
+ * sort invariant (a struct filled by hand) goes through the inserting
+ * helpers instead, which sort and deduplicate it.
+ */
 int desired_identity_copy(desired_identity_t *dst, const desired_identity_t *src)
 {
 	if (dst == src)
@@ -149,17 +202,47 @@ int desired_identity_copy(desired_identity_t *dst, const desired_identity_t *src
 	    dup_opt(&dst->container, src->container) ||
 	    dup_opt(&dst->manager_id, src->manager_id) ||
 	    dup_opt(&dst->policy_version, src->policy_version) ||
-	    dup_opt(&dst->cause_event_id, src->cause_event_id) ||
-	    id_attrs_copy(&dst->attributes, &src->attributes))
+	    dup_opt(&dst->cause_event_id, src->cause_event_id))
 		goto nomem;
-	for (size_t i = 0; i < src->ngroups; i++)
-		if (desired_identity_add_group(dst, src->groups[i]) != 0)
+	if (attrs_sorted(&src->attributes)) {
+		if (copy_attrs(&dst->attributes, &src->attributes) != 0)
 			goto nomem;
-	for (size_t i = 0; i < src->ncauses; i++)
-		if (desired_identity_set_cause(dst, src->causes[i].attribute,
-		                               src->causes[i].event_id,
-		                               src->causes[i].rule) != 0)
+	} else if (id_attrs_copy(&dst->attributes, &src->attributes) != 0) {
+		goto nomem;
+	}
+	if (src->ngroups > 0 && groups_sorted(src)) {
+		if ((dst->groups = malloc(src->ngroups * sizeof(*dst->groups))) == NULL)
 			goto nomem;
+		for (size_t i = 0; i < src->ngroups; i++) {
+			if ((dst->groups[i] = strdup(src->groups[i])) == NULL)
+				goto nomem;
+			dst->ngroups++;
+		}
+	} else {
+		for (size_t i = 0; i < src->ngroups; i++)
+			if (desired_identity_add_group(dst, src->groups[i]) != 0)
+				goto nomem;
+	}
+	if (src->ncauses > 0 && causes_sorted(src)) {
+		if ((dst->causes = malloc(src->ncauses * sizeof(*dst->causes))) == NULL)
+			goto nomem;
+		for (size_t i = 0; i < src->ncauses; i++) {
+			attr_cause_t *c = &dst->causes[i];
+			const attr_cause_t *sc = &src->causes[i];
+			memset(c, 0, sizeof(*c));
+			dst->ncauses++;
+			if ((c->attribute = strdup(sc->attribute)) == NULL ||
+			    dup_opt(&c->event_id, sc->event_id) != 0 ||
+			    dup_opt(&c->rule, sc->rule) != 0)
+				goto nomem;
+		}
+	} else {
+		for (size_t i = 0; i < src->ncauses; i++)
+			if (desired_identity_set_cause(dst, src->causes[i].attribute,
+			                               src->causes[i].event_id,
+			                               src->causes[i].rule) != 0)
+				goto nomem;
+	}
 	return 0;
 nomem:
 	desired_identity_fini(dst);
@@ -168,14 +251,16 @@ nomem:
 
 int desired_identity_add_group(desired_identity_t *d, const char *group)
 {
-	size_t pos = 0;
-	while (pos < d->ngroups) {
-		int c = strcmp(d->groups[pos], group);
+	size_t lo = 0, hi = d->ngroups;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(d->groups[mid], group);
 		if (c == 0)
 			return 0;
-		if (c > 0)
-			break;
-		pos++;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
 	char **n = realloc(d->groups, (d->ngroups + 1) * sizeof(*n));
 	if (n == NULL)
@@ -184,8 +269,8 @@ int desired_identity_add_group(desired_identity_t *d, const char *group)
 	char *g = strdup(group);
 	if (g == NULL)
 		return ID_ENOMEM;
-	memmove(&d->groups[pos + 1], &d->groups[pos], (d->ngroups - pos) * sizeof(*n));
-	d->groups[pos] = g;
+	memmove(&d->groups[lo + 1], &d->groups[lo], (d->ngroups - lo) * sizeof(*n));
+	d->groups[lo] = g;
 	d->ngroups++;
 	return 0;
 }
@@ -199,19 +284,21 @@ int desired_identity_set_cause(desired_identity_t *d, const char *attribute,
 		free(r);
 		return ID_ENOMEM;
 	}
-	size_t pos = 0;
-	while (pos < d->ncauses) {
-		int c = strcmp(d->causes[pos].attribute, attribute);
+	size_t lo = 0, hi = d->ncauses;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(d->causes[mid].attribute, attribute);
 		if (c == 0) {
-			free(d->causes[pos].event_id);
-			free(d->causes[pos].rule);
-			d->causes[pos].event_id = e;
-			d->causes[pos].rule = r;
+			free(d->causes[mid].event_id);
+			free(d->causes[mid].rule);
+			d->causes[mid].event_id = e;
+			d->causes[mid].rule = r;
 			return 0;
 		}
-		if (c > 0)
-			break;
-		pos++;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
 	attr_cause_t *n = realloc(d->causes, (d->ncauses + 1) * sizeof(*n));
 	char *a = strdup(attribute);
@@ -224,10 +311,10 @@ int desired_identity_set_cause(desired_identity_t *d, const char *attribute,
 		return ID_ENOMEM;
 	}
 	d->causes = n;
-	memmove(&d->causes[pos + 1], &d->causes[pos], (d->ncauses - pos) * sizeof(*n));
-	d->causes[pos].attribute = a;
-	d->causes[pos].event_id = e;
-	d->causes[pos].rule = r;
+	memmove(&d->causes[lo + 1], &d->causes[lo], (d->ncauses - lo) * sizeof(*n));
+	d->causes[lo].attribute = a;
+	d->causes[lo].event_id = e;
+	d->causes[lo].rule = r;
 	d->ncauses++;
 	return 0;
 }

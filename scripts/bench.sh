@@ -16,10 +16,16 @@
 #      an empty ou=people;
 #   4. big export, in its own topics: `ingest csv`, bench_consume, `process
 #      --until-idle` (the throughput figure: start-up weighs little there);
-#   5. raw slapd: the entries the sink created (read back, moved to an empty
+#   5. processor at scale, in its own topics: build/tools/gen_events writes
+#      1,000,000 encoded events over 50,000 employees (50,000 HIREs, then
+#      UPDATEs of title/department/location; fixed seed) straight into
+#      hr.events, bench_consume reads them (the raw librdkafka ceiling), then
+#      `process --until-idle` folds them: events/s, CPU µs per event (user +
+#      system time of the process), peak RSS, and the ratio to the raw rate;
+#   6. raw slapd: the entries the sink created (read back, moved to an empty
 #      subtree ou=rawbench) with one `ldapadd -c`, then the same group
 #      memberships, one modification each, with one `ldapmodify -c`;
-#   6. prints the table and how each figure is measured; stops the services.
+#   7. prints the table and how each figure is measured; stops the services.
 #
 # Every idstream command is timed alone, wall clock, from exec to exit, so the
 # figures include start-up (config, RocksDB open, Kafka metadata, group
@@ -32,8 +38,15 @@
 #                         13890; set them when another run folder uses those)
 #   IDSTREAM_BENCH_EMPLOYEES  size of the small export (default 5000)
 #   IDSTREAM_BENCH_BIG        size of the big export (default 50000; 0 skips it)
+#   IDSTREAM_BENCH_EVENTS     events of the processor-at-scale run (default
+#                             1000000; 0 skips it)
+#   IDSTREAM_BENCH_EVENT_EMPLOYEES  employees they cover (default 50000)
+#   IDSTREAM_BENCH_BATCH_MAX, IDSTREAM_BENCH_BATCH_MS  processor.batch_max and
+#                             processor.batch_ms of that run (defaults 5000
+#                             and 1000; empty: the configuration's defaults)
 #   IDSTREAM_BIN              the idstream binary (default build/idstream)
-# The tools come from build/tools (gen_export, bench_consume: `make tools`).
+# The tools come from build/tools (gen_export, gen_events, bench_consume:
+# `make tools`).
 #
 # Services are stopped by PID (services.sh) on every exit path.  A lock on
 # run/bench/bench.lock keeps two benches from sharing the folder.
@@ -43,9 +56,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 BIN=${IDSTREAM_BIN:-$REPO/build/idstream}
 GEN=$REPO/build/tools/gen_export
+GEN_EVENTS=$REPO/build/tools/gen_events
 CONSUME=$REPO/build/tools/bench_consume
 N=${IDSTREAM_BENCH_EMPLOYEES:-5000}
 BIG=${IDSTREAM_BENCH_BIG:-50000}
+EV=${IDSTREAM_BENCH_EVENTS:-1000000}
+EV_EMP=${IDSTREAM_BENCH_EVENT_EMPLOYEES:-50000}
+EV_BATCH_MAX=${IDSTREAM_BENCH_BATCH_MAX-5000}
+EV_BATCH_MS=${IDSTREAM_BENCH_BATCH_MS-1000}
 # The bench has its own run folder so it never touches the services of the
 # tests or the demo (run/ and the test runner's folders).
 export IDSTREAM_RUN="$REPO/run/bench"
@@ -69,7 +87,7 @@ die() {
 }
 now_ms() { date +%s%3N; }
 
-for f in "$BIN" "$GEN" "$CONSUME"; do
+for f in "$BIN" "$GEN" "$GEN_EVENTS" "$CONSUME"; do
 	[ -x "$f" ] || die "$f missing; run: make all tools (or make bench)"
 done
 for c in ldapadd ldapmodify ldapsearch flock; do
@@ -96,7 +114,8 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------- helpers
 
 # measure NAME CMD...: runs CMD with its output in $W/NAME.log and sets M_MS
-# (wall clock, ms) and M_RSS (peak resident set, kB; "" when unknown).
+# (wall clock, ms), M_RSS (peak resident set, kB; "" when unknown) and
+# M_CPU_MS (user + system CPU time of CMD, ms; "" when unknown).
 # Fails the bench when CMD fails.
 measure() {
 	_name=$1
@@ -107,16 +126,24 @@ measure() {
 		/usr/bin/time -v -o "$W/$_name.time" "$@" >"$W/$_name.log" 2>&1 || _rc=$?
 		M_MS=$(($(now_ms) - _t0))
 		M_RSS=$(awk -F': *' '/Maximum resident set size/ {print $2}' "$W/$_name.time")
+		M_CPU_MS=$(awk -F': *' '/User time \(seconds\)|System time \(seconds\)/ {s += $2}
+			END { printf "%d", s * 1000 }' "$W/$_name.time")
 	else
 		# VmHWM is the kernel's own peak; polled until the process is a
-		# zombie (exited, not yet reaped), when /proc still holds it.
+		# zombie (exited, not yet reaped), when /proc still holds it, as do
+		# its utime and stime (fields 14 and 15 of stat, in clock ticks).
 		_t0=$(now_ms)
 		"$@" >"$W/$_name.log" 2>&1 &
 		_pid=$!
 		M_RSS=""
+		M_CPU_MS=""
+		_hz=$(getconf CLK_TCK)
 		while [ "$(awk '{print $3}' "/proc/$_pid/stat" 2>/dev/null || echo Z)" != Z ]; do
 			_h=$(awk '/^VmHWM/ {print $2}' "/proc/$_pid/status" 2>/dev/null || true)
 			[ -z "$_h" ] || M_RSS=$_h
+			_c=$(awk -v hz="$_hz" '{printf "%d", ($14 + $15) * 1000 / hz}' \
+				"/proc/$_pid/stat" 2>/dev/null || true)
+			[ -z "$_c" ] || M_CPU_MS=$_c
 			sleep 0.01
 		done
 		wait "$_pid" || _rc=$?
@@ -292,6 +319,39 @@ if [ "$BIG" -gt 0 ]; then
 		"$(field "$W/process-big.log" 'events folded')"
 fi
 
+# ---------------------------------------------------------------- processor at scale
+
+if [ "$EV" -gt 0 ]; then
+	EP=bench${stamp}e
+	config "$W/events.conf" "$EP"
+	[ -n "$EV_BATCH_MAX" ] && echo "processor.batch_max = $EV_BATCH_MAX" >>"$W/events.conf"
+	[ -n "$EV_BATCH_MS" ] && echo "processor.batch_ms = $EV_BATCH_MS" >>"$W/events.conf"
+	"$BIN" --config "$W/events.conf" topics create >"$W/topics-events.log" 2>&1 ||
+		die "topics create failed: $(cat "$W/topics-events.log")"
+	say "processor at scale: generating $EV events over $EV_EMP employees into $EP.hr.events"
+	"$GEN_EVENTS" --brokers "$KAFKA" --topic "$EP.hr.events" --events "$EV" \
+		--employees "$EV_EMP" --seed 4 >"$W/gen-events.log" 2>&1 ||
+		die "gen_events failed: $(cat "$W/gen-events.log")"
+	GENEV_MS=$(sed -n 's/.*wall_ms=\([0-9]*\).*/\1/p' "$W/gen-events.log")
+	say "raw consume of $EP.hr.events (librdkafka)"
+	wait_committed "$EP.hr.events" "$EV"
+	consume raw-events "$EP.hr.events"
+	RAWE_MS=$M_MS
+	RAWE_STEADY=$M_STEADY_MS
+	expect "events read by bench_consume ($EP.hr.events)" "$EV" "$M_COUNT"
+	say "processor: $EV events over $EV_EMP employees"
+	measure process-events "$BIN" --config "$W/events.conf" process --until-idle
+	PE_MS=$M_MS
+	PE_RSS=$M_RSS
+	PE_CPU_MS=$M_CPU_MS
+	expect "events folded by the processor ($EV)" "$EV" \
+		"$(field "$W/process-events.log" 'events folded')"
+	# Every UPDATE changes a value a target sees, so each event is a version.
+	expect "desired identities produced ($EV)" "$EV" \
+		"$(field "$W/process-events.log" 'desired versions produced')"
+	PE_TXNS=$(field "$W/process-events.log" 'transactions')
+fi
+
 # ---------------------------------------------------------------- raw slapd
 
 # The sink's own entries, read back and moved under ou=rawbench: the same
@@ -401,6 +461,24 @@ if [ "$BIG" -gt 0 ]; then
 	fi
 fi
 echo
+if [ "$EV" -gt 0 ]; then
+	RAWE_R=$(rate "$EV" "$RAWE_MS")
+	PE_R=$(rate "$EV" "$PE_MS")
+	row "gen_events: $EV events, $EV_EMP employees" "$EV" "$GENEV_MS" \
+		"$(rate "$EV" "$GENEV_MS")" "" ""
+	row "raw consume hr.events, 1M run (librdkafka)" "$EV" "$RAWE_MS" "$RAWE_R" "" ""
+	row "process --until-idle [$EV events]" "$EV" "$PE_MS" "$PE_R" \
+		"$(ratio "$PE_R" "$RAWE_R")" "$(mb "$PE_RSS")"
+	if [ -n "$PE_CPU_MS" ]; then
+		PE_CPU_US=$(awk -v ms="$PE_CPU_MS" -v n="$EV" 'BEGIN { printf "%.1f", ms * 1000 / n }')
+	else
+		PE_CPU_US="n/a"
+	fi
+	echo "  processor CPU: ${PE_CPU_US} µs/event (user + system, all threads);" \
+		"${PE_TXNS:-?} transactions; raw consume first-to-last" \
+		"$(rate "$EV" "$RAWE_STEADY") msg/s"
+	echo
+fi
 row "raw slapd: ldapadd -c ($RAW_OUS OUs, $RAW_ENTRIES entries)" "$N" "$LADD_MS" \
 	"$(rate "$N" "$LADD_MS")" "" ""
 row "raw slapd: ldapmodify -c ($RAW_MODS memberships)" "$N" "$LMOD_MS" \
@@ -432,6 +510,15 @@ How the figures are measured (one run each, wall clock, same services):
     process, big: ${BIG} HIRE events in their own topics: the throughput figure.
     Marginal: (${BIG} - ${N}) events / (big wall - small wall), start-up
     cancelled; compared with the raw first-to-last rate.
+  - processor at scale: build/tools/gen_events (seed 4) writes ${EV} events
+    over ${EV_EMP} employees straight into a fresh hr.events (idempotent
+    producer, no transaction): ${EV_EMP} HIREs, then UPDATEs of 1-3 of
+    title/department/location, each to a new value, so every event yields a
+    desired version (a record read, folded, produced and stored).  The raw
+    consume row reads that same topic just before the processor.  The
+    processor runs with processor.batch_max=${EV_BATCH_MAX:-default},
+    processor.batch_ms=${EV_BATCH_MS:-default}; CPU µs/event = (user + system
+    time of the process, every thread) / events; the broker's CPU is not in it.
   - vs raw = idstream items/s / raw items/s of the row above it.
   - sink: ${N} desired identities into an empty ou=people: entries, their
     department OUs, staff and dept-* memberships, each with a read and diff.

@@ -25,8 +25,9 @@ struct state_store {
 	rocksdb_t *db;
 	rocksdb_options_t *options;
 	rocksdb_readoptions_t *ropts;
-	rocksdb_writeoptions_t *wopts;      /* WAL, no fsync */
-	rocksdb_writeoptions_t *wopts_sync; /* WAL + fsync */
+	rocksdb_writeoptions_t *wopts;       /* WAL, no fsync */
+	rocksdb_writeoptions_t *wopts_sync;  /* WAL + fsync */
+	rocksdb_writeoptions_t *wopts_nowal; /* memtable only */
 	char *path;
 };
 
@@ -52,12 +53,35 @@ static int store_err(id_err_t *err, const char *path, const char *what, char *re
 	return ID_ESTATE;
 }
 
+/*
+ * An LRU cache with few shards.  RocksDB's default splits even a small cache
+ * into 64 shards of capacity/64; a block larger than its shard's share is
+ * evicted as soon as it is released, so every read pays for reading and
+ * decompressing it again.  Shards of at least 4 MB keep that from happening
+ * to any block the tables below write (data 8 KB, index and filter
+ * partitions 4 KB, top levels pinned).
+ */
+static rocksdb_cache_t *store_cache_new(size_t capacity)
+{
+	int bits = 0;
+	while (bits < 4 && (capacity >> (bits + 1)) >= ((size_t)4 << 20))
+		bits++;
+	rocksdb_lru_cache_options_t *o = rocksdb_lru_cache_options_create();
+	if (o == NULL)
+		return NULL;
+	rocksdb_lru_cache_options_set_capacity(o, capacity);
+	rocksdb_lru_cache_options_set_num_shard_bits(o, bits);
+	rocksdb_cache_t *c = rocksdb_cache_create_lru_opts(o);
+	rocksdb_lru_cache_options_destroy(o);
+	return c;
+}
+
 state_cache_t *state_cache_create(size_t capacity)
 {
 	state_cache_t *c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return NULL;
-	c->cache = rocksdb_cache_create_lru(capacity);
+	c->cache = store_cache_new(capacity);
 	if (c->cache == NULL) {
 		free(c);
 		return NULL;
@@ -135,6 +159,8 @@ int state_store_open(const char *path, const state_store_opts_t *opts,
 	s->ropts = rocksdb_readoptions_create();
 	s->wopts = rocksdb_writeoptions_create();
 	s->wopts_sync = rocksdb_writeoptions_create();
+	s->wopts_nowal = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_disable_WAL(s->wopts_nowal, 1);
 	bbto = rocksdb_block_based_options_create();
 	rocksdb_writeoptions_set_sync(s->wopts_sync, 1);
 
@@ -153,18 +179,52 @@ int state_store_open(const char *path, const state_store_opts_t *opts,
 	if (opts != NULL && opts->cache != NULL) {
 		rocksdb_block_based_options_set_block_cache(bbto, opts->cache->cache);
 	} else {
-		private_cache = rocksdb_cache_create_lru(cache_bytes);
+		private_cache = store_cache_new(cache_bytes);
+		if (private_cache == NULL) {
+			rc = id_err_set(err, ID_ENOMEM, "state store %s: out of memory",
+			                path);
+			goto out;
+		}
 		rocksdb_block_based_options_set_block_cache(bbto, private_cache);
 	}
-	/* Index and filter blocks count against the cache instead of growing
-	 * without bound with the data; L0's stay pinned so point lookups on
-	 * fresh data do not thrash. */
+	/*
+	 * Index and filter blocks count against the cache instead of growing
+	 * without bound with the data.  They are partitioned (two-level index,
+	 * partitioned Bloom filters): a table's monolithic index grows with
+	 * its size, and once it no longer fits in a cache shard every point
+	 * lookup re-reads and decompresses all of it.  The small top levels
+	 * and L0's blocks stay pinned so lookups on fresh data do not thrash.
+	 */
 	rocksdb_block_based_options_set_cache_index_and_filter_blocks(bbto, 1);
+	rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(
+	    bbto, 1);
 	rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(bbto, 1);
+	rocksdb_block_based_options_set_pin_top_level_index_and_filter(bbto, 1);
+	rocksdb_block_based_options_set_index_type(
+	    bbto, rocksdb_block_based_table_index_type_two_level_index_search);
+	rocksdb_block_based_options_set_partition_filters(bbto, 1);
+	rocksdb_block_based_options_set_metadata_block_size(bbto, 4096);
+	/* Values (employee records, entries) are a few hundred bytes to a few
+	 * KB: 8 KB blocks hold several, halving the index. */
+	rocksdb_block_based_options_set_block_size(bbto, 8192);
 	/* Ownership of the filter policy passes to the table options. */
 	rocksdb_block_based_options_set_filter_policy(
 	    bbto, rocksdb_filterpolicy_create_bloom(10));
 	rocksdb_options_set_block_based_table_factory(s->options, bbto);
+	/* L0 and L1 hold the recently written data, rewritten by every flush
+	 * and L0→L1 compaction and read by most lookups: uncompressed there.
+	 * Deeper levels use LZ4, several times faster to decompress than the
+	 * default Snappy. */
+	int levels[7] = {rocksdb_no_compression,  rocksdb_no_compression,
+	                 rocksdb_lz4_compression, rocksdb_lz4_compression,
+	                 rocksdb_lz4_compression, rocksdb_lz4_compression,
+	                 rocksdb_lz4_compression};
+	rocksdb_options_set_num_levels(s->options, 7);
+	rocksdb_options_set_compression_per_level(s->options, levels, 7);
+	/* Most lookups are for keys that the memtables do not hold: a Bloom
+	 * filter over whole keys answers those without a skiplist search. */
+	rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->options, 0.02);
+	rocksdb_options_set_memtable_whole_key_filtering(s->options, 1);
 
 	s->db = rocksdb_open(s->options, path, &rerr);
 	if (rerr != NULL) {
@@ -191,6 +251,8 @@ void state_store_close(state_store_t *s)
 		rocksdb_close(s->db);
 	if (s->wopts_sync != NULL)
 		rocksdb_writeoptions_destroy(s->wopts_sync);
+	if (s->wopts_nowal != NULL)
+		rocksdb_writeoptions_destroy(s->wopts_nowal);
 	if (s->wopts != NULL)
 		rocksdb_writeoptions_destroy(s->wopts);
 	if (s->ropts != NULL)
@@ -232,6 +294,35 @@ int state_store_get(state_store_t *s, const void *key, size_t klen, void **val,
 	*val = copy;
 	*vlen = n;
 	return 0;
+}
+
+int state_store_get_buf(state_store_t *s, const void *key, size_t klen, id_buf_t *out,
+                        id_err_t *err)
+{
+	char *rerr = NULL;
+	size_t n = 0;
+	id_buf_reset(out);
+	/* Pinned: RocksDB hands out the block cache's bytes without a copy of
+	 * its own; ours goes into the caller's reusable buffer. */
+	rocksdb_pinnableslice_t *v =
+	    rocksdb_get_pinned(s->db, s->ropts, key, klen, &rerr);
+	if (rerr != NULL)
+		return store_err(err, s->path, "get", rerr);
+	if (v == NULL)
+		return ID_ENOTFOUND;
+	const char *data = rocksdb_pinnableslice_value(v, &n);
+	int rc = 0;
+	if (id_buf_reserve(out, n + 1) != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "state store %s: get: out of memory",
+		                s->path);
+	} else {
+		if (n > 0)
+			memcpy(out->data, data, n);
+		out->data[n] = '\0';
+		out->len = n;
+	}
+	rocksdb_pinnableslice_destroy(v);
+	return rc;
 }
 
 int state_store_put(state_store_t *s, const void *key, size_t klen, const void *val,
@@ -299,6 +390,15 @@ int state_batch_write(state_store_t *s, state_batch_t *b, bool sync, id_err_t *e
 {
 	char *rerr = NULL;
 	rocksdb_write(s->db, sync ? s->wopts_sync : s->wopts, b->wb, &rerr);
+	if (rerr != NULL)
+		return store_err(err, s->path, "write batch", rerr);
+	return 0;
+}
+
+int state_batch_write_unlogged(state_store_t *s, state_batch_t *b, id_err_t *err)
+{
+	char *rerr = NULL;
+	rocksdb_write(s->db, s->wopts_nowal, b->wb, &rerr);
 	if (rerr != NULL)
 		return store_err(err, s->path, "write batch", rerr);
 	return 0;

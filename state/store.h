@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 
 typedef struct state_store state_store_t;
@@ -76,6 +77,16 @@ int state_store_get(state_store_t *s, const void *key, size_t klen, void **val,
                     size_t *vlen, id_err_t *err);
 
 /*
+ * Same as state_store_get(), but the value is copied into out (reset first,
+ * its memory reused; NUL-terminated one byte past out->len), so a caller that
+ * reads in a loop allocates nothing per read.  ID_ENOTFOUND (out->len == 0,
+ * err untouched) when the key is absent; ID_ESTATE on a read error;
+ * ID_ENOMEM.
+ */
+int state_store_get_buf(state_store_t *s, const void *key, size_t klen, id_buf_t *out,
+                        id_err_t *err);
+
+/*
  * Single writes.  They go through the write-ahead log without fsync: they
  * survive a process crash, not a power loss.  Use a batch written with
  * sync=true for data whose loss would not be repaired by a replay.
@@ -106,6 +117,17 @@ void state_batch_clear(state_batch_t *b);
  * destroy it afterwards).
  */
 int state_batch_write(state_store_t *s, state_batch_t *b, bool sync, id_err_t *err);
+
+/*
+ * Applies the batch atomically without the write-ahead log, for state that a
+ * replay rebuilds: it skips a write of every byte.  After a process crash
+ * the store holds the writes up to some earlier batch (whole batches, in
+ * order: all writes of a store go through one memtable sequence), as if the
+ * later ones had not happened; memtable flushes and state_store_close() make
+ * writes durable.  Do not mix with logged writes whose loss would not be
+ * repaired the same way.
+ */
+int state_batch_write_unlogged(state_store_t *s, state_batch_t *b, id_err_t *err);
 
 /*
  * Iterates, in ascending bytewise key order, over the keys that start with
