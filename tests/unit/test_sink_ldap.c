@@ -715,14 +715,14 @@ static void test_manager(void **state)
 	assert_null(find_op(&t->r, "manager_pending", NULL));
 	assert_int_equal(apply(t, &t->d), SINK_NOOP);
 
-	/* The manager is renamed: slapd's refint overlay (configured for
-	 * `manager`) moves the reference, so the report's next apply finds
-	 * it right and writes nothing. */
+	/* The manager is renamed.  slapd's refint overlay (configured for
+	 * `manager`) moves the reference too, but in the background: the
+	 * report's next apply either finds it moved already or moves it. */
 	id_attrs_set(&t->d2.attributes, "uid", "alice");
 	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
 	dn_of(boss, sizeof(boss), "uid=alice", "ou=Sales", t);
-	assert_true(has_value(dn, "manager", boss));
-	assert_int_equal(apply(t, &t->d), SINK_NOOP);
+	sink_outcome_t o = apply(t, &t->d);
+	assert_true(o == SINK_APPLIED || o == SINK_NOOP);
 	assert_true(has_value(dn, "manager", boss));
 }
 
