@@ -35,6 +35,10 @@ int cmd_run(cli_t *cli, int argc, char **argv);
 int cmd_history(cli_t *cli, int argc, char **argv);
 int cmd_replay(cli_t *cli, int argc, char **argv);
 int cmd_plan(cli_t *cli, int argc, char **argv);
+int cmd_held(cli_t *cli, int argc, char **argv);
+int cmd_approve(cli_t *cli, int argc, char **argv);
+int cmd_reject(cli_t *cli, int argc, char **argv);
+int cmd_reconcile(cli_t *cli, int argc, char **argv);
 int cmd_why(cli_t *cli, int argc, char **argv);
 int cmd_asof(cli_t *cli, int argc, char **argv);
 int cmd_config(cli_t *cli, int argc, char **argv);
@@ -72,6 +76,7 @@ typedef struct sink_stats {
 	long noop;     /* nothing to do: target already right */
 	long failed;   /* failed (published as FAILED results) */
 	long relinked; /* manager attribute set once the manager's entry existed */
+	long held;     /* disables/deletes held by the mass-change guard */
 	long ldap_ops; /* write requests sent to the target */
 } sink_stats_t;
 

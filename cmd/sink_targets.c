@@ -1,7 +1,8 @@
 /*
  * sink_targets.c — configuration → core options for each target kind (see
  * sink_targets.h).  Secrets are read here and wiped once the core has
- * copied them.
+ * copied them.  The plan adapters turn a core's dry-run plan into the ops
+ * of a SinkResult, named as the core names them when it applies them.
  */
 #include "cmd/sink_targets.h"
 
@@ -53,6 +54,77 @@ static uint64_t ldap_writes(const void *h)
 static void ldap_close(void *h)
 {
 	sink_ldap_close(h);
+}
+
+/* A plan error that is about this identity (not the target being away) is
+ * its final outcome: FAILED, as apply would say. */
+static int plan_failed(sink_result_t *r, int rc, const id_err_t *perr)
+{
+	r->outcome = SINK_FAILED;
+	free(r->error);
+	r->error = strdup(perr->msg[0] ? perr->msg : id_err_str(rc));
+	return r->error != NULL ? 0 : ID_ENOMEM;
+}
+
+static int ldap_plan(void *h, const desired_identity_t *d, sink_result_t *r,
+                     id_err_t *err)
+{
+	ldap_diff_plan_t plan;
+	bool pending = false;
+	id_err_t perr = {0};
+	ldap_diff_plan_init(&plan);
+	int rc = sink_ldap_plan(h, d, &plan, &pending, &perr);
+	if (rc == ID_ELDAP || rc == ID_ETIMEOUT) {
+		if (err != NULL)
+			*err = perr;
+		goto out;
+	}
+	if (rc != 0) {
+		rc = plan_failed(r, rc, &perr);
+		goto out;
+	}
+	for (size_t i = 0; i < plan.nops && rc == 0; i++) {
+		const ldap_diff_op_t *o = &plan.ops[i];
+		switch (o->kind) {
+		case LDAP_DIFF_OP_ADD:
+			rc = sink_result_add_op(r, "add", "dn", NULL, o->dn);
+			break;
+		case LDAP_DIFF_OP_MODRDN:
+			rc = sink_result_add_op(r, "modrdn", "dn", o->old_value,
+			                        o->new_value);
+			break;
+		case LDAP_DIFF_OP_DELETE:
+			rc = sink_result_add_op(r, "delete", "dn", o->dn, NULL);
+			break;
+		case LDAP_DIFF_OP_ENSURE_OU:
+			rc =
+			    sink_result_add_op(r, "create_ou", o->dn, NULL, o->new_value);
+			break;
+		case LDAP_DIFF_OP_GROUP_ADD:
+			rc =
+			    sink_result_add_op(r, "group_add", o->attribute, NULL, o->dn);
+			break;
+		case LDAP_DIFF_OP_GROUP_REMOVE:
+			rc = sink_result_add_op(r, "group_remove", o->attribute, o->dn,
+			                        NULL);
+			break;
+		default:
+			rc = sink_result_add_op(r, ldap_diff_op_kind_name(o->kind),
+			                        o->attribute, o->old_value, o->new_value);
+			break;
+		}
+	}
+	/* A create_ou for an OU that exists is not drift: the executor skips it. */
+	if (rc == 0)
+		r->outcome = SINK_NOOP;
+	for (size_t i = 0; rc == 0 && i < r->nops; i++)
+		if (strcmp(r->ops[i].op, "create_ou") != 0)
+			r->outcome = SINK_APPLIED;
+	if (rc == ID_ENOMEM)
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+out:
+	ldap_diff_plan_fini(&plan);
+	return rc;
 }
 
 static const char *empty_null(const char *s)
@@ -149,17 +221,89 @@ static void scim_close(void *h)
 	sink_scim_close(h);
 }
 
+static int64_t scim_retry_after(const void *h)
+{
+	return sink_scim_retry_after_ms(h);
+}
+
+static int scim_plan(void *h, const desired_identity_t *d, sink_result_t *r,
+                     id_err_t *err)
+{
+	scim_diff_plan_t plan;
+	bool pending = false;
+	id_err_t perr = {0};
+	scim_diff_plan_init(&plan);
+	int rc = sink_scim_plan(h, d, &plan, &pending, &perr);
+	if (rc == ID_EIO || rc == ID_ETIMEOUT || rc == ID_ECONFIG) {
+		if (err != NULL)
+			*err = perr;
+		goto out;
+	}
+	if (rc != 0) {
+		rc = plan_failed(r, rc, &perr);
+		goto out;
+	}
+	for (size_t i = 0; i < plan.nops && rc == 0; i++) {
+		const scim_diff_op_t *o = &plan.ops[i];
+		const char *name = scim_diff_op_kind_name(o->kind);
+		switch (o->kind) {
+		case SCIM_DIFF_OP_UPDATE:
+		case SCIM_DIFF_OP_DISABLE:
+		case SCIM_DIFF_OP_ENABLE:
+			rc = sink_result_add_op(r, name, scim_diff_field_path(o->field),
+			                        o->old_value, o->new_value);
+			break;
+		case SCIM_DIFF_OP_CREATE:
+			rc = sink_result_add_op(r, name, "id", NULL, NULL);
+			break;
+		default:
+			rc = sink_result_add_op(r, name, o->group ? o->group : "",
+			                        o->group_id, NULL);
+			break;
+		}
+	}
+	if (rc == 0)
+		r->outcome = r->nops > 0 ? SINK_APPLIED : SINK_NOOP;
+	else if (rc == ID_ENOMEM)
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+out:
+	scim_diff_plan_fini(&plan);
+	return rc;
+}
+
 static const sink_target_ops_t targets[] = {
-    {"ldap", "sink.ldap.target", ldap_open, ldap_apply, ldap_writes, ldap_close,
-     "OpenLDAP (ldap.* options). The bind password comes from\n"
-     "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file."},
-    {"ad", "sink.ad.target", ad_open, ad_apply, ad_writes, ad_close,
-     "Active Directory over LDAPS (ad.* options). The bind password comes from\n"
-     "IDSTREAM_AD_BIND_PASSWORD or ad.bind_password_file; initial passwords of\n"
-     "new users go to ad.password_file (mode 0600)."},
-    {"scim", "sink.scim.target", scim_open, scim_apply, scim_writes, scim_close,
-     "SCIM 2.0 service provider (scim.* options). The bearer token comes from\n"
-     "IDSTREAM_SCIM_BEARER_TOKEN or scim.bearer_token_file; TLS is verified."},
+    {.kind = "ldap",
+     .target_key = "sink.ldap.target",
+     .open = ldap_open,
+     .apply = ldap_apply,
+     .writes = ldap_writes,
+     .close = ldap_close,
+     .retry_after_ms = NULL,
+     .plan = ldap_plan,
+     .help = "OpenLDAP (ldap.* options). The bind password comes from\n"
+             "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file."},
+    {.kind = "ad",
+     .target_key = "sink.ad.target",
+     .open = ad_open,
+     .apply = ad_apply,
+     .writes = ad_writes,
+     .close = ad_close,
+     .retry_after_ms = NULL,
+     .plan = NULL, /* the AD core has no dry run yet */
+     .help = "Active Directory over LDAPS (ad.* options). The bind password\n"
+             "comes from IDSTREAM_AD_BIND_PASSWORD or ad.bind_password_file;\n"
+             "initial passwords of new users go to ad.password_file (mode 0600)."},
+    {.kind = "scim",
+     .target_key = "sink.scim.target",
+     .open = scim_open,
+     .apply = scim_apply,
+     .writes = scim_writes,
+     .close = scim_close,
+     .retry_after_ms = scim_retry_after,
+     .plan = scim_plan,
+     .help = "SCIM 2.0 service provider (scim.* options). The bearer token\n"
+             "comes from IDSTREAM_SCIM_BEARER_TOKEN or scim.bearer_token_file;\n"
+             "TLS is verified."},
 };
 
 const sink_target_ops_t *sink_target_find(const char *kind)

@@ -7,12 +7,21 @@
  * Contract of apply (same for every core): 0 when result holds the final
  * outcome of this desired version (FAILED included); non-zero when the
  * target could not be reached — the loop retries the same version.
+ *
+ * plan is apply without writes, for `idstream reconcile` without --repair:
+ * result gets the operations apply would do (outcome APPLIED) or none
+ * (NOOP).  A kind whose core cannot plan leaves it NULL.
+ *
+ * The operator commands that travel to running sinks over
+ * <prefix>.sink.control (approve, reject, sink retry, reconcile) are in
+ * cmd/approve.c; the message format is described there and in cmd/sink.c.
  */
 #ifndef IDSTREAM_SINK_TARGETS_H
 #define IDSTREAM_SINK_TARGETS_H
 
 #include <stdint.h>
 
+#include "cmd/cli.h"
 #include "common/config.h"
 #include "common/err.h"
 #include "schemas/model.h"
@@ -25,6 +34,11 @@ typedef struct sink_target_ops {
 	             id_err_t *err);
 	uint64_t (*writes)(const void *h);
 	void (*close)(void *h);
+	/* Retry-After of the target's last refusal in ms, 0 when none; NULL
+	 * when the kind never gives one. */
+	int64_t (*retry_after_ms)(const void *h);
+	int (*plan)(void *h, const desired_identity_t *d, sink_result_t *r,
+	            id_err_t *err); /* NULL: no dry run */
 	const char *help; /* what `idstream sink KIND --help` says about options */
 } sink_target_ops_t;
 
@@ -32,5 +46,9 @@ typedef struct sink_target_ops {
 const sink_target_ops_t *sink_target_find(const char *kind);
 /* "ldap, ad, scim" — for messages. */
 const char *sink_target_kinds(void);
+
+/* `idstream sink retry TARGET [EMPLOYEE_ID...]` (cmd/approve.c); argv[0]
+ * is "retry".  Returns an exit code. */
+int sink_control_retry(cli_t *cli, int argc, char **argv);
 
 #endif

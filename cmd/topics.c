@@ -1,10 +1,15 @@
 /*
- * topics.c — `idstream topics create`: makes the deployment's three topics
- * with the configured partitions, or reports that they exist.  Idempotent.
+ * topics.c — `idstream topics create`: makes the deployment's topics with
+ * the configured partitions, or reports that they exist.  Idempotent.
  *
  *   <prefix>.hr.events         the event log: retention.ms=-1, cleanup delete
  *   <prefix>.identity.desired  full desired state per employee, versioned
  *   <prefix>.sink.results      what each sink did, and why
+ *   <prefix>.sink.control      operator decisions for the sinks (approve,
+ *                              reject, retry, reconcile) and their answers:
+ *                              one partition (a trickle, read whole by every
+ *                              sink), kept forever (a rebuilt sink relearns
+ *                              its rejections from it)
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,14 +20,16 @@
 
 static void topics_usage(void)
 {
-	printf(
-	    "usage: idstream topics create\n"
-	    "\n"
-	    "Creates <topic.prefix>.hr.events (infinite retention), .identity.desired "
-	    "and\n"
-	    ".sink.results with topic.partitions partitions and "
-	    "topic.replication_factor\n"
-	    "replicas. Topics that already exist are reported and left as they are.\n");
+	printf("usage: idstream topics create\n"
+	       "\n"
+	       "Creates <topic.prefix>.hr.events (infinite retention), .identity.desired "
+	       "and\n"
+	       ".sink.results with topic.partitions partitions and "
+	       "topic.replication_factor\n"
+	       "replicas, and .sink.control (operator decisions for the sinks: one "
+	       "partition,\n"
+	       "infinite retention). Topics that already exist are reported and left as "
+	       "they are.\n");
 }
 
 int cmd_topics(cli_t *cli, int argc, char **argv)
@@ -37,8 +44,8 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 		return cli_usage_error("topics", "expected \"create\"");
 
 	static const char *const suffixes[] = {"hr.events", "identity.desired",
-	                                       "sink.results"};
-	enum { NT = 3 };
+	                                       "sink.results", "sink.control"};
+	enum { NT = 4, CONTROL = 3 };
 	char names[NT][256];
 	id_err_t err = {0};
 	int rc = CLI_EXIT_FAIL;
@@ -57,15 +64,16 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 	for (int i = 0; i < NT; i++) {
 		char errstr[256];
 		id_config_topic(cli->cfg, suffixes[i], names[i], sizeof(names[i]));
-		nt[i] = rd_kafka_NewTopic_new(names[i], partitions, replication, errstr,
-		                              sizeof(errstr));
+		nt[i] = rd_kafka_NewTopic_new(names[i], i == CONTROL ? 1 : partitions,
+		                              replication, errstr, sizeof(errstr));
 		if (nt[i] == NULL) {
 			id_err_set(&err, ID_EINVALID, "%s: %s", names[i], errstr);
 			rc = cli_fail("topics create", &err);
 			goto out;
 		}
-		if (i == 0) {
-			/* The HR log is the source of truth: keep it forever. */
+		if (i == 0 || i == CONTROL) {
+			/* The HR log is the source of truth, and operator decisions
+			 * are part of it: keep both forever. */
 			rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1");
 			rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete");
 		}
@@ -94,7 +102,8 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 		rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
 		int32_t have = 0;
 		if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-			printf("created %s (%d partitions)\n", name, partitions);
+			printf("created %s (%d partitions)\n", name,
+			       strcmp(name, names[CONTROL]) == 0 ? 1 : partitions);
 		} else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
 			if (id_kafka_partition_count(rk, name, &have, &err) == 0)
 				printf("exists  %s (%d partitions)\n", name, have);

@@ -122,6 +122,39 @@ static const opt_def_t opt_table[] = {
     {"sink.scim.target", OPT_STR, "scim", 0, -1,
      "Target name of the scim sink: names its consumer group, its state and its "
      "results."},
+    {"sink.guard.enabled", OPT_BOOL, "true", 0, -1,
+     "Mass-change guard of every sink: disables and deletes beyond the limit below "
+     "are held until `idstream approve TARGET` or `idstream reject TARGET`. Turn it "
+     "off only for a target that is rebuilt from scratch."},
+    {"sink.guard.max_fraction", OPT_DOUBLE, "0.1", 0, 1,
+     "Largest fraction of a target's active managed accounts (last applied state "
+     "ACTIVE) that may be disabled or deleted within `sink.guard.window_s` without "
+     "an operator. 1 turns the fraction off; 0 holds every disable."},
+    {"sink.guard.max_count", OPT_INT, "0", 0, 100000000,
+     "Absolute cap on disables and deletes within the window; the stricter of this "
+     "and the fraction applies. 0: the fraction only."},
+    {"sink.guard.min_managed", OPT_INT, "50", 0, 100000000,
+     "The fraction is taken of at least this many accounts, so a small deployment "
+     "may still lose max_fraction x min_managed accounts (5 by default) per window "
+     "without being held: at that size one or two leavers are ordinary churn, not "
+     "a broken export. 0: the fraction of the real count."},
+    {"sink.guard.window_s", OPT_INT, "3600", 0, 2592000,
+     "Disables and deletes applied within this many seconds count together against "
+     "the limit (approved ones do not count)."},
+    {"sink.guard.settle_ms", OPT_INT, "2000", 0, 600000,
+     "A disable or delete waits until no desired identity has arrived for this "
+     "long (at most ten times this), so that its whole batch is counted before any "
+     "of it is applied."},
+    {"sink.retry.initial_ms", OPT_INT, "200", 1, 3600000,
+     "First delay before retrying an unreachable target; it doubles on each "
+     "failure up to `sink.retry.max_ms`, each delay drawn between half and all of "
+     "it (jitter). A longer Retry-After from the target is waited out."},
+    {"sink.retry.max_ms", OPT_INT, "30000", 1, 3600000,
+     "Longest delay between two attempts to reach a target (also the probe "
+     "interval while the circuit is open)."},
+    {"sink.circuit.failures", OPT_INT, "5", 1, 1000000,
+     "Consecutive failures to reach a target after which its circuit opens: one "
+     "warning and one DEFERRED result, then quiet probes until it answers."},
     {"kafka.bootstrap.servers", OPT_STR, "127.0.0.1:19092", 0, -1,
      "Kafka brokers. Every `kafka.*` key is passed to librdkafka without the "
      "`kafka.` prefix (see librdkafka's CONFIGURATION.md), e.g. "
