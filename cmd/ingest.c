@@ -99,8 +99,8 @@ static int ingest_csv_main(cli_t *cli, int argc, char **argv)
 /* ---- ingest http ----------------------------------------------------------------- */
 
 /*
- * Options of `ingest http`.  They are command-line flags for now; the config
- * keys they are meant to become are given in --help (ingest.http.*).
+ * Options of `ingest http`: defaults from the configuration (ingest.http.*,
+ * see CONFIGURATION.md), overridden by the command-line flags.
  */
 typedef struct http_cli_opts {
 	char addr[64];
@@ -322,6 +322,41 @@ static int ingest_http_main(cli_t *cli, int argc, char **argv)
 	                     .publish_timeout_ms = 2500,
 	                     .dedupe_ttl_s = 7 * 24 * 3600,
 	                     .api_timeout_ms = 2000};
+	/* Defaults from the configuration (ingest.http.*); flags override. */
+	const id_config_t *cfg = cli->cfg;
+	if (parse_listen(id_config_str(cfg, "ingest.http.listen"), &o) != 0) {
+		fprintf(stderr,
+		        "idstream: ingest.http.listen: expected ADDR:PORT, got \"%s\"\n",
+		        id_config_str(cfg, "ingest.http.listen"));
+		return CLI_EXIT_FAIL;
+	}
+	o.threads = (unsigned)id_config_int(cfg, "ingest.http.threads");
+	o.max_body = (size_t)id_config_int(cfg, "ingest.http.max_body_bytes");
+	o.window_s = id_config_int(cfg, "ingest.http.timestamp_window_s");
+	o.publish_timeout_ms = id_config_int(cfg, "ingest.http.publish_timeout_ms");
+	o.dedupe_ttl_s = id_config_int(cfg, "ingest.http.dedupe_ttl_s");
+	o.dedupe_sync = id_config_bool(cfg, "ingest.http.dedupe_sync");
+	o.api_timeout_ms = (long)id_config_int(cfg, "ingest.http.api_timeout_ms");
+	if (*id_config_str(cfg, "ingest.http.tls_cert_file") != '\0')
+		o.tls_cert = id_config_str(cfg, "ingest.http.tls_cert_file");
+	if (*id_config_str(cfg, "ingest.http.tls_key_file") != '\0')
+		o.tls_key = id_config_str(cfg, "ingest.http.tls_key_file");
+	for (int s = 0; s < WEBHOOK_SOURCE_COUNT; s++) {
+		char key[128];
+		const char *v;
+		snprintf(key, sizeof(key), "ingest.http.%s.secret_file",
+		         webhook_source_name((webhook_source_t)s));
+		if (*(v = id_config_str(cfg, key)) != '\0')
+			o.secret_file[s] = v;
+		snprintf(key, sizeof(key), "ingest.http.%s.api_url",
+		         webhook_source_name((webhook_source_t)s));
+		if (*(v = id_config_str(cfg, key)) != '\0')
+			o.api_url[s] = v;
+		snprintf(key, sizeof(key), "ingest.http.%s.api_token_file",
+		         webhook_source_name((webhook_source_t)s));
+		if (*(v = id_config_str(cfg, key)) != '\0')
+			o.api_token_file[s] = v;
+	}
 	http_secrets_t sec;
 	memset(&sec, 0, sizeof(sec));
 	rd_kafka_t *rk = NULL;

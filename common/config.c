@@ -155,6 +155,87 @@ static const opt_def_t opt_table[] = {
     {"sink.circuit.failures", OPT_INT, "5", 1, 1000000,
      "Consecutive failures to reach a target after which its circuit opens: one "
      "warning and one DEFERRED result, then quiet probes until it answers."},
+    {"ingest.http.listen", OPT_STR, "127.0.0.1:8088", 0, -1,
+     "Address and port `idstream ingest http` listens on (port 0 picks a free one)."},
+    {"ingest.http.threads", OPT_INT, "4", 1, 256,
+     "HTTP worker threads of the webhook server."},
+    {"ingest.http.max_body_bytes", OPT_INT, "1048576", 1024, 67108864,
+     "Largest webhook body accepted; larger ones are refused with 413 before reading "
+     "them."},
+    {"ingest.http.timestamp_window_s", OPT_INT, "300", 1, 86400,
+     "Accepted clock skew of a webhook's signed send time; older or newer is refused."},
+    {"ingest.http.publish_timeout_ms", OPT_INT, "2500", 100, 120000,
+     "How long a delivery may wait for Kafka's acknowledgement before it is answered 503 "
+     "with Retry-After."},
+    {"ingest.http.dedupe_ttl_s", OPT_INT, "604800", 60, 31536000,
+     "How long delivery ids are remembered to refuse replays (7 days)."},
+    {"ingest.http.dedupe_sync", OPT_BOOL, "false", 0, -1,
+     "fsync every recorded delivery id (survives power loss; slower)."},
+    {"ingest.http.tls_cert_file", OPT_STR, "", 0, -1,
+     "PEM certificate: when set (with the key), the webhook server speaks HTTPS."},
+    {"ingest.http.tls_key_file", OPT_STR, "", 0, -1,
+     "PEM private key of the certificate."},
+    {"ingest.http.api_timeout_ms", OPT_INT, "2000", 100, 60000,
+     "Bound of one HR API call made to complete a thin webhook event."},
+    {"ingest.http.generic.secret_file", OPT_STR, "", 0, -1,
+     "HMAC secret(s) of the generic signed format webhooks, one per line (any may have "
+     "signed: rotation). The "
+     "environment variable `IDSTREAM_WEBHOOK_GENERIC_SECRET` works too. Without a secret "
+     "the "
+     "source is disabled."},
+    {"ingest.http.generic.api_url", OPT_STR, "", 0, -1,
+     "the generic signed format HR API used to complete events that carry ids only; "
+     "failed calls go to the "
+     "durable outbox."},
+    {"ingest.http.generic.api_token_file", OPT_STR, "", 0, -1,
+     "Token of that HR API (or `IDSTREAM_HRAPI_GENERIC_TOKEN`)."},
+    {"ingest.http.bamboohr.secret_file", OPT_STR, "", 0, -1,
+     "HMAC secret(s) of BambooHR webhooks, one per line (any may have signed: rotation). "
+     "The "
+     "environment variable `IDSTREAM_WEBHOOK_BAMBOOHR_SECRET` works too. Without a "
+     "secret the "
+     "source is disabled."},
+    {"ingest.http.bamboohr.api_url", OPT_STR, "", 0, -1,
+     "BambooHR HR API used to complete events that carry ids only; failed calls go to "
+     "the "
+     "durable outbox."},
+    {"ingest.http.bamboohr.api_token_file", OPT_STR, "", 0, -1,
+     "Token of that HR API (or `IDSTREAM_HRAPI_BAMBOOHR_TOKEN`)."},
+    {"ingest.http.hibob.secret_file", OPT_STR, "", 0, -1,
+     "HMAC secret(s) of HiBob webhooks, one per line (any may have signed: rotation). "
+     "The "
+     "environment variable `IDSTREAM_WEBHOOK_HIBOB_SECRET` works too. Without a secret "
+     "the "
+     "source is disabled."},
+    {"ingest.http.hibob.api_url", OPT_STR, "", 0, -1,
+     "HiBob HR API used to complete events that carry ids only; failed calls go to the "
+     "durable outbox."},
+    {"ingest.http.hibob.api_token_file", OPT_STR, "", 0, -1,
+     "Token of that HR API (or `IDSTREAM_HRAPI_HIBOB_TOKEN`)."},
+    {"ingest.http.gusto.secret_file", OPT_STR, "", 0, -1,
+     "HMAC secret(s) of Gusto-style webhooks, one per line (any may have signed: "
+     "rotation). The "
+     "environment variable `IDSTREAM_WEBHOOK_GUSTO_SECRET` works too. Without a secret "
+     "the "
+     "source is disabled."},
+    {"ingest.http.gusto.api_url", OPT_STR, "", 0, -1,
+     "Gusto-style HR API used to complete events that carry ids only; failed calls go to "
+     "the "
+     "durable outbox."},
+    {"ingest.http.gusto.api_token_file", OPT_STR, "", 0, -1,
+     "Token of that HR API (or `IDSTREAM_HRAPI_GUSTO_TOKEN`)."},
+    {"ingest.http.personio.secret_file", OPT_STR, "", 0, -1,
+     "HMAC secret(s) of Personio webhooks, one per line (any may have signed: rotation). "
+     "The "
+     "environment variable `IDSTREAM_WEBHOOK_PERSONIO_SECRET` works too. Without a "
+     "secret the "
+     "source is disabled."},
+    {"ingest.http.personio.api_url", OPT_STR, "", 0, -1,
+     "Personio HR API used to complete events that carry ids only; failed calls go to "
+     "the "
+     "durable outbox."},
+    {"ingest.http.personio.api_token_file", OPT_STR, "", 0, -1,
+     "Token of that HR API (or `IDSTREAM_HRAPI_PERSONIO_TOKEN`)."},
     {"kafka.bootstrap.servers", OPT_STR, "127.0.0.1:19092", 0, -1,
      "Kafka brokers. Every `kafka.*` key is passed to librdkafka without the "
      "`kafka.` prefix (see librdkafka's CONFIGURATION.md), e.g. "
