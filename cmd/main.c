@@ -30,7 +30,7 @@ static const struct {
     {"topics", cmd_topics, "create the deployment's Kafka topics"},
     {"ingest", cmd_ingest, "publish HR changes (export files, signed webhooks) to hr.events"},
     {"process", cmd_process, "fold HR events into desired identities"},
-    {"sink", cmd_sink, "apply desired identities to a target (ldap)"},
+    {"sink", cmd_sink, "apply desired identities to a target (ldap, ad, scim)"},
     {"run", cmd_run, "run processor and sinks together in one process"},
     {"history", cmd_history, "show an employee's events, versions and operations"},
     {"why", cmd_why, "explain each attribute of an account: operation, rule, HR event"},

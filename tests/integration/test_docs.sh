@@ -14,7 +14,7 @@ diff -u CONFIGURATION.md "$T_DIR/CONFIGURATION.md" >"$T_DIR/config.diff" ||
 # --help of the binary and of every subcommand: exit 0 and a usage line.
 out=$("$B" --help) || fail "idstream --help exited non-zero"
 assert_contains "$out" "usage: idstream"
-for cmd in topics ingest process sink run history why as-of replay policy config; do
+for cmd in topics ingest process sink run history why as-of plan replay policy held approve reject reconcile config; do
 	assert_contains "$out" "  $cmd " "idstream --help lists $cmd"
 	h=$("$B" "$cmd" --help) || fail "idstream $cmd --help exited non-zero"
 	assert_contains "$h" "usage: idstream" "idstream $cmd --help"
