@@ -40,6 +40,7 @@ static const struct {
     {"approve", cmd_approve, "apply what a sink's mass-change guard holds"},
     {"reject", cmd_reject, "drop what a sink's mass-change guard holds"},
     {"reconcile", cmd_reconcile, "report (--repair: undo) drift made by hand on a target"},
+    {"report", cmd_report, "write an HTML page of an employee's timeline and identity"},
     {"replay", cmd_replay, "check that replaying hr.events reproduces identity.desired"},
     {"config", cmd_config, "print the effective configuration or its documentation"},
     {"policy", cmd_policy, "check a Lua identity policy against sample HR records"},
