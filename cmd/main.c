@@ -32,6 +32,7 @@ static const struct {
     {"process", cmd_process, "fold HR events into desired identities"},
     {"sink", cmd_sink, "apply desired identities to a target (ldap, ad, scim)"},
     {"run", cmd_run, "run processor and sinks together in one process"},
+    {"index", cmd_index, "index where each employee's records sit, for history/why/as-of"},
     {"history", cmd_history, "show an employee's events, versions and operations"},
     {"why", cmd_why, "explain each attribute of an account: operation, rule, HR event"},
     {"as-of", cmd_asof, "the desired identities as they were at a past instant"},

@@ -1,16 +1,20 @@
 /*
- * run.c — `idstream run`: the processor and the LDAP sink of one deployment
- * in one process (small companies), each on its own thread, running the very
- * same loops as `idstream process` and `idstream sink ldap`.
+ * run.c — `idstream run`: the processor, the LDAP sink and the indexer of one
+ * deployment in one process (small companies), each on its own thread,
+ * running the very same loops as `idstream process`, `idstream sink ldap`
+ * and `idstream index`.
  *
  * With --until-idle the processor stops once caught up, then the sink stops
- * once it has applied everything the processor committed; a summary follows.
+ * once it has applied everything the processor committed, then the indexer
+ * stops once it has indexed every topic up to its end as of that moment
+ * (so it covers all the processor and the sink produced); a summary follows.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cmd/cli.h"
+#include "cmd/index.h"
 #include "common/log.h"
 
 typedef struct run_stage {
@@ -19,6 +23,8 @@ typedef struct run_stage {
 	stage_sync_t *sync;
 	processor_stats_t pstats;
 	sink_stats_t sstats;
+	index_stats_t istats;
+	volatile sig_atomic_t *upstream_done; /* indexer: processor and sink done */
 	id_err_t err;
 	int rc;
 } run_stage_t;
@@ -41,6 +47,18 @@ static void *run_sink(void *arg)
 	    sink_loop(st->cfg, "ldap", st->until_idle, &st->sstats, st->sync, &st->err);
 	if (st->rc != 0) {
 		id_log_error("run", "ldap sink stopped: %s", st->err.msg);
+		cli_stop_requested = 1;
+	}
+	return NULL;
+}
+
+static void *run_index(void *arg)
+{
+	run_stage_t *st = arg;
+	st->rc =
+	    index_loop(st->cfg, st->until_idle, st->upstream_done, &st->istats, &st->err);
+	if (st->rc != 0) {
+		id_log_error("run", "indexer stopped: %s", st->err.msg);
 		cli_stop_requested = 1;
 	}
 	return NULL;
@@ -76,7 +94,12 @@ int cmd_run(cli_t *cli, int argc, char **argv)
 	stage_sync_t sync = {0};
 	run_stage_t proc = {.cfg = cli->cfg, .until_idle = until_idle, .sync = &sync};
 	run_stage_t sink = {.cfg = cli->cfg, .until_idle = until_idle, .sync = &sync};
-	pthread_t tp, ts;
+	volatile sig_atomic_t upstream_done = 0;
+	run_stage_t idx = {.cfg = cli->cfg,
+	                   .until_idle = until_idle,
+	                   .sync = &sync,
+	                   .upstream_done = &upstream_done};
+	pthread_t tp, ts, ti;
 	if (pthread_create(&tp, NULL, run_processor, &proc) != 0)
 		return cli_fail("cannot start the processor thread", NULL);
 	if (pthread_create(&ts, NULL, run_sink, &sink) != 0) {
@@ -84,8 +107,18 @@ int cmd_run(cli_t *cli, int argc, char **argv)
 		pthread_join(tp, NULL);
 		return cli_fail("cannot start the sink thread", NULL);
 	}
+	if (pthread_create(&ti, NULL, run_index, &idx) != 0) {
+		cli_stop_requested = 1;
+		pthread_join(tp, NULL);
+		pthread_join(ts, NULL);
+		return cli_fail("cannot start the indexer thread", NULL);
+	}
 	pthread_join(tp, NULL);
 	pthread_join(ts, NULL);
+	/* Everything the two produced is committed: the indexer may now take
+	 * the topics' ends as its goal. */
+	upstream_done = 1;
+	pthread_join(ti, NULL);
 	processor_stats_print(&proc.pstats);
 	sink_stats_print(id_config_str(cli->cfg, "sink.ldap.target"), "ldap",
 	                 &sink.sstats);
@@ -93,5 +126,7 @@ int cmd_run(cli_t *cli, int argc, char **argv)
 		return cli_fail("processor", &proc.err);
 	if (sink.rc != 0)
 		return cli_fail("ldap sink", &sink.err);
+	if (idx.rc != 0)
+		return cli_fail("indexer", &idx.err);
 	return CLI_EXIT_OK;
 }

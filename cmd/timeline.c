@@ -1,7 +1,11 @@
 /*
  * timeline.c — reads one employee's records from the three topics (see
- * timeline.h).  A record that cannot be decoded is kept as "unreadable"
- * with the codec's reason, never dropped silently.
+ * timeline.h).  When <state.dir>/index exists (cmd/index.c) and this process
+ * can open it, only the offsets it lists for the employee are fetched (runs
+ * of near offsets in one pass), and only the part of each partition past
+ * what the index covers is scanned; otherwise the whole partition is.  The
+ * debug log says which was used and how many records were read.  A record that cannot be
+ * decoded is kept as "unreadable" with the codec's reason, never dropped silently.
  */
 #define _XOPEN_SOURCE 700 /* strptime */
 #include "cmd/timeline.h"
@@ -10,8 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cmd/cli.h"
+#include "cmd/index.h"
+#include "common/log.h"
 #include "common/kafka.h"
 #include "schemas/codec.h"
 
@@ -86,24 +93,46 @@ static int tl_push(timeline_t *t, tl_entry_t **out)
 	return 0;
 }
 
-static int tl_read(rd_kafka_t *rk, codec_t *codec, tl_kind_t kind, const char *topic,
-                   const char *employee, timeline_t *t, id_err_t *err)
+/* Decodes one message of the employee into a new timeline entry. */
+static int tl_take(codec_t *codec, tl_kind_t kind, const rd_kafka_message_t *m,
+                   timeline_t *t, id_err_t *err)
 {
-	int32_t nparts = 0;
-	int rc = id_kafka_partition_count(rk, topic, &nparts, err);
-	if (rc != 0)
-		return rc;
-	int32_t part = id_kafka_partition_for_key(employee, strlen(employee), nparts);
-	int64_t lo = 0, hi = 0;
-	rd_kafka_resp_err_t e =
-	    rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, 10000);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return id_kafka_err(err, e, "reading topic end offsets");
-	if (hi <= lo)
-		return 0;
+	tl_entry_t *te = NULL;
+	if (tl_push(t, &te) != 0)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	te->ts = rd_kafka_message_timestamp(m, NULL);
+	te->kind = kind;
+	te->partition = m->partition;
+	te->offset = m->offset;
+	id_err_t derr = {0};
+	int ok = kind == TL_EVENT
+	             ? codec_decode_event(codec, m->payload, m->len, &te->ev, &derr)
+	         : kind == TL_DESIRED
+	             ? codec_decode_desired(codec, m->payload, m->len, &te->d, &derr)
+	             : codec_decode_result(codec, m->payload, m->len, &te->r, &derr);
+	if (ok != 0) {
+		te->unreadable = true;
+		te->error = strdup(derr.msg);
+	}
+	return 0;
+}
+
+/*
+ * Reads partition part of topic from offset from until offset `to`
+ * (exclusive) or its end.  With want (sorted offsets, all in [from, to)),
+ * only those offsets are taken; otherwise every record keyed by employee.
+ * *fetched counts the messages received from Kafka.
+ */
+static int tl_read_range(rd_kafka_t *rk, codec_t *codec, tl_kind_t kind,
+                         const char *topic, int32_t part, int64_t from, int64_t to,
+                         const int64_t *want, size_t nwant, const char *employee,
+                         timeline_t *t, long *fetched, id_err_t *err)
+{
+	int rc = 0;
+	size_t wi = 0;
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(l, topic, part)->offset = lo;
-	e = rd_kafka_assign(rk, l);
+	rd_kafka_topic_partition_list_add(l, topic, part)->offset = from;
+	rd_kafka_resp_err_t e = rd_kafka_assign(rk, l);
 	rd_kafka_topic_partition_list_destroy(l);
 	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
 		return id_kafka_err(err, e, "assigning partition");
@@ -118,34 +147,79 @@ static int tl_read(rd_kafka_t *rk, codec_t *codec, tl_kind_t kind, const char *t
 			rd_kafka_message_destroy(m);
 			break;
 		}
-		if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR || m->key_len != klen ||
-		    memcmp(m->key, employee, klen) != 0) {
-			rd_kafka_message_destroy(m);
-			continue;
-		}
-		tl_entry_t *te = NULL;
-		if ((rc = tl_push(t, &te)) != 0) {
-			rd_kafka_message_destroy(m);
-			return id_err_set(err, rc, "out of memory");
-		}
-		te->ts = rd_kafka_message_timestamp(m, NULL);
-		te->kind = kind;
-		te->partition = m->partition;
-		te->offset = m->offset;
-		id_err_t derr = {0};
-		int ok =
-		    kind == TL_EVENT
-		        ? codec_decode_event(codec, m->payload, m->len, &te->ev, &derr)
-		    : kind == TL_DESIRED
-		        ? codec_decode_desired(codec, m->payload, m->len, &te->d, &derr)
-		        : codec_decode_result(codec, m->payload, m->len, &te->r, &derr);
-		if (ok != 0) {
-			te->unreadable = true;
-			te->error = strdup(derr.msg);
-		}
+		bool last = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->offset + 1 >= to;
+		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			(*fetched)++;
+		if (want != NULL)
+			while (wi < nwant && want[wi] < m->offset)
+				wi++;
+		bool take = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->key_len == klen &&
+		            memcmp(m->key, employee, klen) == 0 &&
+		            (want == NULL || (wi < nwant && want[wi] == m->offset));
+		if (take)
+			rc = tl_take(codec, kind, m, t, err);
 		rd_kafka_message_destroy(m);
+		if (last)
+			break;
 	}
 	rd_kafka_assign(rk, NULL);
+	return rc;
+}
+
+/* Indexed offsets closer than this are read in one pass rather than by a
+ * new fetch: a fetch round-trip costs more than a few small records. */
+#define TL_GAP_MAX 64
+
+static int tl_read(rd_kafka_t *rk, codec_t *codec, tl_kind_t kind, const char *topic,
+                   const char *employee, state_store_t *idx, const index_pos_t *pos,
+                   size_t npos, timeline_t *t, long *fetched, bool *used_index,
+                   id_err_t *err)
+{
+	int32_t nparts = 0;
+	int rc = id_kafka_partition_count(rk, topic, &nparts, err);
+	if (rc != 0)
+		return rc;
+	int32_t part = id_kafka_partition_for_key(employee, strlen(employee), nparts);
+	int64_t lo = 0, hi = 0;
+	rd_kafka_resp_err_t e =
+	    rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, 10000);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return id_kafka_err(err, e, "reading topic end offsets");
+	if (hi <= lo)
+		return 0;
+	int64_t scan_from = lo;
+	if (idx != NULL) {
+		int64_t until = index_indexed_until(idx, (int)kind, part);
+		if (until > lo) {
+			*used_index = true;
+			scan_from = until;
+			int64_t *want = malloc((npos ? npos : 1) * sizeof(*want));
+			size_t nw = 0;
+			if (want == NULL)
+				return id_err_set(err, ID_ENOMEM, "out of memory");
+			for (size_t i = 0; i < npos; i++)
+				if (pos[i].kind == (int)kind &&
+				    pos[i].partition == part && pos[i].offset >= lo &&
+				    pos[i].offset < until)
+					want[nw++] = pos[i].offset;
+			/* Key order is offset order; runs of near offsets share a
+			 * fetch. */
+			for (size_t a = 0; a < nw && rc == 0;) {
+				size_t b = a + 1;
+				while (b < nw && want[b] - want[b - 1] <= TL_GAP_MAX)
+					b++;
+				rc = tl_read_range(rk, codec, kind, topic, part, want[a],
+				                   want[b - 1] + 1, want + a, b - a,
+				                   employee, t, fetched, err);
+				a = b;
+			}
+			free(want);
+		}
+	}
+	/* Without an index, or past what it covers: scan for the key. */
+	if (rc == 0 && scan_from < hi)
+		rc = tl_read_range(rk, codec, kind, topic, part, scan_from, hi, NULL, 0,
+		                   employee, t, fetched, err);
 	return rc;
 }
 
@@ -159,11 +233,42 @@ static int tl_cmp(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
+/* Opens the index read-write only when it exists (opening creates a store)
+ * and no other process holds it; NULL otherwise, and the caller scans. */
+static state_store_t *tl_index_open(const id_config_t *cfg)
+{
+	char path[1024], current[1100];
+	index_path(cfg, path, sizeof(path));
+	snprintf(current, sizeof(current), "%s/CURRENT", path);
+	if (access(current, F_OK) != 0) {
+		id_log_debug("timeline", "no index at %s", path);
+		return NULL;
+	}
+	state_store_t *s = NULL;
+	id_err_t err = {0};
+	if (state_store_open(path, NULL, &s, &err) != 0) {
+		id_log_debug("timeline", "index not usable: %s", err.msg);
+		return NULL;
+	}
+	return s;
+}
+
 int timeline_load(const id_config_t *cfg, const char *employee, timeline_t *out,
                   id_err_t *err)
 {
 	int rc = 0;
+	long fetched = 0;
+	bool used_index = false;
+	index_pos_t *pos = NULL;
+	size_t npos = 0;
 	memset(out, 0, sizeof(*out));
+	state_store_t *idx = tl_index_open(cfg);
+	id_err_t ierr = {0};
+	if (idx != NULL && index_lookup(idx, employee, &pos, &npos, &ierr) != 0) {
+		id_log_debug("timeline", "index lookup failed: %s", ierr.msg);
+		state_store_close(idx);
+		idx = NULL;
+	}
 	codec_t *codec = codec_create(err);
 	rd_kafka_t *rk = codec ? id_kafka_consumer_create(cfg, "idstream-history", NULL,
 	                                                  NULL, NULL, err)
@@ -175,11 +280,21 @@ int timeline_load(const id_config_t *cfg, const char *employee, timeline_t *out,
 	for (int k = 0; k < 3 && rc == 0; k++) {
 		char topic[256];
 		id_config_topic(cfg, suffixes[k], topic, sizeof(topic));
-		rc = tl_read(rk, codec, (tl_kind_t)k, topic, employee, out, err);
+		rc = tl_read(rk, codec, (tl_kind_t)k, topic, employee, idx, pos, npos,
+		             out, &fetched, &used_index, err);
 	}
-	if (rc == 0)
-		qsort(out->items, out->len, sizeof(*out->items), tl_cmp);
+	if (rc == 0) {
+		if (out->len > 1) /* qsort(NULL, 0) is undefined behaviour */
+			qsort(out->items, out->len, sizeof(*out->items), tl_cmp);
+		id_log_debug(
+		    "timeline",
+		    "employee %s: %s, %ld records read, %zu entries, %zu indexed",
+		    employee, used_index ? "index used" : "partition scan", fetched,
+		    out->len, npos);
+	}
 out:
+	free(pos);
+	state_store_close(idx);
 	id_kafka_destroy(rk);
 	codec_destroy(codec);
 	return rc;

@@ -5,7 +5,10 @@
  *
  * All three topics are keyed by employee id with Kafka's murmur2
  * partitioner, so only the one partition of each topic that can hold the
- * employee is read (from its start to its current end).  Entries are
+ * employee is read: with the index (cmd/index.c) only the employee's
+ * indexed offsets plus whatever lies past the indexed position, without it
+ * the partition from its start to its current end.  Both give the same
+ * entries.  Entries are
  * ordered by their Kafka timestamps (log append time), ties by topic then
  * offset.
  *

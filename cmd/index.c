@@ -1,0 +1,408 @@
+/*
+ * index.c — `idstream index [--until-idle]`: indexes, per employee, where
+ * each of its records sits in Kafka, so `history`, `why` and `as-of` read
+ * exactly those records instead of scanning a partition of every topic.
+ *
+ * The stage consumes hr.events, identity.desired and sink.results in its own
+ * consumer group "<prefix>.index" (read_committed, so aborted records are
+ * never indexed) and writes one RocksDB store at <state.dir>/index:
+ *
+ *   key                                                 value
+ *   --------------------------------------------------  -----------------------
+ *   'e' employee_id 0x00 kind:u8 partition:be32         Kafka timestamp, ms
+ *       offset:be64                                     (be64)
+ *   0x00 "pos" kind:u8 partition:be32                   next offset not yet
+ *                                                       indexed (be64)
+ *
+ *   kind: 0 hr.events, 1 identity.desired, 2 sink.results (timeline's order).
+ *
+ * Invariants:
+ * - Every record of (kind, partition) below its "pos" value is in the index,
+ *   so a reader can trust the index up to there and scan only the rest.
+ *   "pos" only grows and is written in the same atomic batch as the entries.
+ * - Entries are keyed by their position, so a re-delivered record rewrites
+ *   the same key: indexing is idempotent.
+ * - Offsets are committed to Kafka only after the batch holding their
+ *   entries is written; a crash in between re-delivers, never loses.  On
+ *   assignment a partition starts at the store's "pos", not at the group's
+ *   committed offset, so a lost store is rebuilt from the log.
+ * - Employee keys start with 'e' and meta keys with 0x00, so they never mix.
+ *
+ * Threading: index_loop() runs on one thread (its consumer's poll loop).
+ */
+#include "cmd/index.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cli.h"
+#include "common/kafka.h"
+#include "common/log.h"
+
+#define INDEX_MAX_PARTITIONS 4096
+#define INDEX_BATCH_MAX      5000
+
+static const char *const index_suffixes[INDEX_KINDS] = {"hr.events", "identity.desired",
+                                                        "sink.results"};
+
+void index_path(const id_config_t *cfg, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/index", id_config_str(cfg, "state.dir"));
+}
+
+static size_t index_pos_key(unsigned char out[9], int kind, int32_t partition)
+{
+	out[0] = 0;
+	memcpy(out + 1, "pos", 3);
+	out[4] = (unsigned char)kind;
+	state_be32_put(out + 5, (uint32_t)partition);
+	return 9;
+}
+
+int64_t index_indexed_until(state_store_t *s, int kind, int32_t partition)
+{
+	unsigned char k[9];
+	void *v = NULL;
+	size_t vlen = 0;
+	int64_t r = 0;
+	if (state_store_get(s, k, index_pos_key(k, kind, partition), &v, &vlen, NULL) ==
+	        0 &&
+	    vlen == 8)
+		r = (int64_t)state_be64_get(v);
+	free(v);
+	return r;
+}
+
+int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size_t *n,
+                 id_err_t *err)
+{
+	size_t elen = strlen(employee), cap = 0;
+	unsigned char *prefix = malloc(elen + 2);
+	state_iter_t *it = NULL;
+	int rc = 0;
+	*out = NULL;
+	*n = 0;
+	if (prefix == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	prefix[0] = 'e';
+	memcpy(prefix + 1, employee, elen);
+	prefix[elen + 1] = 0;
+	if ((rc = state_iter_create(s, prefix, elen + 2, &it, err)) != 0)
+		goto out;
+	const void *k, *v;
+	size_t klen, vlen;
+	int more;
+	while ((more = state_iter_next(it, &k, &klen, &v, &vlen, err)) == 1) {
+		if (klen != elen + 2 + 13 || vlen != 8)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			index_pos_t *nv = realloc(*out, cap * sizeof(**out));
+			if (nv == NULL) {
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+				goto out;
+			}
+			*out = nv;
+		}
+		const unsigned char *p = (const unsigned char *)k + elen + 2;
+		index_pos_t *e = &(*out)[(*n)++];
+		e->kind = p[0];
+		e->partition = (int32_t)state_be32_get(p + 1);
+		e->offset = (int64_t)state_be64_get(p + 5);
+		e->ts = (int64_t)state_be64_get(v);
+	}
+	if (more < 0)
+		rc = more;
+out:
+	if (rc != 0) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	state_iter_destroy(it);
+	free(prefix);
+	return rc;
+}
+
+typedef struct index_run {
+	const id_config_t *cfg;
+	state_store_t *db;
+	state_batch_t *batch;
+	rd_kafka_t *consumer;
+	char topics[INDEX_KINDS][256];
+	int64_t pos[INDEX_KINDS][INDEX_MAX_PARTITIONS];  /* indexed up to */
+	int64_t ends[INDEX_KINDS][INDEX_MAX_PARTITIONS]; /* until-idle targets */
+	bool dirty[INDEX_KINDS][INDEX_MAX_PARTITIONS];   /* pos changed in batch */
+	id_buf_t key;
+} index_run_t;
+
+static int index_kind_of(const index_run_t *r, const char *topic)
+{
+	for (int k = 0; k < INDEX_KINDS; k++)
+		if (strcmp(r->topics[k], topic) == 0)
+			return k;
+	return -1;
+}
+
+static void index_advance(index_run_t *r, int kind, int32_t p, int64_t next)
+{
+	if (next > r->pos[kind][p]) {
+		r->pos[kind][p] = next;
+		r->dirty[kind][p] = true;
+	}
+}
+
+static void index_add(index_run_t *r, int kind, const rd_kafka_message_t *m)
+{
+	unsigned char tail[13], ts[8];
+	tail[0] = (unsigned char)kind;
+	state_be32_put(tail + 1, (uint32_t)m->partition);
+	state_be64_put(tail + 5, (uint64_t)m->offset);
+	state_be64_put(ts, (uint64_t)rd_kafka_message_timestamp(m, NULL));
+	r->key.len = 0;
+	id_buf_append_u8(&r->key, 'e');
+	id_buf_append(&r->key, m->key, m->key_len);
+	id_buf_append_u8(&r->key, 0);
+	id_buf_append(&r->key, tail, sizeof(tail));
+	state_batch_put(r->batch, r->key.data, r->key.len, ts, sizeof(ts));
+}
+
+/* Writes the batch (entries and the advanced positions together), then
+ * commits the consumer's offsets: re-delivery after a crash is harmless. */
+static int index_flush(index_run_t *r, index_stats_t *stats, id_err_t *err)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+	int rc = 0;
+	for (int k = 0; k < INDEX_KINDS; k++) {
+		for (int32_t p = 0; p < INDEX_MAX_PARTITIONS; p++) {
+			if (!r->dirty[k][p])
+				continue;
+			unsigned char key[9], val[8];
+			state_be64_put(val, (uint64_t)r->pos[k][p]);
+			state_batch_put(r->batch, key, index_pos_key(key, k, p), val,
+			                sizeof(val));
+			rd_kafka_topic_partition_list_add(l, r->topics[k], p)->offset =
+			    r->pos[k][p];
+		}
+	}
+	if (state_batch_count(r->batch) == 0)
+		goto out;
+	if ((rc = state_batch_write(r->db, r->batch, false, err)) != 0)
+		goto out;
+	state_batch_clear(r->batch);
+	memset(r->dirty, 0, sizeof(r->dirty));
+	stats->batches++;
+	rd_kafka_resp_err_t e = rd_kafka_commit(r->consumer, l, 0);
+	/* A partition revoked meanwhile is re-indexed by its next owner. */
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		id_log_warn("index", "committing offsets: %s", rd_kafka_err2str(e));
+out:
+	rd_kafka_topic_partition_list_destroy(l);
+	return rc;
+}
+
+/* The end offsets until-idle must reach: the high watermark of every
+ * partition of the three topics now. */
+static int index_snapshot_ends(index_run_t *r, id_err_t *err)
+{
+	for (int k = 0; k < INDEX_KINDS; k++) {
+		int32_t n = 0;
+		int rc = id_kafka_partition_count(r->consumer, r->topics[k], &n, err);
+		if (rc != 0)
+			return rc;
+		for (int32_t p = 0; p < n && p < INDEX_MAX_PARTITIONS; p++) {
+			int64_t lo = 0, hi = 0;
+			rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+			    r->consumer, r->topics[k], p, &lo, &hi, 10000);
+			if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+				return id_kafka_err(err, e, "reading topic end offsets");
+			r->ends[k][p] = hi > lo ? hi : 0;
+		}
+	}
+	return 0;
+}
+
+/* Partitions start where the store says they are indexed, not at the
+ * group's committed offsets: a lost or older store is rebuilt from there. */
+static void index_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	index_run_t *r = opaque;
+	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		for (int i = 0; i < parts->cnt; i++) {
+			int k = index_kind_of(r, parts->elems[i].topic);
+			int32_t p = parts->elems[i].partition;
+			if (k >= 0 && p >= 0 && p < INDEX_MAX_PARTITIONS)
+				parts->elems[i].offset = r->pos[k][p];
+		}
+		rd_kafka_assign(rk, parts);
+	} else {
+		rd_kafka_assign(rk, NULL);
+	}
+}
+
+static bool index_caught_up(const index_run_t *r)
+{
+	for (int k = 0; k < INDEX_KINDS; k++)
+		for (int32_t p = 0; p < INDEX_MAX_PARTITIONS; p++)
+			if (r->pos[k][p] < r->ends[k][p])
+				return false;
+	return true;
+}
+
+int index_loop(const id_config_t *cfg, bool until_idle,
+               volatile sig_atomic_t *upstream_done, index_stats_t *stats, id_err_t *err)
+{
+	index_run_t *r = calloc(1, sizeof(*r));
+	char path[1024], group[300];
+	bool have_ends = false;
+	long inbatch = 0;
+	int rc = 0;
+	if (r == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	r->cfg = cfg;
+	id_buf_init(&r->key);
+	for (int k = 0; k < INDEX_KINDS; k++)
+		id_config_topic(cfg, index_suffixes[k], r->topics[k],
+		                sizeof(r->topics[k]));
+	index_path(cfg, path, sizeof(path));
+	snprintf(group, sizeof(group), "%s.index", id_config_str(cfg, "topic.prefix"));
+	if ((rc = state_store_open(path, NULL, &r->db, err)) != 0)
+		goto out;
+	if ((r->batch = state_batch_create()) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int k = 0; k < INDEX_KINDS; k++)
+		for (int32_t p = 0; p < INDEX_MAX_PARTITIONS; p++)
+			r->pos[k][p] = 0;
+	{
+		/* Positions already indexed (meta keys). */
+		unsigned char pre[4] = {0, 'p', 'o', 's'};
+		state_iter_t *it = NULL;
+		if ((rc = state_iter_create(r->db, pre, sizeof(pre), &it, err)) != 0)
+			goto out;
+		const void *k, *v;
+		size_t klen, vlen;
+		int more;
+		while ((more = state_iter_next(it, &k, &klen, &v, &vlen, err)) == 1) {
+			const unsigned char *kb = k;
+			if (klen != 9 || vlen != 8 || kb[4] >= INDEX_KINDS)
+				continue;
+			uint32_t p = state_be32_get(kb + 5);
+			if (p < INDEX_MAX_PARTITIONS)
+				r->pos[kb[4]][p] = (int64_t)state_be64_get(v);
+		}
+		state_iter_destroy(it);
+		if (more < 0) {
+			rc = more;
+			goto out;
+		}
+	}
+	r->consumer = id_kafka_consumer_create(cfg, "idstream-index", group,
+	                                       index_rebalance, r, err);
+	if (r->consumer == NULL) {
+		rc = err && err->code ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(3);
+	for (int k = 0; k < INDEX_KINDS; k++)
+		rd_kafka_topic_partition_list_add(sub, r->topics[k],
+		                                  RD_KAFKA_PARTITION_UA);
+	rd_kafka_resp_err_t se = rd_kafka_subscribe(r->consumer, sub);
+	rd_kafka_topic_partition_list_destroy(sub);
+	if (se != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = id_kafka_err(err, se, "subscribing to the topics to index");
+		goto out;
+	}
+	id_log_info("index", "indexing %s, %s, %s as %s into %s", r->topics[0],
+	            r->topics[1], r->topics[2], group, path);
+
+	while (!cli_stop_requested) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(r->consumer, 50);
+		bool got = m != NULL, eof = false;
+		if (m != NULL) {
+			int kind = index_kind_of(r, rd_kafka_topic_name(m->rkt));
+			int32_t p = m->partition;
+			bool ok = kind >= 0 && p >= 0 && p < INDEX_MAX_PARTITIONS;
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+				/* Past the end: transaction markers included. */
+				eof = true;
+				if (ok)
+					index_advance(r, kind, p, m->offset);
+			} else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+				id_log_warn("index", "consumer: %s",
+				            rd_kafka_message_errstr(m));
+			} else if (ok) {
+				if (m->key != NULL && m->key_len > 0) {
+					index_add(r, kind, m);
+					stats->records++;
+				}
+				index_advance(r, kind, p, m->offset + 1);
+				inbatch++;
+			}
+			rd_kafka_message_destroy(m);
+		}
+		if (inbatch >= INDEX_BATCH_MAX || !got || eof) {
+			if ((rc = index_flush(r, stats, err)) != 0)
+				goto out;
+			inbatch = 0;
+		}
+		if (!until_idle || (upstream_done != NULL && !*upstream_done))
+			continue;
+		if (!have_ends) {
+			if ((rc = index_snapshot_ends(r, err)) != 0)
+				goto out;
+			have_ends = true;
+		}
+		if (index_caught_up(r))
+			break;
+	}
+	rc = index_flush(r, stats, err);
+out:
+	id_kafka_destroy(r->consumer);
+	state_batch_destroy(r->batch);
+	state_store_close(r->db);
+	id_buf_fini(&r->key);
+	free(r);
+	return rc;
+}
+
+static void index_usage(void)
+{
+	printf("usage: idstream index [--until-idle]\n"
+	       "\n"
+	       "Indexes where each employee's HR events, desired identity versions and "
+	       "sink\n"
+	       "results sit in Kafka (store <state.dir>/index, consumer group "
+	       "<prefix>.index),\n"
+	       "so history, why and as-of read only that employee's records. `idstream "
+	       "run`\n"
+	       "runs it too.\n"
+	       "\n"
+	       "  --until-idle   stop once every record present at start is indexed\n");
+}
+
+int cmd_index(cli_t *cli, int argc, char **argv)
+{
+	bool until_idle = false;
+	for (int i = 1; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			index_usage();
+			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--until-idle") == 0) {
+			until_idle = true;
+		} else {
+			return cli_usage_error("index", "unknown argument \"%s\"",
+			                       argv[i]);
+		}
+	}
+	index_stats_t st = {0};
+	id_err_t err = {0};
+	int rc = index_loop(cli->cfg, until_idle, NULL, &st, &err);
+	printf("index: %ld records indexed in %ld batches\n", st.records, st.batches);
+	return rc == 0 ? CLI_EXIT_OK : cli_fail("index", &err);
+}

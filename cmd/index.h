@@ -1,0 +1,62 @@
+/*
+ * index.h — the per-employee index of Kafka positions (see cmd/index.c for
+ * the key layout): the stage loop that builds it and the lookups that
+ * cmd/timeline.c uses to read exactly one employee's records.
+ *
+ * Threading: index_loop() owns its store and consumer; run it on one thread.
+ * The lookup functions take a store opened by the caller.
+ */
+#ifndef IDSTREAM_CMD_INDEX_H
+#define IDSTREAM_CMD_INDEX_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/err.h"
+#include "state/store.h"
+
+/* Kinds, in the order of timeline's tl_kind_t: hr.events, identity.desired,
+ * sink.results. */
+#define INDEX_KINDS 3
+
+typedef struct index_stats {
+	long records; /* records indexed (re-deliveries included) */
+	long batches; /* batches written and committed */
+} index_stats_t;
+
+/*
+ * Consumes the three topics in group "<prefix>.index" and writes the index
+ * at <state.dir>/index.  Runs until cli_stop_requested; with until_idle it
+ * stops once it has indexed every partition up to its end as of the moment
+ * *upstream_done (NULL: the start) became non-zero, so `run` can let the
+ * processor and the sink finish first.  0 or an ID_E* error.
+ */
+int index_loop(const id_config_t *cfg, bool until_idle,
+               volatile sig_atomic_t *upstream_done, index_stats_t *stats, id_err_t *err);
+
+/* "<state.dir>/index" into buf. */
+void index_path(const id_config_t *cfg, char *buf, size_t n);
+
+/* One indexed record of an employee. */
+typedef struct index_pos {
+	int kind; /* 0 hr.events, 1 identity.desired, 2 sink.results */
+	int32_t partition;
+	int64_t offset;
+	int64_t ts;
+} index_pos_t;
+
+/*
+ * All indexed positions of employee, in key order (kind, partition,
+ * offset).  Ownership: *out is malloc'd, caller frees.  0 or ID_ESTATE /
+ * ID_ENOMEM.
+ */
+int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size_t *n,
+                 id_err_t *err);
+
+/* The offset up to which (kind, partition) is indexed: every record below it
+ * is in the index.  0 when nothing is indexed. */
+int64_t index_indexed_until(state_store_t *s, int kind, int32_t partition);
+
+#endif
