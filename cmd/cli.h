@@ -35,6 +35,7 @@ int cmd_run(cli_t *cli, int argc, char **argv);
 int cmd_history(cli_t *cli, int argc, char **argv);
 int cmd_replay(cli_t *cli, int argc, char **argv);
 int cmd_plan(cli_t *cli, int argc, char **argv);
+int cmd_apply(cli_t *cli, int argc, char **argv);
 int cmd_index(cli_t *cli, int argc, char **argv);
 int cmd_report(cli_t *cli, int argc, char **argv);
 int cmd_held(cli_t *cli, int argc, char **argv);

@@ -37,6 +37,7 @@ static const struct {
     {"why", cmd_why, "explain each attribute of an account: operation, rule, HR event"},
     {"as-of", cmd_asof, "the desired identities as they were at a past instant"},
     {"plan", cmd_plan, "what a new policy would change, computed from the whole history"},
+    {"apply", cmd_apply, "deploy a planned policy if the plan still holds; verify the outcome"},
     {"held", cmd_held, "list the disables/deletes a sink's mass-change guard holds"},
     {"approve", cmd_approve, "apply what a sink's mass-change guard holds"},
     {"reject", cmd_reject, "drop what a sink's mass-change guard holds"},
@@ -44,7 +45,7 @@ static const struct {
     {"report", cmd_report, "write an HTML page of an employee's timeline and identity"},
     {"replay", cmd_replay, "check that replaying hr.events reproduces identity.desired"},
     {"config", cmd_config, "print the effective configuration or its documentation"},
-    {"policy", cmd_policy, "check a Lua identity policy against sample HR records"},
+    {"policy", cmd_policy, "check or deploy a Lua identity policy"},
 };
 
 static void usage(FILE *out)

@@ -1,21 +1,42 @@
 /*
- * plan.c — `idstream plan [--policy NEW.lua] [--at TIME] [--json]`: what a
- * mapping change would do, before doing it.
+ * plan.c — `idstream plan [--policy NEW.lua [--at TIME] [--out PLAN.json]]
+ * [--json]`: what a mapping change would do, before doing it; and
+ * `idstream apply PLAN.json`: deploy the planned policy when the plan still
+ * holds, then check that what happened is what was planned.
  *
- * Replays <prefix>.hr.events from offset 0 into isolated, in-memory scratch
- * state with the candidate mapping (a Lua policy, or the built-in mapping
- * when --policy is not given) and compares each employee's resulting
- * desired identity with the newest one in <prefix>.identity.desired.
- * Production state is never touched: no consumer group is joined and
- * nothing is written.  With --at, only events effective at or before TIME
- * are replayed and compared with the versions current at TIME.
+ * plan replays <prefix>.hr.events from offset 0 into isolated, in-memory
+ * scratch state and compares each employee's resulting desired identity
+ * with the newest one in <prefix>.identity.desired.  Without --policy the
+ * replay follows the log's own POLICY_ACTIVATED markers like the processor
+ * (processors/policy_registry.h), so an unchanged history plans no
+ * changes.  With --policy NEW, NEW is active on every partition from the
+ * start, the log's markers superseded; with --at TIME as well, the log's
+ * markers are followed up to TIME and NEW takes over at TIME on every
+ * partition (before its first event effective after TIME), re-evaluating
+ * the partition's employees with now = TIME, as a deployment at TIME
+ * would.  Production state is never touched: no consumer group is joined
+ * and nothing is written.
  *
  * The summary counts employees per kind of change (creates, attribute
  * updates, renames, moves, group adds/removes per group, disables,
- * deletes); --json gives every employee's diff.  Exit status like
+ * deletes); --json gives every employee's diff; --out writes the --json
+ * document, plus the policy's path and hash and the end offsets of
+ * hr.events, as a plan file for `apply`; --html renders the same document
+ * as a page for people (cmd/report.h).  Exit status like
  * `terraform plan -detailed-exitcode`: 0 no changes, 2 changes, 1 error.
+ *
+ * apply re-plans with the plan file's policy (the file at its recorded path
+ * must still have the recorded version) and refuses unless every
+ * employee's planned change is still exactly the same: history that moved
+ * on in a way that matters makes a stale plan.  Then it deploys the policy
+ * (`idstream policy deploy --expect-version`), waits until the processor's
+ * consumer group has committed past the activation markers, and compares
+ * each employee's newest desired identity with the one before the
+ * deployment: the actual changes must equal the planned ones.  Sinks apply
+ * them as usual, under their mass-change guard.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +44,7 @@
 #include <unistd.h>
 
 #include "cmd/cli.h"
+#include "cmd/report.h"
 #include "cmd/scan.h"
 #include "cmd/timeline.h"
 #include "common/hmap.h"
@@ -31,21 +53,30 @@
 #include "processors/fold.h"
 #include "processors/mapping.h"
 #include "processors/policy.h"
+#include "processors/policy_registry.h"
 #include "schemas/codec.h"
+
+#define PLAN_FORMAT "idstream-plan/1"
 
 typedef struct plan_emp {
 	employee_record_t rec;      /* scratch fold state */
-	desired_identity_t planned; /* the new mapping's newest output */
+	desired_identity_t planned; /* the replay's newest output */
 	desired_identity_t current; /* newest in identity.desired */
 	bool has_planned, has_current;
+	int32_t partition; /* input partition of the employee's events; -1: none */
 } plan_emp_t;
 
 typedef struct plan {
 	codec_t *codec;
-	mapping_t *mapping;
-	int64_t at; /* INT64_MAX: no --at */
+	policy_registry_t *registry; /* the log's own policies */
+	const mapping_t *candidate;  /* NEW, or NULL: follow the log */
+	bool has_at;                 /* candidate takes over at `at` */
+	int64_t at;
+	bool *switched; /* per input partition: the candidate is active */
+	int32_t nparts;
+	employee_event_t switch_ev; /* cause of the switch at `at` */
 	id_hmap_t emps;
-	long events, refused;
+	long events, refused, activations;
 	bool progress;
 	long total_hint;
 	time_t started;
@@ -64,6 +95,7 @@ static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
 	employee_record_init(&e->rec);
 	desired_identity_init(&e->planned);
 	desired_identity_init(&e->current);
+	e->partition = -1;
 	return e;
 }
 
@@ -89,6 +121,56 @@ static void plan_progress(plan_t *p, bool done)
 		fputc('\n', stderr);
 }
 
+static int cmp_key(const void *x, const void *y)
+{
+	return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* Re-evaluates the employees of partition part with m (cause: ev), in
+ * employee id order like the processor; new versions become planned. */
+static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
+                           const employee_event_t *ev, id_err_t *err)
+{
+	desired_identity_t d;
+	const char **ids = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*ids));
+	size_t n = 0;
+	int rc = 0;
+	if (ids == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->emps.cap; i++) {
+		plan_emp_t *e = p->emps.slots[i].value;
+		if (p->emps.slots[i].key != NULL && e != NULL && e->partition == part)
+			ids[n++] = p->emps.slots[i].key;
+	}
+	qsort(ids, n, sizeof(*ids), cmp_key);
+	desired_identity_init(&d);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
+		bool emitted = false;
+		int frc = fold_reevaluate(&e->rec, ev, m, &d, &emitted, NULL);
+		if (frc == ID_ENOMEM) {
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		} else if (frc != 0) {
+			p->refused++;
+		} else if (emitted) {
+			desired_identity_fini(&e->planned);
+			e->planned = d;
+			desired_identity_init(&d);
+			e->has_planned = true;
+		}
+	}
+	desired_identity_fini(&d);
+	free(ids);
+	return rc;
+}
+
+/* The candidate takes over partition part at `at`. */
+static int plan_switch(plan_t *p, int32_t part, id_err_t *err)
+{
+	p->switched[part] = true;
+	return plan_reevaluate(p, part, p->candidate, &p->switch_ev, err);
+}
+
 static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
 	plan_t *p = opaque;
@@ -96,22 +178,44 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 	desired_identity_t d;
 	bool emitted = false;
 	int rc = 0;
+	int32_t part = m->partition;
 	employee_event_init(&ev);
 	desired_identity_init(&d);
 	p->events++;
 	plan_progress(p, false);
-	if (codec_decode_event(p->codec, m->payload, m->len, &ev, NULL) != 0) {
+	if (part < 0 || part >= p->nparts ||
+	    codec_decode_event(p->codec, m->payload, m->len, &ev, NULL) != 0) {
 		p->refused++;
 		goto out;
 	}
-	if (ev.effective_at > p->at)
+	if (p->candidate != NULL && p->has_at && !p->switched[part] &&
+	    ev.effective_at > p->at && (rc = plan_switch(p, part, err)) != 0)
 		goto out;
+	bool candidate = p->candidate != NULL && (!p->has_at || p->switched[part]);
+	if (ev.type == EV_POLICY_ACTIVATED) {
+		if (candidate)
+			goto out; /* the candidate supersedes the log's policies */
+		int arc = policy_registry_activate(p->registry, part, &ev, NULL);
+		if (arc == ID_ENOMEM) {
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		} else if (arc == 0) {
+			p->activations++;
+			rc = plan_reevaluate(p, part,
+			                     policy_registry_mapping(p->registry, part),
+			                     &ev, err);
+		}
+		goto out;
+	}
 	plan_emp_t *e = plan_emp(p, ev.employee_id, err);
 	if (e == NULL) {
 		rc = ID_ENOMEM;
 		goto out;
 	}
-	int frc = fold_apply(&e->rec, &ev, p->mapping, &d, &emitted, NULL);
+	if (e->partition < 0)
+		e->partition = part;
+	const mapping_t *map =
+	    candidate ? p->candidate : policy_registry_mapping(p->registry, part);
+	int frc = fold_apply(&e->rec, &ev, map, &d, &emitted, NULL);
 	if (frc == ID_ENOMEM) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -132,13 +236,13 @@ out:
 	return rc;
 }
 
+/* Keeps the newest version of each employee in identity.desired. */
 static int plan_current(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
 	plan_t *p = opaque;
 	desired_identity_t d;
 	desired_identity_init(&d);
-	if (codec_decode_desired(p->codec, m->payload, m->len, &d, NULL) != 0 ||
-	    d.effective_at > p->at) {
+	if (codec_decode_desired(p->codec, m->payload, m->len, &d, NULL) != 0) {
 		desired_identity_fini(&d);
 		return 0;
 	}
@@ -314,14 +418,6 @@ static json_t *plan_diff(const char *id, const plan_emp_t *e, plan_sum_t *s)
 	return o;
 }
 
-static void sum_print(const char *title, id_hmap_t *m, const char *verb)
-{
-	for (size_t i = 0; i < m->cap; i++)
-		if (m->slots[i].key != NULL)
-			printf("  %6ld users %s %s %s\n", *(long *)m->slots[i].value,
-			       verb, title, m->slots[i].key);
-}
-
 static json_t *sum_json(id_hmap_t *m)
 {
 	json_t *o = json_object();
@@ -340,30 +436,254 @@ static void sum_free(id_hmap_t *m)
 	id_hmap_fini(m);
 }
 
-static int cmp_key(const void *x, const void *y)
+static void plan_fini(plan_t *p)
 {
-	return strcmp(*(const char *const *)x, *(const char *const *)y);
+	for (size_t i = 0; i < p->emps.cap; i++) {
+		plan_emp_t *e = p->emps.slots[i].value;
+		if (p->emps.slots[i].key != NULL && e != NULL) {
+			employee_record_fini(&e->rec);
+			desired_identity_fini(&e->planned);
+			desired_identity_fini(&e->current);
+			free(e);
+		}
+	}
+	id_hmap_fini(&p->emps);
+	policy_registry_destroy(p->registry);
+	codec_destroy(p->codec);
+	employee_event_fini(&p->switch_ev);
+	free(p->switched);
+	memset(p, 0, sizeof(*p));
+}
+
+/* The employee ids of p, sorted.  Ownership: caller frees the array (the
+ * strings belong to p). */
+static const char **plan_sorted_ids(const plan_t *p, size_t *n)
+{
+	const char **keys = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*keys));
+	*n = 0;
+	for (size_t i = 0; keys != NULL && i < p->emps.cap; i++)
+		if (p->emps.slots[i].key != NULL)
+			keys[(*n)++] = p->emps.slots[i].key;
+	if (keys != NULL)
+		qsort(keys, *n, sizeof(*keys), cmp_key);
+	return keys;
+}
+
+/* Summary counters and the per-employee diffs as the plan document's parts. */
+static json_t *plan_summary_json(const plan_sum_t *s)
+{
+	return json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "creates",
+	    (json_int_t)s->creates, "attribute_updates", (json_int_t)s->updates,
+	    "renames", (json_int_t)s->renames, "moves", (json_int_t)s->moves, "disables",
+	    (json_int_t)s->disables, "enables", (json_int_t)s->enables, "deletes",
+	    (json_int_t)s->deletes, "unchanged", (json_int_t)s->unchanged, "attributes",
+	    sum_json((id_hmap_t *)&s->attr_updates), "group_adds",
+	    sum_json((id_hmap_t *)&s->group_adds), "group_removes",
+	    sum_json((id_hmap_t *)&s->group_removes));
+}
+
+/*
+ * Replays the history under the candidate (NULL: the log's own policies)
+ * into p (zeroed by the caller, plan_fini() after) and returns the plan
+ * document in *doc (caller json_decref()s).  policy may be NULL.
+ */
+static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64_t at,
+                    bool progress, plan_t *p, json_t **doc, id_err_t *err)
+{
+	char in_topic[256], out_topic[256];
+	int32_t nin = 0, nout = 0;
+	long ncur = 0, scanned = 0;
+	rd_kafka_t *rk = NULL;
+	mapping_t *builtin = NULL, *candidate = NULL;
+	json_t *diffs = json_array(), *ends = json_array();
+	const char **keys = NULL;
+	plan_sum_t s;
+	int rc = 0;
+
+	memset(&s, 0, sizeof(s));
+	id_hmap_init(&s.attr_updates);
+	id_hmap_init(&s.group_adds);
+	id_hmap_init(&s.group_removes);
+	id_hmap_init(&p->emps);
+	employee_event_init(&p->switch_ev);
+	p->has_at = has_at;
+	p->at = at;
+	id_config_topic(cfg, "hr.events", in_topic, sizeof(in_topic));
+	id_config_topic(cfg, "identity.desired", out_topic, sizeof(out_topic));
+	if ((builtin = mapping_create_default(id_config_str(cfg, "mapping.mail_domain"),
+	                                      err)) == NULL ||
+	    (p->registry = policy_registry_create(builtin, "ldap", NULL, err)) == NULL ||
+	    (policy != NULL &&
+	     (candidate = policy_mapping_create(policy, "ldap", err)) == NULL) ||
+	    (p->codec = codec_create(err)) == NULL ||
+	    (rk = id_kafka_consumer_create(cfg, "idstream-plan", NULL, NULL, NULL,
+	                                   err)) == NULL ||
+	    id_kafka_partition_count(rk, in_topic, &nin, err) != 0 ||
+	    id_kafka_partition_count(rk, out_topic, &nout, err) != 0) {
+		rc = err->code ? err->code : ID_EINVALID;
+		goto out;
+	}
+	p->candidate = candidate;
+	p->nparts = nin;
+	if ((p->switched = calloc((size_t)nin, sizeof(*p->switched))) == NULL ||
+	    (p->switch_ev.event_id = strdup("plan")) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	p->switch_ev.effective_at = at;
+	for (int32_t q = 0; q < nin; q++) {
+		int64_t lo = 0, hi = 0;
+		if (rd_kafka_query_watermark_offsets(rk, in_topic, q, &lo, &hi, 10000) !=
+		    RD_KAFKA_RESP_ERR_NO_ERROR) {
+			rc = id_err_set(err, ID_EKAFKA, "%s: cannot read the end offsets",
+			                in_topic);
+			goto out;
+		}
+		p->total_hint += (long)(hi - lo);
+		json_array_append_new(ends, json_integer(hi));
+	}
+	p->progress = progress;
+	p->started = time(NULL);
+	if ((rc = scan_topic(rk, in_topic, nin, plan_fold, p, &scanned, err)) != 0)
+		goto out;
+	/* Partitions without an event after --at switch at the end. */
+	for (int32_t q = 0; candidate != NULL && has_at && q < nin; q++)
+		if (!p->switched[q] && (rc = plan_switch(p, q, err)) != 0)
+			goto out;
+	if ((rc = scan_topic(rk, out_topic, nout, plan_current, p, &ncur, err)) != 0)
+		goto out;
+	plan_progress(p, true);
+
+	size_t n = 0;
+	if ((keys = plan_sorted_ids(p, &n)) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *d = plan_diff(keys[i], id_hmap_get(&p->emps, keys[i]), &s);
+		if (d != NULL)
+			json_array_append_new(diffs, d);
+	}
+	*doc = json_pack(
+	    "{s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:o, s:o}", "format", PLAN_FORMAT,
+	    "policy_version", policy ? policy_version(policy) : "as deployed", "at",
+	    has_at ? json_integer(at) : json_null(), "events_replayed",
+	    (json_int_t)p->events, "policy_activations_followed",
+	    (json_int_t)p->activations, "employees", (json_int_t)n, "current_versions",
+	    (json_int_t)ncur, "hr_end_offsets", ends, "summary", plan_summary_json(&s));
+	ends = NULL;
+	if (*doc == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	json_object_set_new(*doc, "employees_changed", diffs);
+	diffs = NULL;
+out:
+	free(keys);
+	json_decref(diffs);
+	json_decref(ends);
+	sum_free(&s.attr_updates);
+	sum_free(&s.group_adds);
+	sum_free(&s.group_removes);
+	p->candidate = NULL;
+	mapping_destroy(candidate);
+	id_kafka_destroy(rk);
+	return rc;
+}
+
+static void print_counts(json_t *o, const char *verb, const char *what)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v)
+	{
+		printf("  %6lld users %s %s %s\n", (long long)json_integer_value(v), verb,
+		       what, k);
+	}
+}
+
+static long jint(json_t *o, const char *k)
+{
+	return (long)json_integer_value(json_object_get(o, k));
+}
+
+/* The human form of a plan document. */
+static void plan_print(json_t *doc)
+{
+	json_t *sum = json_object_get(doc, "summary");
+	json_t *diffs = json_object_get(doc, "employees_changed");
+	size_t changed = json_array_size(diffs);
+	printf("plan for %s: replayed %ld events of %ld employees against %ld current "
+	       "desired versions\n",
+	       json_string_value(json_object_get(doc, "policy_version")),
+	       jint(doc, "events_replayed"), jint(doc, "employees"),
+	       jint(doc, "current_versions"));
+	if (jint(doc, "policy_activations_followed") > 0)
+		printf("followed %ld policy activations of the log\n",
+		       jint(doc, "policy_activations_followed"));
+	if (changed == 0) {
+		printf("no changes\n");
+		return;
+	}
+	printf("%zu employees change:\n", changed);
+	printf("  %6ld creates\n  %6ld with attribute updates\n  %6ld renames\n"
+	       "  %6ld moves\n  %6ld disables\n  %6ld enables\n  %6ld deletes\n",
+	       jint(sum, "creates"), jint(sum, "attribute_updates"), jint(sum, "renames"),
+	       jint(sum, "moves"), jint(sum, "disables"), jint(sum, "enables"),
+	       jint(sum, "deletes"));
+	print_counts(json_object_get(sum, "attributes"), "change", "attribute");
+	print_counts(json_object_get(sum, "group_adds"), "join", "group");
+	print_counts(json_object_get(sum, "group_removes"), "leave", "group");
+	printf("per employee:\n");
+	for (size_t i = 0; i < changed; i++) {
+		json_t *d = json_array_get(diffs, i);
+		json_t *ch = json_object_get(d, "changes");
+		printf("  %s:", json_string_value(json_object_get(d, "employee_id")));
+		for (size_t k = 0; k < json_array_size(ch); k++) {
+			json_t *c = json_array_get(ch, k);
+			const char *kind = json_string_value(json_object_get(c, "kind"));
+			const char *what =
+			    json_string_value(json_object_get(c, "attribute"));
+			if (what == NULL)
+				what = json_string_value(json_object_get(c, "group"));
+			const char *nv = json_string_value(json_object_get(c, "new"));
+			printf(" %s%s%s%s", k ? "; " : "", kind, what ? " " : "",
+			       what ? what : "");
+			if (nv != NULL)
+				printf(" → %s", nv);
+		}
+		printf("\n");
+	}
 }
 
 static void plan_usage(void)
 {
 	printf(
-	    "usage: idstream plan [--policy NEW.lua] [--at TIME] [--json]\n"
+	    "usage: idstream plan [--policy NEW.lua [--at TIME] [--out PLAN.json]] "
+	    "[--json]\n"
+	    "                     [--html FILE]\n"
 	    "\n"
-	    "Replays hr.events from the start into scratch state with the candidate\n"
-	    "mapping (a Lua policy; without --policy, the built-in mapping) and lists\n"
-	    "what would change against the current desired identities: a summary per\n"
-	    "kind of change and each employee's diff. Reads production topics only;\n"
-	    "writes nothing. Exit status: 0 no changes, 2 changes, 1 error.\n"
+	    "Replays hr.events from the start into scratch state and lists what would\n"
+	    "change against the current desired identities: a summary per kind of\n"
+	    "change and each employee's diff. Without --policy the replay follows the\n"
+	    "policies deployed in the log (so an unchanged history has no changes);\n"
+	    "with --policy, NEW is active from the start instead. Reads production\n"
+	    "topics only; writes nothing. Exit status: 0 no changes, 2 changes, 1 "
+	    "error.\n"
 	    "\n"
 	    "  --policy FILE  the candidate Lua policy (its ldap target is compared)\n"
-	    "  --at TIME      only events effective up to TIME (YYYY-MM-DD or ISO-8601)\n"
-	    "  --json         the whole plan as JSON\n");
+	    "  --at TIME      the log's policies up to TIME, NEW from TIME on, as if\n"
+	    "                 deployed then (YYYY-MM-DD or ISO-8601)\n"
+	    "  --out FILE     also write the plan (JSON) for `idstream apply FILE`\n"
+	    "  --json         the whole plan as JSON\n"
+	    "  --html FILE    also write the plan as a self-contained HTML page\n");
 }
 
 int cmd_plan(cli_t *cli, int argc, char **argv)
 {
-	const char *policy_path = NULL, *at = NULL;
+	const char *policy_path = NULL, *at_text = NULL, *out_path = NULL,
+	           *html_path = NULL;
 	bool as_json = false;
 	for (int i = 1; i < argc; i++) {
 		if (cli_is_help(argv[i])) {
@@ -374,165 +694,481 @@ int cmd_plan(cli_t *cli, int argc, char **argv)
 		} else if (strcmp(argv[i], "--policy") == 0 && i + 1 < argc) {
 			policy_path = argv[++i];
 		} else if (strcmp(argv[i], "--at") == 0 && i + 1 < argc) {
-			at = argv[++i];
+			at_text = argv[++i];
+		} else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+			out_path = argv[++i];
+		} else if (strcmp(argv[i], "--html") == 0 && i + 1 < argc) {
+			html_path = argv[++i];
 		} else {
 			return cli_usage_error("plan", "unknown argument \"%s\"",
 			                       argv[i]);
 		}
 	}
-	plan_t p = {.at = INT64_MAX};
-	if (at != NULL && timeline_parse_time(at, &p.at) != 0)
-		return cli_usage_error("plan", "cannot read TIME \"%s\"", at);
+	int64_t at = 0;
+	if (at_text != NULL && timeline_parse_time(at_text, &at) != 0)
+		return cli_usage_error("plan", "cannot read TIME \"%s\"", at_text);
+	if ((at_text != NULL || out_path != NULL) && policy_path == NULL)
+		return cli_usage_error("plan", "--at and --out need --policy");
+
 	id_err_t err = {0};
 	int rc = CLI_EXIT_FAIL;
 	policy_t *policy = NULL;
-	rd_kafka_t *rk = NULL;
-	plan_sum_t s = {0};
-	const char **keys = NULL;
-	json_t *diffs = json_array();
-	char in_topic[256], out_topic[256];
-	int32_t nin = 0, nout = 0;
-	long ncur = 0;
-	id_hmap_init(&p.emps);
-	id_hmap_init(&s.attr_updates);
-	id_hmap_init(&s.group_adds);
-	id_hmap_init(&s.group_removes);
-	id_config_topic(cli->cfg, "hr.events", in_topic, sizeof(in_topic));
-	id_config_topic(cli->cfg, "identity.desired", out_topic, sizeof(out_topic));
-	if (policy_path != NULL) {
-		if ((policy = policy_load_file(policy_path, NULL, &err)) == NULL ||
-		    (p.mapping = policy_mapping_create(policy, "ldap", &err)) == NULL) {
-			cli_fail("plan", &err);
+	plan_t p;
+	json_t *doc = NULL;
+	char *abs = NULL;
+	memset(&p, 0, sizeof(p));
+	if (policy_path != NULL &&
+	    (policy = policy_load_file(policy_path, NULL, &err)) == NULL) {
+		cli_fail("plan", &err);
+		goto out;
+	}
+	if (plan_run(cli->cfg, policy, at_text != NULL, at, isatty(STDERR_FILENO) != 0,
+	             &p, &doc, &err) != 0) {
+		cli_fail("plan", &err);
+		goto out;
+	}
+	if (out_path != NULL) {
+		if ((abs = realpath(policy_path, NULL)) == NULL) {
+			id_err_set(&err, ID_EIO, "%s: cannot resolve its path",
+			           policy_path);
+			cli_fail("plan --out", &err);
 			goto out;
 		}
-	} else if ((p.mapping = mapping_create_default(
-	                id_config_str(cli->cfg, "mapping.mail_domain"), &err)) == NULL) {
-		cli_fail("plan", &err);
+		json_object_set_new(doc, "policy_path", json_string(abs));
+		json_object_set_new(doc, "policy_sha256",
+		                    json_string(policy_sha256(policy)));
+		if (json_dump_file(doc, out_path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) !=
+		    0) {
+			id_err_set(&err, ID_EIO, "cannot write %s", out_path);
+			cli_fail("plan --out", &err);
+			goto out;
+		}
+	}
+	if (html_path != NULL && report_plan_html_file(html_path, doc, &err) != 0) {
+		cli_fail("plan --html", &err);
 		goto out;
 	}
-	if ((p.codec = codec_create(&err)) == NULL ||
-	    (rk = id_kafka_consumer_create(cli->cfg, "idstream-plan", NULL, NULL, NULL,
-	                                   &err)) == NULL ||
-	    id_kafka_partition_count(rk, in_topic, &nin, &err) != 0 ||
-	    id_kafka_partition_count(rk, out_topic, &nout, &err) != 0) {
-		cli_fail("plan", &err);
-		goto out;
-	}
-	for (int32_t q = 0; q < nin; q++) {
-		int64_t lo = 0, hi = 0;
-		if (rd_kafka_query_watermark_offsets(rk, in_topic, q, &lo, &hi, 10000) ==
-		    0)
-			p.total_hint += (long)(hi - lo);
-	}
-	p.progress = isatty(STDERR_FILENO);
-	p.started = time(NULL);
-	long scanned = 0;
-	if (scan_topic(rk, in_topic, nin, plan_fold, &p, &scanned, &err) != 0 ||
-	    scan_topic(rk, out_topic, nout, plan_current, &p, &ncur, &err) != 0) {
-		cli_fail("plan", &err);
-		goto out;
-	}
-	plan_progress(&p, true);
-	keys = malloc((p.emps.len ? p.emps.len : 1) * sizeof(*keys));
-	size_t n = 0;
-	for (size_t i = 0; keys != NULL && i < p.emps.cap; i++)
-		if (p.emps.slots[i].key != NULL)
-			keys[n++] = p.emps.slots[i].key;
-	if (keys == NULL) {
-		cli_fail("out of memory", NULL);
-		goto out;
-	}
-	qsort(keys, n, sizeof(*keys), cmp_key);
-	for (size_t i = 0; i < n; i++) {
-		json_t *d = plan_diff(keys[i], id_hmap_get(&p.emps, keys[i]), &s);
-		if (d != NULL)
-			json_array_append_new(diffs, d);
-	}
-	size_t changed = json_array_size(diffs);
-	const char *version =
-	    policy ? policy_version(policy) : mapping_version(p.mapping);
 	if (as_json) {
-		json_t *o = json_pack(
-		    "{s:s, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, "
-		    "s:o, s:o}, "
-		    "s:O}",
-		    "policy_version", version, "events_replayed", (json_int_t)p.events,
-		    "employees", (json_int_t)n, "summary", "creates",
-		    (json_int_t)s.creates, "attribute_updates", (json_int_t)s.updates,
-		    "renames", (json_int_t)s.renames, "moves", (json_int_t)s.moves,
-		    "disables", (json_int_t)s.disables, "enables", (json_int_t)s.enables,
-		    "deletes", (json_int_t)s.deletes, "unchanged",
-		    (json_int_t)s.unchanged, "attributes", sum_json(&s.attr_updates),
-		    "group_adds", sum_json(&s.group_adds), "group_removes",
-		    sum_json(&s.group_removes), "employees_changed", diffs);
-		json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		putchar('\n');
-		json_decref(o);
 	} else {
-		printf("plan for %s: replayed %ld events of %ld employees against %ld "
-		       "current "
-		       "desired versions\n",
-		       version, p.events, (long)n, ncur);
-		if (changed == 0) {
-			printf("no changes\n");
+		plan_print(doc);
+		if (out_path != NULL)
+			printf("plan written to %s; apply it with `idstream apply %s`\n",
+			       out_path, out_path);
+	}
+	rc = json_array_size(json_object_get(doc, "employees_changed")) == 0 ? CLI_EXIT_OK
+	                                                                     : 2;
+out:
+	free(abs);
+	json_decref(doc);
+	plan_fini(&p);
+	policy_destroy(policy);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ apply */
+
+/* Newest desired version per employee, after the deployment. */
+typedef struct apply_after {
+	codec_t *codec;
+	id_hmap_t latest; /* employee id → desired_identity_t* */
+} apply_after_t;
+
+static int apply_keep(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
+{
+	apply_after_t *a = opaque;
+	desired_identity_t d;
+	desired_identity_init(&d);
+	if (codec_decode_desired(a->codec, m->payload, m->len, &d, NULL) != 0)
+		return 0;
+	desired_identity_t *cur = id_hmap_get(&a->latest, d.employee_id);
+	if (cur != NULL && cur->version >= d.version) {
+		desired_identity_fini(&d);
+		return 0;
+	}
+	if (cur == NULL) {
+		if ((cur = malloc(sizeof(*cur))) == NULL ||
+		    id_hmap_put(&a->latest, d.employee_id, cur) != 0) {
+			free(cur);
+			desired_identity_fini(&d);
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
+		desired_identity_init(cur);
+	}
+	desired_identity_fini(cur);
+	*cur = d;
+	return 0;
+}
+
+/*
+ * The offset the processor's group must have committed on each partition
+ * of topic to have processed everything in it now: the end offset, or one
+ * less when the last record is a transaction's commit marker (a consumer
+ * never commits past a control record it cannot see).  Reads the last
+ * offset of each partition with read_committed: a message there is data,
+ * end-of-partition without one is a control record.
+ * Ownership: *out is freed by the caller.
+ */
+static int apply_targets(rd_kafka_t *rk, const char *topic, int32_t n, int64_t **out,
+                         id_err_t *err)
+{
+	int64_t *need = calloc((size_t)(n > 0 ? n : 1), sizeof(*need));
+	char *known = calloc((size_t)(n > 0 ? n : 1), 1);
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+	int rc = 0, pending = 0;
+	if (need == NULL || known == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int32_t q = 0; q < n; q++) {
+		int64_t lo = 0, hi = 0;
+		if (rd_kafka_query_watermark_offsets(rk, topic, q, &lo, &hi, 10000) !=
+		    RD_KAFKA_RESP_ERR_NO_ERROR) {
+			rc = id_err_set(err, ID_EKAFKA, "%s: cannot read the end offsets",
+			                topic);
+			goto out;
+		}
+		need[q] = hi;
+		if (hi > lo) {
+			rd_kafka_topic_partition_list_add(l, topic, q)->offset = hi - 1;
+			pending++;
 		} else {
-			printf("%zu employees change:\n", changed);
-			printf("  %6ld creates\n  %6ld with attribute updates\n  %6ld "
-			       "renames\n"
-			       "  %6ld moves\n  %6ld disables\n  %6ld enables\n  %6ld "
-			       "deletes\n",
-			       s.creates, s.updates, s.renames, s.moves, s.disables,
-			       s.enables, s.deletes);
-			sum_print("attribute", &s.attr_updates, "change");
-			sum_print("group", &s.group_adds, "join");
-			sum_print("group", &s.group_removes, "leave");
-			printf("per employee:\n");
-			for (size_t i = 0; i < changed; i++) {
-				json_t *d = json_array_get(diffs, i);
-				json_t *ch = json_object_get(d, "changes");
-				printf("  %s:", json_string_value(
-				                    json_object_get(d, "employee_id")));
-				for (size_t k = 0; k < json_array_size(ch); k++) {
-					json_t *c = json_array_get(ch, k);
-					const char *kind =
-					    json_string_value(json_object_get(c, "kind"));
-					const char *what = json_string_value(
-					    json_object_get(c, "attribute"));
-					if (what == NULL)
-						what = json_string_value(
-						    json_object_get(c, "group"));
-					const char *nv =
-					    json_string_value(json_object_get(c, "new"));
-					printf(" %s%s%s%s%s", k ? "; " : "", kind,
-					       what ? " " : "", what ? what : "",
-					       nv ? "" : "");
-					if (nv != NULL)
-						printf(" → %s", nv);
-				}
-				printf("\n");
+			known[q] = 1;
+		}
+	}
+	if (pending > 0 && rd_kafka_assign(rk, l) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc =
+		    id_err_set(err, ID_EKAFKA, "%s: cannot read the last records", topic);
+		goto out;
+	}
+	for (int idle = 0; pending > 0 && idle < 300 && !cli_stop_requested;) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+		if (m == NULL) {
+			idle++;
+			continue;
+		}
+		int32_t q = m->partition;
+		if (q >= 0 && q < n && !known[q]) {
+			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+				/* Nothing visible at hi - 1 (or later data only):
+				 * the last record is a control record. */
+				if (m->offset >= need[q])
+					need[q] -= 1;
+				known[q] = 1;
+				pending--;
+			} else if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+				if (m->offset < need[q] - 1)
+					need[q] -= 1; /* skipped over: control record */
+				known[q] = 1;
+				pending--;
+			}
+		}
+		rd_kafka_message_destroy(m);
+	}
+	rd_kafka_assign(rk, NULL);
+	if (pending > 0)
+		rc = id_err_set(err, ID_ETIMEOUT, "%s: the last records did not arrive",
+		                topic);
+out:
+	rd_kafka_topic_partition_list_destroy(l);
+	free(known);
+	if (rc == 0)
+		*out = need;
+	else
+		free(need);
+	return rc;
+}
+
+/*
+ * Waits until the processor's group has committed need[q] on every
+ * partition q of topic (see apply_targets()), i.e. has processed (and
+ * produced the output of) everything up to then.
+ */
+static int apply_wait(const id_config_t *cfg, const char *topic, const int64_t *need,
+                      int32_t n, int timeout_s, id_err_t *err)
+{
+	char group[300];
+	int rc = ID_ETIMEOUT;
+	snprintf(group, sizeof(group), "%s.processor",
+	         id_config_str(cfg, "topic.prefix"));
+	rd_kafka_t *rk =
+	    id_kafka_consumer_create(cfg, "idstream-apply", group, NULL, NULL, err);
+	if (rk == NULL)
+		return err->code ? err->code : ID_EKAFKA;
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+	for (int32_t q = 0; q < n; q++)
+		rd_kafka_topic_partition_list_add(l, topic, q);
+	time_t deadline = time(NULL) + timeout_s;
+	while (!cli_stop_requested) {
+		rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);
+		bool done = e == RD_KAFKA_RESP_ERR_NO_ERROR;
+		for (int q = 0; done && q < l->cnt; q++)
+			done = need[q] == 0 || l->elems[q].offset >= need[q];
+		if (done) {
+			rc = 0;
+			break;
+		}
+		if (time(NULL) >= deadline)
+			break;
+		struct timespec ts = {0, 200 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	if (rc != 0)
+		id_err_set(
+		    err, cli_stop_requested ? ID_EINTERRUPTED : ID_ETIMEOUT,
+		    "the processor (group %s) did not catch up with %s within %d s; "
+		    "is `idstream process` running?",
+		    group, topic, timeout_s);
+	rd_kafka_topic_partition_list_destroy(l);
+	id_kafka_destroy(rk);
+	return rc;
+}
+
+/* Waits for the processor to have processed all of topic as of now. */
+static int apply_catch_up(const id_config_t *cfg, rd_kafka_t *rk, const char *topic,
+                          int timeout_s, id_err_t *err)
+{
+	int32_t n = 0;
+	int64_t *need = NULL;
+	int rc = id_kafka_partition_count(rk, topic, &n, err);
+	if (rc == 0)
+		rc = apply_targets(rk, topic, n, &need, err);
+	if (rc == 0)
+		rc = apply_wait(cfg, topic, need, n, timeout_s, err);
+	free(need);
+	return rc;
+}
+
+/* The employees whose entry differs between two employees_changed arrays,
+ * each named with the side (a_name or b_name) its entry is on. */
+static void print_differences(const char *a_name, json_t *a, const char *b_name,
+                              json_t *b)
+{
+	size_t shown = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		json_t *x = pass ? b : a, *y = pass ? a : b;
+		for (size_t i = 0; i < json_array_size(x); i++) {
+			json_t *d = json_array_get(x, i);
+			bool found = false;
+			for (size_t k = 0; k < json_array_size(y) && !found; k++)
+				found = json_equal(d, json_array_get(y, k));
+			if (found)
+				continue;
+			if (shown++ < 20) {
+				char *text = json_dumps(json_object_get(d, "changes"),
+				                        JSON_COMPACT);
+				printf(
+				    "  employee %s %s: %s\n",
+				    json_string_value(json_object_get(d, "employee_id")),
+				    pass ? b_name : a_name, text ? text : "?");
+				free(text);
 			}
 		}
 	}
-	rc = changed == 0 ? CLI_EXIT_OK : 2;
-out:
-	free(keys);
-	json_decref(diffs);
-	for (size_t i = 0; i < p.emps.cap; i++) {
-		plan_emp_t *e = p.emps.slots[i].value;
-		if (p.emps.slots[i].key != NULL && e != NULL) {
-			employee_record_fini(&e->rec);
-			desired_identity_fini(&e->planned);
-			desired_identity_fini(&e->current);
-			free(e);
+	if (shown > 20)
+		printf("  ... and %zu more\n", shown - 20);
+}
+
+static void apply_usage(void)
+{
+	printf(
+	    "usage: idstream apply PLAN.json [--reason TEXT] [--timeout SECONDS]\n"
+	    "\n"
+	    "Deploys the policy of a plan written by `idstream plan --policy NEW --out "
+	    "PLAN.json`,\n"
+	    "only if the plan still holds: the history is re-planned first, and any\n"
+	    "employee whose planned change differs now makes apply refuse (re-plan).\n"
+	    "Then it waits for the processor to handle the activation and compares "
+	    "what\n"
+	    "changed with the plan. Sinks apply the changes under their mass-change\n"
+	    "guard.\n"
+	    "\n"
+	    "  --reason TEXT      recorded in the activation events\n"
+	    "  --timeout SECONDS  how long to wait for the processor (default 120)\n"
+	    "\n"
+	    "Exit status: 0 applied and identical to the plan, 1 refused, failed or "
+	    "different.\n");
+}
+
+int cmd_apply(cli_t *cli, int argc, char **argv)
+{
+	const char *file = NULL, *reason = NULL;
+	int timeout_s = 120;
+	for (int i = 1; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			apply_usage();
+			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc) {
+			reason = argv[++i];
+		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+			timeout_s = atoi(argv[++i]);
+			if (timeout_s <= 0)
+				return cli_usage_error("apply",
+				                       "--timeout needs seconds > 0");
+		} else if (argv[i][0] != '-' && file == NULL) {
+			file = argv[i];
+		} else {
+			return cli_usage_error("apply", "unknown argument \"%s\"",
+			                       argv[i]);
 		}
 	}
-	id_hmap_fini(&p.emps);
+	if (file == NULL)
+		return cli_usage_error("apply", "missing PLAN.json");
+
+	id_err_t err = {0};
+	int rc = CLI_EXIT_FAIL;
+	json_error_t jerr;
+	json_t *planned = NULL, *now = NULL, *actual = json_array();
+	policy_t *policy = NULL;
+	plan_t p;
+	apply_after_t after = {NULL, {0}};
+	rd_kafka_t *rk = NULL;
+	char topic[256], out_topic[256], reason_buf[512];
+	plan_sum_t s;
+	memset(&p, 0, sizeof(p));
+	memset(&s, 0, sizeof(s));
+	id_hmap_init(&s.attr_updates);
+	id_hmap_init(&s.group_adds);
+	id_hmap_init(&s.group_removes);
+	id_hmap_init(&after.latest);
+	id_config_topic(cli->cfg, "hr.events", topic, sizeof(topic));
+	id_config_topic(cli->cfg, "identity.desired", out_topic, sizeof(out_topic));
+
+	/* The plan and its policy, unchanged since. */
+	if ((planned = json_load_file(file, 0, &jerr)) == NULL) {
+		fprintf(stderr, "idstream: apply: %s: %s (line %d)\n", file, jerr.text,
+		        jerr.line);
+		goto out;
+	}
+	const char *format = json_string_value(json_object_get(planned, "format"));
+	const char *path = json_string_value(json_object_get(planned, "policy_path"));
+	const char *version =
+	    json_string_value(json_object_get(planned, "policy_version"));
+	json_t *jat = json_object_get(planned, "at");
+	if (format == NULL || strcmp(format, PLAN_FORMAT) != 0 || path == NULL ||
+	    version == NULL ||
+	    !json_is_array(json_object_get(planned, "employees_changed"))) {
+		fprintf(
+		    stderr,
+		    "idstream: apply: %s is not a plan file of `idstream plan --policy "
+		    "FILE --out %s`\n",
+		    file, file);
+		goto out;
+	}
+	if ((policy = policy_load_file(path, NULL, &err)) == NULL) {
+		cli_fail("apply: the planned policy", &err);
+		goto out;
+	}
+	if (strcmp(policy_version(policy), version) != 0) {
+		fprintf(
+		    stderr,
+		    "idstream: apply: refused: %s is now %s, the plan was made for %s; "
+		    "plan again\n",
+		    path, policy_version(policy), version);
+		goto out;
+	}
+
+	/* Re-plan against the processor's output of everything logged so
+	 * far: the history may have moved since the plan. */
+	if ((rk = id_kafka_consumer_create(cli->cfg, "idstream-apply", NULL, NULL, NULL,
+	                                   &err)) == NULL) {
+		cli_fail("apply", &err);
+		goto out;
+	}
+	printf("waiting for the processor to catch up with %s...\n", topic);
+	fflush(stdout);
+	if (apply_catch_up(cli->cfg, rk, topic, timeout_s, &err) != 0) {
+		cli_fail("apply: nothing deployed", &err);
+		goto out;
+	}
+	if (plan_run(cli->cfg, policy, json_is_integer(jat), json_integer_value(jat),
+	             isatty(STDERR_FILENO) != 0, &p, &now, &err) != 0) {
+		cli_fail("apply: re-planning", &err);
+		goto out;
+	}
+	json_t *was = json_object_get(planned, "employees_changed");
+	json_t *is = json_object_get(now, "employees_changed");
+	if (!json_equal(was, is)) {
+		printf("refused: the history moved since the plan in a way that changes "
+		       "it (%zu employees planned, %zu now):\n",
+		       json_array_size(was), json_array_size(is));
+		print_differences("as planned", was, "now", is);
+		fprintf(stderr,
+		        "idstream: apply: refused: the plan is stale; run `idstream plan "
+		        "--policy %s --out %s` again\n",
+		        path, file);
+		goto out;
+	}
+	printf("plan still holds: %zu employees change under %s\n", json_array_size(is),
+	       version);
+
+	/* Deploy, through `policy deploy`, pinned to the planned version. */
+	snprintf(reason_buf, sizeof(reason_buf), "%s",
+	         reason ? reason : "idstream apply");
+	char *dargv[] = {"policy",        "deploy",   (char *)path, "--expect-version",
+	                 (char *)version, "--reason", reason_buf,   NULL};
+	if (cmd_policy(cli, 7, dargv) != CLI_EXIT_OK) {
+		fprintf(stderr,
+		        "idstream: apply: the deployment failed; nothing applied\n");
+		goto out;
+	}
+	printf("waiting for the processor to handle the activation...\n");
+	fflush(stdout);
+	if (apply_catch_up(cli->cfg, rk, topic, timeout_s, &err) != 0) {
+		cli_fail("apply: deployed, but not verified", &err);
+		goto out;
+	}
+
+	/* Actual: each employee's newest version now against the one before. */
+	int32_t nout = 0;
+	long nread = 0;
+	if ((after.codec = codec_create(&err)) == NULL ||
+	    id_kafka_partition_count(rk, out_topic, &nout, &err) != 0 ||
+	    scan_topic(rk, out_topic, nout, apply_keep, &after, &nread, &err) != 0) {
+		cli_fail("apply: reading the result", &err);
+		goto out;
+	}
+	size_t n = 0;
+	const char **keys = plan_sorted_ids(&p, &n);
+	for (size_t i = 0; keys != NULL && i < n; i++) {
+		plan_emp_t *e = id_hmap_get(&p.emps, keys[i]);
+		desired_identity_t *a = id_hmap_get(&after.latest, keys[i]);
+		plan_emp_t view = *e; /* before = current, after = planned slot */
+		view.has_planned = a != NULL;
+		if (a != NULL)
+			view.planned = *a;
+		json_t *d = plan_diff(keys[i], &view, &s);
+		if (d != NULL)
+			json_array_append_new(actual, d);
+	}
+	free(keys);
+	if (json_equal(is, actual)) {
+		printf("applied %s: plan vs actual identical (%zu employees changed)\n",
+		       version, json_array_size(actual));
+		rc = CLI_EXIT_OK;
+	} else {
+		printf("applied %s, but the actual changes differ from the plan (%zu "
+		       "planned, %zu actual):\n",
+		       version, json_array_size(is), json_array_size(actual));
+		print_differences("planned", is, "actual", actual);
+	}
+out:
+	for (size_t i = 0; i < after.latest.cap; i++)
+		if (after.latest.slots[i].key != NULL) {
+			desired_identity_fini(after.latest.slots[i].value);
+			free(after.latest.slots[i].value);
+		}
+	id_hmap_fini(&after.latest);
+	codec_destroy(after.codec);
 	sum_free(&s.attr_updates);
 	sum_free(&s.group_adds);
 	sum_free(&s.group_removes);
-	mapping_destroy(p.mapping);
-	policy_destroy(policy);
-	codec_destroy(p.codec);
 	id_kafka_destroy(rk);
+	json_decref(actual);
+	json_decref(now);
+	json_decref(planned);
+	plan_fini(&p);
+	policy_destroy(policy);
 	return rc;
 }

@@ -1,6 +1,7 @@
 /*
  * policy.c (cmd) — `idstream policy check POLICY [--records FILE] [--json]
- * [--now TIME] [--state STATE]` and `idstream policy version POLICY`.
+ * [--now TIME] [--state STATE]`, `idstream policy version POLICY` and
+ * `idstream policy deploy (POLICY | --default) [--reason TEXT]`.
  *
  * check loads the policy, evaluates built-in synthetic employees (a full
  * record, a minimal one, a disabled one) twice each and requires identical
@@ -10,9 +11,20 @@
  * each namespace gets its first candidate not taken by an earlier record,
  * and the record is evaluated again with ctx.granted until it is stable.
  *
- * Nothing here touches Kafka or a directory.  The only clock read is the
- * default of --now.
+ * deploy runs the same checks, then writes one POLICY_ACTIVATED marker
+ * carrying the policy's source and version to EVERY partition of
+ * <prefix>.hr.events, all in one Kafka transaction (transactional.id
+ * "<prefix>.policy.deploy", so two concurrent deployments fence each other
+ * instead of interleaving): either every partition switches, each at a
+ * defined offset of its log, or none does.  The marker layout is in
+ * processors/policy_registry.h.  A policy that fails a check, is larger
+ * than POLICY_SOURCE_MAX, lacks the "ldap" target or is not UTF-8 text
+ * writes nothing.
+ *
+ * check and version touch neither Kafka nor a directory.  The clock is read
+ * for the default of --now and for the markers' occurred/effective time.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +32,22 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "cmd/cli.h"
 #include "common/attrs.h"
+#include "common/buf.h"
 #include "common/hmap.h"
+#include "common/kafka.h"
+#include "common/log.h"
 #include "ingest/csv_reader.h"
+#include "processors/mapping.h"
 #include "processors/policy.h"
+#include "processors/policy_registry.h"
+#include "schemas/codec.h"
 
 #define GRANT_ROUNDS 8
 
@@ -35,6 +58,8 @@ static void policy_usage(FILE *out)
 	    "usage: idstream policy check POLICY [--records FILE.csv] [--json]\n"
 	    "                             [--now TIME] [--state STATE]\n"
 	    "       idstream policy version POLICY\n"
+	    "       idstream policy deploy (POLICY | --default) [--reason TEXT]\n"
+	    "                              [--expect-version VERSION]\n"
 	    "\n"
 	    "check    load the Lua policy, run it on built-in synthetic employees "
 	    "(twice,\n"
@@ -45,6 +70,15 @@ static void policy_usage(FILE *out)
 	    "         as if no name were taken yet.\n"
 	    "version  print the policy version (sha256:<16 hex digits of the file's "
 	    "hash>)\n"
+	    "deploy   check the policy as `check` does (without records), then "
+	    "write one\n"
+	    "         POLICY_ACTIVATED event carrying it to every partition of "
+	    "hr.events, in\n"
+	    "         one Kafka transaction. Each partition switches at that point "
+	    "of its log;\n"
+	    "         the processor re-evaluates the partition's employees with the "
+	    "new policy.\n"
+	    "         --default deploys the built-in mapping back.\n"
 	    "\n"
 	    "  --records FILE  HR export CSV (the format `idstream ingest csv` reads)\n"
 	    "  --json          one JSON document instead of the table\n"
@@ -52,6 +86,11 @@ static void policy_usage(FILE *out)
 	    "time)\n"
 	    "  --state STATE   ctx.state of the records: ACTIVE (default), PENDING,\n"
 	    "                  SUSPENDED, DISABLED, DELETED\n"
+	    "  --reason TEXT   deploy: why, recorded in the events (with the user as "
+	    "actor)\n"
+	    "  --expect-version VERSION\n"
+	    "                  deploy: refuse unless the file has this version (used "
+	    "by apply)\n"
 	    "\n"
 	    "Exit status: 0 when the policy and every record evaluate, 1 otherwise,\n"
 	    "64 for a usage error.  Errors name the policy file and line.\n"
@@ -498,11 +537,294 @@ out:
 	return rc;
 }
 
+/* ---- deploy -------------------------------------------------------------- */
+
+typedef struct deploy_opts {
+	const char *policy;         /* the file, or NULL with builtin */
+	bool builtin;               /* --default */
+	const char *reason;         /* optional */
+	const char *expect_version; /* optional */
+} deploy_opts_t;
+
+#define DEPLOY_TIMEOUT_MS 60000
+
+/* Reads path whole (at most POLICY_SOURCE_MAX bytes) into a NUL-terminated
+ * buffer.  Ownership: caller frees *out. */
+static int read_policy_file(const char *path, char **out, size_t *len, id_err_t *err)
+{
+	struct stat st;
+	FILE *f = NULL;
+	char *buf = NULL;
+	int rc = 0;
+	if (stat(path, &st) != 0 || (f = fopen(path, "rb")) == NULL)
+		return id_err_set(err, ID_EIO, "policy %s: cannot open: %s", path,
+		                  strerror(errno));
+	if (st.st_size < 0 || (size_t)st.st_size > POLICY_SOURCE_MAX) {
+		rc = id_err_set(err, ID_EINVALID,
+		                "policy %s: %lld bytes; a deployed policy travels in the "
+		                "event log and may have at most %zu",
+		                path, (long long)st.st_size, POLICY_SOURCE_MAX);
+		goto out;
+	}
+	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	*len = fread(buf, 1, (size_t)st.st_size + 1, f);
+	if (ferror(f) || *len != (size_t)st.st_size) {
+		rc = id_err_set(err, ID_EIO,
+		                "policy %s: read error (changed while read?)", path);
+		goto out;
+	}
+	buf[*len] = '\0';
+	*out = buf;
+	buf = NULL;
+out:
+	free(buf);
+	fclose(f);
+	return rc;
+}
+
+/* "<32 hex>" = SHA-256(text), truncated: the marker's event id. */
+static void hex_id(const char *text, size_t len, char out[33])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_Digest(text, len, md, &mdlen, EVP_sha256(), NULL);
+	for (unsigned i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/*
+ * Loads and checks the policy to deploy: it loads, declares the target the
+ * processor maps ("ldap"), evaluates the synthetic employees twice alike,
+ * is UTF-8 text without NUL bytes, and has the expected version.
+ * Ownership: *policy is freed by the caller with policy_destroy().
+ */
+static int deploy_check(const deploy_opts_t *o, const char *src, size_t len,
+                        policy_t **policy, id_err_t *err)
+{
+	bool warned = false;
+	mapping_t *m = NULL;
+	policy_t *p = NULL;
+	if (memchr(src, '\0', len) != NULL)
+		return id_err_set(err, ID_EINVALID,
+		                  "policy %s: contains a NUL byte; a policy is text",
+		                  o->policy);
+	if ((p = policy_create(o->policy, src, len, NULL, err)) == NULL)
+		return err->code ? err->code : ID_EINVALID;
+	if ((m = policy_mapping_create(p, "ldap", err)) == NULL) {
+		id_err_wrap(err, "the processor maps target \"ldap\"");
+		policy_destroy(p);
+		return ID_EINVALID;
+	}
+	mapping_destroy(m);
+	if (check_synthetics(p, NULL, &warned) != CLI_EXIT_OK) {
+		policy_destroy(p);
+		return id_err_set(err, ID_EINVALID, "policy %s: the checks above failed",
+		                  o->policy);
+	}
+	if (o->expect_version != NULL &&
+	    strcmp(o->expect_version, policy_version(p)) != 0) {
+		int rc =
+		    id_err_set(err, ID_ECONFLICT,
+		               "policy %s: version %s, but %s was expected (the file "
+		               "changed)",
+		               o->policy, policy_version(p), o->expect_version);
+		policy_destroy(p);
+		return rc;
+	}
+	*policy = p;
+	return 0;
+}
+
+/* Fills the marker of partition q of one deployment. */
+static int deploy_marker(employee_event_t *ev, const char *deployment, int32_t q,
+                         int64_t now, const char *const *attrs, const char *actor,
+                         const char *reason)
+{
+	char sid[64], eid[33], seed[128];
+	snprintf(sid, sizeof(sid), "%s:%d", deployment, (int)q);
+	int n = snprintf(seed, sizeof(seed), "%s%c%s", POLICY_EVENT_SOURCE, 0, sid);
+	hex_id(seed, (size_t)n, eid);
+	employee_event_fini(ev);
+	ev->type = EV_POLICY_ACTIVATED;
+	ev->occurred_at = ev->effective_at = now;
+	if ((ev->event_id = strdup(eid)) == NULL ||
+	    (ev->source = strdup(POLICY_EVENT_SOURCE)) == NULL ||
+	    (ev->source_event_id = strdup(sid)) == NULL ||
+	    (ev->employee_id = strdup(POLICY_EVENT_KEY)) == NULL ||
+	    (actor != NULL && (ev->actor = strdup(actor)) == NULL) ||
+	    (reason != NULL && (ev->reason = strdup(reason)) == NULL))
+		return ID_ENOMEM;
+	for (; attrs[0] != NULL; attrs += 2)
+		if (attrs[1] != NULL &&
+		    id_attrs_set(&ev->attributes, attrs[0], attrs[1]) != 0)
+			return ID_ENOMEM;
+	return 0;
+}
+
+/* Writes the markers (one per partition) in one transaction. */
+static int deploy_publish(const id_config_t *cfg, const char *topic,
+                          const char *const *attrs, const char *reason, char *deployment,
+                          size_t dlen, int32_t *nparts, id_err_t *err)
+{
+	rd_kafka_t *rk = NULL;
+	codec_t *codec = NULL;
+	employee_event_t ev;
+	id_buf_t *vals = NULL;
+	id_kafka_delivery_t dr = {0, RD_KAFKA_RESP_ERR_NO_ERROR, NULL, 0};
+	bool in_txn = false;
+	int rc = 0;
+	char txid[300], actor[300];
+	unsigned char rnd[8];
+	struct timespec ts;
+
+	employee_event_init(&ev);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return id_err_set(err, ID_EIO, "no random bytes for the deployment id");
+	for (size_t i = 0; i < sizeof(rnd) && 2 * i + 2 < dlen; i++)
+		snprintf(deployment + 2 * i, 3, "%02x", rnd[i]);
+	const char *user = getenv("USER");
+	snprintf(actor, sizeof(actor), "idstream policy deploy (%s)",
+	         user && user[0] ? user : "unknown user");
+	snprintf(txid, sizeof(txid), "%s.policy.deploy",
+	         id_config_str(cfg, "topic.prefix"));
+
+	if ((codec = codec_create(err)) == NULL ||
+	    (rk = id_kafka_producer_create(cfg, "idstream-policy-deploy", txid, err)) ==
+	        NULL) {
+		rc = err->code ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	if ((rc = id_kafka_partition_count(rk, topic, nparts, err)) != 0)
+		goto out;
+	/* Encode every marker first: one the codec refuses (e.g. a source that
+	 * is not UTF-8) must stop the deployment before anything is sent. */
+	if ((vals = calloc((size_t)*nparts, sizeof(*vals))) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int32_t q = 0; q < *nparts; q++) {
+		id_buf_init(&vals[q]);
+		if (deploy_marker(&ev, deployment, q, now, attrs, actor, reason) != 0) {
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+			goto out;
+		}
+		if ((rc = policy_registry_check_marker(&ev, err)) != 0 ||
+		    (rc = codec_encode_event(codec, &ev, &vals[q], err)) != 0)
+			goto out;
+	}
+	rd_kafka_error_t *e = rd_kafka_begin_transaction(rk);
+	if (e != NULL) {
+		rc = id_kafka_error(err, e, "starting a Kafka transaction");
+		rd_kafka_error_destroy(e);
+		goto out;
+	}
+	in_txn = true;
+	for (int32_t q = 0; q < *nparts; q++) {
+		dr.pending++;
+		rd_kafka_resp_err_t pe = rd_kafka_producev(
+		    rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(q),
+		    RD_KAFKA_V_KEY(POLICY_EVENT_KEY, strlen(POLICY_EVENT_KEY)),
+		    RD_KAFKA_V_VALUE(vals[q].data, vals[q].len),
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&dr),
+		    RD_KAFKA_V_END);
+		if (pe != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			dr.pending--;
+			rc = id_kafka_err(err, pe, "producing a policy activation");
+			goto out;
+		}
+	}
+	/* The commit flushes and fails when a marker was not delivered. */
+	for (int attempt = 0;; attempt++) {
+		e = rd_kafka_commit_transaction(rk, DEPLOY_TIMEOUT_MS);
+		if (e == NULL)
+			break;
+		if (rd_kafka_error_is_retriable(e) && attempt < 3) {
+			rd_kafka_error_destroy(e);
+			continue;
+		}
+		rc = id_kafka_error(err, e, "committing the deployment");
+		rd_kafka_error_destroy(e);
+		goto out;
+	}
+	in_txn = false;
+out:
+	if (in_txn) {
+		e = rd_kafka_abort_transaction(rk, DEPLOY_TIMEOUT_MS);
+		if (e != NULL) {
+			id_log_warn("policy", "aborting the deployment: %s",
+			            rd_kafka_error_string(e));
+			rd_kafka_error_destroy(e);
+		}
+	}
+	for (int32_t q = 0; vals != NULL && q < *nparts; q++)
+		id_buf_fini(&vals[q]);
+	free(vals);
+	employee_event_fini(&ev);
+	id_kafka_destroy(rk);
+	codec_destroy(codec);
+	return rc;
+}
+
+static int policy_deploy(cli_t *cli, const deploy_opts_t *o)
+{
+	id_err_t err = {0};
+	char *src = NULL;
+	size_t len = 0;
+	policy_t *p = NULL;
+	char topic[256], deployment[17] = "";
+	int32_t nparts = 0;
+	int rc = CLI_EXIT_FAIL;
+	const char *version = MAPPING_DEFAULT_VERSION;
+	const char *name = NULL;
+
+	if (!o->builtin) {
+		if (read_policy_file(o->policy, &src, &len, &err) != 0 ||
+		    deploy_check(o, src, len, &p, &err) != 0) {
+			cli_fail("policy deploy: nothing deployed", &err);
+			goto out;
+		}
+		version = policy_version(p);
+		name = strrchr(o->policy, '/') ? strrchr(o->policy, '/') + 1 : o->policy;
+	}
+	const char *attrs[] = {POLICY_ATTR_VERSION,
+	                       version,
+	                       POLICY_ATTR_SHA256,
+	                       p ? policy_sha256(p) : NULL,
+	                       POLICY_ATTR_NAME,
+	                       name,
+	                       POLICY_ATTR_SOURCE,
+	                       src,
+	                       POLICY_ATTR_BUILTIN,
+	                       o->builtin ? POLICY_BUILTIN_DEFAULT : NULL,
+	                       POLICY_ATTR_DEPLOYMENT,
+	                       deployment,
+	                       NULL};
+	id_config_topic(cli->cfg, "hr.events", topic, sizeof(topic));
+	if (deploy_publish(cli->cfg, topic, attrs, o->reason, deployment,
+	                   sizeof(deployment), &nparts, &err) != 0) {
+		cli_fail("policy deploy: nothing deployed", &err);
+		goto out;
+	}
+	printf("deployed %s%s%s%s to %d partitions of %s (deployment %s)\n", version,
+	       name ? " (" : "", name ? name : "", name ? ")" : " (built-in mapping)",
+	       (int)nparts, topic, deployment);
+	rc = CLI_EXIT_OK;
+out:
+	policy_destroy(p);
+	free(src);
+	return rc;
+}
+
 int cmd_policy(cli_t *cli, int argc, char **argv)
 {
 	check_opts_t o = {NULL, NULL, false, 0, LC_ACTIVE};
+	deploy_opts_t d = {NULL, false, NULL, NULL};
 	bool now_set = false;
-	(void)cli;
 	for (int i = 1; i < argc; i++)
 		if (cli_is_help(argv[i])) {
 			policy_usage(stdout);
@@ -513,8 +835,10 @@ int cmd_policy(cli_t *cli, int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 	const char *sub = argv[1];
-	if (strcmp(sub, "check") != 0 && strcmp(sub, "version") != 0)
+	if (strcmp(sub, "check") != 0 && strcmp(sub, "version") != 0 &&
+	    strcmp(sub, "deploy") != 0)
 		return cli_usage_error("policy", "unknown subcommand \"%s\"", sub);
+	bool deploy = strcmp(sub, "deploy") == 0;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
 		bool has_value = i + 1 < argc;
@@ -539,6 +863,17 @@ int cmd_policy(cli_t *cli, int argc, char **argv)
 				    "policy", "--state needs ACTIVE, PENDING, SUSPENDED, "
 				              "DISABLED or DELETED");
 			i++;
+		} else if (deploy && strcmp(a, "--default") == 0) {
+			d.builtin = true;
+		} else if (deploy && strcmp(a, "--reason") == 0) {
+			if (!has_value)
+				return cli_usage_error("policy", "--reason needs a text");
+			d.reason = argv[++i];
+		} else if (deploy && strcmp(a, "--expect-version") == 0) {
+			if (!has_value)
+				return cli_usage_error(
+				    "policy", "--expect-version needs a version");
+			d.expect_version = argv[++i];
 		} else if (a[0] == '-' && a[1] != '\0') {
 			return cli_usage_error("policy", "unknown option %s", a);
 		} else if (o.policy == NULL) {
@@ -546,6 +881,17 @@ int cmd_policy(cli_t *cli, int argc, char **argv)
 		} else {
 			return cli_usage_error("policy", "unexpected argument \"%s\"", a);
 		}
+	}
+	if (deploy) {
+		d.policy = o.policy;
+		if (d.builtin == (d.policy != NULL))
+			return cli_usage_error("policy",
+			                       "deploy needs either the policy file or "
+			                       "--default");
+		if (d.builtin && d.expect_version != NULL)
+			return cli_usage_error(
+			    "policy", "--expect-version applies to a policy file");
+		return policy_deploy(cli, &d);
 	}
 	if (o.policy == NULL)
 		return cli_usage_error("policy", "%s needs the policy file", sub);

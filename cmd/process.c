@@ -8,12 +8,29 @@
  * after the commit are the touched records and the next offset of each
  * partition written to RocksDB in one WriteBatch.
  *
+ * Policies: each partition runs the mapping its own log selects.  A
+ * POLICY_ACTIVATED marker (written to every partition by `idstream policy
+ * deploy`, carrying the Lua source) switches the partition's mapping
+ * (processors/policy_registry.h) and re-evaluates every employee of the
+ * partition with it, now = the marker's effective time, in employee id
+ * order; those whose target-visible identity changes get a new version in
+ * the same transaction as the marker's offset.  A marker that cannot be
+ * used is refused and logged; the partition keeps its mapping.  The active
+ * policy is state: it is written ('P' key) in the WriteBatch that moves
+ * the partition's offset past the marker, and restored on assignment
+ * before any event of the partition is folded, so a restart or a rebalance
+ * resumes under the policy of the stored offset.  Replaying a partition
+ * from offset 0 meets the same markers at the same offsets and so
+ * reproduces every switch.
+ *
  * Crash recovery: the stored offset S (RocksDB) is never ahead of the offset
  * C committed in Kafka.  On assignment the partition is read from S; events
  * in [S, C) were already folded and produced by a committed transaction, so
- * they are re-derived into state without producing anything ("replay").
- * From C on, processing is normal.  A lost state folder means S = 0: the
- * whole partition is replayed, then processing resumes at C.
+ * they are re-derived into state without producing anything ("replay"),
+ * markers included.  From C on, processing is normal.  A lost state folder
+ * means S = 0: the whole partition is replayed, then processing resumes at
+ * C.  An aborted transaction rewinds the partitions to S and restores the
+ * policy stored with S.
  *
  * State key layout (state.dir/processor):
  *
@@ -21,6 +38,17 @@
  *   |------------------------------------------|--------------------------|
  *   | 'R' be32(partition) employee_id          | employee_record bytes    |
  *   | 'O' be32(partition)                      | be64(next input offset)  |
+ *   | 'P' be32(partition)                      | the partition's policy   |
+ *
+ * 'P' is absent while the partition runs the built-in mapping.  Its value:
+ *
+ *   | offset  | size | content                        |
+ *   |---------|------|--------------------------------|
+ *   | 0       | 1    | format = 0x01                  |
+ *   | 1       | 4    | be32 n: length of the name     |
+ *   | 5       | n    | policy name (for errors)       |
+ *   | 5+n     | 4    | be32 s: length of the source   |
+ *   | 9+n     | s    | the policy's Lua source        |
  *
  * Records are keyed by partition so one partition's state can be dropped and
  * rebuilt on its own when partitions move between processes.
@@ -43,10 +71,17 @@
 #include "processors/employee_record.h"
 #include "processors/fold.h"
 #include "processors/mapping.h"
+#include "processors/policy_registry.h"
 #include "schemas/codec.h"
 #include "state/store.h"
 
 #define PROC_MAX_PARTITIONS STAGE_MAX_PARTITIONS
+
+/* The policy target whose output is the desired identity. */
+#define PROC_POLICY_TARGET "ldap"
+
+/* Format byte of the 'P' value (see the key layout above). */
+#define PROC_POLICY_FORMAT 0x01
 
 typedef struct proc_partition {
 	int assigned;
@@ -54,6 +89,7 @@ typedef struct proc_partition {
 	int64_t replay_until; /* offsets below it are replayed without output */
 	int64_t next_offset;  /* next offset to process (in the open txn) */
 	int64_t stored;       /* next offset as of the last WriteBatch */
+	bool policy_dirty;    /* the policy changed in the open transaction */
 } proc_partition_t;
 
 typedef struct proc_overlay_rec {
@@ -67,7 +103,7 @@ typedef struct proc {
 	rd_kafka_t *producer;
 	state_store_t *db;
 	codec_t *codec;
-	mapping_t *mapping;
+	policy_registry_t *registry; /* the mapping of each partition */
 	char in_topic[256];
 	char out_topic[256];
 	proc_partition_t parts[PROC_MAX_PARTITIONS];
@@ -86,7 +122,8 @@ typedef struct proc {
 	id_buf_t val;
 	state_batch_t *batch;
 	id_buf_t buf;
-	int fatal; /* set when the loop must stop with an error */
+	employee_record_t scratch; /* a stored record being re-evaluated */
+	int fatal;                 /* set when the loop must stop with an error */
 	id_err_t fatal_err;
 } proc_t;
 
@@ -101,6 +138,12 @@ static double elapsed_ms(const struct timespec *since)
 static void key_offset(unsigned char k[5], int32_t partition)
 {
 	k[0] = 'O';
+	state_be32_put(k + 1, (uint32_t)partition);
+}
+
+static void key_policy(unsigned char k[5], int32_t partition)
+{
+	k[0] = 'P';
 	state_be32_put(k + 1, (uint32_t)partition);
 }
 
@@ -209,6 +252,72 @@ static int64_t proc_stored_offset(proc_t *p, int32_t partition)
 	return off;
 }
 
+/* The 'P' value of the policy partition runs (see the key layout). */
+static int proc_policy_encode(const char *name, const char *src, size_t len,
+                              id_buf_t *out)
+{
+	size_t nl = name ? strlen(name) : 0;
+	id_buf_reset(out);
+	if (id_buf_append_u8(out, PROC_POLICY_FORMAT) != 0 ||
+	    id_buf_append_be32(out, (uint32_t)nl) != 0 ||
+	    id_buf_append(out, name ? name : "", nl) != 0 ||
+	    id_buf_append_be32(out, (uint32_t)len) != 0 ||
+	    id_buf_append(out, src, len) != 0)
+		return ID_ENOMEM;
+	return 0;
+}
+
+/*
+ * Makes the registry run, for partition, the policy the state store holds
+ * for it (the built-in mapping when none): the policy as of the stored
+ * offset, so that processing resumes under the mapping that was active
+ * there.  A stored policy that no longer loads is an error: going on with
+ * another mapping would silently produce different identities.
+ */
+static int proc_policy_restore(proc_t *p, int32_t partition, id_err_t *err)
+{
+	unsigned char k[5];
+	void *v = NULL;
+	size_t vl = 0;
+	key_policy(k, partition);
+	int rc = state_store_get(p->db, k, 5, &v, &vl, err);
+	if (rc == ID_ENOTFOUND) {
+		policy_registry_reset(p->registry, partition);
+		return 0;
+	}
+	if (rc != 0)
+		return rc;
+	const unsigned char *b = v;
+	uint32_t nl = 0, sl = 0;
+	if (vl < 9 || b[0] != PROC_POLICY_FORMAT ||
+	    (nl = state_be32_get(b + 1)) > vl - 9 ||
+	    (sl = state_be32_get(b + 5 + nl)) != vl - 9 - nl) {
+		free(v);
+		return id_err_set(
+		    err, ID_EPARSE,
+		    "state %s: partition %d: the stored policy is malformed "
+		    "(%zu bytes)",
+		    state_store_path(p->db), (int)partition, vl);
+	}
+	char *name = strndup((const char *)b + 5, nl);
+	if (name == NULL) {
+		free(v);
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	}
+	rc = policy_registry_set(p->registry, partition, name, (const char *)b + 9 + nl,
+	                         sl, err);
+	if (rc != 0)
+		id_err_wrap(err, "partition %d: restoring its stored policy",
+		            (int)partition);
+	else
+		id_log_info("processor", "partition %d: policy %s restored from state",
+		            (int)partition,
+		            policy_registry_version(p->registry, partition));
+	free(name);
+	free(v);
+	return rc;
+}
+
 /* Loads the employee's record: the open transaction's copy first, then
  * RocksDB, else a new empty record.  The returned record is owned by the
  * overlay when *in_overlay, else by the caller. */
@@ -295,6 +404,23 @@ static int proc_persist(proc_t *p, id_err_t *err)
 		key_offset(k, i);
 		state_be64_put(v, (uint64_t)pp->next_offset);
 		state_batch_put(b, k, 5, v, 8);
+		if (!pp->policy_dirty)
+			continue;
+		/* The partition's policy, in the batch that moves its offset
+		 * past the activation marker. */
+		const char *name, *src;
+		size_t len;
+		policy_registry_active(p->registry, i, &name, &src, &len);
+		key_policy(k, i);
+		if (src == NULL) {
+			state_batch_delete(b, k, 5);
+		} else {
+			if ((rc = proc_policy_encode(name, src, len, val)) != 0) {
+				id_err_set(err, rc, "out of memory");
+				goto out;
+			}
+			state_batch_put(b, k, 5, val->data, val->len);
+		}
 	}
 	/* No write-ahead log: after a crash the store is as of an earlier
 	 * batch — records and offsets together — and the events since are
@@ -302,8 +428,10 @@ static int proc_persist(proc_t *p, id_err_t *err)
 	if ((rc = state_batch_write_unlogged(p->db, b, err)) != 0)
 		goto out;
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
-		if (p->parts[i].assigned && p->parts[i].next_offset >= 0)
+		if (p->parts[i].assigned && p->parts[i].next_offset >= 0) {
 			p->parts[i].stored = p->parts[i].next_offset;
+			p->parts[i].policy_dirty = false;
+		}
 	proc_overlay_drop(p);
 out:
 	state_batch_clear(b);
@@ -322,6 +450,16 @@ static void proc_rewind(proc_t *p)
 		rd_kafka_topic_partition_list_add(l, p->in_topic, i)->offset = pp->stored;
 		pp->next_offset = pp->stored;
 		pp->eof = 0;
+		if (pp->policy_dirty) {
+			/* The aborted events included an activation: back to the
+			 * policy of the stored offset. */
+			id_err_t perr = {0};
+			pp->policy_dirty = false;
+			if (proc_policy_restore(p, i, &perr) != 0 && !p->fatal) {
+				p->fatal = 1;
+				p->fatal_err = perr;
+			}
+		}
 	}
 	rd_kafka_error_t *e = rd_kafka_seek_partitions(p->consumer, l, 10000);
 	if (e != NULL) {
@@ -426,6 +564,13 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 			pp->stored = stored < 0 ? 0 : stored;
 			pp->next_offset = pp->stored;
 			pp->replay_until = -1;
+			/* The partition's policy as of the stored offset, before
+			 * any of its events is folded. */
+			id_err_t perr = {0};
+			if (proc_policy_restore(p, part, &perr) != 0 && !p->fatal) {
+				p->fatal = 1;
+				p->fatal_err = perr;
+			}
 		}
 		/* Kafka's committed offsets tell where output stops being known. */
 		rd_kafka_topic_partition_list_t *c =
@@ -477,6 +622,206 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 	}
 }
 
+/* Produces d (a new desired version) to identity.desired in the open
+ * transaction, keyed by its employee id. */
+static int proc_produce(proc_t *p, const desired_identity_t *d, id_err_t *err)
+{
+	int rc;
+	id_buf_reset(&p->buf);
+	if ((rc = codec_encode_desired(p->codec, d, &p->buf, err)) != 0)
+		return rc;
+	for (int tries = 0;; tries++) {
+		p->delivery.pending++;
+		rd_kafka_resp_err_t e = rd_kafka_producev(
+		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
+		    RD_KAFKA_V_KEY(d->employee_id, strlen(d->employee_id)),
+		    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
+		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+			return 0;
+		p->delivery.pending--;
+		/* A full queue drains as the broker acknowledges; a policy
+		 * activation can produce a whole partition's worth at once. */
+		if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 600)
+			return id_kafka_err(err, e, "producing desired identity");
+		rd_kafka_poll(p->producer, 100);
+	}
+}
+
+static int cmp_cstr_ptr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Re-evaluates one employee after an activation; produces a new version
+ * unless replaying.  rec is the overlay's (in_overlay) or p->scratch. */
+static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employee_id,
+                               employee_record_t *rec, bool in_overlay, bool replay,
+                               long *emitted_n, id_err_t *err)
+{
+	bool emitted = false;
+	id_err_t ferr = {0};
+	int frc =
+	    fold_reevaluate(rec, &p->ev, policy_registry_mapping(p->registry, partition),
+	                    NULL, &emitted, &ferr);
+	if (frc == ID_ENOMEM) {
+		if (err != NULL)
+			*err = ferr;
+		return frc;
+	}
+	if (frc != 0) {
+		/* The employee keeps the version it has; the new policy cannot
+		 * map them (a policy error for this one record). */
+		id_log_kv(ID_LOG_ERROR, "processor",
+		          "re-evaluation refused by the policy", "employee", employee_id,
+		          "event_id", p->ev.event_id, "error", ferr.msg, NULL);
+		p->stats->rejected++;
+		return 0;
+	}
+	if (!emitted)
+		return 0;
+	if (!in_overlay) {
+		/* The new version is state to persist: move the record out of
+		 * the scratch slot into the transaction's overlay. */
+		employee_record_t *keep = rec_new();
+		if (keep == NULL)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		employee_record_fini(keep);
+		*keep = *rec;
+		employee_record_init(rec);
+		if (proc_overlay_keep(p, partition, keep, employee_id) != 0) {
+			rec_free(keep);
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
+		rec = keep;
+	}
+	(*emitted_n)++;
+	if (replay)
+		return 0;
+	int rc = proc_produce(p, &rec->last, err);
+	if (rc == 0)
+		p->stats->emitted++;
+	return rc;
+}
+
+/*
+ * A POLICY_ACTIVATED marker (p->ev) at partition: switches the partition's
+ * mapping and re-evaluates every employee of the partition with it, in
+ * employee id order (the order `replay --check` uses, so the output
+ * sequence of the partition is reproducible).  The employees are those in
+ * the state store plus those only in the open transaction's overlay; the
+ * overlay's copy is the newer one.  A marker that is refused leaves the
+ * partition's mapping as it was and re-evaluates nothing.
+ */
+static int proc_activate(proc_t *p, const rd_kafka_message_t *m, bool replay,
+                         id_err_t *err)
+{
+	int32_t part = m->partition;
+	id_err_t aerr = {0};
+	const char **ids = NULL;
+	size_t nids = 0;
+	state_iter_t *it = NULL;
+	id_buf_t sid = ID_BUF_INIT; /* the stored record's employee id */
+	const void *k = NULL, *v = NULL;
+	size_t kl = 0, vl = 0, oi = 0;
+	int more = 0;
+	long seen = 0, emitted_n = 0;
+	int rc = policy_registry_activate(p->registry, part, &p->ev, &aerr);
+	if (rc == ID_ENOMEM) {
+		if (err != NULL)
+			*err = aerr;
+		return rc;
+	}
+	if (rc != 0) {
+		char off[32];
+		snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+		id_log_kv(ID_LOG_ERROR, "processor", "policy activation refused",
+		          "event_id", p->ev.event_id, "offset", off, "error", aerr.msg,
+		          NULL);
+		p->stats->rejected++;
+		return 0;
+	}
+	p->parts[part].policy_dirty = true;
+
+	/* The overlay's employees of this partition, sorted. */
+	if ((ids = malloc((p->overlay.len ? p->overlay.len : 1) * sizeof(*ids))) == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->overlay.cap; i++) {
+		proc_overlay_rec_t *o = p->overlay.slots[i].value;
+		if (p->overlay.slots[i].key == NULL || o == NULL || o->partition != part)
+			continue;
+		/* Copies, independent of the overlay, which grows below. */
+		if ((ids[nids] = strdup(p->overlay.slots[i].key)) == NULL) {
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+			goto out;
+		}
+		nids++;
+	}
+	qsort(ids, nids, sizeof(*ids), cmp_cstr_ptr);
+
+	/* Merge them with the stored records (keys sorted by employee id). */
+	unsigned char prefix[5];
+	prefix[0] = 'R';
+	state_be32_put(prefix + 1, (uint32_t)part);
+	if ((rc = state_iter_create(p->db, prefix, 5, &it, err)) != 0)
+		goto out;
+	more = state_iter_next(it, &k, &kl, &v, &vl, err);
+	while (more > 0 || oi < nids) {
+		const char *stored_id = NULL;
+		if (more > 0) {
+			id_buf_reset(&sid);
+			if (id_buf_append(&sid, (const char *)k + 5, kl - 5) != 0 ||
+			    id_buf_append_u8(&sid, 0) != 0) {
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+				break;
+			}
+			stored_id = (const char *)sid.data;
+		}
+		int c = stored_id == NULL ? 1
+		        : oi == nids      ? -1
+		                          : strcmp(stored_id, ids[oi]);
+		seen++;
+		if (c >= 0) {
+			/* In the overlay (c == 0: also stored, the overlay is newer). */
+			proc_overlay_rec_t *o = id_hmap_get(&p->overlay, ids[oi]);
+			rc = proc_reevaluate_one(p, part, ids[oi], o->rec, true, replay,
+			                         &emitted_n, err);
+			oi++;
+		} else {
+			rc = employee_record_decode(&p->scratch, v, vl, err);
+			if (rc != 0)
+				id_err_wrap(err, "state of employee %s (partition %d)",
+				            stored_id, (int)part);
+			else
+				rc = proc_reevaluate_one(p, part, stored_id, &p->scratch,
+				                         false, replay, &emitted_n, err);
+		}
+		if (rc != 0)
+			break;
+		if (c <= 0)
+			more = state_iter_next(it, &k, &kl, &v, &vl, err);
+	}
+	if (rc == 0 && more < 0)
+		rc = more;
+	if (rc == 0)
+		id_log_info(
+		    "processor",
+		    "partition %d: policy %s active from offset %lld (event %s): %ld "
+		    "employees re-evaluated, %ld new versions%s",
+		    (int)part, policy_registry_version(p->registry, part),
+		    (long long)m->offset, p->ev.event_id, seen, emitted_n,
+		    replay ? " (re-derived, not produced)" : "");
+out:
+	id_buf_fini(&sid);
+	employee_record_fini(&p->scratch);
+	state_iter_destroy(it);
+	for (size_t i = 0; i < nids; i++)
+		free((void *)ids[i]);
+	free(ids);
+	return rc;
+}
+
 /* Folds one event; produces the new desired version unless replaying. */
 static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_err_t *err)
 {
@@ -497,12 +842,22 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		p->stats->rejected++;
 		goto out;
 	}
+	if (ev->type == EV_POLICY_ACTIVATED) {
+		/* Not an employee's event: the partition's policy changes. */
+		if (replay)
+			p->stats->replayed++;
+		else
+			p->stats->events++;
+		rc = proc_activate(p, m, replay, err);
+		goto out;
+	}
 	if ((rc = proc_load(p, m->partition, ev->employee_id, &rec, &in_overlay, err)) !=
 	    0)
 		goto out;
 	id_err_t ferr = {0};
 	/* No copy of the new version: it is encoded from rec->last. */
-	int frc = fold_apply(rec, ev, p->mapping, NULL, &emitted, &ferr);
+	int frc = fold_apply(rec, ev, policy_registry_mapping(p->registry, m->partition),
+	                     NULL, &emitted, &ferr);
 	if (frc == ID_ENOMEM) {
 		if (!in_overlay)
 			rec_free(rec);
@@ -531,30 +886,8 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 	}
 	p->stats->events++;
 	if (emitted) {
-		id_buf_reset(&p->buf);
-		if ((rc = codec_encode_desired(p->codec, &rec->last, &p->buf, err)) != 0)
+		if ((rc = proc_produce(p, &rec->last, err)) != 0)
 			goto out;
-		p->delivery.pending++;
-		rd_kafka_resp_err_t e = rd_kafka_producev(
-		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
-		    RD_KAFKA_V_KEY(ev->employee_id, strlen(ev->employee_id)),
-		    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
-		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-		    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
-		if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-			rd_kafka_poll(p->producer, 100);
-			e = rd_kafka_producev(
-			    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
-			    RD_KAFKA_V_KEY(ev->employee_id, strlen(ev->employee_id)),
-			    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
-			    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-			    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
-		}
-		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-			p->delivery.pending--;
-			rc = id_kafka_err(err, e, "producing desired identity");
-			goto out;
-		}
 		p->stats->emitted++;
 	}
 out:
@@ -631,6 +964,7 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	id_buf_init(&p->stored);
 	id_buf_init(&p->val);
 	employee_event_init(&p->ev);
+	employee_record_init(&p->scratch);
 	if ((p->batch = state_batch_create()) == NULL) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -660,9 +994,10 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
 	}
-	p->mapping =
+	mapping_t *builtin =
 	    mapping_create_default(id_config_str(cfg, "mapping.mail_domain"), err);
-	if (p->mapping == NULL) {
+	if (builtin == NULL || (p->registry = policy_registry_create(
+	                            builtin, PROC_POLICY_TARGET, NULL, err)) == NULL) {
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
 	}
@@ -743,7 +1078,8 @@ out:
 		sync->processor_idle = 1;
 	id_kafka_destroy(p->consumer);
 	id_kafka_destroy(p->producer);
-	mapping_destroy(p->mapping);
+	policy_registry_destroy(p->registry);
+	employee_record_fini(&p->scratch);
 	codec_destroy(p->codec);
 	proc_overlay_drop(p);
 	id_hmap_fini(&p->overlay);

@@ -2,7 +2,10 @@
  * replay.c — `idstream replay --check`: the determinism audit.
  *
  * Reads <prefix>.hr.events of every partition from offset 0 into empty,
- * in-memory scratch state, folds every event with the current mapping, and
+ * in-memory scratch state, folds every event with the mapping the log
+ * selects for its partition (the built-in mapping until a POLICY_ACTIVATED
+ * marker, then the marker's policy, exactly as the processor does: the
+ * partition's employees are re-evaluated in employee id order), and
  * compares the desired identities it would produce with what
  * <prefix>.identity.desired holds — per partition, as SHA-256 over the
  * sequence of encoded records.  Nothing is written anywhere and no consumer
@@ -29,6 +32,7 @@
 #include "processors/employee_record.h"
 #include "processors/fold.h"
 #include "processors/mapping.h"
+#include "processors/policy_registry.h"
 #include "schemas/codec.h"
 
 typedef struct replay_part {
@@ -37,15 +41,81 @@ typedef struct replay_part {
 	long nreplayed, nstored;
 } replay_part_t;
 
+/* One employee's scratch state and the input partition its events are on. */
+typedef struct replay_rec {
+	employee_record_t rec;
+	int32_t partition;
+} replay_rec_t;
+
 typedef struct replay {
 	codec_t *codec;
-	mapping_t *mapping;
-	id_hmap_t records; /* employee id → employee_record_t* */
+	policy_registry_t *registry;
+	id_hmap_t records; /* employee id → replay_rec_t* */
+	long activations, refused_activations;
 	replay_part_t *parts;
 	int32_t nparts;
 	long refused;
 	id_buf_t buf;
 } replay_t;
+
+/* Adds d's bytes to the replayed hash of its output partition. */
+static int replay_hash(replay_t *r, const desired_identity_t *d, id_err_t *err)
+{
+	int rc;
+	id_buf_reset(&r->buf);
+	if ((rc = codec_encode_desired(r->codec, d, &r->buf, err)) != 0)
+		return rc;
+	int32_t p =
+	    id_kafka_partition_for_key(d->employee_id, strlen(d->employee_id), r->nparts);
+	EVP_DigestUpdate(r->parts[p].replayed, r->buf.data, r->buf.len);
+	r->parts[p].nreplayed++;
+	return 0;
+}
+
+static int cmp_cstr_ptr(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A marker at partition part: switch, then re-evaluate the partition's
+ * employees in id order, as the processor does. */
+static int replay_activate(replay_t *r, int32_t part, const employee_event_t *ev,
+                           id_err_t *err)
+{
+	desired_identity_t d;
+	const char **ids = NULL;
+	size_t n = 0;
+	int rc = policy_registry_activate(r->registry, part, ev, NULL);
+	if (rc == ID_ENOMEM)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	if (rc != 0) {
+		r->refused_activations++;
+		return 0; /* the processor refuses it too: mapping unchanged */
+	}
+	r->activations++;
+	if ((ids = malloc((r->records.len ? r->records.len : 1) * sizeof(*ids))) == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < r->records.cap; i++) {
+		replay_rec_t *x = r->records.slots[i].value;
+		if (r->records.slots[i].key != NULL && x != NULL && x->partition == part)
+			ids[n++] = r->records.slots[i].key;
+	}
+	qsort(ids, n, sizeof(*ids), cmp_cstr_ptr);
+	desired_identity_init(&d);
+	const mapping_t *m = policy_registry_mapping(r->registry, part);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		replay_rec_t *x = id_hmap_get(&r->records, ids[i]);
+		bool emitted = false;
+		int frc = fold_reevaluate(&x->rec, ev, m, &d, &emitted, NULL);
+		if (frc == ID_ENOMEM)
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		else if (frc == 0 && emitted)
+			rc = replay_hash(r, &d, err);
+	}
+	desired_identity_fini(&d);
+	free(ids);
+	return rc;
+}
 
 static int replay_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
@@ -60,34 +130,35 @@ static int replay_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 		r->refused++; /* the processor refuses it too: no output */
 		goto out;
 	}
-	employee_record_t *rec = id_hmap_get(&r->records, ev.employee_id);
-	if (rec == NULL) {
-		if ((rec = malloc(sizeof(*rec))) == NULL) {
+	if (ev.type == EV_POLICY_ACTIVATED) {
+		rc = replay_activate(r, m->partition, &ev, err);
+		goto out;
+	}
+	replay_rec_t *x = id_hmap_get(&r->records, ev.employee_id);
+	if (x == NULL) {
+		if ((x = malloc(sizeof(*x))) == NULL) {
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
 			goto out;
 		}
-		employee_record_init(rec);
-		if (id_hmap_put(&r->records, ev.employee_id, rec) != 0) {
-			employee_record_fini(rec);
-			free(rec);
+		employee_record_init(&x->rec);
+		x->partition = m->partition;
+		if (id_hmap_put(&r->records, ev.employee_id, x) != 0) {
+			employee_record_fini(&x->rec);
+			free(x);
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
 			goto out;
 		}
 	}
-	int frc = fold_apply(rec, &ev, r->mapping, &d, &emitted, NULL);
+	int frc =
+	    fold_apply(&x->rec, &ev, policy_registry_mapping(r->registry, m->partition),
+	               &d, &emitted, NULL);
 	if (frc == ID_ENOMEM) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
 	}
 	if (frc != 0 || !emitted)
 		goto out;
-	id_buf_reset(&r->buf);
-	if ((rc = codec_encode_desired(r->codec, &d, &r->buf, err)) != 0)
-		goto out;
-	int32_t p =
-	    id_kafka_partition_for_key(ev.employee_id, strlen(ev.employee_id), r->nparts);
-	EVP_DigestUpdate(r->parts[p].replayed, r->buf.data, r->buf.len);
-	r->parts[p].nreplayed++;
+	rc = replay_hash(r, &d, err);
 out:
 	desired_identity_fini(&d);
 	employee_event_fini(&ev);
@@ -110,10 +181,12 @@ static void replay_usage(void)
 	printf(
 	    "usage: idstream replay --check\n"
 	    "\n"
-	    "Replays <prefix>.hr.events from offset 0 into empty scratch state with the\n"
-	    "current mapping and checks that it reproduces <prefix>.identity.desired "
-	    "byte\n"
-	    "for byte, partition by partition. Writes nothing and joins no consumer "
+	    "Replays <prefix>.hr.events from offset 0 into empty scratch state, "
+	    "following\n"
+	    "its policy activations like the processor, and checks that it reproduces\n"
+	    "<prefix>.identity.desired byte "
+	    "for\n"
+	    "byte, partition by partition. Writes nothing and joins no consumer "
 	    "group.\n"
 	    "Exit status: 0 identical, 2 different (partitions named), 1 error.\n");
 }
@@ -147,9 +220,11 @@ int cmd_replay(cli_t *cli, int argc, char **argv)
 	id_config_topic(cli->cfg, "identity.desired", out_topic, sizeof(out_topic));
 	rd_kafka_t *rk =
 	    id_kafka_consumer_create(cli->cfg, "idstream-replay", NULL, NULL, NULL, &err);
+	mapping_t *builtin = NULL;
 	if (rk == NULL || (r.codec = codec_create(&err)) == NULL ||
-	    (r.mapping = mapping_create_default(
+	    (builtin = mapping_create_default(
 	         id_config_str(cli->cfg, "mapping.mail_domain"), &err)) == NULL ||
+	    (r.registry = policy_registry_create(builtin, "ldap", NULL, &err)) == NULL ||
 	    id_kafka_partition_count(rk, in_topic, &nin, &err) != 0 ||
 	    id_kafka_partition_count(rk, out_topic, &nout, &err) != 0) {
 		cli_fail("replay", &err);
@@ -200,13 +275,16 @@ int cmd_replay(cli_t *cli, int argc, char **argv)
 	       "partitions of %s (%ld records) reproduced byte for byte\n",
 	       nevents, r.refused, in_topic, (long)r.records.len, nin - differing, nin,
 	       out_topic, ndesired);
+	if (r.activations + r.refused_activations > 0)
+		printf("followed %ld policy activations (%ld refused)\n", r.activations,
+		       r.refused_activations);
 	rc = differing ? 2 : CLI_EXIT_OK;
 out:
 	for (size_t i = 0; i < r.records.cap; i++) {
-		employee_record_t *rec = r.records.slots[i].value;
-		if (r.records.slots[i].key != NULL && rec != NULL) {
-			employee_record_fini(rec);
-			free(rec);
+		replay_rec_t *x = r.records.slots[i].value;
+		if (r.records.slots[i].key != NULL && x != NULL) {
+			employee_record_fini(&x->rec);
+			free(x);
 		}
 	}
 	id_hmap_fini(&r.records);
@@ -216,7 +294,7 @@ out:
 	}
 	free(r.parts);
 	id_buf_fini(&r.buf);
-	mapping_destroy(r.mapping);
+	policy_registry_destroy(r.registry);
 	codec_destroy(r.codec);
 	id_kafka_destroy(rk);
 	return rc;

@@ -5,7 +5,9 @@
  *
  * Invariant: rec->changes[key].seq is the seq of the last event that
  * actually changed key (a repeated value is not a change), so the cause of
- * an output is the newest change among the keys the mapping read for it.
+ * an output is the newest change among the keys the mapping read for it —
+ * except after a re-evaluation under a new mapping, where an output whose
+ * value the new mapping changed is caused by the activation event.
  */
 #include "processors/fold.h"
 
@@ -126,6 +128,110 @@ static int resolve_causes(const employee_record_t *rec, const mapping_trace_t *t
 	return 0;
 }
 
+/* True when output `name` (an attribute or a MAPPING_CAUSE_* name) has a
+ * different value in a than in b. */
+static bool output_differs(const desired_identity_t *a, const desired_identity_t *b,
+                           const char *name)
+{
+	const char *x, *y;
+	if (strcmp(name, MAPPING_CAUSE_GROUPS) == 0) {
+		if (a->ngroups != b->ngroups)
+			return true;
+		for (size_t i = 0; i < a->ngroups; i++)
+			if (strcmp(a->groups[i], b->groups[i]) != 0)
+				return true;
+		return false;
+	}
+	if (strcmp(name, MAPPING_CAUSE_STATE) == 0)
+		return a->state != b->state;
+	if (strcmp(name, MAPPING_CAUSE_CONTAINER) == 0) {
+		x = a->container;
+		y = b->container;
+	} else if (strcmp(name, MAPPING_CAUSE_MANAGER) == 0) {
+		x = a->manager_id;
+		y = b->manager_id;
+	} else {
+		x = id_attrs_get(&a->attributes, name);
+		y = id_attrs_get(&b->attributes, name);
+	}
+	if (x == NULL || y == NULL)
+		return x != y;
+	return strcmp(x, y) != 0;
+}
+
+/*
+ * desired_identity_same_target_state() without policy_version: which policy
+ * computed a value is provenance, not content.  A new policy that maps an
+ * employee to the same identity gives no new version (the old one, with the
+ * old policy_version, stays current); before any deployment every version
+ * has the same policy_version, so this decides exactly as the model does.
+ */
+static bool same_for_targets(desired_identity_t *d, const desired_identity_t *last)
+{
+	char *version = d->policy_version;
+	d->policy_version = last->policy_version;
+	bool same = desired_identity_same_target_state(d, last);
+	d->policy_version = version;
+	return same;
+}
+
+/*
+ * Maps rec as it stands with now = ev->effective_at and, when a target
+ * would see a difference from rec->last, makes it the next version (see
+ * fold_apply()).  With by_cause (a re-evaluation), every output whose value
+ * differs from rec->last is attributed to ev itself: the HR facts did not
+ * change, the mapping did.  Returns 0, the mapping's error (rec unchanged),
+ * or ID_ENOMEM (err not set; the caller names the event).
+ */
+static int fold_emit(employee_record_t *rec, const employee_event_t *ev,
+                     const mapping_t *m, bool by_cause, desired_identity_t *out,
+                     bool *emitted, id_err_t *err)
+{
+	desired_identity_t d;
+	mapping_trace_t trace = MAPPING_TRACE_INIT;
+	int rc;
+
+	desired_identity_init(&d);
+	if ((d.employee_id = strdup(rec->employee_id)) == NULL)
+		goto nomem;
+	d.effective_at = ev->effective_at;
+	lifecycle_state_t state =
+	    rec->status == EMPLOYEE_STATUS_ACTIVE ? LC_ACTIVE : LC_DISABLED;
+	if ((rc = mapping_apply_traced(m, &rec->hr, state, &d, &trace, err)) != 0) {
+		if (rc != ID_ENOMEM)
+			id_err_wrap(err, "event %s (%s)", ev->event_id,
+			            employee_event_type_name(ev->type));
+		goto out;
+	}
+	if (rec->last.version > 0 && same_for_targets(&d, &rec->last))
+		goto out; /* nothing a target would see changed */
+
+	d.version = rec->last.version + 1;
+	if ((d.cause_event_id = strdup(ev->event_id)) == NULL ||
+	    resolve_causes(rec, &trace, ev, &d) != 0)
+		goto nomem;
+	for (size_t i = 0; by_cause && i < d.ncauses; i++)
+		if ((rec->last.version == 0 ||
+		     output_differs(&d, &rec->last, d.causes[i].attribute)) &&
+		    set_cause_event(&d.causes[i], ev->event_id) != 0)
+			goto nomem;
+	if (out != NULL && desired_identity_copy(out, &d) != 0)
+		goto nomem;
+	/* Move d into the record: no second copy. */
+	desired_identity_fini(&rec->last);
+	rec->last = d;
+	desired_identity_init(&d);
+	*emitted = true;
+	rc = 0;
+	goto out;
+nomem:
+	rc = ID_ENOMEM;
+out:
+	desired_identity_fini(&d);
+	mapping_trace_fini(&trace);
+	return rc;
+}
+
 static int check_event(const employee_record_t *rec, const employee_event_t *ev,
                        id_err_t *err)
 {
@@ -157,12 +263,9 @@ static int check_event(const employee_record_t *rec, const employee_event_t *ev,
 int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping_t *m,
                desired_identity_t *out, bool *emitted, id_err_t *err)
 {
-	desired_identity_t d;
-	mapping_trace_t trace = MAPPING_TRACE_INIT;
 	employee_status_t status;
 	int rc;
 
-	desired_identity_init(&d);
 	*emitted = false;
 	if ((rc = check_event(rec, ev, err)) != 0)
 		return rc;
@@ -211,36 +314,30 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 	rec->seq = seq;
 
 	/* Compute the identity with now = the event's effective time. */
-	if ((d.employee_id = strdup(rec->employee_id)) == NULL)
+	rc = fold_emit(rec, ev, m, false, out, emitted, err);
+	if (rc == ID_ENOMEM)
 		goto nomem;
-	d.effective_at = ev->effective_at;
-	lifecycle_state_t state =
-	    rec->status == EMPLOYEE_STATUS_ACTIVE ? LC_ACTIVE : LC_DISABLED;
-	if ((rc = mapping_apply_traced(m, &rec->hr, state, &d, &trace, err)) != 0) {
-		if (rc != ID_ENOMEM)
-			id_err_wrap(err, "event %s (%s)", ev->event_id,
-			            employee_event_type_name(ev->type));
-		goto out;
-	}
-	if (rec->last.version > 0 && desired_identity_same_target_state(&d, &rec->last))
-		goto out; /* nothing a target would see changed */
-
-	d.version = rec->last.version + 1;
-	if ((d.cause_event_id = strdup(ev->event_id)) == NULL ||
-	    resolve_causes(rec, &trace, ev, &d) != 0 ||
-	    (out != NULL && desired_identity_copy(out, &d) != 0))
-		goto nomem;
-	/* Move d into the record: no second copy. */
-	desired_identity_fini(&rec->last);
-	rec->last = d;
-	desired_identity_init(&d);
-	*emitted = true;
-	goto out;
+	return rc;
 nomem:
-	rc = id_err_set(err, ID_ENOMEM, "event %s: employee %s: out of memory",
-	                ev->event_id, ev->employee_id);
-out:
-	desired_identity_fini(&d);
-	mapping_trace_fini(&trace);
+	return id_err_set(err, ID_ENOMEM, "event %s: employee %s: out of memory",
+	                  ev->event_id, ev->employee_id);
+}
+
+int fold_reevaluate(employee_record_t *rec, const employee_event_t *cause,
+                    const mapping_t *m, desired_identity_t *out, bool *emitted,
+                    id_err_t *err)
+{
+	*emitted = false;
+	if (cause->event_id == NULL || cause->event_id[0] == '\0')
+		return id_err_set(err, ID_EINVALID,
+		                  "re-evaluation without a cause event id");
+	/* Nobody was ever hired here (only refused events): nothing to map. */
+	if (rec->status == EMPLOYEE_STATUS_NONE || rec->employee_id == NULL)
+		return 0;
+	int rc = fold_emit(rec, cause, m, true, out, emitted, err);
+	if (rc == ID_ENOMEM)
+		return id_err_set(err, ID_ENOMEM,
+		                  "re-evaluating employee %s for event %s: out of memory",
+		                  rec->employee_id, cause->event_id);
 	return rc;
 }

@@ -14,16 +14,20 @@
  *   REHIRE     attributes merged as for UPDATE (a rehire keeps the person's
  *              identity and only reports what changed); status ACTIVE.
  *   LEAVE_START, LEAVE_END, CONVERSION, REEVALUATE, NAME_GRANTED,
- *   NAME_DENIED, POLICY_ACTIVATED: accepted and ignored for now (record
- *   unchanged, nothing emitted).
+ *   NAME_DENIED, POLICY_ACTIVATED: accepted and ignored by fold_apply()
+ *   (record unchanged, nothing emitted).  A POLICY_ACTIVATED marker is not
+ *   an employee's event: the processor switches the partition's mapping
+ *   (processors/policy_registry.h) and calls fold_reevaluate() for every
+ *   employee of the partition.
  * An UPDATE or TERMINATE for an employee with no HIRE/REHIRE yet is refused
  * with ID_ENOTFOUND (record unchanged): creating an account from a partial
  * update would guess at data HR never sent.
  *
  * A new desired version is emitted only when the computed identity differs
  * in target-visible content from the last one emitted
- * (desired_identity_same_target_state), so re-ingesting the same data, or a
- * second TERMINATE, emits nothing.
+ * (desired_identity_same_target_state, ignoring policy_version: a policy
+ * that maps an employee to the same identity is not a change), so
+ * re-ingesting the same data, or a second TERMINATE, emits nothing.
  *
  * Thread safety: none beyond the arguments'; a record belongs to one thread.
  */
@@ -63,5 +67,27 @@
  */
 int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping_t *m,
                desired_identity_t *out, bool *emitted, id_err_t *err);
+
+/*
+ * Re-evaluates rec under m without absorbing anything: the identity of
+ * rec's HR attributes and status, with now = cause->effective_at.  Used
+ * after a policy activation (cause is the marker), so that a new mapping
+ * reaches every employee, not only those with a later HR event.
+ *
+ * A new version is emitted exactly as fold_apply() would (only when a
+ * target would see a difference; *out, rec->last and *emitted likewise),
+ * with cause_event_id = cause->event_id.  Each output whose value differs
+ * from rec->last (every output when nothing was emitted before) has
+ * cause->event_id as its cause; unchanged outputs keep their HR causes.
+ * rec->seq and the HR facts are untouched.  A record never hired (status
+ * NONE) emits nothing.
+ *
+ * Errors: ID_EINVALID (cause has no event id), the mapping's errors
+ * (rec unchanged, nothing emitted: the employee keeps the previous
+ * version), ID_ENOMEM (discard rec and reload it).
+ */
+int fold_reevaluate(employee_record_t *rec, const employee_event_t *cause,
+                    const mapping_t *m, desired_identity_t *out, bool *emitted,
+                    id_err_t *err);
 
 #endif
