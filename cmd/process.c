@@ -171,6 +171,10 @@ static const char *const proc_producer_kafka[][2] = {
     {"batch.num.messages", "10000"},
     {"batch.size", "4194304"},
     {"compression.type", "lz4"},
+    /* Back-to-back transactions meet CONCURRENT_TRANSACTIONS from the
+     * coordinator; librdkafka's 100 ms default retry would add that much
+     * latency to the next commit. */
+    {"retry.backoff.ms", "10"},
 };
 
 /*
@@ -1039,7 +1043,16 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	            p->in_topic, nparts, group, txid);
 
 	while (!cli_stop_requested && !p->fatal) {
-		rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, 50);
+		/* With a transaction open, wait no longer than what is left of
+		 * batch_ms: a trickle of events must not keep it open. */
+		int timeout = 50;
+		if (p->txn_open) {
+			double left = batch_ms - elapsed_ms(&p->txn_started);
+			timeout = left <= 0 ? 0 : left < 50 ? (int)left + 1 : 50;
+		}
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout);
+		/* Reaching the end of a partition counts as input being idle. */
+		bool idle = m == NULL || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
 		if (m != NULL) {
 			rc = proc_on_message(p, m, err);
 			rd_kafka_message_destroy(m);
@@ -1048,11 +1061,11 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 		}
 		/* Commit when the batch is full, old enough, or input is idle.
 		 * The clock is read every 64 events (well under a millisecond
-		 * apart) and whenever the poll came back empty. */
+		 * apart) and whenever input was idle. */
 		if (p->txn_open && (p->txn_events >= batch_max ||
-		                    ((m == NULL || (p->txn_events & 63) == 0) &&
+		                    ((idle || (p->txn_events & 63) == 0) &&
 		                     elapsed_ms(&p->txn_started) >= batch_ms) ||
-		                    (m == NULL && proc_caught_up(p)))) {
+		                    (idle && proc_caught_up(p)))) {
 			if ((rc = proc_commit(p, err)) != 0)
 				goto out;
 		}
