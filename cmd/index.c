@@ -204,25 +204,35 @@ out:
 	return rc;
 }
 
-/* The end offsets until-idle must reach: the high watermark of every
- * partition of the three topics now. */
+/* The end offsets until-idle must reach: the end of every partition of the
+ * three topics now (the last stable offset: with the upstream stages done,
+ * no transaction is open and it is the log end).  One ListOffsets request
+ * for all partitions: one query per partition would each wait behind the
+ * consumer's long-polling fetch on the same connection. */
 static int index_snapshot_ends(index_run_t *r, id_err_t *err)
 {
-	for (int k = 0; k < INDEX_KINDS; k++) {
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(64);
+	int rc = 0;
+	for (int k = 0; k < INDEX_KINDS && rc == 0; k++) {
 		int32_t n = 0;
-		int rc = id_kafka_partition_count(r->consumer, r->topics[k], &n, err);
-		if (rc != 0)
-			return rc;
-		for (int32_t p = 0; p < n && p < INDEX_MAX_PARTITIONS; p++) {
-			int64_t lo = 0, hi = 0;
-			rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-			    r->consumer, r->topics[k], p, &lo, &hi, 10000);
-			if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-				return id_kafka_err(err, e, "reading topic end offsets");
-			r->ends[k][p] = hi > lo ? hi : 0;
-		}
+		rc = id_kafka_partition_count(r->consumer, r->topics[k], &n, err);
+		for (int32_t p = 0; rc == 0 && p < n && p < INDEX_MAX_PARTITIONS; p++)
+			rd_kafka_topic_partition_list_add(l, r->topics[k], p)->offset =
+			    RD_KAFKA_OFFSET_END;
 	}
-	return 0;
+	if (rc == 0) {
+		rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(r->consumer, l, 10000);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+			rc = id_kafka_err(err, e, "reading topic end offsets");
+	}
+	for (int i = 0; rc == 0 && i < l->cnt; i++) {
+		int k = index_kind_of(r, l->elems[i].topic);
+		int32_t p = l->elems[i].partition;
+		if (k >= 0 && p >= 0 && p < INDEX_MAX_PARTITIONS)
+			r->ends[k][p] = l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+	return rc;
 }
 
 /* Partitions start where the store says they are indexed, not at the

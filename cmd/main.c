@@ -183,6 +183,11 @@ int main(int argc, char **argv)
 		}
 	}
 
+	/* The log threshold follows the final configuration, --set included. */
+	id_log_level_t level;
+	if (id_log_level_parse(id_config_str(cli.cfg, "log.level"), &level) == 0)
+		id_log_set_level(level);
+
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
