@@ -163,14 +163,16 @@ fi
 sh "$REPO/scripts/services.sh" stop all >/dev/null 2>&1
 rm -rf "$RUN"
 mkdir -p "$RUN/logs" "$RUN/tests"
-if ! sh "$REPO/scripts/services.sh" start all; then
+# The services outlive this script's process group; they must not inherit
+# the lock (fd 8), or an interrupted run would keep the folder locked.
+if ! sh "$REPO/scripts/services.sh" start all 8>&-; then
 	say "tests: could not start the services (run: sh scripts/bootstrap.sh)" >&2
 	exit 1
 fi
 # The Samba AD DC listens on fixed ports (389/636), so only one can run per
 # machine: when it cannot start here, the AD tests fail and say why, the
 # others still run.
-if sh "$REPO/scripts/samba.sh" start; then
+if sh "$REPO/scripts/samba.sh" start 8>&-; then
 	[ -n "${IDSTREAM_SAMBA_DIR:-}" ] || SAMBA_STARTED=1
 	eval "$(sh "$REPO/scripts/samba.sh" env | sed 's/^/export /')"
 else
