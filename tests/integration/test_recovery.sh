@@ -26,10 +26,14 @@ rc=$?
 set -e
 assert_eq 137 "$rc" "processor killed at the failpoint"
 assert_contains "$(cat "$T_DIR/p1.log")" "processor.after_commit"
-assert_eq 30 "$(kafka_count "$DESIRED")" "the committed transaction's output is there"
+# The first transaction committed (how many events it held depends on
+# when input looked idle); its state was never written.
+n1=$(kafka_count "$DESIRED")
+[ "$n1" -ge 1 ] && [ "$n1" -le 30 ] || fail "first transaction produced $n1 identities"
 ids process --until-idle >"$T_DIR/p2.out" 2>"$T_DIR/p2.log"
 assert_contains "$(cat "$T_DIR/p2.log")" "re-deriving state" "restart notices the gap"
-assert_contains "$(cat "$T_DIR/p2.out")" "0 desired versions produced, 30 re-derived after restart"
+assert_contains "$(cat "$T_DIR/p2.out")" \
+	"$((30 - n1)) desired versions produced, $n1 re-derived after restart"
 assert_eq 30 "$(kafka_count "$DESIRED")" "nothing produced twice"
 assert_eq 30 "$(kafka_keys "$DESIRED" | sort -u | wc -l | tr -d ' ')" "one version per employee"
 
