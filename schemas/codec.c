@@ -53,7 +53,8 @@ typedef struct codec_writer_def {
  */
 static const codec_writer_def_t codec_writer_defs[] = {
     {CODEC_EMPLOYEE_EVENT, 1, "employee_event"},
-    {CODEC_DESIRED_IDENTITY, 1, "desired_identity"},
+    {CODEC_DESIRED_IDENTITY, 1, "desired_identity_v1"},
+    {CODEC_DESIRED_IDENTITY, 2, "desired_identity"}, /* + PRESTART */
     {CODEC_SINK_RESULT, 1, "sink_result"},
 };
 #define CODEC_NWRITERS (sizeof(codec_writer_defs) / sizeof(*codec_writer_defs))

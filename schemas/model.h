@@ -53,8 +53,17 @@ typedef struct employee_event {
 void employee_event_init(employee_event_t *ev);
 void employee_event_fini(employee_event_t *ev);
 
-/* Order = Avro enum symbol order of LifecycleState v1. */
-#define LIFECYCLE_STATE_MAP(X) X(PENDING) X(ACTIVE) X(SUSPENDED) X(DISABLED) X(DELETED)
+/*
+ * Order = Avro enum symbol order of LifecycleState (v2 appended PRESTART).
+ *   PENDING   hire known, before the pre-start window: no account
+ *   ACTIVE    the account exists and is enabled
+ *   SUSPENDED leave of absence: exists, disabled
+ *   DISABLED  terminated: exists, disabled
+ *   DELETED   removed (retention over, or a hire rescinded before start)
+ *   PRESTART  pre-start window ("created disabled"): exists, disabled
+ */
+#define LIFECYCLE_STATE_MAP(X)                                                           \
+	X(PENDING) X(ACTIVE) X(SUSPENDED) X(DISABLED) X(DELETED) X(PRESTART)
 
 typedef enum {
 #define LC_ENUM_(n) LC_##n,
