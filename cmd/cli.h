@@ -67,6 +67,7 @@ typedef struct processor_stats {
 	long emitted;  /* desired identity versions produced */
 	long rejected; /* undecodable or refused events */
 	long txns;     /* committed transactions */
+	long timers;   /* REEVALUATE events published for due timers */
 } processor_stats_t;
 
 typedef struct sink_stats {
@@ -96,6 +97,14 @@ typedef struct stage_sync {
 
 int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *stats,
                    stage_sync_t *sync, id_err_t *err);
+struct mapping;
+/*
+ * The built-in mapping configured by the mapping.* options (mail domain and
+ * lifecycle timing).  Every stage that folds (process, replay, plan) builds
+ * it here, so they agree.  NULL with err set on a bad option.
+ * Ownership: caller frees with mapping_destroy().
+ */
+struct mapping *processor_builtin_mapping(const id_config_t *cfg, id_err_t *err);
 /* kind: a target kind of cmd/sink_targets.c ("ldap", ...). */
 int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
               sink_stats_t *stats, stage_sync_t *sync, id_err_t *err);

@@ -511,8 +511,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	p->at = at;
 	id_config_topic(cfg, "hr.events", in_topic, sizeof(in_topic));
 	id_config_topic(cfg, "identity.desired", out_topic, sizeof(out_topic));
-	if ((builtin = mapping_create_default(id_config_str(cfg, "mapping.mail_domain"),
-	                                      err)) == NULL ||
+	if ((builtin = processor_builtin_mapping(cfg, err)) == NULL ||
 	    (p->registry = policy_registry_create(builtin, "ldap", NULL, err)) == NULL ||
 	    (policy != NULL &&
 	     (candidate = policy_mapping_create(policy, "ldap", err)) == NULL) ||

@@ -39,6 +39,7 @@
  *   | 'R' be32(partition) employee_id          | employee_record bytes    |
  *   | 'O' be32(partition)                      | be64(next input offset)  |
  *   | 'P' be32(partition)                      | the partition's policy   |
+ *   | 'T' be32(partition) be64(due) employee_id| empty: a timer            |
  *
  * 'P' is absent while the partition runs the built-in mapping.  Its value:
  *
@@ -53,6 +54,27 @@
  * Records are keyed by partition so one partition's state can be dropped and
  * rebuilt on its own when partitions move between processes.
  *
+ * Timers: the fold never reads the clock; a record whose state changes at
+ * a later instant (a start date, a termination's effective time, the end of
+ * retention, a future-dated change) carries timer_at, and the 'T' index
+ * below lists every record's timer of the partition in due order (updated
+ * in the same WriteBatch as the record).  Every processor.timer_check_ms the
+ * loop reads the wall clock — the only place the processor does — and, for
+ * each due timer of an assigned partition, produces a REEVALUATE event
+ * (occurred_at = effective_at = the due instant, deterministic event id) to
+ * the employee's own partition of hr.events, inside the open transaction.
+ * The fold handles it with now = the due instant, so a replay of the log
+ * reproduces every timed decision.  A REEVALUATE produced twice (after a
+ * restart, before the first was folded) changes nothing the second time.
+ *
+ * Refused input: an event the fold refuses (never hired, an unknown type, a
+ * policy or lifecycle error for this employee) or one that cannot be
+ * decoded is logged, counted, and published as a SinkResult of target
+ * "processor" on <prefix>.sink.results — outcome HELD when the employee's
+ * identity is held back by a policy/lifecycle error, FAILED when the event
+ * itself is refused — in the same transaction, so `idstream history` shows
+ * it.  The employee keeps the version it had; other employees go on.
+ *
  * Threading: one thread runs the loop; the rebalance callback runs inside
  * rd_kafka_consumer_poll() on that same thread.
  */
@@ -62,12 +84,15 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "cmd/cli.h"
 #include "common/buf.h"
 #include "common/failpoint.h"
 #include "common/hmap.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "common/tz.h"
 #include "processors/employee_record.h"
 #include "processors/fold.h"
 #include "processors/mapping.h"
@@ -79,6 +104,15 @@
 
 /* The policy target whose output is the desired identity. */
 #define PROC_POLICY_TARGET "ldap"
+
+/* SinkResult.target of refused events and held identities. */
+#define PROC_RESULT_TARGET "processor"
+
+/* Source of the REEVALUATE events the timers produce. */
+#define PROC_TIMER_SOURCE "idstream-timer"
+
+/* Most REEVALUATE events published per timer check. */
+#define PROC_TIMERS_PER_CHECK 10000
 
 /* Format byte of the 'P' value (see the key layout above). */
 #define PROC_POLICY_FORMAT 0x01
@@ -95,6 +129,7 @@ typedef struct proc_partition {
 typedef struct proc_overlay_rec {
 	employee_record_t *rec;
 	int32_t partition;
+	int64_t stored_timer; /* rec's timer_at in the state store (0: none) */
 } proc_overlay_rec_t;
 
 typedef struct proc {
@@ -106,6 +141,12 @@ typedef struct proc {
 	policy_registry_t *registry; /* the mapping of each partition */
 	char in_topic[256];
 	char out_topic[256];
+	char results_topic[256];
+	/* REEVALUATE events produced and not yet folded (event id → 1), so a
+	 * due timer is published once per process; cleared on abort. */
+	id_hmap_t inflight;
+	struct timespec timers_checked;
+	double timer_check_ms;
 	proc_partition_t parts[PROC_MAX_PARTITIONS];
 	id_hmap_t
 	    overlay; /* employee id → proc_overlay_rec_t*, records of the open txn */
@@ -242,6 +283,18 @@ static int key_record(id_buf_t *b, int32_t partition, const char *employee_id)
 	return 0;
 }
 
+static int key_timer(id_buf_t *b, int32_t partition, int64_t due, const char *employee_id)
+{
+	unsigned char p[13];
+	p[0] = 'T';
+	state_be32_put(p + 1, (uint32_t)partition);
+	state_be64_put(p + 5, (uint64_t)due);
+	id_buf_reset(b);
+	if (id_buf_append(b, p, 13) != 0 || id_buf_append_str(b, employee_id) != 0)
+		return ID_ENOMEM;
+	return 0;
+}
+
 /* Stored next offset of a partition, or -1 when the state has none. */
 static int64_t proc_stored_offset(proc_t *p, int32_t partition)
 {
@@ -355,13 +408,14 @@ static int proc_load(proc_t *p, int32_t partition, const char *employee_id,
 }
 
 static int proc_overlay_keep(proc_t *p, int32_t partition, employee_record_t *rec,
-                             const char *employee_id)
+                             const char *employee_id, int64_t stored_timer)
 {
 	proc_overlay_rec_t *o = malloc(sizeof(*o));
 	if (o == NULL)
 		return ID_ENOMEM;
 	o->rec = rec;
 	o->partition = partition;
+	o->stored_timer = stored_timer;
 	if (id_hmap_put(&p->overlay, employee_id, o) != 0) {
 		free(o);
 		return ID_ENOMEM;
@@ -399,6 +453,21 @@ static int proc_persist(proc_t *p, id_err_t *err)
 		    0)
 			goto out;
 		state_batch_put(b, p->buf.data, p->buf.len, val->data, val->len);
+		if (o->rec->timer_at == o->stored_timer)
+			continue;
+		const char *eid = p->overlay.slots[i].key;
+		if (o->stored_timer > 0) {
+			if ((rc = key_timer(&p->buf, o->partition, o->stored_timer,
+			                    eid)) != 0)
+				goto out;
+			state_batch_delete(b, p->buf.data, p->buf.len);
+		}
+		if (o->rec->timer_at > 0) {
+			if ((rc = key_timer(&p->buf, o->partition, o->rec->timer_at,
+			                    eid)) != 0)
+				goto out;
+			state_batch_put(b, p->buf.data, p->buf.len, "", 0);
+		}
 	}
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
 		proc_partition_t *pp = &p->parts[i];
@@ -527,6 +596,8 @@ txn_error:
 		e = rd_kafka_abort_transaction(p->producer, 60000);
 		p->txn_open = false;
 		proc_overlay_drop(p);
+		/* The aborted REEVALUATEs were never written: publish again. */
+		id_hmap_clear(&p->inflight);
 		if (e != NULL) {
 			rc = id_kafka_error(err, e, "aborting transaction");
 			goto out;
@@ -653,6 +724,69 @@ static int proc_produce(proc_t *p, const desired_identity_t *d, id_err_t *err)
 	}
 }
 
+/* Produces value to topic (partition < 0: by key) in the open transaction,
+ * waiting for room when the queue is full. */
+static int proc_send(proc_t *p, const char *topic, int32_t partition, const char *key,
+                     const id_buf_t *value, const char *what, id_err_t *err)
+{
+	/* No delivery tracking: a failed delivery fails the commit. */
+	for (int tries = 0;; tries++) {
+		rd_kafka_resp_err_t e = rd_kafka_producev(
+		    p->producer, RD_KAFKA_V_TOPIC(topic),
+		    RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA
+		                                       : partition),
+		    RD_KAFKA_V_KEY(key, strlen(key)),
+		    RD_KAFKA_V_VALUE(value->data, value->len),
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(NULL),
+		    RD_KAFKA_V_END);
+		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+			return 0;
+		if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 600)
+			return id_kafka_err(err, e, what);
+		rd_kafka_poll(p->producer, 100);
+	}
+}
+
+/*
+ * Publishes, in the open transaction, that an event of employee_id was
+ * refused (outcome FAILED) or that the employee's identity is held back by
+ * a policy/lifecycle error (HELD): a SinkResult of target "processor" with
+ * the error, the event as its one operation, and the version the employee
+ * keeps.  rec may be NULL (undecodable input).
+ */
+static int proc_refused(proc_t *p, const char *employee_id, const employee_record_t *rec,
+                        const employee_event_t *ev, sink_outcome_t outcome,
+                        const char *error, id_err_t *err)
+{
+	sink_result_t r;
+	id_buf_t b = ID_BUF_INIT;
+	struct timespec now;
+	int rc;
+	sink_result_init(&r);
+	clock_gettime(CLOCK_REALTIME, &now);
+	r.outcome = outcome;
+	r.desired_version = rec != NULL ? rec->last.version : 0;
+	r.at = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	if ((r.target = strdup(PROC_RESULT_TARGET)) == NULL ||
+	    (r.employee_id = strdup(employee_id)) == NULL ||
+	    (r.error = strdup(error != NULL && error[0] ? error : "refused")) == NULL ||
+	    sink_result_add_op(
+	        &r, outcome == SINK_HELD ? "hold" : "refuse",
+	        ev != NULL && ev->event_id != NULL ? ev->event_id : "(undecodable)", NULL,
+	        ev != NULL ? employee_event_type_name(ev->type) : NULL) != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = codec_encode_result(p->codec, &r, &b, err)) != 0)
+		goto out;
+	rc = proc_send(p, p->results_topic, -1, employee_id, &b, "producing a refusal",
+	               err);
+out:
+	sink_result_fini(&r);
+	id_buf_fini(&b);
+	return rc;
+}
+
 static int cmp_cstr_ptr(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -666,6 +800,7 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 {
 	bool emitted = false;
 	id_err_t ferr = {0};
+	int64_t timer_before = rec->timer_at;
 	int frc =
 	    fold_reevaluate(rec, &p->ev, policy_registry_mapping(p->registry, partition),
 	                    NULL, &emitted, &ferr);
@@ -681,9 +816,14 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 		          "re-evaluation refused by the policy", "employee", employee_id,
 		          "event_id", p->ev.event_id, "error", ferr.msg, NULL);
 		p->stats->rejected++;
-		return 0;
+		if (replay)
+			return 0;
+		return proc_refused(p, employee_id, rec, &p->ev, SINK_HELD, ferr.msg,
+		                    err);
 	}
-	if (!emitted)
+	/* A new version, or only a new timer (the policy changed a delay),
+	 * is state to keep. */
+	if (!emitted && rec->timer_at == timer_before)
 		return 0;
 	if (!in_overlay) {
 		/* The new version is state to persist: move the record out of
@@ -694,12 +834,15 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 		employee_record_fini(keep);
 		*keep = *rec;
 		employee_record_init(rec);
-		if (proc_overlay_keep(p, partition, keep, employee_id) != 0) {
+		if (proc_overlay_keep(p, partition, keep, employee_id, timer_before) !=
+		    0) {
 			rec_free(keep);
 			return id_err_set(err, ID_ENOMEM, "out of memory");
 		}
 		rec = keep;
 	}
+	if (!emitted)
+		return 0;
 	(*emitted_n)++;
 	if (replay)
 		return 0;
@@ -844,6 +987,18 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		id_log_error("processor", "partition %d offset %lld: %s", m->partition,
 		             (long long)m->offset, derr.msg);
 		p->stats->rejected++;
+		if (!replay) {
+			char key[256], msg[ID_ERR_MSG_MAX + 64];
+			size_t kl =
+			    m->key_len < sizeof(key) - 1 ? m->key_len : sizeof(key) - 1;
+			memcpy(key, m->key != NULL ? m->key : "",
+			       m->key != NULL ? kl : 0);
+			key[m->key != NULL ? kl : 0] = '\0';
+			snprintf(msg, sizeof(msg), "partition %d offset %lld: %s",
+			         (int)m->partition, (long long)m->offset, derr.msg);
+			rc = proc_refused(p, key[0] ? key : "(no key)", NULL, NULL,
+			                  SINK_FAILED, msg, err);
+		}
 		goto out;
 	}
 	if (ev->type == EV_POLICY_ACTIVATED) {
@@ -859,6 +1014,7 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 	    0)
 		goto out;
 	id_err_t ferr = {0};
+	int64_t stored_timer = rec->timer_at;
 	/* No copy of the new version: it is encoded from rec->last. */
 	int frc = fold_apply(rec, ev, policy_registry_mapping(p->registry, m->partition),
 	                     NULL, &emitted, &ferr);
@@ -871,8 +1027,8 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 	}
 	/* On other fold errors the record holds whatever facts the fold could
 	 * absorb (see fold.h); it is kept, and the event is reported. */
-	if (!in_overlay &&
-	    (rc = proc_overlay_keep(p, m->partition, rec, ev->employee_id)) != 0) {
+	if (!in_overlay && (rc = proc_overlay_keep(p, m->partition, rec, ev->employee_id,
+	                                           stored_timer)) != 0) {
 		rec_free(rec);
 		id_err_set(err, rc, "out of memory");
 		goto out;
@@ -882,6 +1038,27 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		          "employee", ev->employee_id, "event_id", ev->event_id, "error",
 		          ferr.msg, NULL);
 		p->stats->rejected++;
+		/* Refused outright (never hired, unusable event) vs absorbed but
+		 * not mappable (policy, lifecycle): the identity is held. */
+		if (!replay)
+			rc = proc_refused(
+			    p, ev->employee_id, rec, ev,
+			    frc == ID_ENOTFOUND && rec->status == EMPLOYEE_STATUS_NONE
+			        ? SINK_FAILED
+			    : frc == ID_EINVALID && ferr.msg[0] != '\0' &&
+			            strstr(ferr.msg, "unknown event type") != NULL
+			        ? SINK_FAILED
+			        : SINK_HELD,
+			    ferr.msg, err);
+		goto out;
+	}
+	/* A timer event folded: its timer has moved on, a later one may be
+	 * published.  (A refused one stays marked, so a policy error does not
+	 * make the scheduler publish it again and again.) */
+	if (ev->type == EV_REEVALUATE &&
+	    id_hmap_get(&p->inflight, ev->event_id) != NULL &&
+	    id_hmap_put(&p->inflight, ev->event_id, NULL) != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
 	}
 	if (replay) {
@@ -895,6 +1072,123 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		p->stats->emitted++;
 	}
 out:
+	return rc;
+}
+
+static int proc_txn_begin(proc_t *p, id_err_t *err)
+{
+	if (p->txn_open)
+		return 0;
+	rd_kafka_error_t *e = rd_kafka_begin_transaction(p->producer);
+	if (e != NULL) {
+		int rc = id_kafka_error(err, e, "beginning transaction");
+		rd_kafka_error_destroy(e);
+		return rc;
+	}
+	p->txn_open = true;
+	p->txn_events = 0;
+	clock_gettime(CLOCK_MONOTONIC, &p->txn_started);
+	return 0;
+}
+
+/* The REEVALUATE event of employee_id's timer due at `due`, in p->ev. */
+static int proc_timer_event(proc_t *p, const char *employee_id, int64_t due)
+{
+	char seed[600], eid[33], sid[300];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	int n = snprintf(seed, sizeof(seed), "%s%c%s%c%lld", PROC_TIMER_SOURCE, 0,
+	                 employee_id, 0, (long long)due);
+	if (n < 0 || (size_t)n >= sizeof(seed))
+		return ID_EINVALID;
+	EVP_Digest(seed, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
+	for (unsigned i = 0; i < 16; i++)
+		snprintf(eid + 2 * i, 3, "%02x", md[i]);
+	snprintf(sid, sizeof(sid), "%s@%lld", employee_id, (long long)due);
+	employee_event_t *ev = &p->ev;
+	employee_event_fini(ev);
+	ev->type = EV_REEVALUATE;
+	ev->occurred_at = ev->effective_at = due;
+	if ((ev->event_id = strdup(eid)) == NULL ||
+	    (ev->source = strdup(PROC_TIMER_SOURCE)) == NULL ||
+	    (ev->source_event_id = strdup(sid)) == NULL ||
+	    (ev->employee_id = strdup(employee_id)) == NULL ||
+	    (ev->reason = strdup("a lifecycle timer is due")) == NULL)
+		return ID_ENOMEM;
+	return 0;
+}
+
+/*
+ * Publishes a REEVALUATE for every timer of an assigned, caught-up
+ * partition that is due by the wall clock, oldest first, at most
+ * PROC_TIMERS_PER_CHECK per call, inside the (opened if needed)
+ * transaction.  A partition still re-deriving state is skipped: its timer
+ * index is behind the log.
+ */
+static int proc_timers(proc_t *p, id_err_t *err)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	long sent = 0;
+	int rc = 0;
+	if (p->inflight.len > 65536)
+		id_hmap_clear(&p->inflight); /* worst case: a harmless repeat */
+	for (int32_t part = 0; part < PROC_MAX_PARTITIONS && rc == 0; part++) {
+		proc_partition_t *pp = &p->parts[part];
+		if (!pp->assigned || pp->next_offset < pp->replay_until)
+			continue;
+		unsigned char prefix[5];
+		prefix[0] = 'T';
+		state_be32_put(prefix + 1, (uint32_t)part);
+		state_iter_t *it = NULL;
+		const void *k, *v;
+		size_t kl, vl;
+		if ((rc = state_iter_create(p->db, prefix, 5, &it, err)) != 0)
+			break;
+		int more;
+		while ((more = state_iter_next(it, &k, &kl, &v, &vl, err)) > 0) {
+			if (kl <= 13)
+				continue;
+			int64_t due =
+			    (int64_t)state_be64_get((const unsigned char *)k + 5);
+			if (due > now || sent >= PROC_TIMERS_PER_CHECK)
+				break;
+			char emp[256];
+			size_t el = kl - 13 < sizeof(emp) - 1 ? kl - 13 : sizeof(emp) - 1;
+			memcpy(emp, (const char *)k + 13, el);
+			emp[el] = '\0';
+			if ((rc = proc_timer_event(p, emp, due)) != 0) {
+				id_err_set(err, rc, "timer of employee %s: out of memory",
+				           emp);
+				break;
+			}
+			if (id_hmap_get(&p->inflight, p->ev.event_id) != NULL)
+				continue;
+			if ((rc = proc_txn_begin(p, err)) != 0 ||
+			    (rc = codec_encode_event(p->codec, &p->ev, &p->val, err)) !=
+			        0 ||
+			    (rc = proc_send(p, p->in_topic, part, emp, &p->val,
+			                    "producing a timer event", err)) != 0)
+				break;
+			if (id_hmap_put(&p->inflight, p->ev.event_id, (void *)1) != 0) {
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+				break;
+			}
+			pp->eof = 0; /* input is coming: not caught up */
+			sent++;
+		}
+		if (rc == 0 && more < 0)
+			rc = more;
+		state_iter_destroy(it);
+	}
+	if (sent > 0) {
+		p->stats->timers += sent;
+		id_log_info("processor",
+		            "%ld lifecycle timers due: REEVALUATE events published",
+		            sent);
+	}
+	employee_event_fini(&p->ev);
 	return rc;
 }
 
@@ -920,18 +1214,10 @@ static int proc_on_message(proc_t *p, const rd_kafka_message_t *m, id_err_t *err
 	if (pp == NULL || !pp->assigned)
 		return 0;
 	pp->eof = 0;
-	if (!p->txn_open) {
-		rd_kafka_error_t *e = rd_kafka_begin_transaction(p->producer);
-		if (e != NULL) {
-			int rc = id_kafka_error(err, e, "beginning transaction");
-			rd_kafka_error_destroy(e);
-			return rc;
-		}
-		p->txn_open = true;
-		p->txn_events = 0;
-		clock_gettime(CLOCK_MONOTONIC, &p->txn_started);
-	}
-	int rc = proc_handle(p, m, m->offset < pp->replay_until, err);
+	int rc = proc_txn_begin(p, err);
+	if (rc != 0)
+		return rc;
+	rc = proc_handle(p, m, m->offset < pp->replay_until, err);
 	if (rc != 0)
 		return rc;
 	pp->next_offset = m->offset + 1;
@@ -964,6 +1250,7 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	p->cfg = cfg;
 	p->stats = stats;
 	id_hmap_init(&p->overlay);
+	id_hmap_init(&p->inflight);
 	id_buf_init(&p->buf);
 	id_buf_init(&p->stored);
 	id_buf_init(&p->val);
@@ -980,6 +1267,9 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	}
 	id_config_topic(cfg, "hr.events", p->in_topic, sizeof(p->in_topic));
 	id_config_topic(cfg, "identity.desired", p->out_topic, sizeof(p->out_topic));
+	id_config_topic(cfg, "sink.results", p->results_topic, sizeof(p->results_topic));
+	p->timer_check_ms = (double)id_config_int(cfg, "processor.timer_check_ms");
+	clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
 	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
 	snprintf(group, sizeof(group), "%s.processor",
 	         id_config_str(cfg, "topic.prefix"));
@@ -998,8 +1288,7 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
 	}
-	mapping_t *builtin =
-	    mapping_create_default(id_config_str(cfg, "mapping.mail_domain"), err);
+	mapping_t *builtin = processor_builtin_mapping(cfg, err);
 	if (builtin == NULL || (p->registry = policy_registry_create(
 	                            builtin, PROC_POLICY_TARGET, NULL, err)) == NULL) {
 		rc = err ? err->code : ID_ENOMEM;
@@ -1069,8 +1358,22 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 			if ((rc = proc_commit(p, err)) != 0)
 				goto out;
 		}
-		if (until_idle && !p->txn_open && proc_caught_up(p))
-			break;
+		if (until_idle && !p->txn_open && proc_caught_up(p)) {
+			/* Before stopping, publish the timers that are due by now
+			 * and fold them (and those they make due in turn). */
+			long before = p->stats->timers;
+			clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
+			if ((rc = proc_timers(p, err)) != 0)
+				goto out;
+			if (p->stats->timers == before)
+				break;
+			continue;
+		}
+		if (elapsed_ms(&p->timers_checked) >= p->timer_check_ms) {
+			clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
+			if ((rc = proc_timers(p, err)) != 0)
+				goto out;
+		}
 	}
 	if (p->fatal) {
 		if (err)
@@ -1096,6 +1399,7 @@ out:
 	codec_destroy(p->codec);
 	proc_overlay_drop(p);
 	id_hmap_fini(&p->overlay);
+	id_hmap_fini(&p->inflight);
 	state_batch_destroy(p->batch);
 	state_store_close(p->db);
 	id_config_destroy(pcfg);
@@ -1106,6 +1410,37 @@ out:
 	id_buf_fini(&p->buf);
 	free(p);
 	return rc;
+}
+
+mapping_t *processor_builtin_mapping(const id_config_t *cfg, id_err_t *err)
+{
+	mapping_timing_t t;
+	const char *enable = id_config_str(cfg, "mapping.enable");
+	const char *zone = id_config_str(cfg, "mapping.timezone");
+	int64_t probe;
+	mapping_timing_default(&t);
+	t.create_days_before_start =
+	    (int32_t)id_config_int(cfg, "mapping.create_days_before_start");
+	t.delete_after_days = (int32_t)id_config_int(cfg, "mapping.delete_after_days");
+	if (t.delete_after_days < 0)
+		t.delete_after_days = MAPPING_NEVER;
+	if (strcmp(enable, "start") != 0 && strcmp(enable, "create") != 0) {
+		id_err_set(err, ID_EINVALID,
+		           "mapping.enable \"%s\": expected start or create", enable);
+		return NULL;
+	}
+	t.enable_at_create = strcmp(enable, "create") == 0;
+	if (strlen(zone) >= sizeof(t.timezone) ||
+	    tz_local_to_utc(zone, 2000, 1, 1, 0, 0, &probe, err) != 0) {
+		id_err_wrap(err, "mapping.timezone");
+		if (err != NULL && err->code == 0)
+			id_err_set(err, ID_EINVALID, "mapping.timezone \"%s\": too long",
+			           zone);
+		return NULL;
+	}
+	memcpy(t.timezone, zone, strlen(zone) + 1);
+	return mapping_create_default_timed(id_config_str(cfg, "mapping.mail_domain"), &t,
+	                                    err);
 }
 
 static void process_usage(void)

@@ -222,8 +222,7 @@ int cmd_replay(cli_t *cli, int argc, char **argv)
 	    id_kafka_consumer_create(cli->cfg, "idstream-replay", NULL, NULL, NULL, &err);
 	mapping_t *builtin = NULL;
 	if (rk == NULL || (r.codec = codec_create(&err)) == NULL ||
-	    (builtin = mapping_create_default(
-	         id_config_str(cli->cfg, "mapping.mail_domain"), &err)) == NULL ||
+	    (builtin = processor_builtin_mapping(cli->cfg, &err)) == NULL ||
 	    (r.registry = policy_registry_create(builtin, "ldap", NULL, &err)) == NULL ||
 	    id_kafka_partition_count(rk, in_topic, &nin, &err) != 0 ||
 	    id_kafka_partition_count(rk, out_topic, &nout, &err) != 0) {

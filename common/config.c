@@ -47,6 +47,19 @@ static const opt_def_t opt_table[] = {
      "(by leaving them out). Above it nothing is published unless `--force` is given."},
     {"mapping.mail_domain", OPT_STR, "example.com", 0, -1,
      "Domain of the e-mail addresses the default mapping gives (`uid@domain`)."},
+    {"mapping.create_days_before_start", OPT_INT, "7", 0, 3650,
+     "Built-in mapping: days before the start date an account is created (disabled "
+     "until the start date when mapping.enable is `start`). A Lua policy sets this per "
+     "employee in its `timing` table instead."},
+    {"mapping.enable", OPT_STR, "start", 0, -1,
+     "Built-in mapping: when a new account is enabled: `start` (at midnight of the "
+     "start date in mapping.timezone) or `create` (as soon as it is created)."},
+    {"mapping.delete_after_days", OPT_INT, "-1", -1, 36500,
+     "Built-in mapping: days after a termination takes effect that the account is "
+     "deleted; -1 never deletes (disabled accounts stay)."},
+    {"mapping.timezone", OPT_STR, "UTC", 0, -1,
+     "Built-in mapping: IANA time zone in which start dates begin (e.g. "
+     "`Europe/Oslo`)."},
     {"processor.instance_id", OPT_STR, "0", 0, -1,
      "Stable id of this processor process; its Kafka transactional.id is "
      "`<prefix>.processor.<instance_id>`. Give each concurrently running processor a "
@@ -55,6 +68,10 @@ static const opt_def_t opt_table[] = {
      "Most input events per Kafka transaction."},
     {"processor.batch_ms", OPT_INT, "100", 1, 60000,
      "Longest time a transaction stays open collecting events, in milliseconds."},
+    {"processor.timer_check_ms", OPT_INT, "1000", 10, 3600000,
+     "How often the processor looks for lifecycle timers that are due (a start date "
+     "reached, a termination taking effect, a retention period over, a future-dated "
+     "change) and publishes a REEVALUATE event for each, in milliseconds."},
     {"ldap.url", OPT_STR, "ldap://127.0.0.1:13890/", 0, -1,
      "LDAP server URL of the ldap sink."},
     {"ldap.bind_dn", OPT_STR, "cn=admin,dc=example,dc=com", 0, -1,

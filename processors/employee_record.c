@@ -44,7 +44,76 @@ void employee_record_fini(employee_record_t *rec)
 	}
 	free(rec->changes);
 	desired_identity_fini(&rec->last);
+	free(rec->employment_event);
+	free(rec->term_event);
+	free(rec->term_reason);
+	free(rec->leave_event);
+	while (rec->npending > 0)
+		employee_record_pending_pop(rec);
+	free(rec->pending);
 	employee_record_init(rec);
+}
+
+int employee_record_set_str(char **field, const char *value)
+{
+	char *v = NULL;
+	if (value != NULL && (v = strdup(value)) == NULL)
+		return ID_ENOMEM;
+	free(*field);
+	*field = v;
+	return 0;
+}
+
+static void pending_fini(employee_pending_t *pc)
+{
+	free(pc->event_id);
+	free(pc->reason);
+	id_attrs_fini(&pc->attributes);
+}
+
+void employee_record_pending_pop(employee_record_t *rec)
+{
+	if (rec->npending == 0)
+		return;
+	pending_fini(&rec->pending[0]);
+	memmove(rec->pending, rec->pending + 1,
+	        (rec->npending - 1) * sizeof(*rec->pending));
+	rec->npending--;
+}
+
+static bool pending_before(const employee_pending_t *a, const employee_pending_t *b)
+{
+	return a->effective_at < b->effective_at ||
+	       (a->effective_at == b->effective_at && a->seq < b->seq);
+}
+
+int employee_record_pending_add(employee_record_t *rec, const employee_event_t *ev,
+                                uint64_t seq)
+{
+	employee_pending_t pc = {ev->effective_at, seq, ev->type, NULL, NULL,
+	                         ID_ATTRS_INIT};
+	if ((pc.event_id = strdup(ev->event_id)) == NULL ||
+	    (ev->reason != NULL && (pc.reason = strdup(ev->reason)) == NULL))
+		goto nomem;
+	for (size_t i = 0; i < ev->attributes.len; i++)
+		if (id_attrs_set(&pc.attributes, ev->attributes.items[i].key,
+		                 ev->attributes.items[i].value) != 0)
+			goto nomem;
+	employee_pending_t *n = realloc(rec->pending, (rec->npending + 1) * sizeof(*n));
+	if (n == NULL)
+		goto nomem;
+	rec->pending = n;
+	size_t at = rec->npending;
+	while (at > 0 && pending_before(&pc, &rec->pending[at - 1]))
+		at--;
+	memmove(rec->pending + at + 1, rec->pending + at,
+	        (rec->npending - at) * sizeof(*rec->pending));
+	rec->pending[at] = pc;
+	rec->npending++;
+	return 0;
+nomem:
+	pending_fini(&pc);
+	return ID_ENOMEM;
 }
 
 /* Index of key in changes, or -(insertion point) - 1. */
@@ -165,6 +234,49 @@ static int put_desired(id_buf_t *b, const desired_identity_t *d)
 	return 0;
 }
 
+static int put_i64(id_buf_t *b, int64_t v)
+{
+	return id_buf_append_be64(b, (uint64_t)v);
+}
+
+/* The format-2 trailer (see employee_record.h). */
+static int put_lifecycle(id_buf_t *b, const employee_record_t *rec)
+{
+	const mapping_timing_t *t = &rec->timing;
+	if (put_i64(b, rec->now) != 0 || put_i64(b, rec->employment_at) != 0 ||
+	    put_str(b, rec->employment_event) != 0 || put_i64(b, rec->term_at) != 0 ||
+	    put_i64(b, rec->term_known_at) != 0 || put_str(b, rec->term_event) != 0 ||
+	    put_str(b, rec->term_reason) != 0 ||
+	    id_buf_append_u8(b, rec->on_leave) != 0 ||
+	    put_str(b, rec->leave_event) != 0 || put_i64(b, rec->timer_at) != 0 ||
+	    id_buf_append_u8(b, rec->has_timing) != 0)
+		return ID_ENOMEM;
+	if (rec->has_timing) {
+		uint8_t flags = (uint8_t)((t->enable_at_create ? 1 : 0) |
+		                          (t->disable_immediately ? 2 : 0) |
+		                          (t->suspend_on_leave ? 4 : 0) |
+		                          (t->reuse_name_after_delete ? 8 : 0));
+		if (id_buf_append_be32(b, (uint32_t)t->create_days_before_start) != 0 ||
+		    id_buf_append_u8(b, flags) != 0 ||
+		    id_buf_append_be32(b, (uint32_t)t->delete_after_days) != 0 ||
+		    id_buf_append_be32(b, (uint32_t)t->name_quarantine_days) != 0 ||
+		    put_str(b, t->timezone) != 0)
+			return ID_ENOMEM;
+	}
+	if (id_buf_append_be32(b, (uint32_t)rec->npending) != 0)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < rec->npending; i++) {
+		const employee_pending_t *pc = &rec->pending[i];
+		if (put_i64(b, pc->effective_at) != 0 ||
+		    id_buf_append_be64(b, pc->seq) != 0 ||
+		    id_buf_append_u8(b, (uint8_t)pc->type) != 0 ||
+		    put_str(b, pc->event_id) != 0 || put_str(b, pc->reason) != 0 ||
+		    put_attrs(b, &pc->attributes) != 0)
+			return ID_ENOMEM;
+	}
+	return 0;
+}
+
 int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err)
 {
 	size_t start = out->len;
@@ -182,6 +294,8 @@ int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t
 	if (id_buf_append_u8(out, rec->last.version > 0) != 0)
 		goto nomem;
 	if (rec->last.version > 0 && put_desired(out, &rec->last) != 0)
+		goto nomem;
+	if (put_lifecycle(out, rec) != 0)
 		goto nomem;
 	return 0;
 nomem:
@@ -378,6 +492,92 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 	return 0;
 }
 
+static int get_i64(reader_t *r, const char *field, int64_t *v)
+{
+	uint64_t u = 0;
+	int rc = get_u64(r, field, &u);
+	*v = (int64_t)u;
+	return rc;
+}
+
+static int get_i32(reader_t *r, const char *field, int32_t *v)
+{
+	uint32_t u = 0;
+	int rc = get_u32(r, field, &u);
+	*v = (int32_t)u;
+	return rc;
+}
+
+static int get_lifecycle(reader_t *r, employee_record_t *rec)
+{
+	uint8_t u8 = 0;
+	size_t n = 0;
+	int rc;
+	if ((rc = get_i64(r, "now", &rec->now)) != 0 ||
+	    (rc = get_i64(r, "employment_at", &rec->employment_at)) != 0 ||
+	    (rc = get_str(r, "employment_event", true, &rec->employment_event)) != 0 ||
+	    (rc = get_i64(r, "term_at", &rec->term_at)) != 0 ||
+	    (rc = get_i64(r, "term_known_at", &rec->term_known_at)) != 0 ||
+	    (rc = get_str(r, "term_event", true, &rec->term_event)) != 0 ||
+	    (rc = get_str(r, "term_reason", true, &rec->term_reason)) != 0 ||
+	    (rc = get_u8(r, "on_leave", &u8)) != 0)
+		return rc;
+	if (u8 > 1)
+		return bad(r, "on_leave", "not 0 or 1");
+	rec->on_leave = u8 == 1;
+	if ((rc = get_str(r, "leave_event", true, &rec->leave_event)) != 0 ||
+	    (rc = get_i64(r, "timer_at", &rec->timer_at)) != 0 ||
+	    (rc = get_u8(r, "has_timing", &u8)) != 0)
+		return rc;
+	if (u8 > 1)
+		return bad(r, "has_timing", "not 0 or 1");
+	rec->has_timing = u8 == 1;
+	if (rec->has_timing) {
+		mapping_timing_t *t = &rec->timing;
+		char *tz = NULL;
+		if ((rc = get_i32(r, "timing", &t->create_days_before_start)) != 0 ||
+		    (rc = get_u8(r, "timing", &u8)) != 0 ||
+		    (rc = get_i32(r, "timing", &t->delete_after_days)) != 0 ||
+		    (rc = get_i32(r, "timing", &t->name_quarantine_days)) != 0 ||
+		    (rc = get_str(r, "timing.timezone", false, &tz)) != 0)
+			return rc;
+		t->enable_at_create = u8 & 1;
+		t->disable_immediately = u8 & 2;
+		t->suspend_on_leave = u8 & 4;
+		t->reuse_name_after_delete = u8 & 8;
+		size_t tl = strlen(tz);
+		if (tl >= sizeof(t->timezone)) {
+			free(tz);
+			return bad(r, "timing.timezone", "too long");
+		}
+		memcpy(t->timezone, tz, tl + 1);
+		free(tz);
+	}
+	if ((rc = get_count(r, "pending", 29, &n)) != 0)
+		return rc;
+	if (n > 0 && (rec->pending = calloc(n, sizeof(*rec->pending))) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		employee_pending_t *pc = &rec->pending[i];
+		id_attrs_init(&pc->attributes);
+		rec->npending++;
+		if ((rc = get_i64(r, "pending", &pc->effective_at)) != 0 ||
+		    (rc = get_u64(r, "pending", &pc->seq)) != 0 ||
+		    (rc = get_u8(r, "pending", &u8)) != 0)
+			return rc;
+		if (u8 >= EV_TYPE_COUNT)
+			return bad(r, "pending", "unknown event type");
+		pc->type = (employee_event_type_t)u8;
+		if ((rc = get_str(r, "pending", false, &pc->event_id)) != 0 ||
+		    (rc = get_str(r, "pending", true, &pc->reason)) != 0 ||
+		    (rc = get_attrs(r, "pending", true, &pc->attributes)) != 0)
+			return rc;
+		if (i > 0 && !pending_before(&rec->pending[i - 1], pc))
+			return bad(r, "pending", "not sorted by effective time");
+	}
+	return 0;
+}
+
 int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
                            id_err_t *err)
 {
@@ -387,7 +587,7 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 	int rc;
 
 	employee_record_fini(rec);
-	if (len == 0 || r.p[0] != EMPLOYEE_RECORD_FORMAT) {
+	if (len == 0 || (r.p[0] != EMPLOYEE_RECORD_FORMAT && r.p[0] != 0x01)) {
 		rc = id_err_set(err, ID_ESCHEMA,
 		                "employee record: unknown format byte 0x%02x",
 		                len ? r.p[0] : 0u);
@@ -434,6 +634,10 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		goto out;
 	}
 	if (u8 == 1 && (rc = get_desired(&r, &rec->last)) != 0)
+		goto out;
+	if (r.p[0] == 0x01)
+		rec->now = rec->last.effective_at; /* format 1: no lifecycle facts */
+	else if ((rc = get_lifecycle(&r, rec)) != 0)
 		goto out;
 	if (r.pos != len)
 		rc = bad(&r, "end", "trailing bytes after the record");

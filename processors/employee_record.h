@@ -30,6 +30,23 @@
  *     8           effective_at (signed)
  *     4 + n×      causes: (str attribute, str event_id, str rule) sorted
  *
+ * Format 2 (written today) appends the lifecycle facts; format 1 records
+ * still decode, with no lifecycle facts (as if hired at time 0):
+ *
+ *   8           now: the latest fold time (the record's clock never goes back)
+ *   8 + str     employment_at, employment_event (last HIRE/REHIRE)
+ *   8 + 8       term_at, term_known_at
+ *   str × 2     term_event, term_reason (nullable)
+ *   1 + str     on_leave, leave_event (nullable)
+ *   8           timer_at (0: no timer)
+ *   1           has_timing; when 1: 4 create_days_before_start,
+ *               1 flags (1 enable_at_create, 2 disable_immediately,
+ *               4 suspend_on_leave, 8 reuse_name_after_delete),
+ *               4 delete_after_days, 4 name_quarantine_days, str timezone
+ *   4 + n×      pending: (8 effective_at, 8 seq, 1 type, str event_id,
+ *               str reason nullable, attributes with nullable values),
+ *               sorted by (effective_at, seq)
+ *
  * Decoding checks every length, count, enum, sort order and that nothing
  * follows the record; it carries no checksum because the state store
  * (RocksDB) already checksums its blocks.
@@ -40,15 +57,17 @@
 #ifndef IDSTREAM_EMPLOYEE_RECORD_H
 #define IDSTREAM_EMPLOYEE_RECORD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/attrs.h"
 #include "common/buf.h"
 #include "common/err.h"
+#include "processors/mapping.h"
 #include "schemas/model.h"
 
-#define EMPLOYEE_RECORD_FORMAT 0x01
+#define EMPLOYEE_RECORD_FORMAT 0x02 /* written; 0x01 is still read */
 
 #define EMPLOYEE_STATUS_MAP(X) X(NONE) X(ACTIVE) X(TERMINATED)
 
@@ -68,6 +87,18 @@ typedef struct employee_change {
 	uint64_t seq; /* the record's seq when the change was absorbed */
 } employee_change_t;
 
+/* An HR change known now that takes effect later (a future-dated
+ * transfer, leave or title change), applied when the fold's time reaches
+ * effective_at. */
+typedef struct employee_pending {
+	int64_t effective_at;
+	uint64_t seq; /* the record's seq when it was learnt: orders equal times */
+	employee_event_type_t type;
+	char *event_id;
+	char *reason;          /* nullable */
+	id_attrs_t attributes; /* NULL values clear */
+} employee_pending_t;
+
 typedef struct employee_record {
 	char *employee_id; /* NULL until the first event is absorbed */
 	employee_status_t status;
@@ -77,6 +108,21 @@ typedef struct employee_record {
 	size_t nchanges;
 	size_t capchanges;
 	desired_identity_t last;
+	/* Lifecycle facts (processors/lifecycle.h decides the state). */
+	int64_t now;            /* latest fold time */
+	int64_t employment_at;  /* effective time of the last HIRE/REHIRE */
+	char *employment_event; /* that event's id */
+	int64_t term_at;        /* TERMINATED: when it takes effect */
+	int64_t term_known_at;  /* TERMINATED: the fold time it was learnt */
+	char *term_event;       /* TERMINATED: the termination's event id */
+	char *term_reason;      /* TERMINATED: its reason, nullable */
+	bool on_leave;
+	char *leave_event; /* the LEAVE_START/LEAVE_END that set on_leave */
+	int64_t timer_at;  /* next instant to re-evaluate at; 0: none */
+	bool has_timing;   /* timing below is the last evaluation's */
+	mapping_timing_t timing;
+	employee_pending_t *pending; /* sorted by (effective_at, seq) */
+	size_t npending;
 } employee_record_t;
 
 void employee_record_init(employee_record_t *rec);
@@ -90,7 +136,16 @@ int employee_record_note_change(employee_record_t *rec, const char *key,
 const employee_change_t *employee_record_change_find(const employee_record_t *rec,
                                                      const char *key);
 
-/* Appends the format-1 bytes of rec to out.  0 or ID_ENOMEM. */
+/* Queues a copy of ev's change, effective at ev->effective_at, learnt at
+ * seq.  0 or ID_ENOMEM. */
+int employee_record_pending_add(employee_record_t *rec, const employee_event_t *ev,
+                                uint64_t seq);
+/* Removes the first pending change (the caller applied it). */
+void employee_record_pending_pop(employee_record_t *rec);
+/* Replaces *field with a copy of value (NULL allowed).  0 or ID_ENOMEM. */
+int employee_record_set_str(char **field, const char *value);
+
+/* Appends the format-2 bytes of rec to out.  0 or ID_ENOMEM. */
 int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err);
 
 /*

@@ -11,38 +11,40 @@
  */
 #include "processors/fold.h"
 
+#include "processors/lifecycle.h"
+
 #include <stdlib.h>
 #include <string.h>
 
-static int note(employee_record_t *rec, const char *key, const employee_event_t *ev,
+static int note(employee_record_t *rec, const char *key, const char *event_id,
                 uint64_t seq)
 {
-	return employee_record_note_change(rec, key, ev->event_id, seq);
+	return employee_record_note_change(rec, key, event_id, seq);
 }
 
 /* Sets key to value (non-NULL) when it differs; notes the change. */
 static int merge_value(employee_record_t *rec, const char *key, const char *value,
-                       const employee_event_t *ev, uint64_t seq)
+                       const char *event_id, uint64_t seq)
 {
 	const char *cur = id_attrs_get(&rec->hr, key);
 	if (cur != NULL && strcmp(cur, value) == 0)
 		return 0;
-	if (id_attrs_set(&rec->hr, key, value) != 0 || note(rec, key, ev, seq) != 0)
+	if (id_attrs_set(&rec->hr, key, value) != 0 || note(rec, key, event_id, seq) != 0)
 		return ID_ENOMEM;
 	return 0;
 }
 
-/* UPDATE/TERMINATE/REHIRE: the event lists only what changed. */
-static int merge_attrs(employee_record_t *rec, const employee_event_t *ev, uint64_t seq)
+/* UPDATE/TERMINATE/REHIRE/...: the event lists only what changed. */
+static int merge_attrs(employee_record_t *rec, const id_attrs_t *a, const char *event_id,
+                       uint64_t seq)
 {
-	const id_attrs_t *a = &ev->attributes;
 	for (size_t i = 0; i < a->len; i++) {
 		const char *key = a->items[i].key;
 		if (a->items[i].value != NULL) {
-			if (merge_value(rec, key, a->items[i].value, ev, seq) != 0)
+			if (merge_value(rec, key, a->items[i].value, event_id, seq) != 0)
 				return ID_ENOMEM;
 		} else if (id_attrs_has(&rec->hr, key)) {
-			if (note(rec, key, ev, seq) != 0)
+			if (note(rec, key, event_id, seq) != 0)
 				return ID_ENOMEM;
 			id_attrs_remove(&rec->hr, key);
 		}
@@ -58,14 +60,15 @@ static int replace_attrs(employee_record_t *rec, const employee_event_t *ev, uin
 		const char *key = rec->hr.items[i - 1].key;
 		if (id_attrs_get(&ev->attributes, key) != NULL)
 			continue;
-		if (note(rec, key, ev, seq) != 0)
+		if (note(rec, key, ev->event_id, seq) != 0)
 			return ID_ENOMEM;
 		id_attrs_remove(&rec->hr, key);
 	}
 	const id_attrs_t *a = &ev->attributes;
 	for (size_t i = 0; i < a->len; i++)
 		if (a->items[i].value != NULL &&
-		    merge_value(rec, a->items[i].key, a->items[i].value, ev, seq) != 0)
+		    merge_value(rec, a->items[i].key, a->items[i].value, ev->event_id,
+		                seq) != 0)
 			return ID_ENOMEM;
 	return 0;
 }
@@ -175,33 +178,128 @@ static bool same_for_targets(desired_identity_t *d, const desired_identity_t *la
 	return same;
 }
 
+/* The fold's time for ev: when the change became known (an event without
+ * that uses its effective time), never earlier than the record's clock. */
+static int64_t fold_now(const employee_record_t *rec, const employee_event_t *ev)
+{
+	int64_t t = ev->occurred_at > 0 ? ev->occurred_at : ev->effective_at;
+	return t > rec->now ? t : rec->now;
+}
+
+static void facts_of(const employee_record_t *rec, lifecycle_facts_t *f)
+{
+	f->hired = rec->status != EMPLOYEE_STATUS_NONE;
+	f->terminated = rec->status == EMPLOYEE_STATUS_TERMINATED;
+	f->start_date = id_attrs_get(&rec->hr, FOLD_HR_START_DATE);
+	f->employment_at = rec->employment_at;
+	f->term_at = rec->term_at;
+	f->term_known_at = rec->term_known_at;
+	f->on_leave = rec->on_leave;
+}
+
+/* The event id of the fact that decided a lifecycle state. */
+static const char *by_event(const employee_record_t *rec, lifecycle_by_t by)
+{
+	const char *e = by == LIFECYCLE_BY_TERMINATION ? rec->term_event
+	                : by == LIFECYCLE_BY_LEAVE     ? rec->leave_event
+	                                               : rec->employment_event;
+	return e;
+}
+
 /*
- * Maps rec as it stands with now = ev->effective_at and, when a target
- * would see a difference from rec->last, makes it the next version (see
- * fold_apply()).  With by_cause (a re-evaluation), every output whose value
- * differs from rec->last is attributed to ev itself: the HR facts did not
- * change, the mapping did.  Returns 0, the mapping's error (rec unchanged),
- * or ID_ENOMEM (err not set; the caller names the event).
+ * Lifecycle state and identity of rec at now.  The state depends on the
+ * timing the mapping returns, and the mapping sees the state (ctx.state),
+ * so: evaluate under the state the last timing gives; when the timing
+ * returned gives another state, evaluate once more under that one.  The
+ * second result stands (a policy whose timing flips with ctx.state would
+ * otherwise never settle).  On success d holds the identity, *lc the state.
  */
-static int fold_emit(employee_record_t *rec, const employee_event_t *ev,
+static int fold_evaluate(employee_record_t *rec, const employee_event_t *ev, int64_t now,
+                         const mapping_t *m, desired_identity_t *d,
+                         mapping_trace_t *trace, lifecycle_result_t *lc, id_err_t *err)
+{
+	lifecycle_facts_t f;
+	mapping_timing_t t0, t1;
+	int rc;
+
+	facts_of(rec, &f);
+	if (rec->has_timing)
+		t0 = rec->timing;
+	else
+		mapping_timing_default(&t0);
+	if ((rc = lifecycle_evaluate(rec->employee_id, &f, &t0, now, lc, err)) != 0)
+		return rc;
+	const char *reason = ev->reason;
+	if (reason == NULL && rec->status == EMPLOYEE_STATUS_TERMINATED)
+		reason = rec->term_reason;
+	mapping_context_t ctx = {employee_event_type_name(ev->type), reason, NULL, &t1};
+	for (int round = 0;; round++) {
+		d->effective_at = now;
+		if ((rc = mapping_apply_ctx(m, &rec->hr, lc->state, &ctx, d, trace,
+		                            err)) != 0)
+			return rc;
+		if (round == 1 || mapping_timing_equal(&t0, &t1))
+			break;
+		lifecycle_result_t again;
+		if ((rc = lifecycle_evaluate(rec->employee_id, &f, &t1, now, &again,
+		                             err)) != 0)
+			return rc;
+		lifecycle_state_t before = lc->state;
+		*lc = again;
+		t0 = t1;
+		if (again.state == before)
+			break;
+	}
+	rec->timing = t1;
+	rec->has_timing = true;
+	return 0;
+}
+
+/* The next instant rec must be re-evaluated at: its next lifecycle change
+ * or its first pending change, whichever comes first (0: none). */
+static int64_t next_timer(const employee_record_t *rec, const lifecycle_result_t *lc)
+{
+	int64_t at = lc->next_at;
+	if (rec->npending > 0 && (at == 0 || rec->pending[0].effective_at < at))
+		at = rec->pending[0].effective_at;
+	return at;
+}
+
+/*
+ * Maps rec as it stands at now and, when a target would see a difference
+ * from rec->last, makes it the next version (see fold_apply()).  With
+ * by_cause (a re-evaluation), every output whose value differs from
+ * rec->last is attributed to ev itself: the HR facts did not change, the
+ * mapping did.  Returns 0, the mapping's or the lifecycle's error (rec's
+ * identity unchanged), or ID_ENOMEM (err not set; the caller names the
+ * event).
+ */
+static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t now,
                      const mapping_t *m, bool by_cause, desired_identity_t *out,
                      bool *emitted, id_err_t *err)
 {
 	desired_identity_t d;
 	mapping_trace_t trace = MAPPING_TRACE_INIT;
+	lifecycle_result_t lc;
 	int rc;
 
 	desired_identity_init(&d);
 	if ((d.employee_id = strdup(rec->employee_id)) == NULL)
 		goto nomem;
-	d.effective_at = ev->effective_at;
-	lifecycle_state_t state =
-	    rec->status == EMPLOYEE_STATUS_ACTIVE ? LC_ACTIVE : LC_DISABLED;
-	if ((rc = mapping_apply_traced(m, &rec->hr, state, &d, &trace, err)) != 0) {
+	if ((rc = fold_evaluate(rec, ev, now, m, &d, &trace, &lc, err)) != 0) {
 		if (rc != ID_ENOMEM)
 			id_err_wrap(err, "event %s (%s)", ev->event_id,
 			            employee_event_type_name(ev->type));
 		goto out;
+	}
+	rec->timer_at = next_timer(rec, &lc);
+	/* A change of state is caused by the fact that decided it (the
+	 * termination whose time came, the hire whose start date came), not
+	 * by the timer that noticed. */
+	if (rec->last.version == 0 || rec->last.state != lc.state) {
+		const char *by = by_event(rec, lc.by);
+		if (by != NULL && note(rec, MAPPING_SRC_LIFECYCLE, by, rec->seq) != 0)
+			goto nomem;
 	}
 	if (rec->last.version > 0 && same_for_targets(&d, &rec->last))
 		goto out; /* nothing a target would see changed */
@@ -260,10 +358,79 @@ static int check_event(const employee_record_t *rec, const employee_event_t *ev,
 	return 0;
 }
 
+/* Applies a dated change (now or from the pending queue). */
+static int absorb_change(employee_record_t *rec, employee_event_type_t type,
+                         const id_attrs_t *attrs, const char *event_id, uint64_t seq)
+{
+	if (merge_attrs(rec, attrs, event_id, seq) != 0)
+		return ID_ENOMEM;
+	if (type == EV_LEAVE_START || type == EV_LEAVE_END) {
+		bool leave = type == EV_LEAVE_START;
+		if (leave != rec->on_leave || rec->leave_event == NULL)
+			if (employee_record_set_str(&rec->leave_event, event_id) != 0)
+				return ID_ENOMEM;
+		rec->on_leave = leave;
+	}
+	return 0;
+}
+
+/* Applies the pending changes whose time has come, oldest first. */
+static int apply_due(employee_record_t *rec, int64_t now)
+{
+	while (rec->npending > 0 && rec->pending[0].effective_at <= now) {
+		employee_pending_t *pc = &rec->pending[0];
+		uint64_t seq = ++rec->seq;
+		if (absorb_change(rec, pc->type, &pc->attributes, pc->event_id, seq) != 0)
+			return ID_ENOMEM;
+		employee_record_pending_pop(rec);
+	}
+	return 0;
+}
+
+/* HIRE / REHIRE: a new employment starts (or a hire is restated). */
+static int absorb_employment(employee_record_t *rec, const employee_event_t *ev,
+                             uint64_t seq)
+{
+	if (ev->type == EV_HIRE && replace_attrs(rec, ev, seq) != 0)
+		return ID_ENOMEM;
+	if (ev->type == EV_REHIRE &&
+	    merge_attrs(rec, &ev->attributes, ev->event_id, seq) != 0)
+		return ID_ENOMEM;
+	if (rec->status == EMPLOYEE_STATUS_ACTIVE && rec->employment_event != NULL)
+		return 0; /* restated: the employment and its start are unchanged */
+	rec->status = EMPLOYEE_STATUS_ACTIVE;
+	rec->employment_at = ev->effective_at;
+	rec->term_at = rec->term_known_at = 0;
+	rec->on_leave = false;
+	if (employee_record_set_str(&rec->employment_event, ev->event_id) != 0 ||
+	    employee_record_set_str(&rec->term_event, NULL) != 0 ||
+	    employee_record_set_str(&rec->term_reason, NULL) != 0)
+		return ID_ENOMEM;
+	return 0;
+}
+
+static int absorb_termination(employee_record_t *rec, const employee_event_t *ev,
+                              int64_t now, uint64_t seq)
+{
+	if (merge_attrs(rec, &ev->attributes, ev->event_id, seq) != 0)
+		return ID_ENOMEM;
+	if (rec->status != EMPLOYEE_STATUS_TERMINATED) {
+		rec->status = EMPLOYEE_STATUS_TERMINATED;
+		rec->term_known_at = now;
+	} else if (rec->term_at == ev->effective_at) {
+		return 0; /* the same termination again */
+	}
+	/* A later TERMINATE corrects the date (and reason) of the first. */
+	rec->term_at = ev->effective_at;
+	if (employee_record_set_str(&rec->term_event, ev->event_id) != 0 ||
+	    employee_record_set_str(&rec->term_reason, ev->reason) != 0)
+		return ID_ENOMEM;
+	return 0;
+}
+
 int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping_t *m,
                desired_identity_t *out, bool *emitted, id_err_t *err)
 {
-	employee_status_t status;
 	int rc;
 
 	*emitted = false;
@@ -273,48 +440,64 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 	switch (ev->type) {
 	case EV_HIRE:
 	case EV_REHIRE:
-		status = EMPLOYEE_STATUS_ACTIVE;
-		break;
-	case EV_TERMINATE:
-		status = EMPLOYEE_STATUS_TERMINATED;
-		break;
 	case EV_UPDATE:
-		status = rec->status;
+	case EV_TERMINATE:
+	case EV_LEAVE_START:
+	case EV_LEAVE_END:
+	case EV_CONVERSION:
+	case EV_REEVALUATE:
 		break;
 	default:
-		/* Leave, conversion, re-evaluation, name and policy events get
-		 * their meaning in later changes; until then they are no-ops. */
+		/* Name claims and policy markers are handled outside the
+		 * employee fold (see fold.h). */
 		return 0;
 	}
-	if (rec->status == EMPLOYEE_STATUS_NONE &&
-	    (ev->type == EV_UPDATE || ev->type == EV_TERMINATE))
+	if (rec->status == EMPLOYEE_STATUS_NONE && ev->type != EV_HIRE &&
+	    ev->type != EV_REHIRE) {
+		if (ev->type == EV_REEVALUATE)
+			return 0; /* a timer of a record that never got a hire */
 		return id_err_set(err, ID_ENOTFOUND,
 		                  "event %s: %s for employee %s, who was never hired",
 		                  ev->event_id, employee_event_type_name(ev->type),
 		                  ev->employee_id);
+	}
 
 	/* Absorb the HR facts. */
+	int64_t now = fold_now(rec, ev);
 	uint64_t seq = rec->seq + 1;
 	if (rec->employee_id == NULL) {
 		if ((rec->employee_id = strdup(ev->employee_id)) == NULL ||
-		    note(rec, MAPPING_SRC_EMPLOYEE_ID, ev, seq) != 0)
+		    note(rec, MAPPING_SRC_EMPLOYEE_ID, ev->event_id, seq) != 0)
 			goto nomem;
 	}
-	if (ev->type == EV_HIRE)
-		rc = replace_attrs(rec, ev, seq);
-	else
-		rc = merge_attrs(rec, ev, seq);
+	switch (ev->type) {
+	case EV_HIRE:
+	case EV_REHIRE:
+		rc = absorb_employment(rec, ev, seq);
+		break;
+	case EV_TERMINATE:
+		rc = absorb_termination(rec, ev, now, seq);
+		break;
+	case EV_REEVALUATE:
+		rc = 0;
+		break;
+	default: /* UPDATE, CONVERSION, LEAVE_*: dated changes */
+		if (ev->effective_at > now)
+			rc = employee_record_pending_add(rec, ev, seq);
+		else
+			rc = absorb_change(rec, ev->type, &ev->attributes, ev->event_id,
+			                   seq);
+		break;
+	}
 	if (rc != 0)
 		goto nomem;
-	if (status != rec->status) {
-		if (note(rec, MAPPING_SRC_LIFECYCLE, ev, seq) != 0)
-			goto nomem;
-		rec->status = status;
-	}
 	rec->seq = seq;
+	rec->now = now;
+	if (apply_due(rec, now) != 0)
+		goto nomem;
 
-	/* Compute the identity with now = the event's effective time. */
-	rc = fold_emit(rec, ev, m, false, out, emitted, err);
+	/* Compute the identity at the fold's time. */
+	rc = fold_emit(rec, ev, now, m, false, out, emitted, err);
 	if (rc == ID_ENOMEM)
 		goto nomem;
 	return rc;
@@ -334,7 +517,11 @@ int fold_reevaluate(employee_record_t *rec, const employee_event_t *cause,
 	/* Nobody was ever hired here (only refused events): nothing to map. */
 	if (rec->status == EMPLOYEE_STATUS_NONE || rec->employee_id == NULL)
 		return 0;
-	int rc = fold_emit(rec, cause, m, true, out, emitted, err);
+	int64_t now = fold_now(rec, cause);
+	rec->now = now;
+	int rc = apply_due(rec, now);
+	if (rc == 0)
+		rc = fold_emit(rec, cause, now, m, true, out, emitted, err);
 	if (rc == ID_ENOMEM)
 		return id_err_set(err, ID_ENOMEM,
 		                  "re-evaluating employee %s for event %s: out of memory",

@@ -2,26 +2,44 @@
  * fold.h — the pure fold of the processor:
  *   (employee record, HR event, mapping) → record', desired identity or none.
  *
- * `now` is the event's effective_at; nothing here reads a clock or does I/O,
- * so folding the same events from an empty record with the same mapping
- * always yields byte-identical records and desired identities.
+ * The fold's `now` is the time the event became known (occurred_at; its
+ * effective_at when occurred_at is 0), never earlier than the record's
+ * clock (rec->now): nothing here reads a clock or does I/O besides reading
+ * time zone files, so folding the same events from an empty record with
+ * the same mapping always yields byte-identical records and identities.
  *
  * Event semantics (per employee):
  *   HIRE       the event's attributes become the HR attributes (a full
- *              replacement; NULL values are absent); status ACTIVE.
- *   UPDATE     the event's attributes are merged (NULL value removes).
- *   TERMINATE  attributes merged as for UPDATE; status TERMINATED.
- *   REHIRE     attributes merged as for UPDATE (a rehire keeps the person's
- *              identity and only reports what changed); status ACTIVE.
- *   LEAVE_START, LEAVE_END, CONVERSION, REEVALUATE, NAME_GRANTED,
- *   NAME_DENIED, POLICY_ACTIVATED: accepted and ignored by fold_apply()
- *   (record unchanged, nothing emitted).  A POLICY_ACTIVATED marker is not
- *   an employee's event: the processor switches the partition's mapping
- *   (processors/policy_registry.h) and calls fold_reevaluate() for every
- *   employee of the partition.
- * An UPDATE or TERMINATE for an employee with no HIRE/REHIRE yet is refused
- * with ID_ENOTFOUND (record unchanged): creating an account from a partial
- * update would guess at data HR never sent.
+ *              replacement; NULL values are absent); a new employment
+ *              starting at max(start_date in the policy's zone, the event's
+ *              effective time).  A HIRE of an employee already employed
+ *              restates the attributes and keeps the employment.
+ *   REHIRE     attributes merged as for UPDATE; a new employment as HIRE.
+ *   TERMINATE  attributes merged; the employment ends at the event's
+ *              effective time (a later TERMINATE corrects the time).
+ *   UPDATE, CONVERSION, LEAVE_START, LEAVE_END
+ *              attributes merged (NULL value removes); LEAVE_* also start
+ *              or end a leave of absence.  When the effective time is after
+ *              `now` the change is kept pending and applied when the fold's
+ *              time reaches it (a future-dated transfer).
+ *   REEVALUATE nothing is absorbed: the fold's time moves to the event's
+ *              (a timer fired), due pending changes apply, and the state is
+ *              recomputed.
+ *   NAME_GRANTED, NAME_DENIED, POLICY_ACTIVATED: ignored by fold_apply()
+ *              (record unchanged, nothing emitted).  A POLICY_ACTIVATED
+ *              marker is not an employee's event: the processor switches the
+ *              partition's mapping (processors/policy_registry.h) and calls
+ *              fold_reevaluate() for every employee of the partition.
+ * The lifecycle state is processors/lifecycle.h's function of these facts,
+ * the mapping's timing and `now`; rec->timer_at is the next instant it (or
+ * a pending change) takes effect, 0 when none — the processor schedules a
+ * REEVALUATE event for it.  The @state cause is the event of the deciding
+ * fact (the TERMINATE whose time came, the HIRE whose start came), not the
+ * REEVALUATE that noticed.
+ * An event other than HIRE/REHIRE for an employee with no hire yet is
+ * refused with ID_ENOTFOUND (record unchanged): creating an account from a
+ * partial update would guess at data HR never sent.  A REEVALUATE for such
+ * a record is ignored.
  *
  * A new desired version is emitted only when the computed identity differs
  * in target-visible content from the last one emitted
@@ -41,12 +59,15 @@
 #include "processors/mapping.h"
 #include "schemas/model.h"
 
+/* The HR attribute holding the first day of work, "YYYY-MM-DD". */
+#define FOLD_HR_START_DATE "start_date"
+
 /*
  * Folds ev into rec and computes the desired identity with m.
  *
  * When a new version results, *out (which must be initialised; its old
  * content is freed) receives a copy of it — version = last + 1 (from 1),
- * cause_event_id = ev->event_id, effective_at = ev->effective_at, causes with
+ * cause_event_id = ev->event_id, effective_at = the fold's now, causes with
  * the id of the event that last changed an HR attribute each output derives
  * from — rec->last holds the same, and *emitted is true.  Otherwise *emitted
  * is false and *out is left as it was.  out may be NULL: no copy is made and
@@ -58,8 +79,10 @@
  *                unknown type, attribute key starting with the reserved
  *                '@'): rec unchanged.
  *   ID_ENOTFOUND UPDATE/TERMINATE for an employee never hired: rec unchanged.
- *   ID_EINVALID / ID_EPARSE from the mapping (e.g. a name that folds to
- *                nothing, invalid UTF-8): the event's HR facts are absorbed
+ *   ID_EINVALID / ID_EPARSE / ID_ENOTFOUND from the mapping or the
+ *                lifecycle (e.g. a name that folds to nothing, invalid
+ *                UTF-8, a start_date that is not a date, an unknown time
+ *                zone, a policy error): the event's HR facts are absorbed
  *                into rec, nothing is emitted; a later event that fixes the
  *                data emits normally.
  *   ID_ENOMEM    rec may be half-updated: discard it and reload from state.
@@ -70,7 +93,8 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 
 /*
  * Re-evaluates rec under m without absorbing anything: the identity of
- * rec's HR attributes and status, with now = cause->effective_at.  Used
+ * rec's HR facts at now = the cause's time (pending changes that are due
+ * by then apply).  Used
  * after a policy activation (cause is the marker), so that a new mapping
  * reaches every employee, not only those with a later HR event.
  *

@@ -108,9 +108,36 @@ int mapping_apply(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_t st
 	return mapping_apply_traced(m, hr, state, out, NULL, err);
 }
 
+void mapping_timing_default(mapping_timing_t *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->delete_after_days = MAPPING_NEVER;
+	t->suspend_on_leave = true;
+	memcpy(t->timezone, "UTC", 4);
+}
+
+bool mapping_timing_equal(const mapping_timing_t *a, const mapping_timing_t *b)
+{
+	return a->create_days_before_start == b->create_days_before_start &&
+	       a->enable_at_create == b->enable_at_create &&
+	       a->disable_immediately == b->disable_immediately &&
+	       a->delete_after_days == b->delete_after_days &&
+	       a->suspend_on_leave == b->suspend_on_leave &&
+	       a->name_quarantine_days == b->name_quarantine_days &&
+	       a->reuse_name_after_delete == b->reuse_name_after_delete &&
+	       strcmp(a->timezone, b->timezone) == 0;
+}
+
 int mapping_apply_traced(const mapping_t *m, const id_attrs_t *hr,
                          lifecycle_state_t state, desired_identity_t *out,
                          mapping_trace_t *trace, id_err_t *err)
+{
+	return mapping_apply_ctx(m, hr, state, NULL, out, trace, err);
+}
+
+int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_t state,
+                      const mapping_context_t *ctx, desired_identity_t *out,
+                      mapping_trace_t *trace, id_err_t *err)
 {
 	if (out->employee_id == NULL || out->employee_id[0] == '\0')
 		return id_err_set(err, ID_EINVALID, "mapping %s: no employee id",
@@ -132,7 +159,9 @@ int mapping_apply_traced(const mapping_t *m, const id_attrs_t *hr,
 	if (trace != NULL)
 		trace->len = 0;
 
-	int rc = m->ops->apply(m->impl, hr, state, out, trace, err);
+	if (ctx != NULL && ctx->timing != NULL)
+		mapping_timing_default(ctx->timing);
+	int rc = m->ops->apply(m->impl, hr, state, ctx, out, trace, err);
 	if (rc != 0)
 		return rc;
 	if ((out->policy_version = strdup(m->version)) == NULL)
@@ -164,6 +193,7 @@ int mapping_dn_escape_append(id_buf_t *out, const char *value)
 
 typedef struct default_mapping {
 	char *mail_domain;
+	mapping_timing_t timing;
 } default_mapping_t;
 
 static const char *const src_uid[] = {"first_name", "last_name", NULL};
@@ -357,8 +387,11 @@ static int default_fill(desired_identity_t *out, const char *const *val)
 }
 
 static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
-                         desired_identity_t *out, mapping_trace_t *trace, id_err_t *err)
+                         const mapping_context_t *ctx, desired_identity_t *out,
+                         mapping_trace_t *trace, id_err_t *err)
 {
+	if (ctx != NULL && ctx->timing != NULL)
+		*ctx->timing = ((const default_mapping_t *)impl)->timing;
 	const default_mapping_t *dm = impl;
 	const char *eid = out->employee_id;
 	const char *val[R_COUNT] = {0};
@@ -479,6 +512,12 @@ static const mapping_ops_t default_ops = {default_apply, default_destroy};
 
 mapping_t *mapping_create_default(const char *mail_domain, id_err_t *err)
 {
+	return mapping_create_default_timed(mail_domain, NULL, err);
+}
+
+mapping_t *mapping_create_default_timed(const char *mail_domain,
+                                        const mapping_timing_t *timing, id_err_t *err)
+{
 	if (mail_domain == NULL || mail_domain[0] == '\0') {
 		id_err_set(err, ID_EINVALID, "mapping.mail_domain is empty");
 		return NULL;
@@ -512,5 +551,9 @@ mapping_t *mapping_create_default(const char *mail_domain, id_err_t *err)
 		id_err_set(err, ID_ENOMEM, "mapping: out of memory");
 		return NULL;
 	}
+	if (timing != NULL)
+		dm->timing = *timing;
+	else
+		mapping_timing_default(&dm->timing);
 	return mapping_create(MAPPING_DEFAULT_VERSION, &default_ops, dm, err);
 }

@@ -24,7 +24,9 @@
 #ifndef IDSTREAM_MAPPING_H
 #define IDSTREAM_MAPPING_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/attrs.h"
 #include "common/buf.h"
@@ -76,16 +78,52 @@ int mapping_trace_add(mapping_trace_t *t, const char *attribute,
 /* The sources of attribute, or NULL when the trace has none. */
 const char *const *mapping_trace_find(const mapping_trace_t *t, const char *attribute);
 
+/* delete_after_days / name_quarantine_days: never. */
+#define MAPPING_NEVER (-1)
+
+/*
+ * Lifecycle timing a mapping decides per employee (the policy's `timing`
+ * table; the built-in mapping gives mapping_timing_default()).  The
+ * lifecycle (processors/lifecycle.h) turns it and the HR facts into a state
+ * and the next instant at which that state changes.
+ */
+typedef struct mapping_timing {
+	int32_t create_days_before_start; /* 0..3650 */
+	bool enable_at_create;            /* false: enabled on the start date */
+	bool disable_immediately;         /* false: at the termination's time */
+	int32_t delete_after_days;        /* 0..36500 or MAPPING_NEVER */
+	bool suspend_on_leave;
+	int32_t name_quarantine_days; /* 0..36500 */
+	bool reuse_name_after_delete;
+	char timezone[65]; /* IANA zone of the start date, "UTC" by default */
+} mapping_timing_t;
+
+/* Create on the start date, enabled then; disable at the termination's
+ * effective time; never delete; suspend on leave; UTC. */
+void mapping_timing_default(mapping_timing_t *t);
+bool mapping_timing_equal(const mapping_timing_t *a, const mapping_timing_t *b);
+
+/* What an evaluation sees besides the HR record, and what it returns
+ * besides the identity.  Everything is borrowed for the call. */
+typedef struct mapping_context {
+	const char *event;         /* ctx.event: the event type, e.g. "TERMINATE" */
+	const char *reason;        /* ctx.reason: the termination/leave reason */
+	const id_attrs_t *granted; /* ctx.granted: namespace → granted value */
+	mapping_timing_t *timing;  /* out (may be NULL): the employee's timing */
+} mapping_context_t;
+
 /*
  * What an implementation provides.  apply() receives out already reset
  * (only employee_id and effective_at set, state = state) and fills
  * attributes, groups, container, manager_id and causes (rule names; event
- * ids left NULL).  trace may be NULL.  It returns 0 or a negative ID_E* code
+ * ids left NULL), and ctx->timing when ctx and ctx->timing are not NULL.
+ * trace and ctx may be NULL.  It returns 0 or a negative ID_E* code
  * with err naming the employee and the field.  destroy() frees impl.
  */
 typedef struct mapping_ops {
 	int (*apply)(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
-	             desired_identity_t *out, mapping_trace_t *trace, id_err_t *err);
+	             const mapping_context_t *ctx, desired_identity_t *out,
+	             mapping_trace_t *trace, id_err_t *err);
 	void (*destroy)(void *impl);
 } mapping_ops_t;
 
@@ -105,6 +143,11 @@ mapping_t *mapping_create(const char *version, const mapping_ops_t *ops, void *i
  * not a plain domain name.  Ownership: caller frees with mapping_destroy().
  */
 mapping_t *mapping_create_default(const char *mail_domain, id_err_t *err);
+
+/* The same with the lifecycle timing it gives every employee (NULL:
+ * mapping_timing_default()). */
+mapping_t *mapping_create_default_timed(const char *mail_domain,
+                                        const mapping_timing_t *timing, id_err_t *err);
 
 void mapping_destroy(mapping_t *m);
 
@@ -127,6 +170,12 @@ int mapping_apply(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_t st
 int mapping_apply_traced(const mapping_t *m, const id_attrs_t *hr,
                          lifecycle_state_t state, desired_identity_t *out,
                          mapping_trace_t *trace, id_err_t *err);
+
+/* Same, with the evaluation context (may be NULL; its timing is filled
+ * when not NULL — with the defaults when the mapping decides none). */
+int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_t state,
+                      const mapping_context_t *ctx, desired_identity_t *out,
+                      mapping_trace_t *trace, id_err_t *err);
 
 /*
  * Appends value escaped for use as an attribute value in a DN (RFC 4514

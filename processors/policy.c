@@ -1309,8 +1309,9 @@ static void parse_result(lua_State *L, policy_t *p, int idx)
 		p->out->manager_id = dup_or_fail(L, p, m);
 	lua_pop(L, 1);
 
+	/* Timing is kept for one target too: the lifecycle needs it. */
 	rawfield(L, idx, "timing");
-	parse_timing(L, p, -1, keep_all);
+	parse_timing(L, p, -1, true);
 	lua_pop(L, 1);
 }
 
@@ -1824,20 +1825,43 @@ static int cause(policy_t *p, const char *target, desired_identity_t *out,
 	return mapping_trace_add(trace, name, src);
 }
 
+/* The policy's timing in the mapping's form. */
+static void timing_export(const policy_timing_t *t, mapping_timing_t *m)
+{
+	m->create_days_before_start = t->create_days_before_start;
+	m->enable_at_create = t->enable == POLICY_ENABLE_AT_CREATE;
+	m->disable_immediately = t->disable == POLICY_DISABLE_IMMEDIATELY;
+	m->delete_after_days =
+	    t->delete_after_days == POLICY_NEVER ? MAPPING_NEVER : t->delete_after_days;
+	m->suspend_on_leave = t->suspend_on_leave;
+	m->name_quarantine_days = t->name_quarantine_days;
+	m->reuse_name_after_delete = t->reuse_name_after_delete;
+	snprintf(m->timezone, sizeof(m->timezone), "%s",
+	         t->timezone != NULL ? t->timezone : "UTC");
+}
+
 static int pm_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
-                    desired_identity_t *out, mapping_trace_t *trace, id_err_t *err)
+                    const mapping_context_t *ctx, desired_identity_t *out,
+                    mapping_trace_t *trace, id_err_t *err)
 {
 	policy_mapping_t *pm = impl;
 	policy_t *p = pm->p;
 	const char *tn = p->targets[pm->target];
-	policy_input_t in = {
-	    out->employee_id, hr, state, out->effective_at, NULL, NULL, NULL};
+	policy_input_t in = {out->employee_id,
+	                     hr,
+	                     state,
+	                     out->effective_at,
+	                     ctx != NULL ? ctx->event : NULL,
+	                     ctx != NULL ? ctx->reason : NULL,
+	                     ctx != NULL ? ctx->granted : NULL};
 	char rule[PATH_MAX_CHARS + 32];
 	int rc;
 
 	target_fini(&pm->t);
 	if ((rc = run_eval(p, &in, &pm->out, pm->target, &pm->t, err)) != 0)
 		goto out;
+	if (ctx != NULL && ctx->timing != NULL)
+		timing_export(&pm->out.timing, ctx->timing);
 	if (!pm->t.in_scope) {
 		rc = id_err_set(err, ID_ENOTFOUND,
 		                "employee %s: not in scope of target %s (%s)",

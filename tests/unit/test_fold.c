@@ -112,7 +112,7 @@ static const char *const *hire_kv(size_t *n)
 	    "first_name",      "Ann",       "last_name",  "Lee",
 	    "title",           "Engineer",  "department", "Sales",
 	    "location",        "Oslo",      "manager_id", "E0042",
-	    "employment_type", "Full-Time", "start_date", "2026-01-05"};
+	    "employment_type", "Full-Time", "start_date", "2025-09-01"};
 	*n = sizeof(kv) / sizeof(kv[0]);
 	return kv;
 }
@@ -315,8 +315,9 @@ static void test_fold_refusals_leave_record_unchanged(void **state)
 	assert_non_null(strstr(f->err.msg, "E1001"));
 	assert_non_null(strstr(f->err.msg, "u1"));
 	assert_int_equal(fold(f, "t1", EV_TERMINATE, T0, NO_KV), ID_ENOTFOUND);
-	/* Types that have no meaning yet are accepted and ignored. */
-	assert_int_equal(fold(f, "l1", EV_LEAVE_START, T0, NO_KV), 0);
+	assert_int_equal(fold(f, "l1", EV_LEAVE_START, T0, NO_KV), ID_ENOTFOUND);
+	/* A timer of a record never hired is accepted and ignored. */
+	assert_int_equal(fold(f, "r1", EV_REEVALUATE, T0, NO_KV), 0);
 	assert_false(f->emitted);
 	encode(&f->rec, &after);
 	assert_int_equal(after.len, before.len);
@@ -328,9 +329,9 @@ static void test_fold_refusals_leave_record_unchanged(void **state)
 	assert_int_equal(fold(f, "h1", EV_HIRE, T0, kv, n), 0);
 	encode(&f->rec, &before);
 
-	static const employee_event_type_t ignored[] = {
-	    EV_LEAVE_START,  EV_LEAVE_END,   EV_CONVERSION,      EV_REEVALUATE,
-	    EV_NAME_GRANTED, EV_NAME_DENIED, EV_POLICY_ACTIVATED};
+	/* Handled outside the employee fold (name claims, policy markers). */
+	static const employee_event_type_t ignored[] = {EV_NAME_GRANTED, EV_NAME_DENIED,
+	                                                EV_POLICY_ACTIVATED};
 	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
 		assert_int_equal(
 		    fold(f, "x", ignored[i], T0 + DAY, KV("title", "Ignored")), 0);
@@ -543,7 +544,7 @@ static void test_record_corrupt_bytes_refused(void **state)
 	assert_int_equal(employee_record_decode(&r, b.data, b.len, &err), ID_EPARSE);
 	assert_non_null(strstr(err.msg, "trailing"));
 	/* Unknown format. */
-	a.data[0] = 0x02;
+	a.data[0] = 0x03;
 	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), ID_ESCHEMA);
 	a.data[0] = EMPLOYEE_RECORD_FORMAT;
 	/* Status out of range: byte after format + len(4) + "E1001". */

@@ -489,8 +489,10 @@ static void test_mapping_bad_mail_domain(void **state)
 
 /* A stand-in policy: proves another implementation plugs in through ops. */
 static int fixed_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t st,
-                       desired_identity_t *out, mapping_trace_t *trace, id_err_t *err)
+                       const mapping_context_t *ctx, desired_identity_t *out,
+                       mapping_trace_t *trace, id_err_t *err)
 {
+	(void)ctx;
 	static const char *const src[] = {"first_name", NULL};
 	(void)hr;
 	(void)st;
