@@ -46,6 +46,7 @@ int cmd_why(cli_t *cli, int argc, char **argv);
 int cmd_asof(cli_t *cli, int argc, char **argv);
 int cmd_config(cli_t *cli, int argc, char **argv);
 int cmd_policy(cli_t *cli, int argc, char **argv);
+int cmd_names(cli_t *cli, int argc, char **argv);
 
 /* True when s is "-h" or "--help". */
 bool cli_is_help(const char *s);
@@ -108,6 +109,27 @@ struct mapping *processor_builtin_mapping(const id_config_t *cfg, id_err_t *err)
 /* kind: a target kind of cmd/sink_targets.c ("ldap", ...). */
 int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
               sink_stats_t *stats, stage_sync_t *sync, id_err_t *err);
+
+/*
+ * The names arbiter (cmd/names.c): decides the claims on names.claims and
+ * answers them on hr.events, exactly once, until cli_stop_requested or, with
+ * until_idle, until every assigned partition is caught up.  stats must be
+ * zeroed by the caller; one thread.
+ */
+typedef struct names_stats {
+	long granted;  /* CLAIMs answered NAME_GRANTED */
+	long denied;   /* CLAIMs answered NAME_DENIED (invalid ones included) */
+	long reserved; /* RESERVEs that reserved a name */
+	long released; /* RELEASEs that released a name */
+	long ignored;  /* RESERVE/RELEASE that changed nothing */
+	long replayed; /* claims re-decided after a restart without output */
+	long rejected; /* undecodable or invalid claims */
+	long txns;     /* committed transactions */
+} names_stats_t;
+
+int names_arbiter_loop(const id_config_t *cfg, bool until_idle, names_stats_t *stats,
+                       id_err_t *err);
+void names_stats_print(const names_stats_t *st);
 
 /* One-line summaries printed by process, sink and run. */
 void sink_stats_print(const char *target, const char *kind, const sink_stats_t *st);

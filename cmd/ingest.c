@@ -1,8 +1,11 @@
 /*
  * ingest.c (cmd) — `idstream ingest csv FILE [--force] [--dry-run]`: argument
- * parsing and the report around ingest_csv_run(); and `idstream ingest http`:
- * the webhook server (ingest/http_server.h) with its Kafka producer, dedupe
- * store and secrets, running until SIGINT/SIGTERM.
+ * parsing and the report around ingest_csv_run(); `idstream ingest csv
+ * --watch DIR`: the drop folder (ingest/watch.h) feeding ingest_csv_run();
+ * `idstream ingest http`: the webhook server (ingest/http_server.h) with its
+ * Kafka producer, dedupe store and secrets, running until SIGINT/SIGTERM; and
+ * `idstream ingest poll bamboohr`: the changed-since poller
+ * (ingest/poll_bamboohr.h) on a schedule.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,8 +20,10 @@
 #include "ingest/dedupe.h"
 #include "ingest/enrich.h"
 #include "ingest/http_server.h"
-#include "ingest/outbox.h"
 #include "ingest/ingest_csv.h"
+#include "ingest/outbox.h"
+#include "ingest/poll_bamboohr.h"
+#include "ingest/watch.h"
 #include "ingest/webhook.h"
 #include "state/store.h"
 
@@ -26,7 +31,10 @@ static void ingest_usage(void)
 {
 	printf(
 	    "usage: idstream ingest csv FILE [--force] [--dry-run]\n"
+	    "       idstream ingest csv --watch DIR [--once] [--settle-ms MS]\n"
 	    "       idstream ingest http [OPTIONS]   (see idstream ingest http --help)\n"
+	    "       idstream ingest poll bamboohr [OPTIONS]\n"
+	    "                                        (see idstream ingest poll --help)\n"
 	    "\n"
 	    "Publishes the changes in a full HR export to <prefix>.hr.events: HIRE for "
 	    "new\n"
@@ -43,19 +51,54 @@ static void ingest_usage(void)
 	    "              ingest.termination_threshold of the known employees\n"
 	    "  --dry-run   report what would be published; publish and store nothing\n"
 	    "\n"
+	    "With --watch DIR, exports dropped into DIR (an SFTP drop) are picked up\n"
+	    "once complete (size and modification time unchanged for --settle-ms,\n"
+	    "ingest.watch.settle_ms, 2000; dot-files and partial uploads *.tmp, *.part,\n"
+	    "*.partial, *.filepart are ignored; only names matching "
+	    "ingest.watch.pattern),\n"
+	    "oldest first, each processed exactly as `ingest csv FILE` once, then moved\n"
+	    "to DIR/done/. A refused file (malformed, over the termination threshold) "
+	    "is\n"
+	    "moved to DIR/failed/ with DIR/failed/NAME.error saying why; when Kafka is\n"
+	    "unavailable the file stays and is tried again. Runs until SIGINT/SIGTERM;\n"
+	    "--once handles what is in DIR and exits (1 if a file was refused or left).\n"
+	    "Processed files are recorded in <state.dir>/ingest-watch-<ingest.source>,\n"
+	    "so a crash between publishing and moving never publishes a file twice.\n"
+	    "\n"
 	    "Required columns: employee_id, first_name, last_name. Known optional "
 	    "columns:\n"
 	    "preferred_name, title, department, location, manager_id, employment_type,\n"
 	    "start_date (YYYY-MM-DD). Other columns are published as attributes too.\n");
 }
 
+static int parse_u64(const char *s, uint64_t max, uint64_t *out);
+static int ingest_watch_main(cli_t *cli, const char *dir, bool once, int64_t settle_ms);
+
 static int ingest_csv_main(cli_t *cli, int argc, char **argv)
 {
 	ingest_csv_opts_t opts = {0};
+	const char *watch = NULL;
+	bool once = false;
+	int64_t settle_ms = -1;
 	for (int i = 2; i < argc; i++) {
+		uint64_t n;
 		if (cli_is_help(argv[i])) {
 			ingest_usage();
 			return CLI_EXIT_OK;
+		} else if (strcmp(argv[i], "--watch") == 0) {
+			if (i + 1 >= argc)
+				return cli_usage_error("ingest",
+				                       "--watch expects a folder");
+			watch = argv[++i];
+		} else if (strcmp(argv[i], "--once") == 0) {
+			once = true;
+		} else if (strcmp(argv[i], "--settle-ms") == 0) {
+			if (i + 1 >= argc || parse_u64(argv[i + 1], 3600000, &n) != 0 ||
+			    n < 10)
+				return cli_usage_error("ingest",
+				                       "--settle-ms expects 10-3600000");
+			settle_ms = (int64_t)n;
+			i++;
 		} else if (strcmp(argv[i], "--force") == 0) {
 			opts.force = true;
 		} else if (strcmp(argv[i], "--dry-run") == 0) {
@@ -69,6 +112,16 @@ static int ingest_csv_main(cli_t *cli, int argc, char **argv)
 			return cli_usage_error("ingest", "only one FILE at a time");
 		}
 	}
+	if (watch != NULL) {
+		if (opts.file != NULL || opts.force || opts.dry_run)
+			return cli_usage_error(
+			    "ingest", "--watch takes no FILE, --force or --dry-run (run "
+			              "`ingest csv FILE --force` on a refused file)");
+		return ingest_watch_main(cli, watch, once, settle_ms);
+	}
+	if (once || settle_ms >= 0)
+		return cli_usage_error("ingest",
+		                       "--once and --settle-ms go with --watch");
 	if (opts.file == NULL)
 		return cli_usage_error("ingest", "missing FILE");
 
@@ -626,6 +679,268 @@ out:
 	return rc;
 }
 
+/* ---- ingest csv --watch ------------------------------------------------------------ */
+
+/* One dropped file through the same path as `ingest csv FILE`. */
+static int watch_process(void *opaque, const char *path, char *summary,
+                         size_t summary_len, id_err_t *err)
+{
+	cli_t *cli = opaque;
+	ingest_csv_opts_t opts = {.file = path};
+	ingest_csv_report_t r;
+	int rc = ingest_csv_run(cli->cfg, &opts, &r, err);
+	if (rc == 0)
+		snprintf(summary, summary_len,
+		         "%zu rows: %zu hires, %zu updates, %zu terminations, %zu "
+		         "rehires, %zu unchanged; %zu events published",
+		         r.rows, r.hires, r.updates, r.terminations, r.rehires,
+		         r.unchanged, r.published);
+	return rc;
+}
+
+static int ingest_watch_main(cli_t *cli, const char *dir, bool once, int64_t settle_ms)
+{
+	int rc = CLI_EXIT_FAIL;
+	id_err_t err = {0};
+	state_store_t *store = NULL;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/ingest-watch-%s",
+	         id_config_str(cli->cfg, "state.dir"),
+	         id_config_str(cli->cfg, "ingest.source"));
+	if (state_store_open(path, NULL, &store, &err) != 0) {
+		rc = cli_fail("ingest csv --watch", &err);
+		goto out;
+	}
+	watch_opts_t wo = {
+	    .dir = dir,
+	    .pattern = id_config_str(cli->cfg, "ingest.watch.pattern"),
+	    .settle_ms = settle_ms >= 0
+	                     ? settle_ms
+	                     : id_config_int(cli->cfg, "ingest.watch.settle_ms"),
+	    .interval_ms = id_config_int(cli->cfg, "ingest.watch.interval_ms"),
+	    .once = once,
+	    .store = store,
+	    .process = watch_process,
+	    .opaque = cli,
+	    .stop = &cli_stop_requested,
+	};
+	if (!once)
+		id_log_info("ingest-watch", "watching %s (pattern %s)", dir, wo.pattern);
+	watch_report_t wr;
+	int wrc = watch_run(&wo, &wr, &err);
+	printf("ingest csv --watch %s: %zu processed, %zu refused (in %s/failed), %zu "
+	       "recovered after an interruption, %zu left waiting\n",
+	       dir, wr.processed, wr.failed, dir, wr.recovered, wr.waiting);
+	if (wrc != 0) {
+		rc = cli_fail("ingest csv --watch", &err);
+		goto out;
+	}
+	rc = once && (wr.failed > 0 || wr.waiting > 0) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+out:
+	state_store_close(store);
+	return rc;
+}
+
+/* ---- ingest poll bamboohr ---------------------------------------------------------- */
+
+static void ingest_poll_usage(void)
+{
+	printf(
+	    "usage: idstream ingest poll bamboohr [--once] [--interval SECONDS]\n"
+	    "                                     [--api-url URL] [--api-key-file FILE]\n"
+	    "                                     [--since ISO8601] [--api-timeout MS]\n"
+	    "\n"
+	    "Polls BambooHR's \"changed since\" API (GET "
+	    "URL/v1/employees/changed?since=)\n"
+	    "and publishes what changed to <prefix>.hr.events as the BambooHR webhooks\n"
+	    "do: a new employee is a HIRE, status Inactive or a deleted record a\n"
+	    "TERMINATE, status Active again a REHIRE, other changes an UPDATE with the\n"
+	    "changed attributes (fields fetched from URL/v1/employees/ID). Only what\n"
+	    "differs from what hr.events already holds is published, so a change the\n"
+	    "webhook server already published is not published again. Each pass is one\n"
+	    "Kafka transaction; the watermark (in <state.dir>/ingest-poll-bamboohr)\n"
+	    "advances only after it committed. When the API or Kafka is unavailable the\n"
+	    "pass fails with the reason, the watermark stays, and the next pass "
+	    "retries.\n"
+	    "Runs until SIGINT/SIGTERM.\n"
+	    "\n"
+	    "  --once               one pass, then exit (1 when it failed)\n"
+	    "  --interval SECONDS   between passes (ingest.poll.interval_s, 300)\n"
+	    "  --api-url URL        e.g. "
+	    "https://api.bamboohr.com/api/gateway.php/COMPANY\n"
+	    "                       (ingest.poll.bamboohr.api_url)\n"
+	    "  --api-key-file FILE  the API key, first line "
+	    "(ingest.poll.bamboohr.api_key_file);\n"
+	    "                       or the environment variable "
+	    "IDSTREAM_HRAPI_BAMBOOHR_TOKEN\n"
+	    "  --since ISO8601      watermark of the very first pass\n"
+	    "                       (ingest.poll.bamboohr.since; default: everything)\n"
+	    "  --api-timeout MS     bound of one API call (ingest.poll.api_timeout_ms, "
+	    "10000)\n");
+}
+
+static void poll_report_print(const poll_bamboohr_report_t *r)
+{
+	char since[40], next[40];
+	poll_bamboohr_fmt_time(r->since_ms, since, sizeof(since));
+	poll_bamboohr_fmt_time(r->next_since_ms, next, sizeof(next));
+	printf("poll bamboohr since %s: %zu changed: %zu hires, %zu updates, %zu "
+	       "terminations, %zu rehires, %zu already in the log, %zu handled before, "
+	       "%zu ignored, %zu unusable; %zu events published; watermark %s\n",
+	       since, r->changed, r->hires, r->updates, r->terminations, r->rehires,
+	       r->unchanged, r->already, r->ignored, r->unusable, r->published, next);
+	fflush(stdout);
+}
+
+static int ingest_poll_main(cli_t *cli, int argc, char **argv)
+{
+	int rc = CLI_EXIT_FAIL;
+	id_err_t err = {0};
+	const id_config_t *cfg = cli->cfg;
+	bool once = false;
+	int64_t interval_s = id_config_int(cfg, "ingest.poll.interval_s");
+	long api_timeout_ms = (long)id_config_int(cfg, "ingest.poll.api_timeout_ms");
+	const char *url = id_config_str(cfg, "ingest.poll.bamboohr.api_url");
+	const char *key_file = id_config_str(cfg, "ingest.poll.bamboohr.api_key_file");
+	const char *since = id_config_str(cfg, "ingest.poll.bamboohr.since");
+	char *key = NULL;
+	rd_kafka_t *producer = NULL, *consumer = NULL;
+	state_store_t *store = NULL;
+	poll_bamboohr_t *poller = NULL;
+
+	if (argc >= 3 && cli_is_help(argv[2])) {
+		ingest_poll_usage();
+		return CLI_EXIT_OK;
+	}
+	if (argc < 3 || strcmp(argv[2], "bamboohr") != 0)
+		return cli_usage_error("ingest poll", "expected a source: bamboohr");
+	for (int i = 3; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		uint64_t n;
+		if (cli_is_help(a)) {
+			ingest_poll_usage();
+			return CLI_EXIT_OK;
+		}
+		if (strcmp(a, "--once") == 0) {
+			once = true;
+			continue;
+		}
+		if (a[0] != '-' || v == NULL)
+			return cli_usage_error(
+			    "ingest poll", "%s \"%s\"",
+			    a[0] == '-' ? "missing value for" : "unexpected argument", a);
+		i++;
+		if (strcmp(a, "--interval") == 0) {
+			if (parse_u64(v, 86400, &n) != 0 || n == 0)
+				return cli_usage_error(
+				    "ingest poll", "--interval expects 1-86400 seconds");
+			interval_s = (int64_t)n;
+		} else if (strcmp(a, "--api-url") == 0) {
+			url = v;
+		} else if (strcmp(a, "--api-key-file") == 0) {
+			key_file = v;
+		} else if (strcmp(a, "--since") == 0) {
+			since = v;
+		} else if (strcmp(a, "--api-timeout") == 0) {
+			if (parse_u64(v, 120000, &n) != 0 || n < 100)
+				return cli_usage_error(
+				    "ingest poll", "--api-timeout expects 100-120000 ms");
+			api_timeout_ms = (long)n;
+		} else {
+			return cli_usage_error("ingest poll", "unknown option \"%s\"", a);
+		}
+	}
+	/* The webhook server's BambooHR API settings serve as defaults. */
+	if (*url == '\0')
+		url = id_config_str(cfg, "ingest.http.bamboohr.api_url");
+	if (*key_file == '\0')
+		key_file = id_config_str(cfg, "ingest.http.bamboohr.api_token_file");
+	if (*url == '\0')
+		return cli_usage_error("ingest poll",
+		                       "no BambooHR API URL: give --api-url or set "
+		                       "ingest.poll.bamboohr.api_url");
+	int64_t since_ms = 0;
+	if (*since != '\0' && webhook_time_parse(since, &since_ms) != 0)
+		return cli_usage_error(
+		    "ingest poll", "--since expects an ISO 8601 time, got \"%s\"", since);
+	if (secret_read("bamboohr", "HRAPI", "TOKEN", *key_file ? key_file : NULL, &key,
+	                &err) != 0) {
+		rc = cli_fail("ingest poll bamboohr", &err);
+		goto out;
+	}
+
+	char topic[512], txn_id[512], path[4096];
+	id_config_topic(cfg, "hr.events", topic, sizeof(topic));
+	snprintf(txn_id, sizeof(txn_id), "%s.ingest.poll.bamboohr",
+	         id_config_str(cfg, "topic.prefix"));
+	snprintf(path, sizeof(path), "%s/ingest-poll-bamboohr",
+	         id_config_str(cfg, "state.dir"));
+	if (state_store_open(path, NULL, &store, &err) != 0 ||
+	    (consumer = id_kafka_consumer_create(cfg, "idstream-ingest-poll-bamboohr",
+	                                         NULL, NULL, NULL, &err)) == NULL ||
+	    (producer = id_kafka_producer_create(cfg, "idstream-ingest-poll-bamboohr",
+	                                         txn_id, &err)) == NULL) {
+		rc = cli_fail("ingest poll bamboohr", &err);
+		goto out;
+	}
+	poll_bamboohr_opts_t po = {
+	    .api_url = url,
+	    .api_key = key,
+	    .api_timeout_ms = api_timeout_ms,
+	    .initial_since_ms = since_ms,
+	    .topic = topic,
+	    .producer = producer,
+	    .consumer = consumer,
+	    .store = store,
+	    .kafka_timeout_ms = id_config_int(cfg, "ingest.poll.kafka_timeout_ms"),
+	};
+	if (poll_bamboohr_create(&po, &poller, &err) != 0) {
+		rc = cli_fail("ingest poll bamboohr", &err);
+		goto out;
+	}
+	if (!once)
+		id_log_info("ingest-poll", "polling %s every %lld s", url,
+		            (long long)interval_s);
+	for (;;) {
+		poll_bamboohr_report_t r;
+		id_err_clear(&err);
+		int prc = poll_bamboohr_run(poller, &r, &err);
+		if (prc == 0) {
+			poll_report_print(&r);
+		} else {
+			cli_fail("ingest poll bamboohr", &err);
+			fprintf(stderr,
+			        "idstream: ingest poll bamboohr: nothing published, "
+			        "watermark unchanged%s\n",
+			        once ? "" : "; retrying at the next interval");
+			id_log_error("ingest-poll", "pass failed: %s", err.msg);
+			if (once || prc == ID_EFENCED)
+				goto out;
+		}
+		if (once) {
+			rc = CLI_EXIT_OK;
+			goto out;
+		}
+		for (int64_t t = 0; t < interval_s * 10 && !cli_stop_requested; t++) {
+			struct timespec ts = {0, 100 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+		if (cli_stop_requested)
+			break;
+	}
+	rc = CLI_EXIT_OK;
+out:
+	poll_bamboohr_destroy(poller);
+	id_kafka_destroy(producer);
+	id_kafka_destroy(consumer);
+	state_store_close(store);
+	if (key != NULL)
+		memset(key, 0, strlen(key));
+	free(key);
+	return rc;
+}
+
 int cmd_ingest(cli_t *cli, int argc, char **argv)
 {
 	if (argc >= 2 && cli_is_help(argv[1])) {
@@ -636,5 +951,7 @@ int cmd_ingest(cli_t *cli, int argc, char **argv)
 		return ingest_csv_main(cli, argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "http") == 0)
 		return ingest_http_main(cli, argc, argv);
-	return cli_usage_error("ingest", "expected a source kind: csv or http");
+	if (argc >= 2 && strcmp(argv[1], "poll") == 0)
+		return ingest_poll_main(cli, argc, argv);
+	return cli_usage_error("ingest", "expected a source kind: csv, http or poll");
 }

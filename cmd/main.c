@@ -50,6 +50,8 @@ static const struct {
     {"replay", cmd_replay, "check that replaying hr.events reproduces identity.desired"},
     {"config", cmd_config, "print the effective configuration or its documentation"},
     {"policy", cmd_policy, "check or deploy a Lua identity policy"},
+    {"names", cmd_names,
+     "unique usernames/e-mails: the claims arbiter, import of existing names, show"},
 };
 
 static void usage(FILE *out)

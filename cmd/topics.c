@@ -10,6 +10,9 @@
  *                              one partition (a trickle, read whole by every
  *                              sink), kept forever (a rebuilt sink relearns
  *                              its rejections from it)
+ *   <prefix>.names.claims      unique-name claims, keyed by the name (one
+ *                              partition decides each name); kept forever:
+ *                              the names arbiter's state is a fold of it
  */
 #include <stdio.h>
 #include <string.h>
@@ -28,8 +31,11 @@ static void topics_usage(void)
 	       "topic.replication_factor\n"
 	       "replicas, and .sink.control (operator decisions for the sinks: one "
 	       "partition,\n"
-	       "infinite retention). Topics that already exist are reported and left as "
-	       "they are.\n");
+	       "infinite retention), and .names.claims (unique-name claims for the "
+	       "names\n"
+	       "arbiter: topic.partitions partitions, infinite retention). Topics that "
+	       "already\n"
+	       "exist are reported and left as they are.\n");
 }
 
 int cmd_topics(cli_t *cli, int argc, char **argv)
@@ -44,8 +50,9 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 		return cli_usage_error("topics", "expected \"create\"");
 
 	static const char *const suffixes[] = {"hr.events", "identity.desired",
-	                                       "sink.results", "sink.control"};
-	enum { NT = 4, CONTROL = 3 };
+	                                       "sink.results", "sink.control",
+	                                       "names.claims"};
+	enum { NT = 5, CONTROL = 3, CLAIMS = 4 };
 	char names[NT][256];
 	id_err_t err = {0};
 	int rc = CLI_EXIT_FAIL;
@@ -71,9 +78,9 @@ int cmd_topics(cli_t *cli, int argc, char **argv)
 			rc = cli_fail("topics create", &err);
 			goto out;
 		}
-		if (i == 0 || i == CONTROL) {
+		if (i == 0 || i == CONTROL || i == CLAIMS) {
 			/* The HR log is the source of truth, and operator decisions
-			 * are part of it: keep both forever. */
+			 * and name claims are part of it: keep them forever. */
 			rd_kafka_NewTopic_set_config(nt[i], "retention.ms", "-1");
 			rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "delete");
 		}

@@ -72,6 +72,15 @@ static const opt_def_t opt_table[] = {
      "How often the processor looks for lifecycle timers that are due (a start date "
      "reached, a termination taking effect, a retention period over, a future-dated "
      "change) and publishes a REEVALUATE event for each, in milliseconds."},
+    {"names.instance_id", OPT_STR, "0", 0, -1,
+     "Stable id of this names arbiter process; its Kafka transactional.id is "
+     "`<prefix>.names.<instance_id>`. Give each concurrently running arbiter a "
+     "different one and keep it across restarts (zombie fencing relies on it)."},
+    {"names.batch_max", OPT_INT, "1000", 1, 1000000,
+     "Most name claims decided per Kafka transaction of the names arbiter."},
+    {"names.batch_ms", OPT_INT, "50", 1, 60000,
+     "Longest time an arbiter transaction stays open collecting claims, in "
+     "milliseconds (a claimant waits at least this long for its answer)."},
     {"ldap.url", OPT_STR, "ldap://127.0.0.1:13890/", 0, -1,
      "LDAP server URL of the ldap sink."},
     {"ldap.bind_dn", OPT_STR, "cn=admin,dc=example,dc=com", 0, -1,
@@ -253,6 +262,35 @@ static const opt_def_t opt_table[] = {
      "durable outbox."},
     {"ingest.http.personio.api_token_file", OPT_STR, "", 0, -1,
      "Token of that HR API (or `IDSTREAM_HRAPI_PERSONIO_TOKEN`)."},
+    {"ingest.poll.interval_s", OPT_INT, "300", 1, 86400,
+     "Seconds between two passes of `idstream ingest poll` (`--interval`)."},
+    {"ingest.poll.api_timeout_ms", OPT_INT, "10000", 100, 120000,
+     "Bound of one HR API call made by `idstream ingest poll`."},
+    {"ingest.poll.kafka_timeout_ms", OPT_INT, "30000", 1000, 600000,
+     "Bound of reading `<prefix>.hr.events` to its end (to learn what is already "
+     "published) and of committing a pass's events, per pass of `idstream ingest "
+     "poll`."},
+    {"ingest.poll.bamboohr.api_url", OPT_STR, "", 0, -1,
+     "BambooHR API base URL polled by `idstream ingest poll bamboohr`, e.g. "
+     "`https://api.bamboohr.com/api/gateway.php/<company>`. Empty: "
+     "`ingest.http.bamboohr.api_url`."},
+    {"ingest.poll.bamboohr.api_key_file", OPT_STR, "", 0, -1,
+     "File holding the BambooHR API key (first line). The environment variable "
+     "`IDSTREAM_HRAPI_BAMBOOHR_TOKEN` takes precedence. Empty: "
+     "`ingest.http.bamboohr.api_token_file`."},
+    {"ingest.poll.bamboohr.since", OPT_STR, "", 0, -1,
+     "Watermark of the very first poll (ISO 8601, e.g. `2026-01-01T00:00:00Z`); "
+     "empty: every change BambooHR has. Later passes continue from the stored "
+     "watermark."},
+    {"ingest.watch.settle_ms", OPT_INT, "2000", 10, 3600000,
+     "`idstream ingest csv --watch`: a dropped file counts as complete once its size "
+     "and modification time have not changed for this long."},
+    {"ingest.watch.interval_ms", OPT_INT, "1000", 10, 3600000,
+     "`idstream ingest csv --watch`: time between two scans of the folder."},
+    {"ingest.watch.pattern", OPT_STR, "*", 0, -1,
+     "`idstream ingest csv --watch`: only file names matching this shell pattern "
+     "are picked up (dot-files and partial uploads such as `*.tmp`, `*.part` never "
+     "are)."},
     {"kafka.bootstrap.servers", OPT_STR, "127.0.0.1:19092", 0, -1,
      "Kafka brokers. Every `kafka.*` key is passed to librdkafka without the "
      "`kafka.` prefix (see librdkafka's CONFIGURATION.md), e.g. "

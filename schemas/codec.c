@@ -56,11 +56,12 @@ static const codec_writer_def_t codec_writer_defs[] = {
     {CODEC_DESIRED_IDENTITY, 1, "desired_identity_v1"},
     {CODEC_DESIRED_IDENTITY, 2, "desired_identity"}, /* + PRESTART */
     {CODEC_SINK_RESULT, 1, "sink_result"},
+    {CODEC_NAME_CLAIM, 1, "name_claim"},
 };
 #define CODEC_NWRITERS (sizeof(codec_writer_defs) / sizeof(*codec_writer_defs))
 
 static const char *const codec_kind_names[CODEC_KIND_COUNT] = {
-    "EmployeeEvent", "DesiredIdentity", "SinkResult"};
+    "EmployeeEvent", "DesiredIdentity", "SinkResult", "NameClaim"};
 
 const char *codec_kind_name(codec_kind_t kind)
 {
@@ -98,6 +99,10 @@ static const char *lc_state_sym(int i)
 static const char *outcome_sym(int i)
 {
 	return sink_outcome_name((sink_outcome_t)i);
+}
+static const char *claim_kind_sym(int i)
+{
+	return name_claim_kind_name((name_claim_kind_t)i);
 }
 
 enum {
@@ -189,10 +194,32 @@ static const codec_field_t so_fields[SOF_COUNT] = {
     {"new_value", FT_OPT_STRING, NULL, 0},
 };
 
+enum {
+	NCF_CLAIM_ID,
+	NCF_KIND,
+	NCF_NAMESPACE,
+	NCF_VALUE,
+	NCF_EMPLOYEE_ID,
+	NCF_CLAIMED_AT,
+	NCF_QUARANTINE_UNTIL,
+	NCF_SOURCE_EVENT_ID,
+	NCF_COUNT
+};
+static const codec_field_t nc_fields[NCF_COUNT] = {
+    {"claim_id", FT_STRING, NULL, 0},
+    {"kind", FT_ENUM, claim_kind_sym, NAME_CLAIM_KIND_COUNT},
+    {"namespace", FT_STRING, NULL, 0},
+    {"value", FT_STRING, NULL, 0},
+    {"employee_id", FT_STRING, NULL, 0},
+    {"claimed_at", FT_LONG, NULL, 0},
+    {"quarantine_until", FT_LONG, NULL, 0},
+    {"source_event_id", FT_STRING, NULL, 0},
+};
+
 #define CODEC_MAX_FIELDS 16
 _Static_assert(EVF_COUNT <= CODEC_MAX_FIELDS && DIF_COUNT <= CODEC_MAX_FIELDS &&
                    SRF_COUNT <= CODEC_MAX_FIELDS && ACF_COUNT <= CODEC_MAX_FIELDS &&
-                   SOF_COUNT <= CODEC_MAX_FIELDS,
+                   SOF_COUNT <= CODEC_MAX_FIELDS && NCF_COUNT <= CODEC_MAX_FIELDS,
                "raise CODEC_MAX_FIELDS");
 /* Branch numbers of ["null","string"], checked in codec_create(). */
 #define BRANCH_NULL   0
@@ -352,9 +379,11 @@ static int codec_writer_init(codec_writer_t *w, const codec_writer_def_t *def,
  */
 static void codec_reader_order(codec_reader_t *r, codec_kind_t kind, avro_schema_t s)
 {
-	static const int nfields[CODEC_KIND_COUNT] = {EVF_COUNT, DIF_COUNT, SRF_COUNT};
-	static const int nsub[CODEC_KIND_COUNT] = {0, ACF_COUNT, SOF_COUNT};
-	static const int subfield[CODEC_KIND_COUNT] = {-1, DIF_CAUSES, SRF_OPERATIONS};
+	static const int nfields[CODEC_KIND_COUNT] = {EVF_COUNT, DIF_COUNT, SRF_COUNT,
+	                                              NCF_COUNT};
+	static const int nsub[CODEC_KIND_COUNT] = {0, ACF_COUNT, SOF_COUNT, 0};
+	static const int subfield[CODEC_KIND_COUNT] = {-1, DIF_CAUSES, SRF_OPERATIONS,
+	                                               -1};
 	r->nfields = nfields[kind];
 	r->nsub = nsub[kind];
 	r->fast = avro_schema_record_size(s) == (size_t)r->nfields;
@@ -393,6 +422,10 @@ static int codec_reader_init(codec_t *c, codec_kind_t kind, id_err_t *err)
 	case CODEC_DESIRED_IDENTITY:
 		rc = codec_bind(s, where, di_fields, DIF_COUNT, r->idx, ac_fields,
 		                ACF_COUNT, r->sub, err);
+		break;
+	case CODEC_NAME_CLAIM:
+		rc = codec_bind(s, where, nc_fields, NCF_COUNT, r->idx, NULL, 0, NULL,
+		                err);
 		break;
 	default:
 		rc = codec_bind(s, where, sr_fields, SRF_COUNT, r->idx, so_fields,
@@ -1465,6 +1498,35 @@ out:
 	return rc;
 }
 
+int codec_decode_name_claim(codec_t *c, const void *data, size_t len, name_claim_t *out,
+                            id_err_t *err)
+{
+	const codec_kind_t K = CODEC_NAME_CLAIM;
+	const int *ix = c->readers[K].idx;
+	avro_value_t *rec;
+	int kind = 0;
+	name_claim_fini(out);
+	int rc = codec_read(c, K, data, len, &rec, err);
+	if (rc != 0)
+		goto out;
+	if ((rc = dec_str(rec, ix[NCF_CLAIM_ID], &out->claim_id)) != 0 ||
+	    (rc = dec_enum(rec, ix[NCF_KIND], NAME_CLAIM_KIND_COUNT, &kind)) != 0 ||
+	    (rc = dec_str(rec, ix[NCF_NAMESPACE], &out->ns)) != 0 ||
+	    (rc = dec_str(rec, ix[NCF_VALUE], &out->value)) != 0 ||
+	    (rc = dec_str(rec, ix[NCF_EMPLOYEE_ID], &out->employee_id)) != 0 ||
+	    (rc = dec_long(rec, ix[NCF_CLAIMED_AT], &out->claimed_at)) != 0 ||
+	    (rc = dec_long(rec, ix[NCF_QUARANTINE_UNTIL], &out->quarantine_until)) != 0 ||
+	    (rc = dec_str(rec, ix[NCF_SOURCE_EVENT_ID], &out->source_event_id)) != 0) {
+		rc = dec_rc(rc, K, err);
+		goto out;
+	}
+	out->kind = (name_claim_kind_t)kind;
+out:
+	if (rc != 0)
+		name_claim_fini(out);
+	return rc;
+}
+
 /* --- From the model to avro values ------------------------------------------ */
 
 /* Encoding context, for messages: "employee E1001: causes[2].rule is NULL". */
@@ -1911,5 +1973,32 @@ int codec_encode_result(codec_t *c, const sink_result_t *r, id_buf_t *out, id_er
 		                      op->new_value)) != 0)
 			return rc;
 	}
+	return codec_frame(c, K, rec, out, err);
+}
+
+int codec_encode_name_claim(codec_t *c, const name_claim_t *nc, id_buf_t *out,
+                            id_err_t *err)
+{
+	const codec_kind_t K = CODEC_NAME_CLAIM;
+	const int *ix = c->readers[K].idx;
+	enc_t e = {K, nc->employee_id, NULL, 0, NULL, err};
+	avro_value_t *rec;
+	int rc = enc_begin(c, K, out, &rec, err);
+	if (rc != 0)
+		return rc;
+	if ((rc = enc_str(&e, rec, ix[NCF_CLAIM_ID], "claim_id", nc->claim_id)) != 0 ||
+	    (rc = enc_enum(&e, rec, ix[NCF_KIND], "kind", (int)nc->kind,
+	                   NAME_CLAIM_KIND_COUNT)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[NCF_NAMESPACE], "namespace", nc->ns)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[NCF_VALUE], "value", nc->value)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[NCF_EMPLOYEE_ID], "employee_id",
+	                  nc->employee_id)) != 0 ||
+	    (rc = enc_long(&e, rec, ix[NCF_CLAIMED_AT], "claimed_at", nc->claimed_at)) !=
+	        0 ||
+	    (rc = enc_long(&e, rec, ix[NCF_QUARANTINE_UNTIL], "quarantine_until",
+	                   nc->quarantine_until)) != 0 ||
+	    (rc = enc_str(&e, rec, ix[NCF_SOURCE_EVENT_ID], "source_event_id",
+	                  nc->source_event_id)) != 0)
+		return rc;
 	return codec_frame(c, K, rec, out, err);
 }

@@ -42,10 +42,12 @@ typedef enum {
 	CODEC_EMPLOYEE_EVENT,   /* io.idstream.v1.EmployeeEvent, employee_event_t */
 	CODEC_DESIRED_IDENTITY, /* io.idstream.v1.DesiredIdentity, desired_identity_t */
 	CODEC_SINK_RESULT,      /* io.idstream.v1.SinkResult, sink_result_t */
+	CODEC_NAME_CLAIM,       /* io.idstream.v1.NameClaim, name_claim_t */
 	CODEC_KIND_COUNT
 } codec_kind_t;
 
-/* "EmployeeEvent", "DesiredIdentity", "SinkResult"; "UNKNOWN" otherwise. */
+/* "EmployeeEvent", "DesiredIdentity", "SinkResult", "NameClaim"; "UNKNOWN"
+ * otherwise. */
 const char *codec_kind_name(codec_kind_t kind);
 
 typedef struct codec codec_t;
@@ -72,6 +74,9 @@ int codec_encode_event(codec_t *c, const employee_event_t *ev, id_buf_t *out,
 int codec_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t *out,
                          id_err_t *err);
 int codec_encode_result(codec_t *c, const sink_result_t *r, id_buf_t *out, id_err_t *err);
+/* Messages name the claim's employee_id (the claimant or owner). */
+int codec_encode_name_claim(codec_t *c, const name_claim_t *nc, id_buf_t *out,
+                            id_err_t *err);
 
 /*
  * Decoders: *out must be initialised (its *_init(), zeroed, or an earlier
@@ -92,6 +97,8 @@ int codec_decode_desired(codec_t *c, const void *data, size_t len,
                          desired_identity_t *out, id_err_t *err);
 int codec_decode_result(codec_t *c, const void *data, size_t len, sink_result_t *out,
                         id_err_t *err);
+int codec_decode_name_claim(codec_t *c, const void *data, size_t len, name_claim_t *out,
+                            id_err_t *err);
 
 /*
  * Reads only the header of a payload: the record kind (if kind != NULL) and

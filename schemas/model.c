@@ -27,6 +27,12 @@ static const char *const outcome_names[] = {
 #undef SO_NAME_
 };
 
+static const char *const name_claim_kind_names[] = {
+#define NC_NAME_(n) #n,
+    NAME_CLAIM_KIND_MAP(NC_NAME_)
+#undef NC_NAME_
+};
+
 static int parse_name(const char *const *names, int count, const char *name, int *out)
 {
 	for (int i = 0; i < count; i++) {
@@ -382,4 +388,35 @@ int sink_result_add_op(sink_result_t *r, const char *op, const char *attribute,
 	}
 	r->nops++;
 	return 0;
+}
+
+const char *name_claim_kind_name(name_claim_kind_t k)
+{
+	return (unsigned)k < NAME_CLAIM_KIND_COUNT ? name_claim_kind_names[k] : "UNKNOWN";
+}
+
+int name_claim_kind_parse(const char *name, name_claim_kind_t *out)
+{
+	int v;
+	if (parse_name(name_claim_kind_names, NAME_CLAIM_KIND_COUNT, name, &v) != 0)
+		return ID_EINVALID;
+	*out = (name_claim_kind_t)v;
+	return 0;
+}
+
+void name_claim_init(name_claim_t *c)
+{
+	memset(c, 0, sizeof(*c));
+}
+
+void name_claim_fini(name_claim_t *c)
+{
+	if (c == NULL)
+		return;
+	free(c->claim_id);
+	free(c->ns);
+	free(c->value);
+	free(c->employee_id);
+	free(c->source_event_id);
+	name_claim_init(c);
 }

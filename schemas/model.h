@@ -153,4 +153,39 @@ void sink_result_fini(sink_result_t *r);
 int sink_result_add_op(sink_result_t *r, const char *op, const char *attribute,
                        const char *old_value, const char *new_value);
 
+/*
+ * NameClaim (schemas/name_claim.avsc): a request about one unique name on
+ * <prefix>.names.claims, keyed by "<namespace>:<value folded to lower case>"
+ * (processors/name_arbiter.h makes keys and ids).  Order = Avro enum symbol
+ * order of NameClaimKind.
+ *   CLAIM    an employee asks for the name
+ *   RELEASE  its owner gives it up; reserved for the owner until quarantine_until
+ *   RESERVE  the name exists outside idstream (imported); kept for employee_id
+ */
+#define NAME_CLAIM_KIND_MAP(X) X(CLAIM) X(RELEASE) X(RESERVE)
+
+typedef enum {
+#define NC_ENUM_(n) NAME_##n,
+	NAME_CLAIM_KIND_MAP(NC_ENUM_)
+#undef NC_ENUM_
+	    NAME_CLAIM_KIND_COUNT
+} name_claim_kind_t;
+
+const char *name_claim_kind_name(name_claim_kind_t k); /* "CLAIM" */
+int name_claim_kind_parse(const char *name, name_claim_kind_t *out);
+
+typedef struct name_claim {
+	char *claim_id; /* deterministic, lower-case hex */
+	name_claim_kind_t kind;
+	char *ns;                 /* the namespace field: "username", "email", ... */
+	char *value;              /* case preserved */
+	char *employee_id;        /* the claimant / owner ("external:<dn>" for imports) */
+	int64_t claimed_at;       /* the fold's now that made the claim */
+	int64_t quarantine_until; /* RELEASE: reserved for the owner until then; else 0 */
+	char *source_event_id;    /* the event that caused the claim */
+} name_claim_t;
+
+void name_claim_init(name_claim_t *c);
+void name_claim_fini(name_claim_t *c);
+
 #endif

@@ -14,12 +14,12 @@ diff -u CONFIGURATION.md "$T_DIR/CONFIGURATION.md" >"$T_DIR/config.diff" ||
 # --help of the binary and of every subcommand: exit 0 and a usage line.
 out=$("$B" --help) || fail "idstream --help exited non-zero"
 assert_contains "$out" "usage: idstream"
-for cmd in topics ingest process sink run index history why as-of report plan apply replay policy held approve reject reconcile config; do
+for cmd in topics ingest process sink run index history why as-of report plan apply replay policy names held approve reject reconcile config; do
 	assert_contains "$out" "  $cmd " "idstream --help lists $cmd"
 	h=$("$B" "$cmd" --help) || fail "idstream $cmd --help exited non-zero"
 	assert_contains "$h" "usage: idstream" "idstream $cmd --help"
 done
-for sub in "ingest csv" "ingest http" "sink ldap" "sink ad" "sink scim" "topics create" "config docs" "policy check" "policy deploy"; do
+for sub in "ingest csv" "ingest http" "ingest poll bamboohr" "names arbiter" "names import" "names show" "sink ldap" "sink ad" "sink scim" "topics create" "config docs" "policy check" "policy deploy"; do
 	# shellcheck disable=SC2086
 	"$B" $sub --help >/dev/null || fail "idstream $sub --help exited non-zero"
 done

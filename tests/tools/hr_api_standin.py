@@ -10,6 +10,17 @@ webhook events (ingest/enrich.h), following the documented contract:
   personio  GET  /v1/company/employees/<id>      Bearer <token>
             -> {"success": true, "data": {"type": "Employee", "attributes": {...}}}
 
+and, for BambooHR, the "changed since" request that `idstream ingest poll
+bamboohr` makes (ingest/poll_bamboohr.h):
+
+  bamboohr  GET  /v1/employees/changed?since=<ISO 8601>[&type=...]  Basic <token>:x
+            -> {"latest": "<ISO 8601>", "employees": {"<id>": {"id": "<id>",
+                "action": "Inserted"|"Updated"|"Deleted", "lastChanged": "..."}}}
+
+BambooHR paths may carry the documented prefix /api/gateway.php/<company>.
+BambooHR answers XML unless asked for JSON; this stand-in only speaks JSON and
+answers 406 to a BambooHR request without "Accept: application/json".
+
 Usage:
   hr_api_standin.py --source hibob --records FILE --token-file FILE
                     [--port N] [--port-file FILE]
@@ -17,11 +28,18 @@ Usage:
 FILE holds {"<employee id>": {<record in the source's field names>}, ...}; it
 is re-read on every request, so a test can change the HR data while the
 stand-in runs.  Unknown ids get 404, a wrong or missing Authorization 401.
+Keys of a record starting with "_" are stand-in bookkeeping, never served:
+"_lastChanged" (ISO 8601; records without it are not in the changed list)
+and "_action" ("Inserted", "Updated" — the default — or "Deleted"; a Deleted
+record answers 404 like a deleted BambooHR employee).  A "since" outside the
+documented formats gets 400.
 Each request is logged to stdout as one line: METHOD PATH STATUS.
 """
 import argparse
 import base64
+import datetime
 import json
+import re
 import sys
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +59,37 @@ def expected_auth(source, token):
         user_token = token if ":" in token else token + ":"
         return "Basic " + base64.b64encode(user_token.encode()).decode()
     return "Bearer " + token
+
+
+# The "since" formats BambooHR documents (no fractions, an explicit zone).
+SINCE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:?\d{2})$")
+BAMBOOHR_PREFIX = re.compile(r"^/api/gateway\.php/[^/]+(?=/)")
+
+
+def parse_time(s):
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    m = re.match(r"^(.*[+-])(\d{2})(\d{2})$", s)
+    if m:
+        s = f"{m.group(1)}{m.group(2)}:{m.group(3)}"
+    return datetime.datetime.fromisoformat(s)
+
+
+def bamboohr_changed(records, since, kind):
+    """The changed-since answer over the records' bookkeeping keys."""
+    out, latest = {}, None
+    for emp, rec in records.items():
+        lc = rec.get("_lastChanged")
+        if lc is None or parse_time(lc) < since:
+            continue
+        action = rec.get("_action", "Updated")
+        if kind and kind.lower() not in ("all", action.lower()):
+            continue
+        out[emp] = {"id": emp, "action": action, "lastChanged": lc}
+        if latest is None or parse_time(lc) > parse_time(latest):
+            latest = lc
+    # PHP's json_encode of an empty array, as the real API gives it.
+    return {"latest": latest, "employees": out or []}
 
 
 def main():
@@ -72,17 +121,34 @@ def main():
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
-            path = urllib.parse.urlsplit(self.path).path
+            split = urllib.parse.urlsplit(self.path)
+            path = split.path
+            if args.source == "bamboohr":
+                path = BAMBOOHR_PREFIX.sub("", path)
             if self.command != method or not path.startswith(prefix):
                 return self.answer(404, {"error": "no such endpoint"})
             if self.headers.get("Authorization") != auth:
                 return self.answer(401, {"error": "unauthorized"})
+            if (args.source == "bamboohr" and
+                    "application/json" not in (self.headers.get("Accept") or "")):
+                return self.answer(406, {"error": "send Accept: application/json "
+                                                  "(this stand-in does not speak XML)"})
             emp = urllib.parse.unquote(path[len(prefix):])
             with open(args.records) as f:
                 records = json.load(f)
-            if emp not in records:
+            if args.source == "bamboohr" and emp.rstrip("/") == "changed":
+                q = urllib.parse.parse_qs(split.query)
+                since = (q.get("since") or [""])[0]
+                if not SINCE_RE.match(since):
+                    return self.answer(400, {"error": "since must be ISO 8601 "
+                                                      "(yyyy-mm-ddThh:mm:ssZ or "
+                                                      "an offset)"})
+                kind = (q.get("type") or [""])[0]
+                return self.answer(200, bamboohr_changed(records, parse_time(since),
+                                                         kind))
+            if emp not in records or records[emp].get("_action") == "Deleted":
                 return self.answer(404, {"error": "employee not found"})
-            rec = records[emp]
+            rec = {k: v for k, v in records[emp].items() if not k.startswith("_")}
             if args.source == "personio":
                 rec = {"success": True, "data": {"type": "Employee", "attributes": rec}}
             return self.answer(200, rec)
