@@ -68,6 +68,10 @@
  * min) costs a rejoin of the consumer group afterwards — re-delivered
  * versions are then skipped by the version check.
  *
+ * Rate limit: with sink.rate_limit > 0, the target writes of each apply are
+ * paid for at that many per second before the next apply starts (an
+ * identity's writes are never split, so bursts are at most one apply).
+ *
  * Parked failures: a FAILED apply (the target refused this version, e.g. a
  * uid conflict) is parked with its error and payload and published as
  * FAILED.  The next version of the employee unparks it; `idstream sink retry
@@ -216,6 +220,12 @@ typedef struct sink_run {
 	bool circuit_open;
 	int64_t circuit_since; /* monotonic ms */
 	uint64_t rng;
+
+	/* Rate limit: target writes per second (0: none).  rate_next is the
+	 * monotonic ms (as a double, so slow rates keep their fractions) before
+	 * which no further apply starts. */
+	double rate;
+	double rate_next;
 } sink_run_t;
 
 #define APPLY_RELINK    1u /* again, now that the manager exists */
@@ -846,6 +856,31 @@ static void sink_wait(sink_run_t *s, long ms)
 	}
 }
 
+/*
+ * sink.rate_limit: the writes of one apply are paid for after it, by
+ * pushing rate_next forward 1/rate s per write; the next apply waits for it.
+ * An apply is never split, so a burst is at most one identity's writes
+ * (a handful) above the rate, and the average stays at the rate.
+ */
+static void sink_rate_wait(sink_run_t *s)
+{
+	if (s->rate <= 0)
+		return;
+	double now = (double)mono_ms();
+	if (s->rate_next > now)
+		sink_wait(s, (long)(s->rate_next - now + 0.999));
+}
+
+static void sink_rate_charge(sink_run_t *s, uint64_t writes)
+{
+	if (s->rate <= 0 || writes == 0)
+		return;
+	double now = (double)mono_ms();
+	if (s->rate_next < now)
+		s->rate_next = now;
+	s->rate_next += (double)writes * 1000.0 / s->rate;
+}
+
 /* The delay before retry number `attempt` (1-based): exponential, capped,
  * drawn between half and all of it. */
 static long sink_backoff(sink_run_t *s, long attempt)
@@ -874,7 +909,10 @@ static int sink_reach(sink_run_t *s, const desired_identity_t *d, sink_result_t 
 		id_err_t aerr = {0};
 		sink_result_fini(r);
 		sink_result_init(r);
+		sink_rate_wait(s);
+		uint64_t w0 = s->ops->writes(s->target_h);
 		int rc = call(s->target_h, d, r, &aerr);
+		sink_rate_charge(s, s->ops->writes(s->target_h) - w0);
 		if (rc == 0) {
 			if (s->circuit_open)
 				id_log_info(
@@ -2014,6 +2052,7 @@ static void sink_config(sink_run_t *s, const id_config_t *cfg)
 	if (s->retry_max_ms < s->retry_initial_ms)
 		s->retry_max_ms = s->retry_initial_ms;
 	s->circuit_failures = (long)id_config_int(cfg, "sink.circuit.failures");
+	s->rate = id_config_double(cfg, "sink.rate_limit");
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	s->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^

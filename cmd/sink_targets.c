@@ -21,8 +21,26 @@ static void secret_free(char *s)
 	free(s);
 }
 
+static const char *empty_null(const char *s)
+{
+	return s != NULL && *s != '\0' ? s : NULL;
+}
+
 static void *ldap_open(const id_config_t *cfg, id_err_t *err)
 {
+	const char *method = id_config_str(cfg, "ldap.disable_method");
+	if (strcmp(method, "lock") != 0 && strcmp(method, "move") != 0) {
+		id_err_set(err, ID_ECONFIG,
+		           "ldap.disable_method: \"%s\" is not one of lock, move",
+		           method);
+		return NULL;
+	}
+	bool move = strcmp(method, "move") == 0;
+	if (move && empty_null(id_config_str(cfg, "ldap.disabled_dn")) == NULL) {
+		id_err_set(err, ID_ECONFIG,
+		           "ldap.disable_method is move but ldap.disabled_dn is empty");
+		return NULL;
+	}
 	char *password = NULL;
 	if (id_config_secret(cfg, "ldap.bind_password_file",
 	                     "IDSTREAM_LDAP_BIND_PASSWORD", &password, err) != 0)
@@ -34,6 +52,10 @@ static void *ldap_open(const id_config_t *cfg, id_err_t *err)
 	    .people_dn = id_config_str(cfg, "ldap.people_dn"),
 	    .groups_dn = id_config_str(cfg, "ldap.groups_dn"),
 	    .timeout_ms = (int)id_config_int(cfg, "ldap.timeout_ms"),
+	    .password_file = empty_null(id_config_str(cfg, "ldap.password_file")),
+	    .password_policy = {(size_t)id_config_int(cfg, "ldap.password_length"),
+	                        (int)id_config_int(cfg, "ldap.password_classes"), true},
+	    .disabled_dn = move ? id_config_str(cfg, "ldap.disabled_dn") : NULL,
 	};
 	sink_ldap_t *s = sink_ldap_open(&o, err);
 	secret_free(password);
@@ -127,11 +149,6 @@ out:
 	return rc;
 }
 
-static const char *empty_null(const char *s)
-{
-	return s != NULL && *s != '\0' ? s : NULL;
-}
-
 static void *ad_open(const id_config_t *cfg, id_err_t *err)
 {
 	static const char *const checks[] = {"demand", "try", "allow", "never"};
@@ -199,6 +216,9 @@ static void *scim_open(const id_config_t *cfg, id_err_t *err)
 	    .no_patch = !id_config_bool(cfg, "scim.patch"),
 	    .no_bulk = !id_config_bool(cfg, "scim.bulk"),
 	    .no_etag = !id_config_bool(cfg, "scim.etag"),
+	    .password_file = empty_null(id_config_str(cfg, "scim.password_file")),
+	    .password_policy = {(size_t)id_config_int(cfg, "scim.password_length"),
+	                        (int)id_config_int(cfg, "scim.password_classes"), true},
 	};
 	sink_scim_t *s = sink_scim_open(&o, err);
 	secret_free(token);
@@ -281,7 +301,8 @@ static const sink_target_ops_t targets[] = {
      .retry_after_ms = NULL,
      .plan = ldap_plan,
      .help = "OpenLDAP (ldap.* options). The bind password comes from\n"
-             "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file."},
+             "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file; with\n"
+             "ldap.password_file, initial passwords go there (mode 0600)."},
     {.kind = "ad",
      .target_key = "sink.ad.target",
      .open = ad_open,
@@ -303,7 +324,8 @@ static const sink_target_ops_t targets[] = {
      .plan = scim_plan,
      .help = "SCIM 2.0 service provider (scim.* options). The bearer token\n"
              "comes from IDSTREAM_SCIM_BEARER_TOKEN or scim.bearer_token_file;\n"
-             "TLS is verified."},
+             "TLS is verified. With scim.password_file, Users are created with\n"
+             "an initial password, delivered there (mode 0600)."},
 };
 
 const sink_target_ops_t *sink_target_find(const char *kind)

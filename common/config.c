@@ -95,6 +95,24 @@ static const opt_def_t opt_table[] = {
     {"ldap.groups_dn", OPT_STR, "ou=groups,dc=example,dc=com", 0, -1,
      "DN under which groups (groupOfNames) are kept."},
     {"ldap.timeout_ms", OPT_INT, "10000", 100, 600000, "Timeout of each LDAP operation."},
+    {"ldap.password_file", OPT_STR, "", 0, -1,
+     "Where initial passwords of created entries go: one line `employee_id TAB uid TAB "
+     "password` each, file mode 0600 (a file others can read is refused). The entry "
+     "gets the password as an {SSHA} userPassword. Empty: entries are created "
+     "without a password."},
+    {"ldap.password_length", OPT_INT, "20", 8, 128,
+     "Length of generated initial passwords of the ldap sink."},
+    {"ldap.password_classes", OPT_INT, "3", 0, 4,
+     "How many of upper case, lower case, digits and other characters an initial "
+     "password of the ldap sink contains at least; it never contains the uid or a "
+     "part of the display name."},
+    {"ldap.disable_method", OPT_STR, "lock", 0, -1,
+     "How the ldap sink disables an account: `lock` (ppolicy's permanent lock, "
+     "pwdAccountLockedTime=000001010000Z) or `move` (the entry moves to "
+     "ldap.disabled_dn and back to its department's OU when enabled)."},
+    {"ldap.disabled_dn", OPT_STR, "ou=disabled,dc=example,dc=com", 0, -1,
+     "Where disabled entries are kept when ldap.disable_method is `move` (created "
+     "when missing)."},
     {"sink.ldap.target", OPT_STR, "ldap", 0, -1,
      "Target name of the ldap sink: names its consumer group "
      "(`<prefix>.sink.<target>`), its state and its results."},
@@ -136,6 +154,16 @@ static const opt_def_t opt_table[] = {
      "`IDSTREAM_SCIM_BEARER_TOKEN` takes precedence."},
     {"scim.timeout_ms", OPT_INT, "10000", 100, 600000,
      "Timeout of each SCIM request, connecting included."},
+    {"scim.password_file", OPT_STR, "", 0, -1,
+     "Where initial passwords of created Users go (sent as the User's `password` "
+     "attribute on create): one line `employee_id TAB userName TAB password` each, "
+     "file mode 0600. Empty: Users are created without a password."},
+    {"scim.password_length", OPT_INT, "20", 8, 128,
+     "Length of generated initial passwords of the scim sink."},
+    {"scim.password_classes", OPT_INT, "3", 0, 4,
+     "How many of upper case, lower case, digits and other characters an initial "
+     "password of the scim sink contains at least; it never contains the userName "
+     "or a part of the display name."},
     {"scim.ca_file", OPT_STR, "", 0, -1,
      "PEM bundle to verify the SCIM server's certificate against; empty: the system's."},
     {"scim.tls_insecure", OPT_BOOL, "false", 0, -1,
@@ -178,6 +206,10 @@ static const opt_def_t opt_table[] = {
     {"sink.retry.max_ms", OPT_INT, "30000", 1, 3600000,
      "Longest delay between two attempts to reach a target (also the probe "
      "interval while the circuit is open)."},
+    {"sink.rate_limit", OPT_DOUBLE, "0", 0, 1000000,
+     "Most writes per second a sink sends to its target (add, modify, rename, delete, "
+     "HTTP write; averaged, one identity's writes are never split); 0: no limit. "
+     "Each sink process limits its own target."},
     {"sink.circuit.failures", OPT_INT, "5", 1, 1000000,
      "Consecutive failures to reach a target after which its circuit opens: one "
      "warning and one DEFERRED result, then quiet probes until it answers."},

@@ -309,6 +309,10 @@ ldap.bind_password_file = $W/ldap.pw
 ldap.base_dn = $BASE
 ldap.people_dn = $PEOPLE
 ldap.groups_dn = $GROUPS
+# Every generated hire provisioned at once, whatever its start date, so the
+# figures do not depend on the day the bench runs.
+mapping.create_days_before_start = 3650
+mapping.enable = create
 EOF
 }
 

@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "sinks/ldap_diff.h"
+#include "sinks/sink_password.h"
 
 const char *const ad_diff_managed_attrs[] = {
     "sAMAccountName",
@@ -357,45 +358,11 @@ void ad_diff_password_from_bytes(const unsigned char rnd[AD_DIFF_PASSWORD_LEN], 
 	out[AD_DIFF_PASSWORD_LEN] = '\0';
 }
 
-/* True when needle (n bytes) occurs in hay, ASCII case ignored. */
-static bool contains_ci(const char *hay, const char *needle, size_t n)
-{
-	size_t h = strlen(hay);
-	for (size_t i = 0; n > 0 && i + n <= h; i++)
-		if (strncasecmp(hay + i, needle, n) == 0)
-			return true;
-	return false;
-}
-
 bool ad_diff_password_complex(const char *pw, const char *sam, const char *display_name)
 {
-	if (pw == NULL)
-		return false;
-	bool up = false, low = false, dig = false, other = false;
-	for (const char *p = pw; *p; p++) {
-		unsigned char c = (unsigned char)*p;
-		if (c >= 'A' && c <= 'Z')
-			up = true;
-		else if (c >= 'a' && c <= 'z')
-			low = true;
-		else if (c >= '0' && c <= '9')
-			dig = true;
-		else
-			other = true;
-	}
-	if ((int)up + (int)low + (int)dig + (int)other < 3)
-		return false;
-	if (sam != NULL && strlen(sam) > 2 && contains_ci(pw, sam, strlen(sam)))
-		return false;
-	for (const char *p = display_name; p != NULL && *p;) {
-		size_t n = strcspn(p, ",.-_# \t");
-		if (n >= 3 && contains_ci(pw, p, n))
-			return false;
-		p += n;
-		if (*p)
-			p++;
-	}
-	return true;
+	/* The rule itself is shared with the other sinks' password policies. */
+	static const sink_password_policy_t ad = {AD_DIFF_PASSWORD_LEN, 3, true};
+	return pw != NULL && sink_password_meets(&ad, pw, sam, display_name);
 }
 
 static int put_u16le(id_buf_t *out, uint32_t u)
@@ -692,10 +659,21 @@ static bool member_of_group(const ldap_diff_layout_t *gl, const ad_diff_entry_t 
 	return false;
 }
 
-/* The managed attribute values the object should carry (absent = NULL). */
+/* Milliseconds since the Unix epoch as a FILETIME (100 ns since 1601). */
+static void filetime_from_ms(int64_t ms, char out[24])
+{
+	int64_t days1601 = -days_from_civil(1601, 1, 1);
+	snprintf(out, 24, "%" PRId64, (ms + days1601 * INT64_C(86400000)) * 10000);
+}
+
+/*
+ * The managed attribute values the object should carry (absent = NULL).
+ * *expires_implied is set when accountExpires is not from the desired
+ * attributes but from the termination (see ad_diff_compute()).
+ */
 static int want_compute(const ad_diff_layout_t *layout, const desired_identity_t *d,
                         const char *manager_dn, const char *sam, id_attrs_t *want,
-                        id_err_t *err)
+                        bool *expires_implied, id_err_t *err)
 {
 	id_buf_t upn = ID_BUF_INIT;
 	int rc = 0;
@@ -727,7 +705,14 @@ static int want_compute(const ad_diff_layout_t *layout, const desired_identity_t
 			const char *src = desired_attr(d, "accountExpires");
 			if (src == NULL)
 				src = desired_attr(d, "terminationDate");
-			if ((rc = ad_diff_account_expires(src, exp, err)) != 0) {
+			*expires_implied = false;
+			if (src == NULL && d->state == LC_DISABLED &&
+			    d->effective_at > 0) {
+				/* Terminated without a date: the version's effective
+				 * time is when the termination took effect. */
+				filetime_from_ms(d->effective_at, exp);
+				*expires_implied = true;
+			} else if ((rc = ad_diff_account_expires(src, exp, err)) != 0) {
 				id_err_wrap(err, "ad diff: employee %s", d->employee_id);
 				goto out;
 			}
@@ -776,12 +761,29 @@ int ad_diff_compute(const ad_diff_layout_t *layout, const desired_identity_t *d,
 		return id_err_set(err, ID_EINVALID,
 		                  "ad diff: employee %s: object without DN",
 		                  d->employee_id);
-	const ldap_diff_layout_t gl = {layout->people_dn, layout->groups_dn};
+	const ldap_diff_layout_t gl = {layout->people_dn, layout->groups_dn, NULL};
 
-	if (d->state == LC_DELETED || (d->state == LC_DISABLED && actual == NULL)) {
-		/* AD removes the object's group links and manager references. */
+	if (d->state == LC_DELETED || (d->state == LC_DISABLED && actual == NULL) ||
+	    (d->state == LC_PENDING && actual == NULL)) {
+		/* Never create an account only to shut it, nor before pre-start.
+		 * AD removes the object's group links and manager references. */
 		if (actual != NULL)
 			PUSH(plan, AD_DIFF_OP_DELETE, actual->dn, "dn", actual->dn, NULL);
+		goto out;
+	}
+	if (d->state == LC_PENDING) {
+		/* Before the pre-start window an existing object is left as it
+		 * is, only kept disabled (see ad_diff.h). */
+		uint32_t u = actual->has_uac ? actual->uac : AD_DIFF_UAC_ENABLED;
+		if ((plan->dn = strdup(actual->dn)) == NULL)
+			goto nomem;
+		if (!(u & AD_DIFF_UAC_ACCOUNTDISABLE)) {
+			snprintf(num[0], sizeof(num[0]), "%u", u);
+			snprintf(num[1], sizeof(num[1]), "%u",
+			         u | AD_DIFF_UAC_ACCOUNTDISABLE);
+			PUSH(plan, AD_DIFF_OP_DISABLE, actual->dn, "userAccountControl",
+			     num[0], num[1]);
+		}
 		goto out;
 	}
 
@@ -802,7 +804,9 @@ int ad_diff_compute(const ad_diff_layout_t *layout, const desired_identity_t *d,
 	}
 	if (sam != NULL && (plan->sam = strdup(sam)) == NULL)
 		goto nomem;
-	if ((rc = want_compute(layout, d, manager_dn, sam, &want, err)) != 0)
+	bool expires_implied = false;
+	if ((rc = want_compute(layout, d, manager_dn, sam, &want, &expires_implied,
+	                       err)) != 0)
 		goto out;
 	bool manager_pending = d->manager_id != NULL && nonempty(manager_dn) == NULL;
 	bool want_lock = d->state != LC_ACTIVE;
@@ -913,8 +917,13 @@ int ad_diff_compute(const ad_diff_layout_t *layout, const desired_identity_t *d,
 				continue;
 			same = ldap_diff_dn_equal(have, w);
 		} else if (strcmp(*a, "accountExpires") == 0) {
-			same = expires_never(have) ? expires_never(w)
-			                           : w != NULL && strcmp(have, w) == 0;
+			/* A termination without a date keeps the expiry the object
+			 * got when it was disabled (later versions of a leaver
+			 * have later effective times). */
+			same =
+			    expires_never(have)
+			        ? expires_never(w)
+			        : expires_implied || (w != NULL && strcmp(have, w) == 0);
 		} else if (w == NULL && (strcmp(*a, "sAMAccountName") == 0 ||
 		                         strcmp(*a, "userPrincipalName") == 0)) {
 			continue; /* nothing decided (yet): keep what is there */

@@ -151,10 +151,19 @@ void ad_diff_plan_fini(ad_diff_plan_t *p);
  * attribute is left as it is (a later apply fills it in); when manager_id
  * is NULL the attribute is removed.
  *
- * Lifecycle: ACTIVE → enabled (userAccountControl without ACCOUNTDISABLE);
- * PENDING, SUSPENDED, DISABLED → disabled (a new object is created disabled
- * in the same add); DELETED → the object is deleted (AD drops its group
- * links itself).  No object is created for DISABLED or DELETED.
+ * Lifecycle (disabled = ACCOUNTDISABLE in userAccountControl):
+ *   PENDING    no object is created; an existing one is only disabled
+ *              (nothing else about it changes before pre-start)
+ *   PRESTART   the object exists, disabled (created disabled in the add)
+ *   ACTIVE     the object exists, enabled
+ *   SUSPENDED  the object exists, disabled; groups follow desired->groups
+ *   DISABLED   disabled, accountExpires from the termination: the desired
+ *              accountExpires or terminationDate attribute, else the
+ *              version's effective_at (an object that already expires
+ *              keeps its date); no object is created for it
+ *   DELETED    the object is deleted (AD drops its group links itself)
+ * In every other state accountExpires follows those attributes, "never"
+ * when absent, so a rehire clears the expiry.
  *
  * Errors: ID_EINVALID (no employee id; no sAMAccountName/CN source when an
  * object must exist; an unusable container, layout DN or accountExpires),

@@ -573,6 +573,73 @@ static int plan_group_removes(const ldap_diff_layout_t *layout,
 	return 0;
 }
 
+/* ENSURE_OU for layout->disabled_dn when its first RDN is an ou (else the
+ * operator must have created it).  0 or ID_ENOMEM. */
+static int disabled_ou(const ldap_diff_layout_t *layout, ldap_diff_plan_t *plan)
+{
+	dn_parsed_t p;
+	int rc = dn_parse(layout->disabled_dn, &p);
+	if (rc != 0)
+		return rc == ID_ENOMEM ? rc : 0;
+	if (p.n > 0 && strcasecmp(p.atv[0].type, "ou") == 0 &&
+	    plan_push(plan, LDAP_DIFF_OP_ENSURE_OU, layout->disabled_dn, "ou", NULL,
+	              p.atv[0].value) == NULL)
+		rc = ID_ENOMEM;
+	dn_parsed_fini(&p);
+	return rc;
+}
+
+/*
+ * PENDING over an existing entry in move mode: only moved below
+ * disabled_dn (keeping its RDN) unless it is there already.
+ */
+static int pending_move(const ldap_diff_layout_t *layout, const ldap_diff_entry_t *actual,
+                        ldap_diff_plan_t *plan, id_err_t *err)
+{
+	dn_parsed_t a = {NULL, 0}, dis = {NULL, 0};
+	id_buf_t rdn = ID_BUF_INIT, to = ID_BUF_INIT;
+	ldap_diff_op_t *op;
+	int rc = dn_parse(actual->dn, &a);
+	if (rc == 0)
+		rc = dn_parse(layout->disabled_dn, &dis);
+	if (rc != 0) {
+		if (rc != ID_ENOMEM)
+			rc = id_err_set(err, ID_EINVALID,
+			                "ldap diff: \"%s\" or \"%s\" is not a DN",
+			                actual->dn, layout->disabled_dn);
+		goto out;
+	}
+	bool there = a.n == dis.n + 1 && (a.n < 2 || !a.atv[1].plus) &&
+	             dn_tail_equal(&a, 1, &dis, 0);
+	dn_parsed_t first = {a.atv, 1};
+	if (a.n == 0 || dn_format(&first, 0, &rdn) != 0 ||
+	    id_buf_append_u8(&rdn, 0) != 0 ||
+	    id_buf_printf(&to, "%s,%s", (const char *)rdn.data, layout->disabled_dn) !=
+	        0 ||
+	    id_buf_append_u8(&to, 0) != 0)
+		goto nomem;
+	if ((plan->dn = strdup(there ? actual->dn : (const char *)to.data)) == NULL)
+		goto nomem;
+	if (!there) {
+		if (disabled_ou(layout, plan) != 0)
+			goto nomem;
+		if ((op = plan_push(plan, LDAP_DIFF_OP_DISABLE, actual->dn, "dn",
+		                    actual->dn, (const char *)to.data)) == NULL ||
+		    (op->new_rdn = strdup((const char *)rdn.data)) == NULL ||
+		    (op->new_superior = strdup(layout->disabled_dn)) == NULL)
+			goto nomem;
+	}
+	goto out;
+nomem:
+	rc = id_err_set(err, ID_ENOMEM, "ldap diff: out of memory");
+out:
+	dn_parsed_fini(&a);
+	dn_parsed_fini(&dis);
+	id_buf_fini(&rdn);
+	id_buf_fini(&to);
+	return rc;
+}
+
 int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t *d,
                       const ldap_diff_entry_t *actual, const char *manager_dn,
                       ldap_diff_plan_t *plan, id_err_t *err)
@@ -595,7 +662,9 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		                  "ldap diff: employee %s: entry without DN",
 		                  d->employee_id);
 
-	if (d->state == LC_DELETED || (d->state == LC_DISABLED && actual == NULL)) {
+	if (d->state == LC_DELETED || (d->state == LC_DISABLED && actual == NULL) ||
+	    (d->state == LC_PENDING && actual == NULL)) {
+		/* Never create an account only to shut it, nor before pre-start. */
 		if (actual != NULL) {
 			if (plan_group_removes(layout, d, false, actual, actual->dn,
 			                       plan) != 0)
@@ -603,6 +672,24 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 			PUSH(plan, LDAP_DIFF_OP_DELETE, actual->dn, NULL, actual->dn,
 			     NULL);
 		}
+		goto out;
+	}
+	if (d->state == LC_PENDING) {
+		/*
+		 * An account that exists before its pre-start window (a rehire, a
+		 * start date moved out) is left as it is, only kept locked: the
+		 * PRESTART version converges it when the window opens.
+		 */
+		if (layout->disabled_dn != NULL) {
+			rc = pending_move(layout, actual, plan, err);
+			goto out;
+		}
+		if ((plan->dn = strdup(actual->dn)) == NULL)
+			goto nomem;
+		if (actual->lock_time == NULL ||
+		    strcmp(actual->lock_time, LDAP_DIFF_LOCK_VALUE) != 0)
+			PUSH(plan, LDAP_DIFF_OP_DISABLE, actual->dn, LDAP_DIFF_LOCK_ATTR,
+			     actual->lock_time, LDAP_DIFF_LOCK_VALUE);
 		goto out;
 	}
 
@@ -653,15 +740,46 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		                d->employee_id);
 		goto out;
 	}
-	if (id_buf_append_u8(&rdn, 0) != 0 ||
-	    id_buf_printf(&dn, "%s,%s", (char *)rdn.data, (char *)parent.data) != 0 ||
+	bool want_lock = d->state != LC_ACTIVE;
+	/*
+	 * Disable by move: a disabled entry lives directly below disabled_dn
+	 * (that placement is the disable), an enabled one in its container.
+	 */
+	bool move = layout->disabled_dn != NULL;
+	bool disabled_now = false;
+	if (move && actual != NULL) {
+		dn_parsed_t pdis;
+		if ((rc = dn_parse(layout->disabled_dn, &pdis)) != 0) {
+			if (rc == ID_ENOMEM)
+				goto nomem;
+			rc = id_err_set(err, ID_EINVALID, "ldap diff: disabled DN \"%s\"",
+			                layout->disabled_dn);
+			goto out;
+		}
+		disabled_now = adn.n == pdis.n + 1 && (adn.n < 2 || !adn.atv[1].plus) &&
+		               dn_tail_equal(&adn, 1, &pdis, 0);
+		dn_parsed_fini(&pdis);
+	}
+	if (id_buf_append_u8(&rdn, 0) != 0)
+		goto nomem;
+	if (move && want_lock) {
+		id_buf_reset(&parent);
+		if (id_buf_append_str(&parent, layout->disabled_dn) != 0 ||
+		    id_buf_append_u8(&parent, 0) != 0)
+			goto nomem;
+	}
+	if (id_buf_printf(&dn, "%s,%s", (char *)rdn.data, (char *)parent.data) != 0 ||
 	    id_buf_append_u8(&dn, 0) != 0)
 		goto nomem;
 	const char *target = (const char *)dn.data;
 	if ((plan->dn = strdup(target)) == NULL)
 		goto nomem;
+	/* Move mode: disabling is the move; enabling moves back last. */
+	bool move_disable = move && want_lock && actual != NULL && !disabled_now;
+	bool move_enable = move && !want_lock && disabled_now;
+	/* The DN the entry has while attributes and groups are written. */
+	const char *cur = move_enable ? actual->dn : target;
 
-	bool want_lock = d->state != LC_ACTIVE;
 	bool rdn_moves = false, parent_moves = false;
 	if (actual != NULL && !ldap_diff_dn_equal(actual->dn, target)) {
 		dn_parsed_t prdn, pparent;
@@ -683,7 +801,10 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 	}
 
 	/* Containers, outermost first, when the entry is created or moved. */
-	if (actual == NULL || parent_moves) {
+	if (move && want_lock && (actual == NULL || move_disable)) {
+		if (disabled_ou(layout, plan) != 0)
+			goto nomem;
+	} else if (actual == NULL || parent_moves) {
 		for (size_t i = cont.n; i-- > 0;) {
 			id_buf_reset(&tmp);
 			if (dn_format(&cont, i, &tmp) != 0 ||
@@ -701,8 +822,9 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		if (id_attrs_copy(&op->attrs, &want) != 0)
 			goto nomem;
 		/* Created locked in the same write: never a moment unlocked. */
-		if (want_lock && id_attrs_set(&op->attrs, LDAP_DIFF_LOCK_ATTR,
-		                              LDAP_DIFF_LOCK_VALUE) != 0)
+		if (want_lock && !move &&
+		    id_attrs_set(&op->attrs, LDAP_DIFF_LOCK_ATTR, LDAP_DIFF_LOCK_VALUE) !=
+		        0)
 			goto nomem;
 		for (size_t i = 0; i < d->ngroups; i++) {
 			if (ldap_diff_group_dn(layout, d->groups[i], &tmp) != 0)
@@ -714,12 +836,19 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 	}
 
 	/* Lock first: if anything later fails, the account is already shut. */
-	if (want_lock && (actual->lock_time == NULL ||
-	                  strcmp(actual->lock_time, LDAP_DIFF_LOCK_VALUE) != 0))
+	if (move_disable) {
+		PUSH(plan, LDAP_DIFF_OP_DISABLE, actual->dn, "dn", actual->dn, target);
+		if ((op->new_rdn = strdup((const char *)rdn.data)) == NULL ||
+		    (op->new_superior = strdup(layout->disabled_dn)) == NULL)
+			goto nomem;
+	} else if (want_lock && !move &&
+	           (actual->lock_time == NULL ||
+	            strcmp(actual->lock_time, LDAP_DIFF_LOCK_VALUE) != 0)) {
 		PUSH(plan, LDAP_DIFF_OP_DISABLE, actual->dn, LDAP_DIFF_LOCK_ATTR,
 		     actual->lock_time, LDAP_DIFF_LOCK_VALUE);
+	}
 
-	if (rdn_moves || parent_moves) {
+	if ((rdn_moves || parent_moves) && !move_disable && !move_enable) {
 		PUSH(plan, LDAP_DIFF_OP_MODRDN, actual->dn, "dn", actual->dn, target);
 		if ((op->new_rdn = strdup((const char *)rdn.data)) == NULL)
 			goto nomem;
@@ -739,7 +868,7 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		            : (have == NULL || w == NULL) ? have == w
 		                                          : strcmp(have, w) == 0;
 		if (!same)
-			PUSH(plan, LDAP_DIFF_OP_MODIFY, target, *a, have, w);
+			PUSH(plan, LDAP_DIFF_OP_MODIFY, cur, *a, have, w);
 	}
 
 	for (size_t i = 0; i < d->ngroups; i++) {
@@ -748,16 +877,24 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		if (ldap_diff_group_dn(layout, d->groups[i], &tmp) != 0)
 			goto nomem;
 		PUSH(plan, LDAP_DIFF_OP_GROUP_ADD, (const char *)tmp.data, d->groups[i],
-		     NULL, target);
+		     NULL, cur);
 	}
 	/* After a rename, refint has already rewritten member values to target. */
-	if (plan_group_removes(layout, d, true, actual, target, plan) != 0)
+	if (plan_group_removes(layout, d, true, actual, cur, plan) != 0)
 		goto nomem;
 
-	if (!want_lock && actual->lock_time != NULL &&
-	    strcmp(actual->lock_time, LDAP_DIFF_LOCK_VALUE) == 0)
+	/* Unlock last, once attributes and groups are right. */
+	if (move_enable) {
+		PUSH(plan, LDAP_DIFF_OP_ENABLE, actual->dn, "dn", actual->dn, target);
+		if ((op->new_rdn = strdup((const char *)rdn.data)) == NULL ||
+		    (op->new_superior = strdup((const char *)parent.data)) == NULL)
+			goto nomem;
+	} else if (!want_lock && actual->lock_time != NULL &&
+	           strcmp(actual->lock_time, LDAP_DIFF_LOCK_VALUE) == 0) {
+		/* (In move mode too: an entry locked before the switch.) */
 		PUSH(plan, LDAP_DIFF_OP_ENABLE, target, LDAP_DIFF_LOCK_ATTR,
 		     actual->lock_time, NULL);
+	}
 	goto out;
 
 nomem:

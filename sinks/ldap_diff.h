@@ -43,6 +43,14 @@ extern const char *const ldap_diff_managed_attrs[];
 typedef struct ldap_diff_layout {
 	const char *people_dn; /* e.g. "ou=people,dc=example,dc=com" */
 	const char *groups_dn; /* e.g. "ou=groups,dc=example,dc=com" */
+	/*
+	 * NULL: an account is disabled by the ppolicy lock.  Else disabling is
+	 * a move: a disabled entry lives directly below this DN (created when
+	 * it is an ou= entry and missing), and enabling moves it back into its
+	 * container.  Entries locked before a switch to moving are still
+	 * unlocked when enabled.
+	 */
+	const char *disabled_dn;
 } ldap_diff_layout_t;
 
 /*
@@ -100,14 +108,19 @@ const char *ldap_diff_op_kind_name(ldap_diff_op_kind_t k);
  *   ENSURE_OU     dn = the OU entry; attribute = "ou"; new_value = its ou value
  *   ADD           dn = new entry; attrs = every attribute to create it with
  *                 (objectClass excluded; the executor adds inetOrgPerson)
- *   DISABLE       dn; attribute = pwdAccountLockedTime; old (may be NULL), new
+ *   DISABLE       lock: dn; attribute = pwdAccountLockedTime; old (may be
+ *                 NULL), new.  Move: dn = old DN; attribute = "dn"; old_value
+ *                 = old DN; new_value = new DN; new_rdn; new_superior =
+ *                 disabled_dn (ENABLE alike, new_superior = the container)
  *   MODRDN        dn = old DN; old_value = old DN; new_value = new DN;
  *                 new_rdn ("uid=..."); new_superior (NULL: parent unchanged)
  *   MODIFY        dn; attribute; old_value (NULL: absent); new_value
  *                 (NULL: delete the attribute, else replace with this value)
  *   GROUP_ADD     dn = group DN; attribute = group name; new_value = member DN
  *   GROUP_REMOVE  dn = group DN; attribute = group name; old_value = member DN
- *   ENABLE        dn; attribute = pwdAccountLockedTime; old_value = the lock
+ *   ENABLE        lock: dn; attribute = pwdAccountLockedTime; old_value = the
+ *                 lock.  Move: see DISABLE; it comes last, and the ops before
+ *                 it name the entry by its DN in the disabled OU
  *   DELETE        dn = the entry; old_value = its DN
  */
 typedef struct ldap_diff_op {
@@ -140,10 +153,16 @@ void ldap_diff_plan_fini(ldap_diff_plan_t *p);
  * removed; when it is set but manager_dn is NULL (the manager has no entry
  * yet) the attribute is left as it is, to be filled by a later apply.
  *
- * Lifecycle: ACTIVE → unlocked; PENDING, SUSPENDED, DISABLED → locked with
- * LDAP_DIFF_LOCK_VALUE (an entry is created locked); DELETED → memberships
- * removed and the entry deleted.  No entry is created for DISABLED or
- * DELETED.  Group memberships follow desired->groups in every state.
+ * Lifecycle:
+ *   PENDING    no entry is created; an existing one is only locked (nothing
+ *              else about it changes until the pre-start window opens)
+ *   PRESTART   the entry exists, locked (created locked, in the same add)
+ *   ACTIVE     the entry exists, unlocked
+ *   SUSPENDED  the entry exists, locked
+ *   DISABLED   locked; no entry is created for it
+ *   DELETED    memberships removed and the entry deleted
+ * Locked means LDAP_DIFF_LOCK_VALUE in pwdAccountLockedTime.  Group
+ * memberships follow desired->groups in every state but PENDING.
  * employeeNumber is always the employee id (it is the join key).  An empty
  * desired value means "absent" (LDAP has no empty strings).
  *

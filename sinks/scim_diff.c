@@ -472,8 +472,9 @@ int scim_diff_compute(const scim_diff_opts_t *opts, const desired_identity_t *de
 	lifecycle_state_t st = desired->state;
 	bool gone = st == LC_DELETED;
 	if (actual == NULL) {
-		if (gone || st == LC_DISABLED)
-			return 0; /* never create an account only to shut it */
+		/* Never create an account only to shut it, nor before pre-start. */
+		if (gone || st == LC_DISABLED || st == LC_PENDING)
+			return 0;
 		if (want[SCIM_F_USER_NAME] == NULL)
 			return id_err_set(
 			    err, ID_EINVALID,
@@ -492,6 +493,15 @@ int scim_diff_compute(const scim_diff_opts_t *opts, const desired_identity_t *de
 			return rc;
 		if (plan_push(plan, SCIM_DIFF_OP_DELETE, 0, NULL, NULL, false, actual->id,
 		              NULL) != 0)
+			goto nomem;
+		return 0;
+	}
+	if (st == LC_PENDING) {
+		/* Before the pre-start window an existing User is left as it is,
+		 * only kept inactive. */
+		if (!str_eq(actual->fields[SCIM_F_ACTIVE], "false") &&
+		    plan_push(plan, SCIM_DIFF_OP_DISABLE, SCIM_F_ACTIVE, NULL, NULL,
+		              false, actual->fields[SCIM_F_ACTIVE], "false") != 0)
 			goto nomem;
 		return 0;
 	}

@@ -232,11 +232,16 @@ void scim_diff_plan_fini(scim_diff_plan_t *p);
  * client's externalId makes the plan fail with ID_ECONFLICT; one without
  * externalId is claimed by the GROUP_ADD.
  *
- * Lifecycle: ACTIVE → active=true; PENDING, SUSPENDED, DISABLED →
- * active=false (a User is created inactive); DELETED → the User leaves every
- * group it is in (the server does not drop members of deleted Users) and is
- * deleted.  No User is created for DISABLED or DELETED.  Memberships follow
- * desired->groups in every other state.
+ * Lifecycle:
+ *   PENDING    no User is created; an existing one is only set inactive
+ *              (nothing else about it changes before pre-start)
+ *   PRESTART   the User exists, active=false (created inactive)
+ *   ACTIVE     the User exists, active=true
+ *   SUSPENDED  the User exists, active=false
+ *   DISABLED   active=false; no User is created for it
+ *   DELETED    the User leaves every group it is in (the server does not
+ *              drop members of deleted Users) and is deleted
+ * Memberships follow desired->groups in every state but PENDING and DELETED.
  *
  * Errors: ID_EINVALID (no employee id, or no uid when a User must exist),
  * ID_ECONFLICT (see known), ID_ENOMEM.

@@ -27,6 +27,7 @@
 #include "common/err.h"
 #include "schemas/model.h"
 #include "sinks/ldap_diff.h"
+#include "sinks/sink_password.h"
 
 typedef struct sink_ldap sink_ldap_t;
 
@@ -37,6 +38,22 @@ typedef struct sink_ldap_opts {
 	const char *people_dn;
 	const char *groups_dn;
 	int timeout_ms; /* connect and per-request timeout; <= 0 means 10000 */
+	/*
+	 * Initial passwords: when set, every entry is created with a random
+	 * password meeting password_policy, stored as an {SSHA} userPassword;
+	 * the clear text goes only to this file (one line "employee_id TAB uid
+	 * TAB password", flushed before the add; see sinks/sink_password.h).
+	 * NULL or "": entries are created without a password.
+	 */
+	const char *password_file;
+	sink_password_policy_t password_policy;
+	/*
+	 * NULL or "": accounts are disabled with ppolicy's permanent lock.
+	 * Else disabling moves the entry directly below this DN and enabling
+	 * moves it back (see ldap_diff_layout_t); entries are then searched for
+	 * below people_dn and directly below disabled_dn.
+	 */
+	const char *disabled_dn;
 } sink_ldap_opts_t;
 
 /*

@@ -32,6 +32,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "sinks/sink_password.h"
 
 #define LOG_COMP "sink.scim"
 
@@ -60,7 +61,26 @@ struct sink_scim {
 	int64_t retry_after_ms;
 	scim_diff_group_t *gcache; /* known Groups, by display name */
 	size_t ngcache;
+	char *password_file; /* NULL: Users are created without a password */
+	sink_password_policy_t policy;
 };
+
+/* Wipes a request payload: it may carry an initial password. */
+static void payload_free(char *payload)
+{
+	if (payload != NULL)
+		explicit_bzero(payload, strlen(payload));
+	free(payload);
+}
+
+/* Wipes the "password" of a POST /Users body in place (jansson's copy). */
+static void body_wipe_password(json_t *body)
+{
+	json_t *pw = json_object_get(body, "password");
+	const char *v = json_string_value(pw);
+	if (v != NULL)
+		explicit_bzero((char *)v, strlen(v));
+}
 
 /* ---- HTTP ---- */
 
@@ -198,7 +218,7 @@ out:
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
 	curl_slist_free_all(h);
-	free(payload);
+	payload_free(payload);
 	return rc;
 }
 
@@ -438,6 +458,20 @@ sink_scim_t *sink_scim_open(const sink_scim_opts_t *opts, id_err_t *err)
 	if (opts->ca_file != NULL && opts->ca_file[0] != '\0' &&
 	    (s->ca_file = strdup(opts->ca_file)) == NULL)
 		goto nomem;
+	if (opts->password_file != NULL && opts->password_file[0] != '\0') {
+		if ((s->password_file = strdup(opts->password_file)) == NULL)
+			goto nomem;
+		s->policy = opts->password_policy;
+		/* Refuse an impossible policy now, not at the first hire. */
+		char probe[SINK_PASSWORD_MAX_LEN + 1];
+		int prc = sink_password_generate(&s->policy, NULL, NULL, probe, err);
+		explicit_bzero(probe, sizeof(probe));
+		if (prc != 0) {
+			id_err_wrap(err, "scim.password_*");
+			sink_scim_close(s);
+			return NULL;
+		}
+	}
 	s->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
 	s->tls_insecure = opts->tls_insecure;
 	if (s->tls_insecure && strncmp(s->base, "https://", 8) == 0)
@@ -473,6 +507,7 @@ void sink_scim_close(sink_scim_t *s)
 	free(s->token);
 	free(s->base);
 	free(s->ca_file);
+	free(s->password_file);
 	free(s->users_ep);
 	free(s->groups_ep);
 	gcache_clear(s);
@@ -892,6 +927,9 @@ static int unit_done(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t *u,
 			    !(scim_diff_field_is_enterprise(f) && !s->dopts.enterprise))
 				rc = record(c, "create", scim_diff_field_path(f), NULL,
 				            p->want[f], err);
+		if (rc == 0 && s->password_file != NULL)
+			rc = record(c, "create", "password", NULL,
+			            "(initial password delivered)", err);
 		return rc;
 	case SCIM_DIFF_OP_UPDATE:
 	case SCIM_DIFF_OP_DISABLE:
@@ -959,6 +997,27 @@ static void req_fini(req_t *q)
 }
 
 /*
+ * Gives a new User its initial password: generated, delivered to the file
+ * (on disk before the POST is sent), then set as "password" in body.
+ */
+static int user_password(apply_ctx_t *c, const scim_diff_plan_t *p, json_t *body,
+                         id_err_t *err)
+{
+	sink_scim_t *s = c->s;
+	char pw[SINK_PASSWORD_MAX_LEN + 1] = {0};
+	const char *login = p->want[SCIM_F_USER_NAME];
+	int rc;
+	if ((rc = sink_password_generate(&s->policy, login, p->want[SCIM_F_DISPLAY_NAME],
+	                                 pw, err)) == 0 &&
+	    (rc = sink_password_deliver(s->password_file, c->d->employee_id,
+	                                login ? login : "", pw, err)) == 0 &&
+	    json_object_set_new(body, "password", json_string(pw)) != 0)
+		rc = id_err_set(err, ID_ENOMEM, "SCIM create: out of memory");
+	explicit_bzero(pw, sizeof(pw));
+	return rc;
+}
+
+/*
  * Builds the request of a unit (PATCH mode).  member is the User's id, or
  * "bulkId:user" inside a /Bulk request that creates it.
  */
@@ -976,6 +1035,11 @@ static int unit_request(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t 
 		rc = id_buf_printf(&q->path, "%s", s->users_ep);
 		q->body = scim_diff_user_body((const char *const *)p->want,
 		                              s->dopts.enterprise);
+		if (rc == 0 && q->body != NULL && s->password_file != NULL &&
+		    (rc = user_password(c, p, q->body, err)) != 0) {
+			req_fini(q);
+			return rc;
+		}
 		break;
 	case SCIM_DIFF_OP_UPDATE:
 	case SCIM_DIFF_OP_DISABLE:
@@ -1148,6 +1212,8 @@ static int exec_sequential(apply_ctx_t *c, const scim_diff_plan_t *p, const unit
 		s->writes++;
 		rc = http_do(s, q.method, (const char *)url.data, q.if_match, q.body, &r,
 		             err);
+		if (op->kind == SCIM_DIFF_OP_CREATE)
+			body_wipe_password(q.body);
 		if (rc == 0)
 			rc = status_check(s, r.status, r.json, r.retry_after_s, err,
 			                  "%s %s", q.method, (const char *)url.data);
@@ -1310,9 +1376,11 @@ static int exec_bulk(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t *un
 		rc = unit_done(c, p, &units[k], gid, res_str(o, "version"), err);
 	}
 out:
+	for (size_t k = 0; ops != NULL && k < json_array_size(ops); k++)
+		body_wipe_password(json_object_get(json_array_get(ops, k), "data"));
 	free(methods);
 	free(gid);
-	free(payload);
+	payload_free(payload);
 	json_decref(body);
 	json_decref(ops);
 	resp_fini(&r);

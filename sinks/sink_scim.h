@@ -30,6 +30,7 @@
 #include "common/err.h"
 #include "schemas/model.h"
 #include "sinks/scim_diff.h"
+#include "sinks/sink_password.h"
 
 typedef struct sink_scim sink_scim_t;
 
@@ -46,6 +47,15 @@ typedef struct sink_scim_opts {
 	bool no_patch;
 	bool no_bulk;
 	bool no_etag;
+	/*
+	 * Initial passwords: when set, every User is created with a random
+	 * "password" meeting password_policy (RFC 7643 §4.1.1: write-only);
+	 * the clear text goes only to this file (one line "employee_id TAB
+	 * userName TAB password", flushed before the POST; see
+	 * sinks/sink_password.h).  NULL or "": Users get no password.
+	 */
+	const char *password_file;
+	sink_password_policy_t password_policy;
 } sink_scim_opts_t;
 
 /*

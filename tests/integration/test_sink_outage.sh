@@ -9,7 +9,8 @@
 # scripts/services.sh restarts slapd on the port tests/run.sh gave it.
 IDSTREAM_LDAP_PORT=$(printf '%s' "$IDSTREAM_TEST_LDAP_URL" | sed -e 's|.*:||' -e 's|/.*||')
 export IDSTREAM_LDAP_PORT
-slapd() { sh "$IDSTREAM_REPO/scripts/services.sh" "$1" slapd >>"$T_DIR/services.log" 2>&1; }
+# 8>&-: a slapd started here must not hold the test runner's lock (fd 8).
+slapd() { sh "$IDSTREAM_REPO/scripts/services.sh" "$1" slapd 8>&- >>"$T_DIR/services.log" 2>&1; }
 SLAPD_DOWN=""
 trap '[ -z "$SLAPD_DOWN" ] || slapd start; lib_cleanup' EXIT
 

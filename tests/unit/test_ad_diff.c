@@ -260,14 +260,18 @@ static void test_create(void **state)
 	assert_string_equal(p.ops[2].new_value, add->dn);
 	assert_true(ldap_diff_dn_equal(p.ops[3].dn, "CN=staff," GROUPS));
 
-	/* Pending hires are created disabled, in the same add. */
-	d.state = LC_PENDING;
+	/* Pre-start hires are created disabled, in the same add. */
+	d.state = LC_PRESTART;
 	clear_groups(&d);
 	assert_int_equal(ad_diff_compute(&layout, &d, NULL, NULL, &p, NULL), 0);
 	assert_int_equal(p.nops, 2);
 	assert_string_equal(id_attrs_get(&p.ops[1].attrs, "userAccountControl"), "514");
+	assert_string_equal(id_attrs_get(&p.ops[1].attrs, "accountExpires"), NEVER);
 
-	/* Disabled or deleted employees without an object: nothing. */
+	/* Pending, disabled or deleted employees without an object: nothing. */
+	d.state = LC_PENDING;
+	assert_int_equal(ad_diff_compute(&layout, &d, NULL, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 0);
 	d.state = LC_DISABLED;
 	assert_int_equal(ad_diff_compute(&layout, &d, NULL, NULL, &p, NULL), 0);
 	assert_int_equal(p.nops, 0);
@@ -512,13 +516,60 @@ static void test_disable_enable_keep_other_bits(void **state)
 	converge(f, NULL, false);
 	assert_int_equal(f->e.uac, 0x10200);
 
-	/* DISABLED and PENDING shut the account too. */
+	/* DISABLED and PRESTART shut the account too. */
 	f->d.state = LC_DISABLED;
 	plan(f, NULL);
 	assert_non_null(find_op(&f->p, AD_DIFF_OP_DISABLE, NULL));
-	f->d.state = LC_PENDING;
+	f->d.state = LC_PRESTART;
 	plan(f, NULL);
 	assert_non_null(find_op(&f->p, AD_DIFF_OP_DISABLE, NULL));
+	/* PENDING only disables: the rename, title and groups wait for the
+	 * pre-start window. */
+	f->d.state = LC_PENDING;
+	plan(f, NULL);
+	assert_int_equal(f->p.nops, 1);
+	assert_int_equal(f->p.ops[0].kind, AD_DIFF_OP_DISABLE);
+	assert_string_equal(f->p.ops[0].new_value, "66050");
+	assert_string_equal(f->p.dn, f->e.dn);
+	converge(f, NULL, false);
+	assert_int_equal(f->e.uac, 0x10202);
+	assert_string_equal(attr(&f->e, "title"), "Returning Engineer");
+	assert_int_equal(f->e.nmember_of, 1);
+}
+
+/* A termination without a date: accountExpires is the moment the DISABLED
+ * version took effect, and it stays put across later versions. */
+static void test_disabled_expires_from_termination(void **state)
+{
+	fx_t *f = *state;
+	f->d.state = LC_DISABLED;
+	clear_groups(&f->d);
+	f->d.effective_at = INT64_C(1743422400000); /* 2025-03-31T12:00:00Z */
+	plan(f, NULL);
+	const ad_diff_op_t *ex = find_op(&f->p, AD_DIFF_OP_MODIFY, "accountExpires");
+	assert_non_null(ex);
+	assert_string_equal(ex->old_value, NEVER);
+	assert_string_equal(ex->new_value, "133878960000000000");
+	/* Disabled before anything else is written. */
+	assert_int_equal(f->p.ops[0].kind, AD_DIFF_OP_DISABLE);
+	converge(f, NULL, false);
+	assert_string_equal(attr(&f->e, "accountExpires"), "133878960000000000");
+	/* A later version of the leaver (new title, later effective time). */
+	f->d.effective_at += 86400000;
+	id_attrs_set(&f->d.attributes, "title", "Former Engineer");
+	plan(f, NULL);
+	assert_int_equal(f->p.nops, 1);
+	assert_string_equal(f->p.ops[0].attribute, "title");
+	converge(f, NULL, false);
+	/* Rehired: the expiry is lifted along with the disable. */
+	f->d.state = LC_ACTIVE;
+	plan(f, NULL);
+	ex = find_op(&f->p, AD_DIFF_OP_MODIFY, "accountExpires");
+	assert_non_null(ex);
+	assert_string_equal(ex->new_value, NEVER);
+	assert_non_null(find_op(&f->p, AD_DIFF_OP_ENABLE, NULL));
+	converge(f, NULL, false);
+	assert_int_equal(f->e.uac, 512);
 }
 
 static void test_delete(void **state)
@@ -624,6 +675,9 @@ static void test_lifecycle_converges(void **state)
 	ad_diff_plan_init(&f.p);
 	mk_desired(&f.d, "E5", "cdoe", "Cy", "Doe", "Sales", LC_PENDING);
 	converge(&f, NULL, false);
+	assert_false(f.exists);
+	f.d.state = LC_PRESTART;
+	converge(&f, NULL, false);
 	assert_int_equal(f.e.uac, 514);
 	f.d.state = LC_ACTIVE;
 	desired_identity_add_group(&f.d, "staff");
@@ -634,11 +688,21 @@ static void test_lifecycle_converges(void **state)
 	id_attrs_set(&f.d.attributes, "cn", "Cy Doe-Roe");
 	converge(&f, "CN=Boss,OU=Sales," PEOPLE, false);
 	assert_string_equal(f.e.dn, "CN=Cy Doe-Roe,OU=Berlin,OU=Ops," PEOPLE);
+	f.d.state = LC_SUSPENDED; /* on leave: disabled, groups as desired */
+	converge(&f, "CN=Boss,OU=Sales," PEOPLE, false);
+	assert_int_equal(f.e.uac, 514);
+	assert_int_equal(f.e.nmember_of, 1);
+	assert_string_equal(attr(&f.e, "accountExpires"), NEVER);
+	f.d.state = LC_ACTIVE;
+	converge(&f, "CN=Boss,OU=Sales," PEOPLE, false);
+	assert_int_equal(f.e.uac, 512);
 	f.d.state = LC_DISABLED;
+	f.d.effective_at = INT64_C(1743422400000);
 	clear_groups(&f.d);
 	converge(&f, NULL, false);
 	assert_int_equal(f.e.uac, 514);
 	assert_int_equal(f.e.nmember_of, 0);
+	assert_string_equal(attr(&f.e, "accountExpires"), "133878960000000000");
 	f.d.state = LC_DELETED;
 	converge(&f, NULL, false);
 	assert_false(f.exists);
@@ -815,6 +879,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_groups, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_disable_enable_keep_other_bits, fx_setup,
 	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_disabled_expires_from_termination,
+	                                    fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_delete, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_manager, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_account_expires, fx_setup, fx_teardown),

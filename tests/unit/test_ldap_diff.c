@@ -19,7 +19,7 @@
 #define PEOPLE "ou=people,dc=example,dc=com"
 #define GROUPS "ou=groups,dc=example,dc=com"
 
-static const ldap_diff_layout_t layout = {PEOPLE, GROUPS};
+static const ldap_diff_layout_t layout = {PEOPLE, GROUPS, NULL};
 
 /* A desired identity as the default mapping would produce it. */
 static void mk_desired(desired_identity_t *d, const char *id, const char *uid,
@@ -94,7 +94,14 @@ static void model_apply(const ldap_diff_plan_t *p, ldap_diff_entry_t *e, bool *e
 		case LDAP_DIFF_OP_ENABLE:
 			assert_true(*exists);
 			assert_true(ldap_diff_dn_equal(op->dn, e->dn));
-			ldap_diff_entry_set_lock(e, op->new_value);
+			if (op->new_superior != NULL) { /* disable by move */
+				ldap_diff_entry_set_dn(e, op->new_value);
+				/* refint rewrites member values: memberOf stays. */
+				if (strncmp(op->new_rdn, "uid=", 4) == 0)
+					id_attrs_set(&e->attrs, "uid", op->new_rdn + 4);
+			} else {
+				ldap_diff_entry_set_lock(e, op->new_value);
+			}
 			break;
 		case LDAP_DIFF_OP_MODRDN:
 			assert_true(ldap_diff_dn_equal(op->dn, e->dn));
@@ -240,12 +247,12 @@ static void test_create(void **state)
 	desired_identity_fini(&d);
 }
 
-static void test_create_pending_is_locked_in_the_add(void **state)
+static void test_create_prestart_is_locked_in_the_add(void **state)
 {
 	(void)state;
 	desired_identity_t d;
 	ldap_diff_plan_t p;
-	mk_desired(&d, "E1", "bb", "B", "B", "Ops", LC_PENDING);
+	mk_desired(&d, "E1", "bb", "B", "B", "Ops", LC_PRESTART);
 	ldap_diff_plan_init(&p);
 	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, NULL), 0);
 	const ldap_diff_op_t *add = find_op(&p, LDAP_DIFF_OP_ADD, NULL);
@@ -255,6 +262,142 @@ static void test_create_pending_is_locked_in_the_add(void **state)
 	assert_null(find_op(&p, LDAP_DIFF_OP_GROUP_ADD, NULL)); /* no groups yet */
 	ldap_diff_plan_fini(&p);
 	desired_identity_fini(&d);
+}
+
+static void test_pending_creates_nothing(void **state)
+{
+	(void)state;
+	desired_identity_t d;
+	ldap_diff_plan_t p;
+	mk_desired(&d, "E1", "bb", "B", "B", "Ops", LC_PENDING);
+	ldap_diff_plan_init(&p);
+	assert_int_equal(ldap_diff_compute(&layout, &d, NULL, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 0);
+	assert_null(p.dn);
+	ldap_diff_plan_fini(&p);
+	desired_identity_fini(&d);
+}
+
+/* PENDING over an existing entry (a rehire before the pre-start window):
+ * the entry is locked and otherwise left exactly as it is. */
+static void test_pending_existing_is_only_locked(void **state)
+{
+	fx_t *f = *state;
+	f->d.state = LC_PENDING;
+	for (size_t i = 0; i < f->d.ngroups; i++)
+		free(f->d.groups[i]);
+	f->d.ngroups = 0;
+	id_attrs_set(&f->d.attributes, "title", "Future Title");
+	set_container(&f->d, "ou=Elsewhere");
+	plan(f);
+	assert_int_equal(f->p.nops, 1);
+	assert_int_equal(f->p.ops[0].kind, LDAP_DIFF_OP_DISABLE);
+	assert_string_equal(f->p.ops[0].dn, "uid=asmith,ou=Sales," PEOPLE);
+	assert_string_equal(f->p.ops[0].new_value, LDAP_DIFF_LOCK_VALUE);
+	assert_string_equal(f->p.dn, "uid=asmith,ou=Sales," PEOPLE);
+	model_apply(&f->p, &f->e, &f->exists);
+	plan(f);
+	assert_int_equal(f->p.nops, 0); /* locked: nothing more to do */
+	assert_int_equal(f->e.nmember_of, 2);
+	assert_string_equal(id_attrs_get(&f->e.attrs, "title"), "Engineer");
+}
+
+/* SUSPENDED: locked, and the desired groups stay authoritative — the
+ * memberships it lists are kept, the others go. */
+static void test_suspended_keeps_desired_groups(void **state)
+{
+	fx_t *f = *state;
+	f->d.state = LC_SUSPENDED;
+	plan(f);
+	assert_int_equal(f->p.nops, 1);
+	assert_int_equal(f->p.ops[0].kind, LDAP_DIFF_OP_DISABLE);
+	converge(&f->d, &f->e, &f->exists, NULL);
+	assert_int_equal(f->e.nmember_of, 2);
+	/* The leave policy drops the department group: only that one goes. */
+	for (size_t i = 0; i < f->d.ngroups; i++)
+		free(f->d.groups[i]);
+	f->d.ngroups = 0;
+	desired_identity_add_group(&f->d, "staff");
+	plan(f);
+	assert_int_equal(f->p.nops, 1);
+	assert_int_equal(f->p.ops[0].kind, LDAP_DIFF_OP_GROUP_REMOVE);
+	assert_string_equal(f->p.ops[0].attribute, "dept-sales");
+	converge(&f->d, &f->e, &f->exists, NULL);
+	assert_int_equal(f->e.nmember_of, 1);
+	assert_string_equal(f->e.lock_time, LDAP_DIFF_LOCK_VALUE);
+}
+
+#define DISABLED "ou=disabled,dc=example,dc=com"
+
+/* Disable by move: the entry goes below the disabled OU and comes back. */
+static void test_disable_by_move(void **state)
+{
+	fx_t *f = *state;
+	const ldap_diff_layout_t mv = {PEOPLE, GROUPS, DISABLED};
+	ldap_diff_plan_t p;
+	ldap_diff_plan_init(&p);
+	f->d.state = LC_SUSPENDED;
+	assert_int_equal(ldap_diff_compute(&mv, &f->d, &f->e, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 2);
+	assert_int_equal(p.ops[0].kind, LDAP_DIFF_OP_ENSURE_OU);
+	assert_string_equal(p.ops[0].dn, DISABLED);
+	assert_string_equal(p.ops[0].new_value, "disabled");
+	const ldap_diff_op_t *dis = &p.ops[1];
+	assert_int_equal(dis->kind, LDAP_DIFF_OP_DISABLE);
+	assert_string_equal(dis->dn, "uid=asmith,ou=Sales," PEOPLE);
+	assert_string_equal(dis->attribute, "dn");
+	assert_string_equal(dis->new_value, "uid=asmith," DISABLED);
+	assert_string_equal(dis->new_rdn, "uid=asmith");
+	assert_string_equal(dis->new_superior, DISABLED);
+	assert_string_equal(p.dn, "uid=asmith," DISABLED);
+	assert_null(find_op(&p, LDAP_DIFF_OP_MODRDN, NULL));
+	model_apply(&p, &f->e, &f->exists);
+	assert_null(f->e.lock_time); /* no lock: the placement is the disable */
+	assert_int_equal(ldap_diff_compute(&mv, &f->d, &f->e, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 0);
+
+	/* Back from leave with a new title: the title is written in the
+	 * disabled OU, the move back comes last. */
+	f->d.state = LC_ACTIVE;
+	id_attrs_set(&f->d.attributes, "title", "Lead");
+	assert_int_equal(ldap_diff_compute(&mv, &f->d, &f->e, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 3);
+	assert_int_equal(p.ops[0].kind, LDAP_DIFF_OP_ENSURE_OU);
+	assert_string_equal(p.ops[0].dn, "ou=Sales," PEOPLE);
+	assert_int_equal(p.ops[1].kind, LDAP_DIFF_OP_MODIFY);
+	assert_string_equal(p.ops[1].dn, "uid=asmith," DISABLED);
+	const ldap_diff_op_t *en = &p.ops[2];
+	assert_int_equal(en->kind, LDAP_DIFF_OP_ENABLE);
+	assert_string_equal(en->dn, "uid=asmith," DISABLED);
+	assert_string_equal(en->new_value, "uid=asmith,ou=Sales," PEOPLE);
+	assert_string_equal(en->new_superior, "ou=Sales," PEOPLE);
+	model_apply(&p, &f->e, &f->exists);
+	assert_int_equal(ldap_diff_compute(&mv, &f->d, &f->e, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 0);
+	assert_string_equal(f->e.dn, "uid=asmith,ou=Sales," PEOPLE);
+
+	/* PENDING over the entry: moved, nothing else. */
+	f->d.state = LC_PENDING;
+	id_attrs_set(&f->d.attributes, "title", "Other");
+	assert_int_equal(ldap_diff_compute(&mv, &f->d, &f->e, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 2);
+	assert_int_equal(p.ops[1].kind, LDAP_DIFF_OP_DISABLE);
+	assert_string_equal(p.ops[1].new_value, "uid=asmith," DISABLED);
+	model_apply(&p, &f->e, &f->exists);
+	assert_int_equal(ldap_diff_compute(&mv, &f->d, &f->e, NULL, &p, NULL), 0);
+	assert_int_equal(p.nops, 0);
+
+	/* A PRESTART hire is created in the disabled OU, unlocked. */
+	desired_identity_t d;
+	mk_desired(&d, "E2", "bb", "B", "B", "Ops", LC_PRESTART);
+	assert_int_equal(ldap_diff_compute(&mv, &d, NULL, NULL, &p, NULL), 0);
+	const ldap_diff_op_t *add = find_op(&p, LDAP_DIFF_OP_ADD, NULL);
+	assert_non_null(add);
+	assert_string_equal(add->dn, "uid=bb," DISABLED);
+	assert_false(id_attrs_has(&add->attrs, LDAP_DIFF_LOCK_ATTR));
+	assert_string_equal(p.ops[0].dn, DISABLED);
+	desired_identity_fini(&d);
+	ldap_diff_plan_fini(&p);
 }
 
 static void test_noop_with_server_spelling(void **state)
@@ -694,6 +837,12 @@ static void test_lifecycle_converges(void **state)
 	ldap_diff_entry_init(&e);
 	mk_desired(&d, "E42", "jdoe", "Jane", "Doe", "Sales", LC_PENDING);
 	converge(&d, &e, &exists, NULL);
+	assert_false(exists);
+	desired_identity_fini(&d);
+
+	mk_desired(&d, "E42", "jdoe", "Jane", "Doe", "Sales", LC_PRESTART);
+	converge(&d, &e, &exists, NULL);
+	assert_true(exists);
 	assert_string_equal(e.lock_time, LDAP_DIFF_LOCK_VALUE);
 	desired_identity_fini(&d);
 
@@ -706,6 +855,16 @@ static void test_lifecycle_converges(void **state)
 	mk_desired(&d, "E42", "jsmith", "Jane", "Smith", "R&D, Europe", LC_ACTIVE);
 	converge(&d, &e, &exists, "uid=boss," PEOPLE);
 	assert_true(ldap_diff_dn_equal(e.dn, "uid=jsmith,ou=R&D\\2C Europe," PEOPLE));
+	desired_identity_fini(&d);
+
+	mk_desired(&d, "E42", "jsmith", "Jane", "Smith", "R&D, Europe", LC_ACTIVE);
+	d.state = LC_SUSPENDED; /* on leave: groups as desired, locked */
+	converge(&d, &e, &exists, "uid=boss," PEOPLE);
+	assert_string_equal(e.lock_time, LDAP_DIFF_LOCK_VALUE);
+	assert_int_equal(e.nmember_of, 2);
+	d.state = LC_ACTIVE;
+	converge(&d, &e, &exists, "uid=boss," PEOPLE);
+	assert_null(e.lock_time);
 	desired_identity_fini(&d);
 
 	mk_desired(&d, "E42", "jsmith", "Jane", "Smith", "R&D, Europe", LC_DISABLED);
@@ -725,7 +884,13 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_create),
-	    cmocka_unit_test(test_create_pending_is_locked_in_the_add),
+	    cmocka_unit_test(test_create_prestart_is_locked_in_the_add),
+	    cmocka_unit_test(test_pending_creates_nothing),
+	    cmocka_unit_test_setup_teardown(test_pending_existing_is_only_locked,
+	                                    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_suspended_keeps_desired_groups, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_disable_by_move, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_noop_with_server_spelling, fx_setup,
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_attribute_update, fx_setup, fx_teardown),

@@ -204,13 +204,18 @@ static void test_create_with_groups(void **state)
 	desired_identity_fini(&d);
 }
 
-static void test_pending_created_inactive(void **state)
+static void test_prestart_created_inactive(void **state)
 {
 	(void)state;
 	desired_identity_t d;
 	scim_diff_plan_t p;
 	mk_desired(&d, "E1", "alovelace", LC_PENDING, "eng");
 	scim_diff_plan_init(&p);
+	/* PENDING: the hire is known, the account is not made yet. */
+	assert_int_equal(scim_diff_compute(&ent_on, &d, NULL, NULL, NULL, 0, &p, NULL),
+	                 0);
+	assert_int_equal(p.nops, 0);
+	d.state = LC_PRESTART;
 	assert_int_equal(scim_diff_compute(&ent_on, &d, NULL, NULL, NULL, 0, &p, NULL),
 	                 0);
 	assert_int_equal(p.nops, 1);
@@ -714,17 +719,23 @@ static void test_lifecycle_converges(void **state)
 	bool exists = false;
 	scim_diff_user_init(&u);
 	scim_diff_plan_init(&p);
+	/* nops: the exact plan length, or -1 for "some". */
 	struct {
 		lifecycle_state_t st;
 		const char *uid, *dept, *title, *mgr;
+		int nops;
 	} steps[] = {
-	    {LC_PENDING, "alovelace", "eng", "Engineer", NULL},
-	    {LC_ACTIVE, "alovelace", "eng", "Engineer", "m1"},
-	    {LC_ACTIVE, "aking", "sales", "Lead", "m2"},
-	    {LC_SUSPENDED, "aking", "sales", "Lead", NULL},
-	    {LC_DISABLED, "aking", "sales", "Lead", NULL},
-	    {LC_ACTIVE, "aking", "ops", NULL, "m1"},
-	    {LC_DELETED, "aking", "ops", NULL, NULL},
+	    {LC_PENDING, "alovelace", "eng", "Engineer", NULL, 0},
+	    {LC_PRESTART, "alovelace", "eng", "Engineer", NULL, -1},
+	    {LC_ACTIVE, "alovelace", "eng", "Engineer", "m1", -1},
+	    {LC_ACTIVE, "aking", "sales", "Lead", "m2", -1},
+	    /* Start date moved out: only active=false, the rest waits. */
+	    {LC_PENDING, "bking", "ops", "Other", NULL, 1},
+	    {LC_SUSPENDED, "aking", "sales", "Lead", NULL, -1},
+	    /* SUSPENDED → DISABLED is no change at all in SCIM. */
+	    {LC_DISABLED, "aking", "sales", "Lead", NULL, 0},
+	    {LC_ACTIVE, "aking", "ops", NULL, "m1", -1},
+	    {LC_DELETED, "aking", "ops", NULL, NULL, -1},
 	};
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		desired_identity_t d;
@@ -741,11 +752,18 @@ static void test_lifecycle_converges(void **state)
 		assert_int_equal(scim_diff_compute(&ent_on, &d, exists ? &u : NULL,
 		                                   steps[i].mgr, known, nknown, &p, NULL),
 		                 0);
-		/* SUSPENDED → DISABLED is no change at all in SCIM (active stays false).
-		 */
-		if ((p.nops == 0) != (steps[i].st == LC_DISABLED))
+		if (steps[i].nops >= 0 ? p.nops != (size_t)steps[i].nops : p.nops == 0)
 			fail_msg("step %zu: %zu ops", i, p.nops);
+		if (steps[i].st == LC_PENDING && p.nops == 1) {
+			assert_int_equal(p.ops[0].kind, SCIM_DIFF_OP_DISABLE);
+			assert_string_equal(p.ops[0].new_value, "false");
+		}
 		model_apply(&p, &u, &exists, &d);
+		if (steps[i].st == LC_PENDING && exists) {
+			assert_string_equal(u.fields[SCIM_F_USER_NAME], "aking");
+			assert_string_equal(u.fields[SCIM_F_TITLE], "Lead");
+			assert_string_equal(u.fields[SCIM_F_ACTIVE], "false");
+		}
 		assert_int_equal(scim_diff_compute(&ent_on, &d, exists ? &u : NULL,
 		                                   steps[i].mgr, u.groups, u.ngroups, &p,
 		                                   NULL),
@@ -767,7 +785,7 @@ int main(void)
 	    cmocka_unit_test(test_desired_fields),
 	    cmocka_unit_test(test_field_paths),
 	    cmocka_unit_test(test_create_with_groups),
-	    cmocka_unit_test(test_pending_created_inactive),
+	    cmocka_unit_test(test_prestart_created_inactive),
 	    cmocka_unit_test(test_no_create_when_disabled_or_deleted),
 	    cmocka_unit_test(test_identical_is_empty),
 	    cmocka_unit_test(test_update_only_changed_fields),

@@ -683,12 +683,18 @@ static void test_manager(void **state)
 	assert_attr(dn, "manager", NULL);
 }
 
-static void test_pending_hire_created_disabled(void **state)
+static void test_prestart_hire_created_disabled(void **state)
 {
 	t_t *t = *state;
 	char dn[512], u[32];
+	/* PENDING: known hire, no user yet. */
 	mk(t, &t->d, "E3001", "cnew", "Cy", "New", "Ops", LC_PENDING);
 	id_attrs_set(&t->d.attributes, "accountExpires", "2031-01-31");
+	uint64_t w = sink_ad_writes(t->sink);
+	assert_int_equal(apply_ok(t, &t->d), SINK_NOOP);
+	assert_int_equal(sink_ad_writes(t->sink), w);
+	/* PRESTART: created disabled, with its password. */
+	t->d.state = LC_PRESTART;
 	assert_int_equal(apply_ok(t, &t->d), SINK_APPLIED);
 	user_dn(dn, sizeof(dn), "Cy New", "Ops", t);
 	assert_attr(dn, "userAccountControl", "514");
@@ -999,7 +1005,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    T(test_lifecycle),
 	    T(test_manager),
-	    T(test_pending_hire_created_disabled),
+	    T(test_prestart_hire_created_disabled),
 	    T(test_sam_conflict),
 	    T(test_cn_taken_uses_fallback),
 	    T(test_converges_after_partial_apply),
