@@ -76,15 +76,18 @@ if [ -n "$renamed" ]; then
 	ids history "$renamed"
 fi
 
-# A joiner of day 2 with the latest start date: no account before the
-# pre-start window (PENDING); a timer will create and enable it on time.
-joiner=$(awk -F, 'NR==FNR { if (FNR > 1) seen[$1] = 1; next }
-	FNR > 1 && !($1 in seen) && $10 > best { best = $10; id = $1 }
-	END { if (id != "") print id }' examples/hr-export-1.csv examples/hr-export-2.csv)
-if [ -n "$joiner" ]; then
-	step "History of employee $joiner (joins on $(awk -F, -v e="$joiner" '$1 == e { print $10 }' examples/hr-export-2.csv): pending until the pre-start window)"
-	ids history "$joiner"
-fi
+# The day-2 joiners start in the coming weeks: those outside the pre-start
+# window have no account yet (PENDING); a timer creates and enables each on
+# time.  Show the first such joiner.
+for id in $(awk -F, 'NR==FNR { if (FNR > 1) seen[$1] = 1; next }
+	FNR > 1 && !($1 in seen) { print $1 }' examples/hr-export-1.csv examples/hr-export-2.csv); do
+	h=$(ids history "$id" --json 2>/dev/null) || continue
+	[ "$(printf '%s' "$h" | jq -r '[.[] | select(.kind == "desired")] | last | .state')" = PENDING ] || continue
+	start=$(printf '%s' "$h" | jq -r '[.[] | select(.kind == "hr_event")][0].attributes.start_date')
+	step "History of employee $id (starts on $start: no account until the pre-start window)"
+	ids history "$id"
+	break
+done
 
 step "Look at the directory"
 people=$(ldapsearch -x -LLL -H "$LDAP_URL" -D cn=admin,dc=example,dc=com -y "$DEMO/ldap.password" \
