@@ -5,7 +5,10 @@
  *     For each attribute of the account in target T (and its container,
  *     groups and lifecycle state): the value, the sink operation that wrote
  *     it and when, the desired version, the rule and policy version that
- *     produced it, and the HR event that caused it.
+ *     produced it, and the HR event that caused it (a policy activation
+ *     marker, with the policy's name and version, when a deployment changed
+ *     the value).  A group membership's cause is that of the version that
+ *     added the group, not of the newest change to the group set.
  *
  *   idstream as-of TIME [EMPLOYEE_ID] [--json]
  *     The desired identity (one employee, or everyone) as it was at TIME:
@@ -24,6 +27,7 @@
 #include "cmd/timeline.h"
 #include "common/hmap.h"
 #include "common/kafka.h"
+#include "processors/policy_registry.h"
 #include "schemas/codec.h"
 
 /* Aspects of an account that are not attributes; names as in the causes. */
@@ -72,10 +76,53 @@ static bool why_op_matches(const sink_op_t *op, const char *aspect, const char *
 	return strcmp(a, aspect) == 0;
 }
 
+static bool why_has_group(const desired_identity_t *d, const char *group)
+{
+	for (size_t i = 0; i < d->ngroups; i++)
+		if (strcmp(d->groups[i], group) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The version, up to d, since which d's group membership has held without a
+ * break: its "@groups" cause is the membership's.  d's own cause names the
+ * newest change of the group set, which may be another group's.
+ */
+static const desired_identity_t *
+why_member_since(const timeline_t *t, const desired_identity_t *d, const char *group)
+{
+	const desired_identity_t *since = NULL, *prev = NULL;
+	for (;;) {
+		/* The next version after prev, up to d (entries are in time
+		 * order, but versions decide). */
+		const desired_identity_t *next = NULL;
+		for (size_t i = 0; i < t->len; i++) {
+			const desired_identity_t *c = &t->items[i].d;
+			if (t->items[i].kind != TL_DESIRED || t->items[i].unreadable ||
+			    c->version > d->version ||
+			    (prev != NULL && c->version <= prev->version))
+				continue;
+			if (next == NULL || c->version < next->version)
+				next = c;
+		}
+		if (next == NULL)
+			return since != NULL ? since : d;
+		if (!why_has_group(next, group))
+			since = NULL;
+		else if (since == NULL)
+			since = next;
+		prev = next;
+	}
+}
+
 static void why_fill(const timeline_t *t, const char *target, why_row_t *row,
                      const desired_identity_t *d)
 {
-	row->cause = why_cause(d, row->aspect);
+	const desired_identity_t *cd = d;
+	if (row->group != NULL)
+		cd = why_member_since(t, d, row->group);
+	row->cause = why_cause(cd, row->aspect);
 	row->event = row->cause ? timeline_find_event(t, row->cause->event_id) : NULL;
 	for (size_t i = 0; i < t->len; i++) {
 		const tl_entry_t *te = &t->items[i];
@@ -97,6 +144,46 @@ static json_t *jstr(const char *s)
 	return s ? json_string(s) : json_null();
 }
 
+static const char *why_attr(const employee_event_t *ev, const char *key)
+{
+	const char *v = id_attrs_get(&ev->attributes, key);
+	return v != NULL ? v : "-";
+}
+
+/* A policy activation's policy: its file name, or the built-in mapping. */
+static const char *why_policy_name(const employee_event_t *ev)
+{
+	if (id_attrs_get(&ev->attributes, POLICY_ATTR_BUILTIN) != NULL)
+		return "(built-in mapping)";
+	return why_attr(ev, POLICY_ATTR_NAME);
+}
+
+/* The event behind a value; a policy activation with its policy's name,
+ * version and deployment (not its source). */
+static json_t *why_event_json(const employee_event_t *ev)
+{
+	json_t *o =
+	    json_pack("{s:o, s:s, s:o, s:I, s:o, s:o}", "event_id", jstr(ev->event_id),
+	              "type", employee_event_type_name(ev->type), "source",
+	              jstr(ev->source), "effective_at", (json_int_t)ev->effective_at,
+	              "actor", jstr(ev->actor), "reason", jstr(ev->reason));
+	if (ev->type == EV_POLICY_ACTIVATED) {
+		json_object_set_new(
+		    o, "policy_name",
+		    jstr(id_attrs_get(&ev->attributes, POLICY_ATTR_NAME)));
+		json_object_set_new(
+		    o, "policy_version",
+		    jstr(id_attrs_get(&ev->attributes, POLICY_ATTR_VERSION)));
+		json_object_set_new(
+		    o, "policy_builtin",
+		    jstr(id_attrs_get(&ev->attributes, POLICY_ATTR_BUILTIN)));
+		json_object_set_new(
+		    o, "deployment_id",
+		    jstr(id_attrs_get(&ev->attributes, POLICY_ATTR_DEPLOYMENT)));
+	}
+	return o;
+}
+
 static void why_usage(void)
 {
 	printf(
@@ -105,7 +192,9 @@ static void why_usage(void)
 	    "Explains the employee's account in target T (default: the ldap sink's\n"
 	    "target): for every attribute, its container, groups and lifecycle state,\n"
 	    "the sink operation that wrote it and when, the desired version, the rule\n"
-	    "and policy version that produced it, and the HR event that caused it.\n"
+	    "and policy version that produced it, and the HR event that caused it (for\n"
+	    "a value a policy deployment changed: the activation, with the policy's\n"
+	    "name and version).\n"
 	    "\n"
 	    "  --target T  a sink target name (sink.<kind>.target)\n"
 	    "  --attr A    one attribute; also @state, @container, @groups, @manager_id\n"
@@ -225,16 +314,8 @@ int cmd_why(cli_t *cli, int argc, char **argv)
 			if (w->cause != NULL)
 				json_object_set_new(o, "rule", jstr(w->cause->rule));
 			if (w->event != NULL)
-				json_object_set_new(
-				    o, "hr_event",
-				    json_pack(
-				        "{s:o, s:s, s:o, s:I, s:o, s:o}", "event_id",
-				        jstr(w->event->event_id), "type",
-				        employee_event_type_name(w->event->type),
-				        "source", jstr(w->event->source), "effective_at",
-				        (json_int_t)w->event->effective_at, "actor",
-				        jstr(w->event->actor), "reason",
-				        jstr(w->event->reason)));
+				json_object_set_new(o, "hr_event",
+				                    why_event_json(w->event));
 			json_array_append_new(arr, o);
 		}
 		json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -258,7 +339,15 @@ int cmd_why(cli_t *cli, int argc, char **argv)
 			snprintf(written, sizeof(written), "%s v%lld %s", w->op->op,
 			         (long long)w->op_version, when);
 		}
-		if (w->event != NULL) {
+		if (w->event != NULL && w->event->type == EV_POLICY_ACTIVATED) {
+			timeline_fmt_time(w->event->effective_at, when, sizeof(when));
+			snprintf(ev, sizeof(ev),
+			         "POLICY_ACTIVATED %s %s effective %s by %s %.12s",
+			         why_policy_name(w->event),
+			         why_attr(w->event, POLICY_ATTR_VERSION), when,
+			         w->event->actor ? w->event->actor : "-",
+			         w->event->event_id);
+		} else if (w->event != NULL) {
 			timeline_fmt_time(w->event->effective_at, when, sizeof(when));
 			snprintf(ev, sizeof(ev), "%s effective %s via %s (%s) %.12s",
 			         employee_event_type_name(w->event->type), when,

@@ -1,12 +1,13 @@
 /*
- * history.c — `idstream history EMPLOYEE_ID [--json]`: the employee's HR
- * events, desired identity versions and sink results in time order.
+ * history.c — `idstream history EMPLOYEE_ID [--json] [--verbose]`: the
+ * employee's HR events, desired identity versions, sink results and the
+ * policy activations that changed the employee, in time order.
  *
- * All three topics are keyed by employee id with Kafka's murmur2
- * partitioner, so only the one partition of each topic that can hold the
- * employee is read (from its start to its current end).  Entries are ordered
- * by their Kafka timestamps (append time of the log), which is the order in
- * which the pipeline saw them.
+ * The records come from timeline_load() (the index, or the one partition of
+ * each topic that can hold the employee).  Entries are ordered by their
+ * Kafka timestamps (append time of the log), which is the order in which the
+ * pipeline saw them.  A policy activation's line names the policy and its
+ * version; its Lua source is shown by --verbose and --json only.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "common/buf.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "processors/policy_registry.h"
 #include "schemas/codec.h"
 
 /* The printable forms of one timeline entry. */
@@ -41,16 +43,43 @@ static json_t *attrs_json(const id_attrs_t *a)
 	return o;
 }
 
-static void attrs_line(id_buf_t *b, const id_attrs_t *a, size_t max)
+/* Up to max attributes as "key=value", leaving out a policy activation's
+ * details unless verbose; its source goes on the lines below. */
+static void attrs_line(id_buf_t *b, const employee_event_t *ev, size_t max, bool verbose)
 {
-	for (size_t i = 0; i < a->len && i < max; i++)
-		id_buf_printf(b, "%s%s=%s", i ? " " : "", a->items[i].key,
+	const id_attrs_t *a = &ev->attributes;
+	const char *source = NULL;
+	size_t shown = 0, more = 0;
+	for (size_t i = 0; i < a->len; i++) {
+		const char *k = a->items[i].key;
+		if (timeline_attr_is_detail(ev, k) && !verbose)
+			continue;
+		if (ev->type == EV_POLICY_ACTIVATED &&
+		    strcmp(k, POLICY_ATTR_SOURCE) == 0) {
+			source = a->items[i].value;
+			continue;
+		}
+		if (shown == max && !verbose) {
+			more++;
+			continue;
+		}
+		id_buf_printf(b, "%s%s=%s", shown ? " " : "", k,
 		              a->items[i].value ? a->items[i].value : "(cleared)");
-	if (a->len > max)
-		id_buf_printf(b, " …(+%zu)", a->len - max);
+		shown++;
+	}
+	if (more > 0)
+		id_buf_printf(b, " …(+%zu)", more);
+	if (source == NULL)
+		return;
+	id_buf_printf(b, "\n%35s%s:", "", POLICY_ATTR_SOURCE);
+	while (*source != '\0') {
+		size_t n = strcspn(source, "\n");
+		id_buf_printf(b, "\n%37s%.*s", "", (int)n, source);
+		source += n + (source[n] == '\n');
+	}
 }
 
-static int hist_add_event(hist_line_t *e, const employee_event_t *ev)
+static int hist_add_event(hist_line_t *e, const employee_event_t *ev, bool verbose)
 {
 	id_buf_t b = ID_BUF_INIT;
 	char eff[64];
@@ -58,7 +87,7 @@ static int hist_add_event(hist_line_t *e, const employee_event_t *ev)
 	id_buf_printf(
 	    &b, "%-10s via %s (%s) effective %s: ", employee_event_type_name(ev->type),
 	    ev->source, ev->actor ? ev->actor : "-", eff);
-	attrs_line(&b, &ev->attributes, 8);
+	attrs_line(&b, ev, 8, verbose);
 	id_buf_append_u8(&b, 0);
 	e->line = (char *)b.data;
 	e->json = json_pack(
@@ -141,27 +170,39 @@ static int hist_add_result(hist_line_t *e, const sink_result_t *r)
 
 static void history_usage(void)
 {
-	printf("usage: idstream history EMPLOYEE_ID [--json]\n"
+	printf("usage: idstream history EMPLOYEE_ID [--json] [--verbose]\n"
 	       "\n"
 	       "Shows the employee's HR events, desired identity versions and sink "
 	       "results in\n"
-	       "the order the pipeline saw them. Reads only the partition of each topic "
-	       "that\n"
-	       "holds the employee.\n"
+	       "the order the pipeline saw them, and the policy activations that "
+	       "changed the\n"
+	       "employee. With the index (`idstream index`, run by `idstream run`) "
+	       "only the\n"
+	       "employee's own records are read, else the partition of each topic "
+	       "that holds\n"
+	       "the employee.\n"
 	       "\n"
-	       "  --json   one JSON array of records instead of the table\n");
+	       "  --json      one JSON array of records instead of the table (every "
+	       "attribute,\n"
+	       "              a policy activation's Lua source included)\n"
+	       "  --verbose   the table with a policy activation's Lua source under "
+	       "its line\n"
+	       "              (without it: the policy's name and version)\n");
 }
 
 int cmd_history(cli_t *cli, int argc, char **argv)
 {
 	const char *employee = NULL;
-	bool as_json = false;
+	bool as_json = false, verbose = false;
 	for (int i = 1; i < argc; i++) {
 		if (cli_is_help(argv[i])) {
 			history_usage();
 			return CLI_EXIT_OK;
 		} else if (strcmp(argv[i], "--json") == 0) {
 			as_json = true;
+		} else if (strcmp(argv[i], "--verbose") == 0 ||
+		           strcmp(argv[i], "-v") == 0) {
+			verbose = true;
 		} else if (argv[i][0] != '-' && employee == NULL) {
 			employee = argv[i];
 		} else {
@@ -189,7 +230,7 @@ int cmd_history(cli_t *cli, int argc, char **argv)
 			lines[i].json = json_pack("{s:s, s:s}", "kind", "unreadable",
 			                          "error", te->error);
 		} else if (te->kind == TL_EVENT) {
-			hist_add_event(&lines[i], &te->ev);
+			hist_add_event(&lines[i], &te->ev, verbose);
 		} else if (te->kind == TL_DESIRED) {
 			hist_add_desired(&lines[i], &te->d);
 		} else {

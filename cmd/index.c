@@ -22,10 +22,17 @@
  *   "pos" only grows and is written in the same atomic batch as the entries.
  * - Entries are keyed by their position, so a re-delivered record rewrites
  *   the same key: indexing is idempotent.
- * - Offsets are committed to Kafka only after the batch holding their
- *   entries is written; a crash in between re-delivers, never loses.  On
- *   assignment a partition starts at the store's "pos", not at the group's
- *   committed offset, so a lost store is rebuilt from the log.
+ * - Batches are written without the write-ahead log and the memtables are
+ *   flushed to table files every INDEX_FLUSH_MS (and on close).  Readers
+ *   (`history`, `why`, `as-of`) open the store as a secondary instance while
+ *   this stage writes it; with a log they would replay it on every open,
+ *   megabytes of it under load.  A crash loses the batches since the last
+ *   flush, whole and in order, so the stored "pos" values still describe
+ *   the stored entries, and the lost records are indexed again.
+ * - On assignment a partition starts at the store's "pos", not at the
+ *   group's committed offset, so a lost store (or a lost tail of it) is
+ *   rebuilt from the log.  The committed offsets (after each batch) only
+ *   show the group's progress to Kafka tools.
  * - Employee keys start with 'e' and meta keys with 0x00, so they never mix.
  *
  * Threading: index_loop() runs on one thread (its consumer's poll loop).
@@ -35,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cmd/cli.h"
 #include "common/kafka.h"
@@ -42,6 +50,9 @@
 
 #define INDEX_MAX_PARTITIONS 4096
 #define INDEX_BATCH_MAX      5000
+/* Longest time an indexed record stays only in memory, invisible to
+ * readers (which scan the partitions past the flushed positions). */
+#define INDEX_FLUSH_MS 1000
 
 static const char *const index_suffixes[INDEX_KINDS] = {"hr.events", "identity.desired",
                                                         "sink.results"};
@@ -136,6 +147,8 @@ typedef struct index_run {
 	int64_t pos[INDEX_KINDS][INDEX_MAX_PARTITIONS];  /* indexed up to */
 	int64_t ends[INDEX_KINDS][INDEX_MAX_PARTITIONS]; /* until-idle targets */
 	bool dirty[INDEX_KINDS][INDEX_MAX_PARTITIONS];   /* pos changed in batch */
+	bool unflushed;     /* batches written since the last flush */
+	int64_t flushed_at; /* monotonic ms of the last flush */
 	id_buf_t key;
 } index_run_t;
 
@@ -172,7 +185,7 @@ static void index_add(index_run_t *r, int kind, const rd_kafka_message_t *m)
 
 /* Writes the batch (entries and the advanced positions together), then
  * commits the consumer's offsets: re-delivery after a crash is harmless. */
-static int index_flush(index_run_t *r, index_stats_t *stats, id_err_t *err)
+static int index_write_batch(index_run_t *r, index_stats_t *stats, id_err_t *err)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
 	int rc = 0;
@@ -190,9 +203,10 @@ static int index_flush(index_run_t *r, index_stats_t *stats, id_err_t *err)
 	}
 	if (state_batch_count(r->batch) == 0)
 		goto out;
-	if ((rc = state_batch_write(r->db, r->batch, false, err)) != 0)
+	if ((rc = state_batch_write_unlogged(r->db, r->batch, err)) != 0)
 		goto out;
 	state_batch_clear(r->batch);
+	r->unflushed = true;
 	memset(r->dirty, 0, sizeof(r->dirty));
 	stats->batches++;
 	rd_kafka_resp_err_t e = rd_kafka_commit(r->consumer, l, 0);
@@ -254,6 +268,25 @@ static void index_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 	}
 }
 
+static int64_t index_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Makes the written batches visible to readers once INDEX_FLUSH_MS have
+ * passed since the last flush.  The flush runs in RocksDB's background. */
+static int index_maybe_flush(index_run_t *r, id_err_t *err)
+{
+	int64_t now = index_now_ms();
+	if (!r->unflushed || now - r->flushed_at < INDEX_FLUSH_MS)
+		return 0;
+	r->unflushed = false;
+	r->flushed_at = now;
+	return state_store_flush(r->db, false, err);
+}
+
 static bool index_caught_up(const index_run_t *r)
 {
 	for (int k = 0; k < INDEX_KINDS; k++)
@@ -274,6 +307,7 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 	if (r == NULL)
 		return id_err_set(err, ID_ENOMEM, "out of memory");
 	r->cfg = cfg;
+	r->flushed_at = index_now_ms();
 	id_buf_init(&r->key);
 	for (int k = 0; k < INDEX_KINDS; k++)
 		id_config_topic(cfg, index_suffixes[k], r->topics[k],
@@ -357,10 +391,12 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 			rd_kafka_message_destroy(m);
 		}
 		if (inbatch >= INDEX_BATCH_MAX || !got || eof) {
-			if ((rc = index_flush(r, stats, err)) != 0)
+			if ((rc = index_write_batch(r, stats, err)) != 0)
 				goto out;
 			inbatch = 0;
 		}
+		if ((rc = index_maybe_flush(r, err)) != 0)
+			goto out;
 		if (!until_idle || (upstream_done != NULL && !*upstream_done))
 			continue;
 		if (!have_ends) {
@@ -371,7 +407,10 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 		if (index_caught_up(r))
 			break;
 	}
-	rc = index_flush(r, stats, err);
+	rc = index_write_batch(r, stats, err);
+	/* Closing flushes too, but an error would go unnoticed there. */
+	if (rc == 0 && r->unflushed)
+		rc = state_store_flush(r->db, true, err);
 out:
 	id_kafka_destroy(r->consumer);
 	state_batch_destroy(r->batch);
@@ -389,8 +428,9 @@ static void index_usage(void)
 	       "sink\n"
 	       "results sit in Kafka (store <state.dir>/index, consumer group "
 	       "<prefix>.index),\n"
-	       "so history, why and as-of read only that employee's records. `idstream "
-	       "run`\n"
+	       "so history, why and as-of read only that employee's records (also "
+	       "while this\n"
+	       "runs: they open the store as a secondary instance). `idstream run` "
 	       "runs it too.\n"
 	       "\n"
 	       "  --until-idle   stop once every record present at start is indexed\n");

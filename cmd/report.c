@@ -415,6 +415,10 @@ static void event_head(FILE *f, const employee_event_t *ev, int64_t ts)
 	if (ev->attributes.len > 0) {
 		fputs("<table><tr><th>HR attribute</th><th>Value</th></tr>\n", f);
 		for (size_t i = 0; i < ev->attributes.len; i++) {
+			/* A policy activation: its name and version, not its
+			 * source (`history --verbose` shows that). */
+			if (timeline_attr_is_detail(ev, ev->attributes.items[i].key))
+				continue;
 			fputs("<tr><td><code>", f);
 			esc(f, ev->attributes.items[i].key);
 			fputs("</code></td><td>", f);

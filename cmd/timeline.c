@@ -1,25 +1,47 @@
 /*
  * timeline.c — reads one employee's records from the three topics (see
- * timeline.h).  When <state.dir>/index exists (cmd/index.c) and this process
- * can open it, only the offsets it lists for the employee are fetched (runs
- * of near offsets in one pass), and only the part of each partition past
- * what the index covers is scanned; otherwise the whole partition is.  The
- * debug log says which was used and how many records were read.  A record that cannot be
- * decoded is kept as "unreadable" with the codec's reason, never dropped silently.
+ * timeline.h).
+ *
+ * With the index (<state.dir>/index, cmd/index.c) only the offsets it lists
+ * for the employee are fetched, plus whatever each partition holds past the
+ * indexed position; without it the employee's partition of each topic is
+ * scanned.  The index is opened as a RocksDB secondary instance, so it is
+ * read even while `idstream run` or `idstream index` holds it for writing.
+ * The debug log says which way was used and how many records were read.
+ *
+ * Reading exactly the indexed records: one consumer is assigned the three
+ * partitions at once (the fetches for them share round trips) and each
+ * partition jumps from one wanted offset to the next with a seek, reading
+ * on when the next one is near.  Its fetches are small
+ * (max.partition.fetch.bytes), because Kafka returns a whole fetch's worth
+ * of records after each wanted one and every jump discards them; and it
+ * waits little at the end of a partition (fetch.wait.max.ms) because the
+ * broker otherwise holds an empty fetch for half a second.  A partition
+ * whose unindexed tail is long is scanned by a second consumer with
+ * ordinary fetch sizes.  Options the user set under kafka.* win.
+ *
+ * Policy activation markers (key "@policy", one per partition of hr.events
+ * per deployment) are not keyed by the employee, but the versions they
+ * caused name them as causes: those markers are read from the employee's
+ * hr.events partition and added to the timeline as HR events.
+ *
+ * A record that cannot be decoded is kept as "unreadable" with the codec's
+ * reason, never dropped silently.
  */
 #define _XOPEN_SOURCE 700 /* strptime */
 #include "cmd/timeline.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cmd/cli.h"
 #include "cmd/index.h"
-#include "common/log.h"
 #include "common/kafka.h"
+#include "common/log.h"
+#include "processors/policy_registry.h"
 #include "schemas/codec.h"
 
 static const char *const suffixes[] = {"hr.events", "identity.desired", "sink.results"};
@@ -117,110 +139,334 @@ static int tl_take(codec_t *codec, tl_kind_t kind, const rd_kafka_message_t *m,
 	return 0;
 }
 
-/*
- * Reads partition part of topic from offset from until offset `to`
- * (exclusive) or its end.  With want (sorted offsets, all in [from, to)),
- * only those offsets are taken; otherwise every record keyed by employee.
- * *fetched counts the messages received from Kafka.
- */
-static int tl_read_range(rd_kafka_t *rk, codec_t *codec, tl_kind_t kind,
-                         const char *topic, int32_t part, int64_t from, int64_t to,
-                         const int64_t *want, size_t nwant, const char *employee,
-                         timeline_t *t, long *fetched, id_err_t *err)
+/* Indexed offsets closer than this are read on rather than jumped to: the
+ * records in between are usually in the fetch already. */
+#define TL_GAP_MAX 64
+/* Fetch size per partition when reading indexed offsets: a few record
+ * batches, so a jump discards little. */
+#define TL_FETCH_BYTES_INDEXED "65536"
+/* librdkafka's own default, for scans. */
+#define TL_FETCH_BYTES_DEFAULT "1048576"
+/* How long the broker may hold a fetch that finds nothing new. */
+#define TL_FETCH_WAIT_MS "10"
+/* Unindexed records past which a partition's tail is scanned by a consumer
+ * with ordinary (large) fetches instead of the small-fetch one. */
+#define TL_TAIL_SMALL 20000
+/* Polls of 100 ms without any message before a read gives up. */
+#define TL_IDLE_POLLS 100
+/* Consumers reading indexed offsets at once, and the fewest offsets worth
+ * a lane of their own. */
+#define TL_LANES          2
+#define TL_LANE_MIN_WANTS 12
+/* Markers read at most to find the causes a timeline names. */
+#define TL_MARKERS_MAX 64
+
+/* A position of a record in one partition and its Kafka timestamp. */
+typedef struct tl_off {
+	int64_t offset;
+	int64_t ts;
+} tl_off_t;
+
+/* What to read from one topic partition. */
+typedef struct tl_src {
+	tl_kind_t kind;
+	char topic[256];
+	int32_t part;
+	int64_t lo, hi;    /* watermarks when the read started */
+	int64_t until;     /* everything below is indexed (0: nothing) */
+	int64_t *want;     /* indexed offsets to read, ascending */
+	size_t nwant, wi;  /* wi: the next one not yet passed */
+	int64_t scan_from; /* scan [scan_from, hi) for key; hi: no scan */
+	int64_t expect;    /* offsets below were handled (or skipped by a seek) */
+	const char *key;   /* the record key taken (borrowed) */
+	size_t klen;
+	bool scanning, done;
+	/* hr.events while scanning: where the policy markers are. */
+	tl_off_t *markers;
+	size_t nmarkers, capmarkers;
+} tl_src_t;
+
+static void tl_src_fini(tl_src_t *s)
 {
-	int rc = 0;
-	size_t wi = 0;
+	free(s->want);
+	free(s->markers);
+	memset(s, 0, sizeof(*s));
+}
+
+static int tl_off_push(tl_off_t **v, size_t *n, size_t *cap, int64_t offset, int64_t ts)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		tl_off_t *nv = realloc(*v, ncap * sizeof(**v));
+		if (nv == NULL)
+			return ID_ENOMEM;
+		*v = nv;
+		*cap = ncap;
+	}
+	(*v)[(*n)++] = (tl_off_t){offset, ts};
+	return 0;
+}
+
+/*
+ * The next offset to read at or after pos, switching from the indexed
+ * offsets to the scan of the tail when they are exhausted; -1 when the
+ * source is finished.
+ */
+static int64_t tl_src_next(tl_src_t *s, int64_t pos)
+{
+	if (!s->scanning) {
+		while (s->wi < s->nwant && s->want[s->wi] < pos)
+			s->wi++;
+		if (s->wi < s->nwant)
+			return s->want[s->wi];
+		if (s->scan_from >= s->hi)
+			return -1;
+		s->scanning = true;
+	}
+	int64_t next = pos > s->scan_from ? pos : s->scan_from;
+	return next < s->hi ? next : -1;
+}
+
+static bool tl_key_is(const rd_kafka_message_t *m, const char *key, size_t klen)
+{
+	return m->key_len == klen && (klen == 0 || memcmp(m->key, key, klen) == 0);
+}
+
+/* One message of s: taken when it is a wanted offset or, while scanning,
+ * keyed by s->key; a marker's position is noted while scanning hr.events. */
+static int tl_src_message(tl_src_t *s, codec_t *codec, const rd_kafka_message_t *m,
+                          timeline_t *t, id_err_t *err)
+{
+	bool mine = tl_key_is(m, s->key, s->klen);
+	if (!s->scanning) {
+		if (s->wi < s->nwant && s->want[s->wi] == m->offset && mine)
+			return tl_take(codec, s->kind, m, t, err);
+		return 0;
+	}
+	if (m->offset < s->scan_from)
+		return 0;
+	if (mine)
+		return tl_take(codec, s->kind, m, t, err);
+	if (s->kind == TL_EVENT &&
+	    tl_key_is(m, POLICY_EVENT_KEY, strlen(POLICY_EVENT_KEY)) &&
+	    tl_off_push(&s->markers, &s->nmarkers, &s->capmarkers, m->offset,
+	                rd_kafka_message_timestamp(m, NULL)) != 0)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	return 0;
+}
+
+static tl_src_t *tl_src_find(tl_src_t *srcs, size_t n, const rd_kafka_message_t *m)
+{
+	const char *topic = rd_kafka_topic_name(m->rkt);
+	for (size_t i = 0; i < n; i++)
+		if (srcs[i].part == m->partition && strcmp(srcs[i].topic, topic) == 0)
+			return &srcs[i];
+	return NULL;
+}
+
+/* Stops fetching a finished partition: what the consumer would prefetch
+ * for it is of no use. */
+static void tl_pause(rd_kafka_t *rk, const tl_src_t *s)
+{
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(l, topic, part)->offset = from;
-	rd_kafka_resp_err_t e = rd_kafka_assign(rk, l);
+	rd_kafka_topic_partition_list_add(l, s->topic, s->part);
+	rd_kafka_pause_partitions(rk, l);
 	rd_kafka_topic_partition_list_destroy(l);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return id_kafka_err(err, e, "assigning partition");
-	size_t klen = strlen(employee);
-	for (int idle = 0; idle < 200 && !cli_stop_requested && rc == 0;) {
-		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-		if (m == NULL) {
-			idle++;
+}
+
+/*
+ * Reads the sources of srcs (those with selected[i], or all when selected
+ * is NULL) together with rk: each from its first offset, jumping between
+ * far-apart wanted offsets, until each is finished.  *fetched counts the
+ * messages received.
+ */
+static int tl_fetch(rd_kafka_t *rk, codec_t *codec, tl_src_t *srcs, size_t n,
+                    const bool *selected, timeline_t *t, long *fetched, id_err_t *err)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+	int rc = 0, idle = 0;
+	size_t active = 0;
+	for (size_t i = 0; i < n; i++) {
+		tl_src_t *s = &srcs[i];
+		if (s->done || (selected != NULL && !selected[i]))
+			continue;
+		int64_t first = tl_src_next(s, s->lo);
+		if (first < 0) {
+			s->done = true;
 			continue;
 		}
-		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-			rd_kafka_message_destroy(m);
+		rd_kafka_topic_partition_list_add(l, s->topic, s->part)->offset = first;
+		s->expect = first;
+		active++;
+	}
+	if (active == 0)
+		goto out;
+	rd_kafka_resp_err_t e = rd_kafka_assign(rk, l);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = id_kafka_err(err, e, "assigning partitions");
+		goto out;
+	}
+	/* A partition paused by an earlier read stays paused across assigns. */
+	rd_kafka_resume_partitions(rk, l);
+	while (active > 0 && rc == 0 && !cli_stop_requested) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+		if (m == NULL) {
+			if (++idle < TL_IDLE_POLLS)
+				continue;
+			rc = id_err_set(err, ID_ETIMEOUT,
+			                "no record from Kafka for %d s while reading the "
+			                "employee's records",
+			                TL_IDLE_POLLS / 10);
 			break;
 		}
-		bool last = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->offset + 1 >= to;
-		if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		idle = 0;
+		tl_src_t *s = tl_src_find(srcs, n, m);
+		/* Below expect: a record already handled, or one a seek skipped
+		 * that was fetched before it. */
+		if (s == NULL || s->done || m->offset < s->expect) {
+			rd_kafka_message_destroy(m);
+			continue;
+		}
+		int64_t next = -1;
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			/* Nothing more is readable (read_committed stops at the
+			 * last stable offset): whatever is still wanted is not
+			 * there. */
+			if (!s->scanning && s->wi < s->nwant)
+				id_log_debug("timeline",
+				             "%s [%d]: indexed offset %lld not found "
+				             "(end at %lld)",
+				             s->topic, (int)s->part,
+				             (long long)s->want[s->wi],
+				             (long long)m->offset);
+		} else if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			rc = id_err_set(err, ID_EKAFKA, "reading %s [%d]: %s", s->topic,
+			                (int)s->part, rd_kafka_message_errstr(m));
+		} else {
 			(*fetched)++;
-		if (want != NULL)
-			while (wi < nwant && want[wi] < m->offset)
-				wi++;
-		bool take = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->key_len == klen &&
-		            memcmp(m->key, employee, klen) == 0 &&
-		            (want == NULL || (wi < nwant && want[wi] == m->offset));
-		if (take)
-			rc = tl_take(codec, kind, m, t, err);
+			rc = tl_src_message(s, codec, m, t, err);
+			next = tl_src_next(s, m->offset + 1);
+			s->expect = m->offset + 1;
+			/* A far offset: jump (the fetches in flight are dropped). */
+			if (next > m->offset + 1 + TL_GAP_MAX) {
+				e = rd_kafka_seek(m->rkt, s->part, next, 0);
+				if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+					rc = id_kafka_err(err, e, "seeking");
+				s->expect = next;
+			}
+		}
+		if (next < 0) {
+			s->done = true;
+			active--;
+			tl_pause(rk, s);
+		}
 		rd_kafka_message_destroy(m);
-		if (last)
-			break;
 	}
 	rd_kafka_assign(rk, NULL);
+out:
+	rd_kafka_topic_partition_list_destroy(l);
 	return rc;
 }
 
-/* Indexed offsets closer than this are read in one pass rather than by a
- * new fetch: a fetch round-trip costs more than a few small records. */
-#define TL_GAP_MAX 64
-
-static int tl_read(rd_kafka_t *rk, codec_t *codec, tl_kind_t kind, const char *topic,
-                   const char *employee, state_store_t *idx, const index_pos_t *pos,
-                   size_t npos, timeline_t *t, long *fetched, bool *used_index,
-                   id_err_t *err)
+/* Watermarks of the sources: two ListOffsets requests for all of them
+ * rather than two per partition. */
+static int tl_watermarks(rd_kafka_t *rk, tl_src_t *srcs, size_t n, id_err_t *err)
 {
-	int32_t nparts = 0;
-	int rc = id_kafka_partition_count(rk, topic, &nparts, err);
-	if (rc != 0)
-		return rc;
-	int32_t part = id_kafka_partition_for_key(employee, strlen(employee), nparts);
-	int64_t lo = 0, hi = 0;
-	rd_kafka_resp_err_t e =
-	    rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, 10000);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return id_kafka_err(err, e, "reading topic end offsets");
-	if (hi <= lo)
-		return 0;
-	int64_t scan_from = lo;
-	if (idx != NULL) {
-		int64_t until = index_indexed_until(idx, (int)kind, part);
-		if (until > lo) {
-			*used_index = true;
-			scan_from = until;
-			int64_t *want = malloc((npos ? npos : 1) * sizeof(*want));
-			size_t nw = 0;
-			if (want == NULL)
-				return id_err_set(err, ID_ENOMEM, "out of memory");
-			for (size_t i = 0; i < npos; i++)
-				if (pos[i].kind == (int)kind &&
-				    pos[i].partition == part && pos[i].offset >= lo &&
-				    pos[i].offset < until)
-					want[nw++] = pos[i].offset;
-			/* Key order is offset order; runs of near offsets share a
-			 * fetch. */
-			for (size_t a = 0; a < nw && rc == 0;) {
-				size_t b = a + 1;
-				while (b < nw && want[b] - want[b - 1] <= TL_GAP_MAX)
-					b++;
-				rc = tl_read_range(rk, codec, kind, topic, part, want[a],
-				                   want[b - 1] + 1, want + a, b - a,
-				                   employee, t, fetched, err);
-				a = b;
+	int rc = 0;
+	for (int end = 0; end < 2 && rc == 0; end++) {
+		rd_kafka_topic_partition_list_t *l =
+		    rd_kafka_topic_partition_list_new((int)n);
+		for (size_t i = 0; i < n; i++)
+			rd_kafka_topic_partition_list_add(l, srcs[i].topic, srcs[i].part)
+			    ->offset =
+			    end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+		rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, 10000);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+			rc = id_kafka_err(err, e, "reading topic offsets");
+		for (int i = 0; rc == 0 && i < l->cnt; i++) {
+			if (l->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+				rc = id_kafka_err(err, l->elems[i].err,
+				                  "reading topic offsets");
+				break;
 			}
-			free(want);
+			int64_t o = l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+			if (end)
+				srcs[i].hi = o;
+			else
+				srcs[i].lo = o;
 		}
+		rd_kafka_topic_partition_list_destroy(l);
 	}
-	/* Without an index, or past what it covers: scan for the key. */
-	if (rc == 0 && scan_from < hi)
-		rc = tl_read_range(rk, codec, kind, topic, part, scan_from, hi, NULL, 0,
-		                   employee, t, fetched, err);
 	return rc;
+}
+
+/* The indexed offsets of key in source s below s->until and not below
+ * s->lo (older ones were deleted by retention), ascending. */
+static int tl_src_want(tl_src_t *s, const index_pos_t *pos, size_t npos, id_err_t *err)
+{
+	s->want = malloc((npos ? npos : 1) * sizeof(*s->want));
+	if (s->want == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	/* Key order is (kind, partition, offset): already ascending. */
+	for (size_t i = 0; i < npos; i++)
+		if (pos[i].kind == (int)s->kind && pos[i].partition == s->part &&
+		    pos[i].offset >= s->lo && pos[i].offset < s->until)
+			s->want[s->nwant++] = pos[i].offset;
+	return 0;
+}
+
+/* Sets kafka.<key> = value in cfg unless the user configured the key. */
+static void tl_kafka_default(id_config_t *cfg, const char *key, const char *value)
+{
+	char full[128];
+	if (id_attrs_has(id_config_kafka(cfg), key))
+		return;
+	snprintf(full, sizeof(full), "kafka.%s", key);
+	id_err_t ignored = {0};
+	if (id_config_set(cfg, full, value, &ignored) != 0)
+		id_log_debug("timeline", "%s", ignored.msg);
+}
+
+/*
+ * A consumer for reading records by offset: small fetches when
+ * small_fetches, short waits at the end of a partition always.  user_fetch:
+ * the user configured kafka.max.partition.fetch.bytes, which then stays.
+ */
+static rd_kafka_t *tl_consumer(id_config_t *cfg, bool small_fetches, bool user_fetch,
+                               id_err_t *err)
+{
+	tl_kafka_default(cfg, "fetch.wait.max.ms", TL_FETCH_WAIT_MS);
+	tl_kafka_default(cfg, "fetch.error.backoff.ms", TL_FETCH_WAIT_MS);
+	if (!user_fetch) {
+		id_err_t ignored = {0};
+		id_config_set(cfg, "kafka.max.partition.fetch.bytes",
+		              small_fetches ? TL_FETCH_BYTES_INDEXED
+		                            : TL_FETCH_BYTES_DEFAULT,
+		              &ignored);
+	}
+	return id_kafka_consumer_create(cfg, "idstream-history", NULL, NULL, NULL, err);
+}
+
+/* Opens the index for reading (a secondary instance: `run` may hold it);
+ * NULL when there is none or it cannot be read, and the caller scans. */
+static state_store_t *tl_index_open(const char *path)
+{
+	state_store_t *s = NULL;
+	id_err_t err = {0};
+	state_store_opts_t opts = {.cache_bytes = (size_t)8 << 20};
+	int rc = state_store_open_reader(path, &opts, STATE_STORE_SECONDARY, &s, &err);
+	if (rc == ID_ENOTFOUND)
+		id_log_debug("timeline", "no index at %s", path);
+	else if (rc != 0)
+		id_log_debug("timeline", "index not usable: %s", err.msg);
+	return rc == 0 ? s : NULL;
+}
+
+static int64_t tl_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int tl_cmp(const void *a, const void *b)
@@ -233,70 +479,358 @@ static int tl_cmp(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Opens the index read-write only when it exists (opening creates a store)
- * and no other process holds it; NULL otherwise, and the caller scans. */
-static state_store_t *tl_index_open(const id_config_t *cfg)
+static bool tl_has_event(const timeline_t *t, const char *event_id)
 {
-	char path[1024], current[1100];
-	index_path(cfg, path, sizeof(path));
-	snprintf(current, sizeof(current), "%s/CURRENT", path);
-	if (access(current, F_OK) != 0) {
-		id_log_debug("timeline", "no index at %s", path);
-		return NULL;
-	}
-	state_store_t *s = NULL;
-	id_err_t err = {0};
-	if (state_store_open(path, NULL, &s, &err) != 0) {
-		id_log_debug("timeline", "index not usable: %s", err.msg);
-		return NULL;
-	}
-	return s;
+	return timeline_find_event(t, event_id) != NULL;
 }
 
-int timeline_load(const id_config_t *cfg, const char *employee, timeline_t *out,
-                  id_err_t *err)
+/* The newest Kafka time of a desired version naming a cause that is not an
+ * event of the timeline; -1 when every cause is there. */
+static int64_t tl_missing_causes_until(const timeline_t *t)
+{
+	int64_t until = -1;
+	for (size_t i = 0; i < t->len; i++) {
+		const tl_entry_t *te = &t->items[i];
+		if (te->kind != TL_DESIRED || te->unreadable || te->ts <= until)
+			continue;
+		bool missing = te->d.cause_event_id != NULL &&
+		               !tl_has_event(t, te->d.cause_event_id);
+		for (size_t k = 0; !missing && k < te->d.ncauses; k++)
+			missing = te->d.causes[k].event_id != NULL &&
+			          !tl_has_event(t, te->d.causes[k].event_id);
+		if (missing)
+			until = te->ts;
+	}
+	return until;
+}
+
+static bool tl_marker_referenced(const timeline_t *t, const char *event_id)
+{
+	if (event_id == NULL)
+		return false;
+	for (size_t i = 0; i < t->len; i++) {
+		const tl_entry_t *te = &t->items[i];
+		if (te->kind != TL_DESIRED || te->unreadable)
+			continue;
+		if (te->d.cause_event_id != NULL &&
+		    strcmp(te->d.cause_event_id, event_id) == 0)
+			return true;
+		for (size_t k = 0; k < te->d.ncauses; k++)
+			if (te->d.causes[k].event_id != NULL &&
+			    strcmp(te->d.causes[k].event_id, event_id) == 0)
+				return true;
+	}
+	return false;
+}
+
+static int tl_off_cmp(const void *a, const void *b)
+{
+	const tl_off_t *x = a, *y = b;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/*
+ * Adds the policy activation markers that versions of the timeline name as
+ * causes: of the markers of the employee's hr.events partition (ev), those
+ * recorded before the newest version naming a missing cause, newest first,
+ * at most TL_MARKERS_MAX.  Markers nobody names are dropped again.
+ */
+static int tl_add_markers(rd_kafka_t *rk, codec_t *codec, tl_src_t *ev,
+                          state_store_t *idx, timeline_t *t, long *fetched, id_err_t *err)
+{
+	int64_t until = tl_missing_causes_until(t);
+	index_pos_t *pos = NULL;
+	size_t npos = 0, first = t->len;
+	int rc = 0;
+	if (until < 0)
+		return 0;
+	/* Positions: the index's below its covered offset, plus what the
+	 * scan of the tail (or of the whole partition) noted. */
+	if (idx != NULL) {
+		id_err_t ierr = {0};
+		if (index_lookup(idx, POLICY_EVENT_KEY, &pos, &npos, &ierr) != 0)
+			id_log_debug("timeline", "index lookup of markers: %s", ierr.msg);
+		for (size_t i = 0; i < npos && rc == 0; i++)
+			if (pos[i].kind == TL_EVENT && pos[i].partition == ev->part &&
+			    pos[i].offset >= ev->lo && pos[i].offset < ev->until &&
+			    tl_off_push(&ev->markers, &ev->nmarkers, &ev->capmarkers,
+			                pos[i].offset, pos[i].ts) != 0)
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		free(pos);
+	}
+	if (rc != 0 || ev->nmarkers == 0)
+		return rc;
+	/* Newest candidates first. */
+	qsort(ev->markers, ev->nmarkers, sizeof(*ev->markers), tl_off_cmp);
+	tl_src_t m = {.kind = TL_EVENT,
+	              .part = ev->part,
+	              .lo = ev->lo,
+	              .hi = ev->hi,
+	              .key = POLICY_EVENT_KEY,
+	              .klen = strlen(POLICY_EVENT_KEY)};
+	memcpy(m.topic, ev->topic, sizeof(m.topic));
+	m.scan_from = m.hi;
+	if ((m.want = malloc(TL_MARKERS_MAX * sizeof(*m.want))) == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = ev->nmarkers; i > 0 && m.nwant < TL_MARKERS_MAX; i--)
+		if (ev->markers[i - 1].ts <= until)
+			m.want[m.nwant++] = ev->markers[i - 1].offset;
+	for (size_t a = 0, b = m.nwant; a + 1 < b; a++, b--) {
+		int64_t x = m.want[a];
+		m.want[a] = m.want[b - 1];
+		m.want[b - 1] = x;
+	}
+	m.until = m.hi;
+	rc = tl_fetch(rk, codec, &m, 1, NULL, t, fetched, err);
+	tl_src_fini(&m);
+	/* Keep only the markers that are named. */
+	size_t w = first;
+	for (size_t i = first; i < t->len; i++) {
+		tl_entry_t *te = &t->items[i];
+		if (rc == 0 && !te->unreadable &&
+		    tl_marker_referenced(t, te->ev.event_id)) {
+			t->items[w++] = *te;
+			continue;
+		}
+		employee_event_fini(&te->ev);
+		desired_identity_fini(&te->d);
+		sink_result_fini(&te->r);
+		free(te->error);
+	}
+	t->len = w;
+	return rc;
+}
+
+/*
+ * A lane: one consumer (with its own decoder and entries) reading a share
+ * of the indexed offsets on its own thread.  A consumer has one fetch in
+ * flight per broker, so the jumps between far offsets, a round trip each,
+ * are what a read waits for; lanes wait for theirs at the same time.
+ */
+typedef struct tl_lane {
+	rd_kafka_t *rk;
+	codec_t *codec;
+	tl_src_t srcs[TL_KINDS]; /* want borrowed from the timeline's sources */
+	timeline_t t;
+	long fetched;
+	int rc;
+	id_err_t err;
+	pthread_t thread;
+	bool started;
+} tl_lane_t;
+
+static void *tl_lane_run(void *arg)
+{
+	tl_lane_t *l = arg;
+	int32_t nparts = 0;
+	/* The partitions' leaders first: a consumer assigned partitions of
+	 * topics it has no metadata for yet often starts fetching only after
+	 * its next metadata refresh, a second later. */
+	for (int k = 0; k < TL_KINDS; k++)
+		if (!l->srcs[k].done)
+			(void)id_kafka_partition_count(l->rk, l->srcs[k].topic, &nparts,
+			                               NULL);
+	l->rc = tl_fetch(l->rk, l->codec, l->srcs, TL_KINDS, NULL, &l->t, &l->fetched,
+	                 &l->err);
+	return NULL;
+}
+
+/* Moves every entry of from to the end of to. */
+static int tl_move_entries(timeline_t *to, timeline_t *from)
+{
+	for (size_t i = 0; i < from->len; i++) {
+		tl_entry_t *te = NULL;
+		if (tl_push(to, &te) != 0)
+			return ID_ENOMEM;
+		*te = from->items[i];
+	}
+	free(from->items);
+	memset(from, 0, sizeof(*from));
+	return 0;
+}
+
+/*
+ * Reads the selected sources with the nlanes lanes (lanes[0] may run on
+ * this thread): lane j gets the j-th contiguous share of each source's
+ * indexed offsets, the last lane the scan of the tail too.  The entries go
+ * to t; the tail's marker positions back to the sources.
+ */
+static int tl_fetch_lanes(tl_lane_t *lanes, size_t nlanes, tl_src_t *srcs,
+                          const bool *selected, timeline_t *t, long *fetched,
+                          id_err_t *err)
+{
+	int rc = 0;
+	for (size_t j = 0; j < nlanes; j++) {
+		for (int k = 0; k < TL_KINDS; k++) {
+			tl_src_t *p = &srcs[k], *c = &lanes[j].srcs[k];
+			size_t a = p->nwant * j / nlanes, b = p->nwant * (j + 1) / nlanes;
+			*c = *p;
+			c->want = p->want + a;
+			c->nwant = b - a;
+			c->markers = NULL;
+			c->nmarkers = c->capmarkers = 0;
+			if (j + 1 < nlanes)
+				c->scan_from = c->hi; /* the tail is the last lane's */
+			c->done = p->done || !selected[k] ||
+			          (c->nwant == 0 && c->scan_from >= c->hi);
+		}
+	}
+	for (size_t j = 1; j < nlanes; j++)
+		lanes[j].started =
+		    pthread_create(&lanes[j].thread, NULL, tl_lane_run, &lanes[j]) == 0;
+	tl_lane_run(&lanes[0]);
+	for (size_t j = 1; j < nlanes; j++) {
+		if (lanes[j].started)
+			pthread_join(lanes[j].thread, NULL);
+		else
+			tl_lane_run(&lanes[j]); /* no thread: read it here */
+		lanes[j].started = false;
+	}
+	for (size_t j = 0; j < nlanes; j++) {
+		tl_lane_t *l = &lanes[j];
+		*fetched += l->fetched;
+		if (rc == 0 && l->rc != 0) {
+			rc = l->rc;
+			if (err != NULL)
+				*err = l->err;
+		}
+		if (tl_move_entries(t, &l->t) != 0 && rc == 0)
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		for (int k = 0; k < TL_KINDS; k++) {
+			tl_src_t *c = &l->srcs[k];
+			if (c->nmarkers > 0 && srcs[k].markers == NULL) {
+				srcs[k].markers = c->markers;
+				srcs[k].nmarkers = c->nmarkers;
+				srcs[k].capmarkers = c->capmarkers;
+			} else {
+				free(c->markers);
+			}
+			memset(c, 0, sizeof(*c));
+		}
+	}
+	return rc;
+}
+
+int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_err_t *err)
 {
 	int rc = 0;
 	long fetched = 0;
-	bool used_index = false;
+	bool used_index = false, need_big = false;
+	bool user_fetch = id_attrs_has(id_config_kafka(cfg), "max.partition.fetch.bytes");
+	bool small[TL_KINDS] = {false}, big[TL_KINDS] = {false};
 	index_pos_t *pos = NULL;
 	size_t npos = 0;
+	tl_src_t srcs[TL_KINDS];
+	tl_lane_t lanes[TL_LANES];
+	size_t nlanes = 1;
+	state_store_t *idx = NULL;
+	rd_kafka_t *rk = NULL, *rk_big = NULL;
+	codec_t *codec = NULL;
 	memset(out, 0, sizeof(*out));
-	state_store_t *idx = tl_index_open(cfg);
+	memset(srcs, 0, sizeof(srcs));
+	memset(lanes, 0, sizeof(lanes));
+	int64_t t0 = tl_now_ms();
+	char ipath[1024];
+	index_path(cfg, ipath, sizeof(ipath));
+	/* The consumer first: it connects in its own threads while the index
+	 * is opened.  Whether the index will be used is not known yet; a
+	 * store that is there almost always is. */
+	bool have_index = state_store_exists(ipath);
+	if ((codec = codec_create(err)) == NULL ||
+	    (rk = tl_consumer(cfg, have_index, user_fetch, err)) == NULL) {
+		rc = err && err->code ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	/* The lanes' consumers too: they connect while the index is read. */
+	lanes[0].rk = rk;
+	lanes[0].codec = codec;
+	for (size_t j = 1; have_index && j < TL_LANES; j++) {
+		if ((lanes[j].codec = codec_create(err)) == NULL ||
+		    (lanes[j].rk = tl_consumer(cfg, true, user_fetch, err)) == NULL) {
+			rc = err && err->code ? err->code : ID_EKAFKA;
+			goto out;
+		}
+		nlanes = j + 1;
+	}
+	int64_t t_index = tl_now_ms();
+	idx = tl_index_open(ipath);
+	t_index = tl_now_ms() - t_index;
 	id_err_t ierr = {0};
 	if (idx != NULL && index_lookup(idx, employee, &pos, &npos, &ierr) != 0) {
 		id_log_debug("timeline", "index lookup failed: %s", ierr.msg);
 		state_store_close(idx);
 		idx = NULL;
 	}
-	codec_t *codec = codec_create(err);
-	rd_kafka_t *rk = codec ? id_kafka_consumer_create(cfg, "idstream-history", NULL,
-	                                                  NULL, NULL, err)
-	                       : NULL;
-	if (rk == NULL) {
-		rc = err && err->code ? err->code : ID_EKAFKA;
+	for (int k = 0; k < TL_KINDS && rc == 0; k++) {
+		tl_src_t *s = &srcs[k];
+		int32_t nparts = 0;
+		s->kind = (tl_kind_t)k;
+		s->key = employee;
+		s->klen = strlen(employee);
+		id_config_topic(cfg, suffixes[k], s->topic, sizeof(s->topic));
+		rc = id_kafka_partition_count(rk, s->topic, &nparts, err);
+		if (rc == 0)
+			s->part = id_kafka_partition_for_key(employee, s->klen, nparts);
+	}
+	if (rc != 0 || (rc = tl_watermarks(rk, srcs, TL_KINDS, err)) != 0)
 		goto out;
+	for (int k = 0; k < TL_KINDS && rc == 0; k++) {
+		tl_src_t *s = &srcs[k];
+		s->scan_from = s->lo;
+		if (idx != NULL) {
+			s->until = index_indexed_until(idx, k, s->part);
+			if (s->until > s->lo) {
+				used_index = true;
+				s->scan_from = s->until < s->hi ? s->until : s->hi;
+				rc = tl_src_want(s, pos, npos, err);
+			}
+		}
+		/* A long scan goes to a consumer with ordinary fetches (rk has
+		 * them when there is no index at all). */
+		if (have_index && s->hi - s->scan_from > TL_TAIL_SMALL)
+			big[k] = need_big = true;
+		else
+			small[k] = true;
 	}
-	for (int k = 0; k < 3 && rc == 0; k++) {
-		char topic[256];
-		id_config_topic(cfg, suffixes[k], topic, sizeof(topic));
-		rc = tl_read(rk, codec, (tl_kind_t)k, topic, employee, idx, pos, npos,
-		             out, &fetched, &used_index, err);
+	/* A few offsets are not worth a lane each. */
+	size_t nwant = 0;
+	for (int k = 0; k < TL_KINDS; k++)
+		nwant += small[k] ? srcs[k].nwant : 0;
+	size_t use = nwant / TL_LANE_MIN_WANTS;
+	use = use < 1 ? 1 : use > nlanes ? nlanes : use;
+	if (rc == 0)
+		rc = tl_fetch_lanes(lanes, use, srcs, small, out, &fetched, err);
+	if (rc == 0 && need_big) {
+		if ((rk_big = tl_consumer(cfg, false, user_fetch, err)) == NULL)
+			rc = err && err->code ? err->code : ID_EKAFKA;
+		else
+			rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, big, out, &fetched,
+			              err);
 	}
+	if (rc == 0)
+		rc = tl_add_markers(rk, codec, &srcs[TL_EVENT], idx, out, &fetched, err);
 	if (rc == 0) {
 		if (out->len > 1) /* qsort(NULL, 0) is undefined behaviour */
 			qsort(out->items, out->len, sizeof(*out->items), tl_cmp);
-		id_log_debug(
-		    "timeline",
-		    "employee %s: %s, %ld records read, %zu entries, %zu indexed",
-		    employee, used_index ? "index used" : "partition scan", fetched,
-		    out->len, npos);
+		id_log_debug("timeline",
+		             "employee %s: %s, %ld records read, %zu entries, %zu "
+		             "indexed (index open %lld ms, total %lld ms)",
+		             employee, used_index ? "index used" : "partition scan",
+		             fetched, out->len, npos, (long long)t_index,
+		             (long long)(tl_now_ms() - t0));
 	}
 out:
+	for (int k = 0; k < TL_KINDS; k++)
+		tl_src_fini(&srcs[k]);
 	free(pos);
 	state_store_close(idx);
+	id_kafka_destroy(rk_big);
 	id_kafka_destroy(rk);
 	codec_destroy(codec);
+	for (size_t j = 1; j < TL_LANES; j++) {
+		id_kafka_destroy(lanes[j].rk);
+		codec_destroy(lanes[j].codec);
+	}
 	return rc;
 }
 
@@ -312,6 +846,14 @@ void timeline_fini(timeline_t *t)
 	}
 	free(t->items);
 	memset(t, 0, sizeof(*t));
+}
+
+bool timeline_attr_is_detail(const employee_event_t *ev, const char *key)
+{
+	return ev->type == EV_POLICY_ACTIVATED &&
+	       (strcmp(key, POLICY_ATTR_SOURCE) == 0 ||
+	        strcmp(key, POLICY_ATTR_SHA256) == 0 ||
+	        strcmp(key, POLICY_ATTR_DEPLOYMENT) == 0);
 }
 
 const employee_event_t *timeline_find_event(const timeline_t *t, const char *event_id)

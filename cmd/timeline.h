@@ -5,12 +5,11 @@
  *
  * All three topics are keyed by employee id with Kafka's murmur2
  * partitioner, so only the one partition of each topic that can hold the
- * employee is read: with the index (cmd/index.c) only the employee's
- * indexed offsets plus whatever lies past the indexed position, without it
- * the partition from its start to its current end.  Both give the same
- * entries.  Entries are
- * ordered by their Kafka timestamps (log append time), ties by topic then
- * offset.
+ * employee is read: with the index (cmd/index.c, read even while another
+ * process writes it) only the employee's indexed offsets plus whatever lies
+ * past the indexed position, without it the partition from its start to its
+ * current end.  Both give the same entries.  Entries are ordered by their
+ * Kafka timestamps (log append time), ties by topic then offset.
  *
  * Ownership: timeline_fini() frees every entry.
  */
@@ -25,6 +24,7 @@
 #include "schemas/model.h"
 
 typedef enum { TL_EVENT = 0, TL_DESIRED = 1, TL_RESULT = 2 } tl_kind_t;
+#define TL_KINDS 3
 
 typedef struct tl_entry {
 	int64_t ts; /* Kafka timestamp, ms */
@@ -46,10 +46,23 @@ typedef struct timeline {
 /* Topic suffix of a kind: "hr.events", "identity.desired", "sink.results". */
 const char *timeline_topic_suffix(tl_kind_t kind);
 
-/* Loads employee's timeline.  0, or an ID_E* error (e.g. a missing topic). */
-int timeline_load(const id_config_t *cfg, const char *employee, timeline_t *out,
-                  id_err_t *err);
+/*
+ * Loads employee's timeline.  0, or an ID_E* error (e.g. a missing topic).
+ * The policy activation markers that the employee's versions name as causes
+ * are entries too (kind TL_EVENT, type EV_POLICY_ACTIVATED, employee id
+ * "@policy").  cfg: the consumer options of timeline.c (fetch.wait.max.ms,
+ * fetch.error.backoff.ms, max.partition.fetch.bytes) are set in its kafka.*
+ * options, except those the user configured; meant for one-shot commands.
+ */
+int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_err_t *err);
 void timeline_fini(timeline_t *t);
+
+/*
+ * True for an attribute of ev that one-line summaries leave out: of a policy
+ * activation, everything but the policy's name and version (its Lua source,
+ * SHA-256 and deployment id; `history --verbose` and --json show them).
+ */
+bool timeline_attr_is_detail(const employee_event_t *ev, const char *key);
 
 /* The HR event with this event id, or NULL. */
 const employee_event_t *timeline_find_event(const timeline_t *t, const char *event_id);

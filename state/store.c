@@ -10,12 +10,16 @@
  */
 #include "state/store.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <rocksdb/c.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 struct state_cache {
 	rocksdb_cache_t *cache;
@@ -29,6 +33,8 @@ struct state_store {
 	rocksdb_writeoptions_t *wopts_sync;  /* WAL + fsync */
 	rocksdb_writeoptions_t *wopts_nowal; /* memtable only */
 	char *path;
+	char *scratch; /* secondary instance: its private folder, else NULL */
+	int mode;      /* 0: the read-write owner, else a state_store_reader_t */
 };
 
 struct state_batch {
@@ -128,21 +134,15 @@ out:
 	return rc;
 }
 
-int state_store_open(const char *path, const state_store_opts_t *opts,
-                     state_store_t **out, id_err_t *err)
+/*
+ * The options every store is opened with (see store.h on memory).  On
+ * success *private_cache holds the cache the caller must release after the
+ * open (the table factory keeps its own reference), or NULL when opts
+ * supplied a shared one.
+ */
+static int store_options_init(state_store_t *s, const state_store_opts_t *opts,
+                              rocksdb_cache_t **private_cache, id_err_t *err)
 {
-	int rc = 0;
-	char *rerr = NULL;
-	state_store_t *s = NULL;
-	rocksdb_block_based_table_options_t *bbto = NULL;
-	rocksdb_cache_t *private_cache = NULL;
-
-	*out = NULL;
-	if (path == NULL || path[0] == '\0')
-		return id_err_set(err, ID_EINVALID, "state store: empty path");
-	if ((rc = store_mkdir_parents(path, err)) != 0)
-		return rc;
-
 	size_t cache_bytes = STATE_STORE_DEFAULT_CACHE_BYTES;
 	size_t wbuf_bytes = STATE_STORE_DEFAULT_WRITE_BUFFER_BYTES;
 	if (opts != NULL && opts->cache_bytes != 0)
@@ -150,18 +150,14 @@ int state_store_open(const char *path, const state_store_opts_t *opts,
 	if (opts != NULL && opts->write_buffer_bytes != 0)
 		wbuf_bytes = opts->write_buffer_bytes;
 
-	s = calloc(1, sizeof(*s));
-	if (s == NULL || (s->path = strdup(path)) == NULL) {
-		rc = id_err_set(err, ID_ENOMEM, "state store %s: out of memory", path);
-		goto out;
-	}
+	*private_cache = NULL;
 	s->options = rocksdb_options_create();
 	s->ropts = rocksdb_readoptions_create();
 	s->wopts = rocksdb_writeoptions_create();
 	s->wopts_sync = rocksdb_writeoptions_create();
 	s->wopts_nowal = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_disable_WAL(s->wopts_nowal, 1);
-	bbto = rocksdb_block_based_options_create();
+	rocksdb_block_based_table_options_t *bbto = rocksdb_block_based_options_create();
 	rocksdb_writeoptions_set_sync(s->wopts_sync, 1);
 
 	rocksdb_options_set_create_if_missing(s->options, 1);
@@ -179,13 +175,13 @@ int state_store_open(const char *path, const state_store_opts_t *opts,
 	if (opts != NULL && opts->cache != NULL) {
 		rocksdb_block_based_options_set_block_cache(bbto, opts->cache->cache);
 	} else {
-		private_cache = store_cache_new(cache_bytes);
-		if (private_cache == NULL) {
-			rc = id_err_set(err, ID_ENOMEM, "state store %s: out of memory",
-			                path);
-			goto out;
+		*private_cache = store_cache_new(cache_bytes);
+		if (*private_cache == NULL) {
+			rocksdb_block_based_options_destroy(bbto);
+			return id_err_set(err, ID_ENOMEM, "state store %s: out of memory",
+			                  s->path);
 		}
-		rocksdb_block_based_options_set_block_cache(bbto, private_cache);
+		rocksdb_block_based_options_set_block_cache(bbto, *private_cache);
 	}
 	/*
 	 * Index and filter blocks count against the cache instead of growing
@@ -211,6 +207,7 @@ int state_store_open(const char *path, const state_store_opts_t *opts,
 	rocksdb_block_based_options_set_filter_policy(
 	    bbto, rocksdb_filterpolicy_create_bloom(10));
 	rocksdb_options_set_block_based_table_factory(s->options, bbto);
+	rocksdb_block_based_options_destroy(bbto);
 	/* L0 and L1 hold the recently written data, rewritten by every flush
 	 * and L0→L1 compaction and read by most lookups: uncompressed there.
 	 * Deeper levels use LZ4, several times faster to decompress than the
@@ -225,7 +222,29 @@ int state_store_open(const char *path, const state_store_opts_t *opts,
 	 * filter over whole keys answers those without a skiplist search. */
 	rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->options, 0.02);
 	rocksdb_options_set_memtable_whole_key_filtering(s->options, 1);
+	return 0;
+}
 
+int state_store_open(const char *path, const state_store_opts_t *opts,
+                     state_store_t **out, id_err_t *err)
+{
+	int rc = 0;
+	char *rerr = NULL;
+	state_store_t *s = NULL;
+	rocksdb_cache_t *private_cache = NULL;
+
+	*out = NULL;
+	if (path == NULL || path[0] == '\0')
+		return id_err_set(err, ID_EINVALID, "state store: empty path");
+	if ((rc = store_mkdir_parents(path, err)) != 0)
+		return rc;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL || (s->path = strdup(path)) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "state store %s: out of memory", path);
+		goto out;
+	}
+	if ((rc = store_options_init(s, opts, &private_cache, err)) != 0)
+		goto out;
 	s->db = rocksdb_open(s->options, path, &rerr);
 	if (rerr != NULL) {
 		rc = store_err(err, path, "open", rerr);
@@ -237,10 +256,116 @@ out:
 	/* The table factory holds its own reference to the cache. */
 	if (private_cache != NULL)
 		rocksdb_cache_destroy(private_cache);
-	if (bbto != NULL)
-		rocksdb_block_based_options_destroy(bbto);
 	state_store_close(s);
 	return rc;
+}
+
+/* Removes the secondary instance's scratch folder and its few files. */
+static void store_rmdir_scratch(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d != NULL) {
+		struct dirent *e;
+		char p[PATH_MAX];
+		while ((e = readdir(d)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) <
+			    (int)sizeof(p))
+				unlink(p);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+bool state_store_exists(const char *path)
+{
+	char current[PATH_MAX];
+	return path != NULL && path[0] != '\0' &&
+	       snprintf(current, sizeof(current), "%s/CURRENT", path) <
+	           (int)sizeof(current) &&
+	       access(current, F_OK) == 0;
+}
+
+int state_store_open_reader(const char *path, const state_store_opts_t *opts,
+                            state_store_reader_t mode, state_store_t **out, id_err_t *err)
+{
+	int rc = 0;
+	char *rerr = NULL;
+	state_store_t *s = NULL;
+	rocksdb_cache_t *private_cache = NULL;
+
+	*out = NULL;
+	if (path == NULL || path[0] == '\0')
+		return id_err_set(err, ID_EINVALID, "state store: empty path");
+	/* Both modes fail on a missing store anyway, but with a RocksDB message
+	 * that does not tell "absent" from "broken". */
+	if (!state_store_exists(path))
+		return ID_ENOTFOUND;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL || (s->path = strdup(path)) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "state store %s: out of memory", path);
+		goto out;
+	}
+	if ((rc = store_options_init(s, opts, &private_cache, err)) != 0)
+		goto out;
+	rocksdb_options_set_create_if_missing(s->options, 0);
+	/*
+	 * Every table file is opened now and kept open: the writer deletes
+	 * files that compaction replaced, and a file opened before its unlink
+	 * stays readable, so the reader's view never loses a table under it.
+	 */
+	rocksdb_options_set_max_open_files(s->options, -1);
+	if (mode == STATE_STORE_SECONDARY) {
+		const char *tmp = getenv("TMPDIR");
+		char dir[PATH_MAX];
+		if (snprintf(dir, sizeof(dir), "%s/idstream-secondary-XXXXXX",
+		             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp") >=
+		        (int)sizeof(dir) ||
+		    mkdtemp(dir) == NULL) {
+			rc = id_err_set(err, ID_EIO,
+			                "state store %s: cannot create a folder for the "
+			                "secondary instance: %s",
+			                path, strerror(errno));
+			goto out;
+		}
+		if ((s->scratch = strdup(dir)) == NULL) {
+			rmdir(dir);
+			rc = id_err_set(err, ID_ENOMEM, "state store %s: out of memory",
+			                path);
+			goto out;
+		}
+		s->db = rocksdb_open_as_secondary(s->options, path, s->scratch, &rerr);
+	} else {
+		s->db = rocksdb_open_for_read_only(s->options, path, 0, &rerr);
+	}
+	if (rerr != NULL) {
+		rc = store_err(err, path,
+		               mode == STATE_STORE_SECONDARY ? "open as secondary"
+		                                             : "open read-only",
+		               rerr);
+		goto out;
+	}
+	s->mode = mode;
+	*out = s;
+	s = NULL;
+out:
+	if (private_cache != NULL)
+		rocksdb_cache_destroy(private_cache);
+	state_store_close(s);
+	return rc;
+}
+
+int state_store_catch_up(state_store_t *s, id_err_t *err)
+{
+	char *rerr = NULL;
+	if (s->mode != STATE_STORE_SECONDARY)
+		return 0;
+	rocksdb_try_catch_up_with_primary(s->db, &rerr);
+	if (rerr != NULL)
+		return store_err(err, s->path, "catch up with the primary", rerr);
+	return 0;
 }
 
 void state_store_close(state_store_t *s)
@@ -259,6 +384,9 @@ void state_store_close(state_store_t *s)
 		rocksdb_readoptions_destroy(s->ropts);
 	if (s->options != NULL)
 		rocksdb_options_destroy(s->options);
+	if (s->scratch != NULL)
+		store_rmdir_scratch(s->scratch);
+	free(s->scratch);
 	free(s->path);
 	free(s);
 }
@@ -401,6 +529,21 @@ int state_batch_write_unlogged(state_store_t *s, state_batch_t *b, id_err_t *err
 	rocksdb_write(s->db, s->wopts_nowal, b->wb, &rerr);
 	if (rerr != NULL)
 		return store_err(err, s->path, "write batch", rerr);
+	return 0;
+}
+
+int state_store_flush(state_store_t *s, bool wait, id_err_t *err)
+{
+	char *rerr = NULL;
+	rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+	if (fo == NULL)
+		return id_err_set(err, ID_ENOMEM, "state store %s: flush: out of memory",
+		                  s->path);
+	rocksdb_flushoptions_set_wait(fo, wait ? 1 : 0);
+	rocksdb_flush(s->db, fo, &rerr);
+	rocksdb_flushoptions_destroy(fo);
+	if (rerr != NULL)
+		return store_err(err, s->path, "flush", rerr);
 	return 0;
 }
 

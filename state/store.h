@@ -15,8 +15,10 @@
  *
  * Thread safety: a store may be used from several threads (RocksDB is
  * thread-safe for get/put/write/iterators).  A batch or an iterator belongs to
- * one thread at a time.  A store directory can be open in one process only
- * (RocksDB's LOCK file); a second open fails with ID_ESTATE.
+ * one thread at a time.  A store directory can be open for writing in one
+ * process only (RocksDB's LOCK file); a second state_store_open() fails with
+ * ID_ESTATE.  Other processes may read it meanwhile through
+ * state_store_open_reader().
  */
 #ifndef IDSTREAM_STATE_STORE_H
 #define IDSTREAM_STATE_STORE_H
@@ -62,6 +64,47 @@ void state_cache_destroy(state_cache_t *c);
  */
 int state_store_open(const char *path, const state_store_opts_t *opts,
                      state_store_t **out, id_err_t *err);
+/*
+ * Readers of a store that another process may hold open for writing (the
+ * index of `idstream run`, read by `history`): RocksDB lets one process
+ * write a store, but any number read it in one of these modes.  Neither
+ * takes the store's lock, writes to its folder or creates it.
+ *
+ *   STATE_STORE_READ_ONLY  a snapshot of the store as of the open (its
+ *                          write-ahead log included); cheapest to open.
+ *   STATE_STORE_SECONDARY  a secondary instance: state_store_catch_up()
+ *                          moves it forward to the writer's newest state.
+ *                          RocksDB keeps its info log in a private
+ *                          temporary folder, removed on close.
+ */
+typedef enum state_store_reader {
+	STATE_STORE_READ_ONLY = 1,
+	STATE_STORE_SECONDARY = 2,
+} state_store_reader_t;
+
+/*
+ * Opens the existing store at path for reading only, in mode.  Every table
+ * file stays open while the store is, so files the writer's compactions
+ * delete meanwhile remain readable.  Writes through the handle fail with
+ * ID_ESTATE.  opts may be NULL (write_buffer_bytes is then irrelevant).
+ * Ownership: *out is closed with state_store_close().  Errors: ID_ENOTFOUND
+ * (err untouched) when there is no store at path; ID_ESTATE (path and
+ * RocksDB's reason); ID_EIO (secondary: no temporary folder); ID_ENOMEM.
+ */
+int state_store_open_reader(const char *path, const state_store_opts_t *opts,
+                            state_store_reader_t mode, state_store_t **out,
+                            id_err_t *err);
+/* True when a store exists at path (its CURRENT file is there). */
+bool state_store_exists(const char *path);
+
+/*
+ * A secondary instance: reads what the writer has written since the open or
+ * the last catch-up (new table files and the write-ahead log's tail).
+ * Iterators created before keep their view.  A no-op (0) for a read-only
+ * or read-write store.  0 or ID_ESTATE.
+ */
+int state_store_catch_up(state_store_t *s, id_err_t *err);
+
 /* Closes the store; NULL is a no-op.  Batches/iterators must be gone. */
 void state_store_close(state_store_t *s);
 /* The path the store was opened with (borrowed, lives as long as s). */
@@ -128,6 +171,14 @@ int state_batch_write(state_store_t *s, state_batch_t *b, bool sync, id_err_t *e
  * repaired the same way.
  */
 int state_batch_write_unlogged(state_store_t *s, state_batch_t *b, id_err_t *err);
+
+/*
+ * Writes the memtables to table files, making unlogged writes durable and
+ * visible to readers (state_store_open_reader()) that do not replay a
+ * write-ahead log holding them.  wait=false only schedules the flush.
+ * 0 or ID_ESTATE.
+ */
+int state_store_flush(state_store_t *s, bool wait, id_err_t *err);
 
 /*
  * Iterates, in ascending bytewise key order, over the keys that start with

@@ -1,6 +1,9 @@
 # test_audit.sh — the audit questions on a real pipeline: `why` names the
 # operation, rule and HR event behind each attribute (and behind a disable),
-# `as-of` gives the identity before and after a transfer.
+# `as-of` gives the identity before and after a transfer, and after a policy
+# deployment `why` names the activation (policy name and version) behind a
+# changed group while `history` shows the policy's name and version, not its
+# source.
 . "$IDSTREAM_REPO/tests/lib.sh"
 
 ldap_reset
@@ -9,10 +12,11 @@ ids() { "$IDSTREAM_BIN" --config "$T_CONF" "$@"; }
 ids topics create >/dev/null
 
 cat >"$T_DIR/day1.csv" <<'CSV'
-employee_id,first_name,last_name,title,department
-E700,Rosalind,Franklin,Chemist,Research
-E701,Lise,Meitner,Physicist,Research
-E702,Emmy,Noether,Mathematician,Research
+employee_id,first_name,last_name,title,department,location
+E700,Rosalind,Franklin,Chemist,Research,
+E701,Lise,Meitner,Physicist,Research,
+E702,Emmy,Noether,Mathematician,Research,
+E703,Grace,Hopper,Account Executive,Sales,New York
 CSV
 ids ingest csv "$T_DIR/day1.csv" >/dev/null
 ids run --until-idle >/dev/null 2>"$T_DIR/run1.log"
@@ -21,9 +25,10 @@ between=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
 sleep 1.1
 # Day 2: E700 moves to Engineering with a new title; E702 leaves.
 cat >"$T_DIR/day2.csv" <<'CSV'
-employee_id,first_name,last_name,title,department
-E700,Rosalind,Franklin,Lead Chemist,Engineering
-E701,Lise,Meitner,Physicist,Research
+employee_id,first_name,last_name,title,department,location
+E700,Rosalind,Franklin,Lead Chemist,Engineering,
+E701,Lise,Meitner,Physicist,Research,
+E703,Grace,Hopper,Account Executive,Sales,New York
 CSV
 touch "$T_DIR/day2.csv"
 ids ingest csv "$T_DIR/day2.csv" >/dev/null
@@ -65,9 +70,55 @@ assert_contains "$before" "container   ou=Research"
 after=$(ids as-of "$(date -u +%Y-%m-%dT%H:%M:%SZ)" E700)
 assert_contains "$after" "v2 ACTIVE"
 assert_contains "$after" "container   ou=Engineering"
-# Everyone at that instant: three active employees in Research.
+# Everyone at that instant: three active employees in Research, one in Sales.
 all=$(ids as-of "$between" --json)
-assert_eq 3 "$(printf '%s' "$all" | grep -c '"state": "ACTIVE"')" "active employees before day 2"
+assert_eq 4 "$(printf '%s' "$all" | grep -c '"state": "ACTIVE"')" "active employees before day 2"
 assert_eq 3 "$(printf '%s' "$all" | grep -c '"container": "ou=Research"')"
 assert_contains "$(ids as-of 2000-01-01 E700)" "had no identity"
+
+# A policy deployment: Sales split by region moves E703 from dept-sales to
+# dept-sales-americas.  `why` on that membership names the activation event
+# with the policy's name and version.
+SPLIT=$IDSTREAM_REPO/tests/cases/plan/split-sales.lua
+version=$(ids policy version "$SPLIT")
+ids policy deploy "$SPLIT" --reason "split Sales by region" >/dev/null
+ids run --until-idle >/dev/null 2>"$T_DIR/run3.log"
+out=$(ids why E703 --attr @groups)
+row=$(printf '%s\n' "$out" | grep ' dept-sales-americas ') || fail "no dept-sales-americas row: $out"
+assert_contains "$row" "group_add v2"
+assert_contains "$row" "POLICY_ACTIVATED split-sales.lua $version effective"
+assert_contains "$row" "idstream policy deploy"
+# staff, a member since the hire, still points at the HIRE.
+row=$(printf '%s\n' "$out" | grep ' staff ') || fail "no staff row: $out"
+assert_contains "$row" "group_add v1"
+assert_contains "$row" "HIRE effective"
+json=$(ids why E703 --attr @groups --json)
+got=$(printf '%s' "$json" | jq -c '.[] | select(.value == "dept-sales-americas") |
+	[.policy_version, .hr_event.type, .hr_event.policy_name, .hr_event.policy_version, .hr_event.reason]')
+assert_eq "[\"$version\",\"POLICY_ACTIVATED\",\"split-sales.lua\",\"$version\",\"split Sales by region\"]" "$got" \
+	"why --json of the new membership"
+# Unchanged attributes keep their HR cause.
+assert_contains "$(ids why E703 --attr sn)" "HIRE effective"
+# history: the activation with name and version, without its Lua source
+# (--verbose and --json have it).
+hist=$(ids history E703)
+row=$(printf '%s\n' "$hist" | grep 'POLICY_ACTIVATED') || fail "no activation in history: $hist"
+assert_contains "$row" "policy_name=split-sales.lua"
+assert_contains "$row" "policy_version=$version"
+case $hist in *"local AMERICAS"* | *policy_sha256* | *identity\(*) fail "history printed the policy's source: $hist" ;; esac
+assert_contains "$(ids history E703 --verbose)" "local AMERICAS"
+assert_eq "$version" "$(ids history E703 --json | jq -r '.[] | select(.type == "POLICY_ACTIVATED") | .attributes.policy_version')"
+assert_contains "$(ids history E703 --json)" "local AMERICAS"
+# An employee the deployment did not change has no activation in history.
+case $(ids history E701) in *POLICY_ACTIVATED*) fail "E701's history shows the activation" ;; esac
+# The same answers from a scan of the partitions as from the index.
+[ -f "$T_DIR/state/index/CURRENT" ] || fail "run did not write the index"
+ids why E703 >"$T_DIR/why.idx"
+ids history E703 --json >"$T_DIR/hist.idx"
+mv "$T_DIR/state/index" "$T_DIR/state/index.off"
+ids why E703 >"$T_DIR/why.scan"
+ids history E703 --json >"$T_DIR/hist.scan"
+mv "$T_DIR/state/index.off" "$T_DIR/state/index"
+cmp -s "$T_DIR/why.idx" "$T_DIR/why.scan" || fail "why differs without the index"
+cmp -s "$T_DIR/hist.idx" "$T_DIR/hist.scan" || fail "history differs without the index"
 echo ok

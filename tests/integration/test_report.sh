@@ -2,7 +2,9 @@
 # page holds the HR events, desired versions and sink operations, escapes
 # every value (a name with <script> and quotes, a department "R&D"), loads
 # nothing from outside, and renders in headless Chromium to a non-blank
-# screenshot of the requested size.
+# screenshot of the requested size.  `idstream plan --policy … --html FILE`
+# likewise: the summary and the per-employee diff of a Sales split, rendered
+# by Chromium.
 . "$IDSTREAM_REPO/tests/lib.sh"
 
 # Chromium renders the page.  Installing it takes ~20 s once per machine;
@@ -20,18 +22,20 @@ ids() { "$IDSTREAM_BIN" --config "$T_CONF" "$@"; }
 ids topics create >/dev/null
 
 cat >"$T_DIR/day1.csv" <<'CSV'
-employee_id,first_name,last_name,title,department
-E900,Seán,O'Brien <script>alert(1)</script>,"Engineer & ""Lead""",R&D
-E901,Ada,Lovelace,Analyst,R&D
+employee_id,first_name,last_name,title,department,location
+E900,Seán,O'Brien <script>alert(1)</script>,"Engineer & ""Lead""",R&D,
+E901,Ada,Lovelace,Analyst,R&D,
+E902,Grace,Hopper,Account Executive,Sales,New York
 CSV
 ids ingest csv "$T_DIR/day1.csv" >/dev/null
 ids run --until-idle >/dev/null 2>"$T_DIR/run1.log" || fail "run 1 failed"
 sleep 1.1
 # Day 2: a new title, so the page has a second event, version and modify.
 cat >"$T_DIR/day2.csv" <<'CSV'
-employee_id,first_name,last_name,title,department
-E900,Seán,O'Brien <script>alert(1)</script>,Principal <Engineer>,R&D
-E901,Ada,Lovelace,Analyst,R&D
+employee_id,first_name,last_name,title,department,location
+E900,Seán,O'Brien <script>alert(1)</script>,Principal <Engineer>,R&D,
+E901,Ada,Lovelace,Analyst,R&D,
+E902,Grace,Hopper,Account Executive,Sales,New York
 CSV
 touch "$T_DIR/day2.csv"
 ids ingest csv "$T_DIR/day2.csv" >/dev/null
@@ -65,18 +69,19 @@ ids report NOPE --html "$T_DIR/nope.html" 2>"$T_DIR/err" && fail "report of an u
 [ -e "$T_DIR/nope.html" ] && fail "report of an unknown employee wrote a page"
 ids report E900 2>/dev/null && fail "report without --html succeeded"
 
-# Render it.  As root Chromium needs --no-sandbox; the background-networking
-# flags keep it from calling out (the machine's network is closed).
-png=$T_DIR/E900.png
-timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic \
-	--disable-background-networking --disable-component-update --disable-sync \
-	--no-first-run --user-data-dir="$T_DIR/chromium-profile" \
-	--screenshot="$png" --window-size=1200,1600 "file://$page" \
-	>"$T_DIR/chromium.log" 2>&1 || fail "chromium failed (see $T_DIR/chromium.log)"
-[ -s "$png" ] || fail "no screenshot written"
-# A valid PNG of the window's size with more than a handful of colours
-# (a blank or error page has one or two).
-python3 - "$png" <<'PY' || fail "the screenshot is not a rendered page"
+# render PAGE PNG: renders PAGE in headless Chromium and checks the
+# screenshot: a valid PNG of the window's size with more than a handful of
+# colours (a blank or error page has one or two).  As root Chromium needs
+# --no-sandbox; the background-networking flags keep it from calling out
+# (the machine's network is closed).
+render() {
+	timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-quic \
+		--disable-background-networking --disable-component-update --disable-sync \
+		--no-first-run --user-data-dir="$T_DIR/chromium-profile" \
+		--screenshot="$2" --window-size=1200,1600 "file://$1" \
+		>"$T_DIR/chromium.log" 2>&1 || fail "chromium failed on $1 (see $T_DIR/chromium.log)"
+	[ -s "$2" ] || fail "no screenshot written for $1"
+	python3 - "$2" <<'PY' || fail "the screenshot of $1 is not a rendered page"
 import struct, sys, zlib
 data = open(sys.argv[1], "rb").read()
 assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
@@ -119,4 +124,33 @@ for y in range(h):
 print(f"screenshot {w}x{h}, {len(colours)} colours")
 assert len(colours) > 20, f"only {len(colours)} colours: blank page?"
 PY
+}
+
+render "$page" "$T_DIR/E900.png"
+
+# ------------------------------------------------------------ plan --html
+# Sales split by region: E902 (New York) leaves dept-sales for
+# dept-sales-americas; nobody else changes.
+SPLIT=$IDSTREAM_REPO/tests/cases/plan/split-sales.lua
+version=$(ids policy version "$SPLIT")
+plan=$T_DIR/plan.html
+set +e
+ids plan --policy "$SPLIT" --html "$plan" >"$T_DIR/plan.out" 2>"$T_DIR/plan.err"
+rc=$?
+set -e
+assert_eq 2 "$rc" "plan exit status (changes): $(cat "$T_DIR/plan.err")"
+[ -s "$plan" ] || fail "plan --html wrote no page"
+html=$(cat "$plan")
+assert_contains "$html" "<!DOCTYPE html>"
+assert_contains "$html" "Plan for policy $version"
+assert_contains "$html" "1 employees change"
+assert_contains "$html" "Users joining each group"
+assert_contains "$html" "<tr><td>E902</td>"
+assert_contains "$html" "<code>dept-sales-americas</code>"
+assert_contains "$html" "<code>dept-sales</code>"
+case $html in *"E900"* | *"E901"*) fail "the plan lists an employee it does not change" ;; esac
+case $html in *"<script"* | *"src="* | *"href="* | *"@import"* | *"url("*)
+	fail "the plan page has a script or refers to an external resource" ;;
+esac
+render "$plan" "$T_DIR/plan.png"
 echo ok

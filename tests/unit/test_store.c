@@ -1,7 +1,10 @@
 /*
  * test_store.c — the state store: what was put is what is read, batches apply
  * all-or-nothing, prefix iteration stays inside its prefix, and data survives
- * a close and reopen.  Each test works in its own temporary directory.
+ * a close and reopen.  Readers open a store another handle holds for
+ * writing: read-only sees the store as of its open, a secondary instance
+ * catches up with later writes (logged, or unlogged once flushed), neither
+ * writes or leaves files.  Each test works in its own temporary directory.
  */
 #define _XOPEN_SOURCE 700 /* nftw() */
 #include <stdarg.h>
@@ -282,6 +285,111 @@ static void test_open_under_a_file_fails(void **state)
 	state_store_close(NULL);
 }
 
+static void put(state_store_t *s, const char *key, const char *val)
+{
+	id_err_t err = {0};
+	assert_int_equal(state_store_put(s, key, strlen(key), val, strlen(val), &err), 0);
+}
+
+/* Entries of dir (a readers' scratch folder must be gone after close). */
+static int count_entries(const char *dir, const char *prefix)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "ls -A %s | grep -c '^%s' || true", dir, prefix);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	int n = -1;
+	assert_int_equal(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
+
+static void test_reader_of_missing_store(void **state)
+{
+	fixture_t *fx = *state;
+	char path[200];
+	id_err_t err = {0};
+	state_store_t *r = NULL;
+	snprintf(path, sizeof(path), "%s/nothing-here", fx->dir);
+	assert_false(state_store_exists(path));
+	assert_true(state_store_exists(fx->path));
+	assert_int_equal(
+	    state_store_open_reader(path, NULL, STATE_STORE_READ_ONLY, &r, &err),
+	    ID_ENOTFOUND);
+	assert_int_equal(
+	    state_store_open_reader(path, NULL, STATE_STORE_SECONDARY, &r, &err),
+	    ID_ENOTFOUND);
+	assert_null(r);
+	assert_int_equal(err.code, 0);
+	/* Nothing was created. */
+	assert_int_not_equal(access(path, F_OK), 0);
+}
+
+static void test_read_only_while_held(void **state)
+{
+	fixture_t *fx = *state;
+	id_err_t err = {0};
+	state_store_t *r = NULL;
+	put(fx->s, "logged", "1"); /* in the write-ahead log only */
+	assert_int_equal(
+	    state_store_open_reader(fx->path, NULL, STATE_STORE_READ_ONLY, &r, &err), 0);
+	assert_value(r, "logged", "1");
+	/* A snapshot: later writes stay invisible, catch-up is a no-op. */
+	put(fx->s, "later", "2");
+	assert_int_equal(state_store_catch_up(r, &err), 0);
+	assert_value(r, "later", NULL);
+	/* Writes through a reader fail and name the store. */
+	int rc = state_store_put(r, "x", 1, "y", 1, &err);
+	assert_int_equal(rc, ID_ESTATE);
+	assert_non_null(strstr(err.msg, fx->path));
+	state_store_close(r);
+	assert_value(fx->s, "later", "2");
+}
+
+static void test_secondary_catches_up(void **state)
+{
+	fixture_t *fx = *state;
+	id_err_t err = {0};
+	state_store_t *r = NULL;
+	char tmp[128];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", fx->dir);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	setenv("TMPDIR", tmp, 1);
+	put(fx->s, "a", "1");
+	assert_int_equal(
+	    state_store_open_reader(fx->path, NULL, STATE_STORE_SECONDARY, &r, &err), 0);
+	assert_int_equal(count_entries(tmp, "idstream-secondary-"), 1);
+	assert_value(r, "a", "1");
+	/* A logged write: visible after a catch-up. */
+	put(fx->s, "b", "2");
+	assert_int_equal(state_store_catch_up(r, &err), 0);
+	assert_value(r, "b", "2");
+	/* An unlogged batch: visible once flushed. */
+	state_batch_t *b = state_batch_create();
+	assert_non_null(b);
+	state_batch_put(b, "c", 1, "3", 1);
+	assert_int_equal(state_batch_write_unlogged(fx->s, b, &err), 0);
+	state_batch_destroy(b);
+	assert_int_equal(state_store_flush(fx->s, true, &err), 0);
+	assert_int_equal(state_store_catch_up(r, &err), 0);
+	assert_value(r, "c", "3");
+	assert_value(r, "a", "1");
+	/* The writer's compactions do not take files away from the reader. */
+	for (int i = 0; i < 4; i++) {
+		char k[16];
+		snprintf(k, sizeof(k), "k%d", i);
+		put(fx->s, k, "v");
+		assert_int_equal(state_store_flush(fx->s, true, &err), 0);
+	}
+	assert_int_equal(state_store_catch_up(r, &err), 0);
+	assert_value(r, "k3", "v");
+	assert_value(r, "b", "2");
+	state_store_close(r);
+	/* The scratch folder is gone. */
+	assert_int_equal(count_entries(tmp, "idstream-secondary-"), 0);
+	unsetenv("TMPDIR");
+}
+
 static void test_be32_order(void **state)
 {
 	(void)state;
@@ -312,6 +420,10 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_open_under_a_file_fails, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_reader_of_missing_store, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_read_only_while_held, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_secondary_catches_up, setup, teardown),
 	    cmocka_unit_test(test_be32_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
