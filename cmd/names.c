@@ -40,6 +40,11 @@
  * The LDAP import reads the directory with libldap directly: it is a
  * read-only search, outside the sink cores (see ARCHITECTURE.md).
  *
+ * Inside `idstream run` the arbiter is a thread next to the processor and
+ * publishes its progress (decided offsets, answer offsets, caught up) to a
+ * names_sync_t, so that `run --until-idle` stops only once every claim is
+ * answered and folded (cmd/names_sync.h).
+ *
  * Threading: names_arbiter_loop() runs on one thread (the rebalance callback
  * runs inside rd_kafka_consumer_poll() on it); it may be a thread of `run`.
  */
@@ -53,6 +58,7 @@
 #include <time.h>
 
 #include "cmd/cli.h"
+#include "cmd/names_sync.h"
 #include "common/buf.h"
 #include "common/failpoint.h"
 #include "common/hmap.h"
@@ -104,6 +110,8 @@ typedef struct arbiter {
 	state_batch_t *batch;
 	int fatal;
 	id_err_t fatal_err;
+	names_sync_t *sync;                         /* NULL: not inside `run` */
+	int64_t answers_next[NAMES_MAX_PARTITIONS]; /* raised by delivery reports */
 } arbiter_t;
 
 static double elapsed_ms(const struct timespec *since)
@@ -522,15 +530,62 @@ static bool arbiter_caught_up(const arbiter_t *a)
 	return n > 0;
 }
 
+int names_sync_init(names_sync_t *s)
+{
+	memset(s, 0, sizeof(*s));
+	for (int32_t i = 0; i < STAGE_MAX_PARTITIONS; i++)
+		s->decided_next[i] = -1;
+	return pthread_mutex_init(&s->mu, NULL) == 0 ? 0 : ID_ENOMEM;
+}
+
+void names_sync_fini(names_sync_t *s)
+{
+	if (s != NULL)
+		pthread_mutex_destroy(&s->mu);
+}
+
+/* Tells the processor of `run` how far this arbiter is (see names_sync.h).
+ * With a transaction open only "not caught up" is news: its answers are not
+ * committed yet. */
+static void arbiter_publish(arbiter_t *a)
+{
+	names_sync_t *s = a->sync;
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->arbiter_caught_up = !a->txn_open && arbiter_caught_up(a);
+	if (!a->txn_open) {
+		for (int32_t i = 0; i < NAMES_MAX_PARTITIONS; i++) {
+			if (a->parts[i].assigned)
+				s->decided_next[i] = a->parts[i].next_offset;
+			if (a->answers_next[i] > s->answers_next[i])
+				s->answers_next[i] = a->answers_next[i];
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
 int names_arbiter_loop(const id_config_t *cfg, bool until_idle, names_stats_t *stats,
                        id_err_t *err)
+{
+	return names_arbiter_loop_synced(cfg, until_idle, stats, NULL, err);
+}
+
+int names_arbiter_loop_synced(const id_config_t *cfg, bool until_idle,
+                              names_stats_t *stats, names_sync_t *sync, id_err_t *err)
 {
 	arbiter_t *a = calloc(1, sizeof(*a));
 	char path[1024], group[300], txid[300];
 	int rc = 0;
-	if (a == NULL)
+	if (a == NULL) {
+		if (sync != NULL)
+			sync->arbiter_stopped = true;
 		return id_err_set(err, ID_ENOMEM, "out of memory");
+	}
 	a->stats = stats;
+	a->sync = sync;
+	a->delivery.next_offsets = a->answers_next;
+	a->delivery.nparts = NAMES_MAX_PARTITIONS;
 	id_hmap_init(&a->open);
 	id_buf_init(&a->key);
 	id_buf_init(&a->val);
@@ -604,7 +659,11 @@ int names_arbiter_loop(const id_config_t *cfg, bool until_idle, names_stats_t *s
 			if ((rc = arbiter_commit(a, err)) != 0)
 				goto out;
 		}
-		if (until_idle && !a->txn_open && arbiter_caught_up(a))
+		arbiter_publish(a);
+		/* Inside `run`, the processor says when: answers to its last
+		 * claims may still be due. */
+		if (until_idle && !a->txn_open &&
+		    (sync != NULL ? sync->processor_done != 0 : arbiter_caught_up(a)))
 			break;
 	}
 	if (a->fatal) {
@@ -632,6 +691,11 @@ out:
 	id_buf_fini(&a->key);
 	id_buf_fini(&a->val);
 	free(a);
+	if (sync != NULL) {
+		pthread_mutex_lock(&sync->mu);
+		sync->arbiter_stopped = true;
+		pthread_mutex_unlock(&sync->mu);
+	}
 	return rc;
 }
 

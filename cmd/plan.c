@@ -17,6 +17,14 @@
  * would.  Production state is never touched: no consumer group is joined
  * and nothing is written.
  *
+ * Unique names: the replay folds the names arbiter's answers where the log
+ * has them.  A claim the log never answered (a policy not deployed yet
+ * claims other names) is assumed granted at the end of the replay, unless
+ * the log already denied that name to the employee (a denied name is never
+ * claimed again): the plan shows the first candidate not denied.  Conflicts
+ * between two employees' new claims are not decided — the arbiter does
+ * that once the policy is deployed.
+ *
  * The summary counts employees per kind of change (creates, attribute
  * updates, renames, moves, group adds/removes per group, disables,
  * deletes); --json gives every employee's diff; --out writes the --json
@@ -52,6 +60,7 @@
 #include "processors/employee_record.h"
 #include "processors/fold.h"
 #include "processors/mapping.h"
+#include "processors/name_arbiter.h"
 #include "processors/policy.h"
 #include "processors/policy_registry.h"
 #include "schemas/codec.h"
@@ -76,7 +85,8 @@ typedef struct plan {
 	int32_t nparts;
 	employee_event_t switch_ev; /* cause of the switch at `at` */
 	id_hmap_t emps;
-	long events, refused, activations;
+	fold_claims_t claims; /* reported by each fold; only pending ones matter */
+	long events, refused, activations, assumed;
 	bool progress;
 	long total_hint;
 	time_t started;
@@ -147,7 +157,9 @@ static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
 		bool emitted = false;
-		int frc = fold_reevaluate(&e->rec, ev, m, &d, &emitted, NULL);
+		fold_claims_clear(&p->claims);
+		int frc = fold_reevaluate_claims(&e->rec, ev, m, &d, &emitted, &p->claims,
+		                                 NULL);
 		if (frc == ID_ENOMEM) {
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		} else if (frc != 0) {
@@ -215,7 +227,8 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 		e->partition = part;
 	const mapping_t *map =
 	    candidate ? p->candidate : policy_registry_mapping(p->registry, part);
-	int frc = fold_apply(&e->rec, &ev, map, &d, &emitted, NULL);
+	fold_claims_clear(&p->claims);
+	int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted, &p->claims, NULL);
 	if (frc == ID_ENOMEM) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -233,6 +246,84 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 out:
 	desired_identity_fini(&d);
 	employee_event_fini(&ev);
+	return rc;
+}
+
+/*
+ * The end of the replay: each claim the log left unanswered is assumed
+ * granted (see the header), employee by employee in id order; a grant may
+ * make the policy claim more (an e-mail built from the username), so this
+ * repeats while names are pending, a few rounds at most.
+ */
+static int plan_assume_grants(plan_t *p, id_err_t *err)
+{
+	desired_identity_t d;
+	employee_event_t ev;
+	const char **ids = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*ids));
+	size_t n = 0;
+	int rc = 0;
+	if (ids == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->emps.cap; i++)
+		if (p->emps.slots[i].key != NULL && p->emps.slots[i].value != NULL)
+			ids[n++] = p->emps.slots[i].key;
+	qsort(ids, n, sizeof(*ids), cmp_key);
+	desired_identity_init(&d);
+	employee_event_init(&ev);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
+		int32_t part = e->partition;
+		if (part < 0 || part >= p->nparts)
+			continue;
+		const mapping_t *map =
+		    p->candidate != NULL && (!p->has_at || p->switched[part])
+		        ? p->candidate
+		        : policy_registry_mapping(p->registry, part);
+		for (int round = 0; round < 8 && rc == 0; round++) {
+			const employee_name_t *nm = NULL;
+			for (size_t k = 0; k < e->rec.nnames && nm == NULL; k++)
+				if (e->rec.names[k].pending != NULL)
+					nm = &e->rec.names[k];
+			if (nm == NULL)
+				break;
+			char eid[600];
+			snprintf(eid, sizeof(eid), "plan:assumed:%s:%s", nm->ns,
+			         nm->pending);
+			employee_event_fini(&ev);
+			ev.type = EV_NAME_GRANTED;
+			ev.occurred_at = ev.effective_at = e->rec.now;
+			if ((ev.event_id = strdup(eid)) == NULL ||
+			    (ev.employee_id = strdup(ids[i])) == NULL ||
+			    id_attrs_set(&ev.attributes, NAME_ATTR_NAMESPACE, nm->ns) !=
+			        0 ||
+			    id_attrs_set(&ev.attributes, NAME_ATTR_VALUE, nm->pending) !=
+			        0 ||
+			    id_attrs_set(&ev.attributes, NAME_ATTR_CLAIM_ID, "assumed") !=
+			        0) {
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+				break;
+			}
+			bool emitted = false;
+			fold_claims_clear(&p->claims);
+			int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted,
+			                            &p->claims, NULL);
+			p->assumed++;
+			if (frc == ID_ENOMEM) {
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+			} else if (frc != 0) {
+				p->refused++;
+				break;
+			} else if (emitted) {
+				desired_identity_fini(&e->planned);
+				e->planned = d;
+				desired_identity_init(&d);
+				e->has_planned = true;
+			}
+		}
+	}
+	employee_event_fini(&ev);
+	desired_identity_fini(&d);
+	free(ids);
 	return rc;
 }
 
@@ -451,6 +542,7 @@ static void plan_fini(plan_t *p)
 	policy_registry_destroy(p->registry);
 	codec_destroy(p->codec);
 	employee_event_fini(&p->switch_ev);
+	fold_claims_fini(&p->claims);
 	free(p->switched);
 	memset(p, 0, sizeof(*p));
 }
@@ -506,6 +598,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	id_hmap_init(&s.group_adds);
 	id_hmap_init(&s.group_removes);
 	id_hmap_init(&p->emps);
+	fold_claims_init(&p->claims);
 	employee_event_init(&p->switch_ev);
 	p->has_at = has_at;
 	p->at = at;
@@ -550,6 +643,8 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	for (int32_t q = 0; candidate != NULL && has_at && q < nin; q++)
 		if (!p->switched[q] && (rc = plan_switch(p, q, err)) != 0)
 			goto out;
+	if ((rc = plan_assume_grants(p, err)) != 0)
+		goto out;
 	if ((rc = scan_topic(rk, out_topic, nout, plan_current, p, &ncur, err)) != 0)
 		goto out;
 	plan_progress(p, true);

@@ -67,6 +67,15 @@
  * reproduces every timed decision.  A REEVALUATE produced twice (after a
  * restart, before the first was folded) changes nothing the second time.
  *
+ * Unique names: when the policy gives candidate lists, the fold reports
+ * the claims to make (processors/fold.h); each is produced, keyed by
+ * name_key(), to <prefix>.names.claims inside the open transaction, like a
+ * desired version — and, like one, not when replaying: a claim in [S, C)
+ * was produced by a committed transaction already.  The names arbiter's
+ * answers come back as events on the employee's partition.  With
+ * `run --until-idle`, the processor stops only once its claims are answered
+ * and the answers folded (cmd/names_sync.h).
+ *
  * Refused input: an event the fold refuses (never hired, an unknown type, a
  * policy or lifecycle error for this employee) or one that cannot be
  * decoded is logged, counted, and published as a SinkResult of target
@@ -87,6 +96,7 @@
 #include <openssl/evp.h>
 
 #include "cmd/cli.h"
+#include "cmd/names_sync.h"
 #include "common/buf.h"
 #include "common/failpoint.h"
 #include "common/hmap.h"
@@ -96,6 +106,7 @@
 #include "processors/employee_record.h"
 #include "processors/fold.h"
 #include "processors/mapping.h"
+#include "processors/name_arbiter.h"
 #include "processors/policy_registry.h"
 #include "schemas/codec.h"
 #include "state/store.h"
@@ -113,6 +124,9 @@
 
 /* Most REEVALUATE events published per timer check. */
 #define PROC_TIMERS_PER_CHECK 10000
+
+/* How long `run --until-idle` waits, idle, for answers to name claims. */
+#define PROC_NAMES_WAIT_MS 120000
 
 /* Format byte of the 'P' value (see the key layout above). */
 #define PROC_POLICY_FORMAT 0x01
@@ -142,6 +156,14 @@ typedef struct proc {
 	char in_topic[256];
 	char out_topic[256];
 	char results_topic[256];
+	char claims_topic[256];
+	/* The claims of the event being folded, and delivery tracking of the
+	 * claims produced (offsets for `run --until-idle`). */
+	fold_claims_t claims;
+	id_kafka_delivery_t claims_delivery;
+	int64_t claims_next[PROC_MAX_PARTITIONS];
+	names_sync_t *names; /* NULL unless run by `run` next to the arbiter */
+	long claims_made;
 	/* REEVALUATE events produced and not yet folded (event id → 1), so a
 	 * due timer is published once per process; cleared on abort. */
 	id_hmap_t inflight;
@@ -575,8 +597,19 @@ static int proc_commit(proc_t *p, id_err_t *err)
 	p->txn_open = false;
 	/* The commit waited for every message; serve their delivery reports
 	 * (they carry the output offsets `run` hands to the sink). */
-	for (int i = 0; i < 3000 && p->delivery.pending > 0; i++)
+	for (int i = 0;
+	     i < 3000 && (p->delivery.pending > 0 || p->claims_delivery.pending > 0); i++)
 		rd_kafka_poll(p->producer, 10);
+	if (p->delivery.first_err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		p->delivery.first_err = p->claims_delivery.first_err;
+	if (p->names != NULL) {
+		/* Committed claims: the arbiter must decide up to here. */
+		pthread_mutex_lock(&p->names->mu);
+		for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
+			if (p->claims_next[i] > p->names->claims_next[i])
+				p->names->claims_next[i] = p->claims_next[i];
+		pthread_mutex_unlock(&p->names->mu);
+	}
 	if (p->delivery.first_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		/* Cannot happen after a successful commit; kept as an invariant. */
 		rc = id_kafka_err(err, p->delivery.first_err,
@@ -617,6 +650,7 @@ out:
 		rd_kafka_consumer_group_metadata_destroy(cgmd);
 	rd_kafka_topic_partition_list_destroy(offs);
 	p->delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	p->claims_delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
 	return rc;
 }
 
@@ -748,6 +782,47 @@ static int proc_send(proc_t *p, const char *topic, int32_t partition, const char
 }
 
 /*
+ * Produces the claims the last fold reported (p->claims) to names.claims in
+ * the open transaction, each keyed by its name_key() so that one partition
+ * decides each name.  Delivery is tracked so that `run --until-idle` knows
+ * how far the arbiter must read.
+ */
+static int proc_produce_claims(proc_t *p, id_err_t *err)
+{
+	int rc = 0;
+	for (size_t i = 0; i < p->claims.len && rc == 0; i++) {
+		const name_claim_t *c = &p->claims.items[i];
+		if (name_key(c->ns, c->value, &p->buf) != 0 ||
+		    id_buf_append_u8(&p->buf, 0) != 0)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		id_buf_reset(&p->val);
+		if ((rc = codec_encode_name_claim(p->codec, c, &p->val, err)) != 0)
+			return rc;
+		for (int tries = 0;; tries++) {
+			p->claims_delivery.pending++;
+			rd_kafka_resp_err_t e = rd_kafka_producev(
+			    p->producer, RD_KAFKA_V_TOPIC(p->claims_topic),
+			    RD_KAFKA_V_KEY(p->buf.data, p->buf.len - 1),
+			    RD_KAFKA_V_VALUE(p->val.data, p->val.len),
+			    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+			    RD_KAFKA_V_OPAQUE(&p->claims_delivery), RD_KAFKA_V_END);
+			if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+				break;
+			p->claims_delivery.pending--;
+			if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 600)
+				return id_kafka_err(err, e, "producing a name claim");
+			rd_kafka_poll(p->producer, 100);
+		}
+		p->claims_made++;
+		id_log_kv(ID_LOG_INFO, "processor",
+		          c->kind == NAME_CLAIM ? "name claimed" : "name released",
+		          "employee", c->employee_id, "namespace", c->ns, "value",
+		          c->value, "claim_id", c->claim_id, NULL);
+	}
+	return rc;
+}
+
+/*
  * Publishes, in the open transaction, that an event of employee_id was
  * refused (outcome FAILED) or that the employee's identity is held back by
  * a policy/lifecycle error (HELD): a SinkResult of target "processor" with
@@ -801,13 +876,20 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 	bool emitted = false;
 	id_err_t ferr = {0};
 	int64_t timer_before = rec->timer_at;
-	int frc =
-	    fold_reevaluate(rec, &p->ev, policy_registry_mapping(p->registry, partition),
-	                    NULL, &emitted, &ferr);
+	fold_claims_clear(&p->claims);
+	int frc = fold_reevaluate_claims(rec, &p->ev,
+	                                 policy_registry_mapping(p->registry, partition),
+	                                 NULL, &emitted, &p->claims, &ferr);
 	if (frc == ID_ENOMEM) {
 		if (err != NULL)
 			*err = ferr;
 		return frc;
+	}
+	/* The claims are made whatever else the evaluation did. */
+	if (!replay && p->claims.len > 0) {
+		int crc = proc_produce_claims(p, err);
+		if (crc != 0)
+			return crc;
 	}
 	if (frc != 0) {
 		/* The employee keeps the version it has; the new policy cannot
@@ -821,9 +903,9 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 		return proc_refused(p, employee_id, rec, &p->ev, SINK_HELD, ferr.msg,
 		                    err);
 	}
-	/* A new version, or only a new timer (the policy changed a delay),
-	 * is state to keep. */
-	if (!emitted && rec->timer_at == timer_before)
+	/* A new version, a new timer (the policy changed a delay) or a name
+	 * claimed is state to keep. */
+	if (!emitted && rec->timer_at == timer_before && !p->claims.changed)
 		return 0;
 	if (!in_overlay) {
 		/* The new version is state to persist: move the record out of
@@ -1016,8 +1098,10 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 	id_err_t ferr = {0};
 	int64_t stored_timer = rec->timer_at;
 	/* No copy of the new version: it is encoded from rec->last. */
-	int frc = fold_apply(rec, ev, policy_registry_mapping(p->registry, m->partition),
-	                     NULL, &emitted, &ferr);
+	fold_claims_clear(&p->claims);
+	int frc =
+	    fold_apply_claims(rec, ev, policy_registry_mapping(p->registry, m->partition),
+	                      NULL, &emitted, &p->claims, &ferr);
 	if (frc == ID_ENOMEM) {
 		if (!in_overlay)
 			rec_free(rec);
@@ -1033,6 +1117,11 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		id_err_set(err, rc, "out of memory");
 		goto out;
 	}
+	/* Claims are outputs like desired versions: made once, by the
+	 * transaction that folds their cause (an answer folded before an error
+	 * may have released a name). */
+	if (!replay && p->claims.len > 0 && (rc = proc_produce_claims(p, err)) != 0)
+		goto out;
 	if (frc != 0) {
 		id_log_kv(ID_LOG_ERROR, "processor", "event refused by the fold",
 		          "employee", ev->employee_id, "event_id", ev->event_id, "error",
@@ -1163,7 +1252,11 @@ static int proc_timers(proc_t *p, id_err_t *err)
 				           emp);
 				break;
 			}
-			if (id_hmap_get(&p->inflight, p->ev.event_id) != NULL)
+			/* Published and not folded yet; or folded in the open
+			 * transaction, whose new timer the index shows only
+			 * after the commit. */
+			if (id_hmap_get(&p->inflight, p->ev.event_id) != NULL ||
+			    id_hmap_get(&p->overlay, emp) != NULL)
 				continue;
 			if ((rc = proc_txn_begin(p, err)) != 0 ||
 			    (rc = codec_encode_event(p->codec, &p->ev, &p->val, err)) !=
@@ -1238,8 +1331,42 @@ static bool proc_caught_up(proc_t *p)
 	return n > 0;
 }
 
+/*
+ * With `run --until-idle`: true when every claim this processor committed
+ * is decided by the arbiter and every answer the arbiter committed to a
+ * partition of ours has been read (see cmd/names_sync.h).  Also true when
+ * the arbiter has stopped: nothing more will come.
+ */
+static bool proc_names_settled(proc_t *p)
+{
+	names_sync_t *ns = p->names;
+	bool ok;
+	pthread_mutex_lock(&ns->mu);
+	ok = ns->arbiter_stopped;
+	if (!ok) {
+		ok = ns->arbiter_caught_up;
+		for (int32_t i = 0; ok && i < PROC_MAX_PARTITIONS; i++) {
+			if (ns->claims_next[i] > 0 &&
+			    ns->decided_next[i] < ns->claims_next[i])
+				ok = false;
+			if (p->parts[i].assigned &&
+			    ns->answers_next[i] > p->parts[i].next_offset)
+				ok = false;
+		}
+	}
+	pthread_mutex_unlock(&ns->mu);
+	return ok;
+}
+
 int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *stats,
                    stage_sync_t *sync, id_err_t *err)
+{
+	return processor_loop_names(cfg, until_idle, stats, sync, NULL, err);
+}
+
+int processor_loop_names(const id_config_t *cfg, bool until_idle,
+                         processor_stats_t *stats, stage_sync_t *sync,
+                         names_sync_t *names, id_err_t *err)
 {
 	proc_t *p = calloc(1, sizeof(*p));
 	id_config_t *pcfg = NULL, *ccfg = NULL;
@@ -1256,6 +1383,7 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	id_buf_init(&p->val);
 	employee_event_init(&p->ev);
 	employee_record_init(&p->scratch);
+	fold_claims_init(&p->claims);
 	if ((p->batch = state_batch_create()) == NULL) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -1268,6 +1396,10 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	id_config_topic(cfg, "hr.events", p->in_topic, sizeof(p->in_topic));
 	id_config_topic(cfg, "identity.desired", p->out_topic, sizeof(p->out_topic));
 	id_config_topic(cfg, "sink.results", p->results_topic, sizeof(p->results_topic));
+	id_config_topic(cfg, "names.claims", p->claims_topic, sizeof(p->claims_topic));
+	p->names = names;
+	p->claims_delivery.next_offsets = p->claims_next;
+	p->claims_delivery.nparts = PROC_MAX_PARTITIONS;
 	p->timer_check_ms = (double)id_config_int(cfg, "processor.timer_check_ms");
 	clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
 	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
@@ -1330,6 +1462,9 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	id_log_info("processor",
 	            "consuming %s (%d partitions) as %s, transactional.id %s",
 	            p->in_topic, nparts, group, txid);
+	/* Since when the processor has been idle waiting for name answers. */
+	struct timespec names_wait;
+	clock_gettime(CLOCK_MONOTONIC, &names_wait);
 
 	while (!cli_stop_requested && !p->fatal) {
 		/* With a transaction open, wait no longer than what is left of
@@ -1365,10 +1500,20 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 			clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
 			if ((rc = proc_timers(p, err)) != 0)
 				goto out;
-			if (p->stats->timers == before)
-				break;
-			continue;
+			if (p->stats->timers != before)
+				continue;
+			/* Answers to our claims are input still to come. */
+			if (p->names != NULL && !proc_names_settled(p)) {
+				if (elapsed_ms(&names_wait) < PROC_NAMES_WAIT_MS)
+					continue;
+				id_log_warn("processor",
+				            "stopping with name claims unanswered after "
+				            "%d s (is the names arbiter running?)",
+				            PROC_NAMES_WAIT_MS / 1000);
+			}
+			break;
 		}
+		clock_gettime(CLOCK_MONOTONIC, &names_wait);
 		if (elapsed_ms(&p->timers_checked) >= p->timer_check_ms) {
 			clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
 			if ((rc = proc_timers(p, err)) != 0)
@@ -1392,6 +1537,12 @@ out:
 	}
 	if (sync != NULL)
 		sync->processor_idle = 1;
+	if (names != NULL)
+		names->processor_done = 1;
+	if (p->claims_made > 0)
+		id_log_info("processor", "%ld name claims and releases produced",
+		            p->claims_made);
+	fold_claims_fini(&p->claims);
 	id_kafka_destroy(p->consumer);
 	id_kafka_destroy(p->producer);
 	policy_registry_destroy(p->registry);

@@ -11,6 +11,11 @@
  * sequence of encoded records.  Nothing is written anywhere and no consumer
  * group is joined, so it is safe against production topics.
  *
+ * Unique names need nothing special: the names arbiter's answers are events
+ * of hr.events, so the fold meets every grant and denial where the
+ * processor did, and holds and emits the same versions.  The claims the
+ * fold reports are dropped (they are on names.claims already).
+ *
  * Per-partition sequences are comparable because both topics have the same
  * partition count and the same key partitioner: the events of input
  * partition p are folded in log order and their outputs land, in that
@@ -50,7 +55,8 @@ typedef struct replay_rec {
 typedef struct replay {
 	codec_t *codec;
 	policy_registry_t *registry;
-	id_hmap_t records; /* employee id → replay_rec_t* */
+	id_hmap_t records;    /* employee id → replay_rec_t* */
+	fold_claims_t claims; /* reported by each fold, dropped */
 	long activations, refused_activations;
 	replay_part_t *parts;
 	int32_t nparts;
@@ -106,7 +112,9 @@ static int replay_activate(replay_t *r, int32_t part, const employee_event_t *ev
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		replay_rec_t *x = id_hmap_get(&r->records, ids[i]);
 		bool emitted = false;
-		int frc = fold_reevaluate(&x->rec, ev, m, &d, &emitted, NULL);
+		fold_claims_clear(&r->claims);
+		int frc = fold_reevaluate_claims(&x->rec, ev, m, &d, &emitted, &r->claims,
+		                                 NULL);
 		if (frc == ID_ENOMEM)
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		else if (frc == 0 && emitted)
@@ -149,9 +157,10 @@ static int replay_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 			goto out;
 		}
 	}
-	int frc =
-	    fold_apply(&x->rec, &ev, policy_registry_mapping(r->registry, m->partition),
-	               &d, &emitted, NULL);
+	fold_claims_clear(&r->claims);
+	int frc = fold_apply_claims(&x->rec, &ev,
+	                            policy_registry_mapping(r->registry, m->partition),
+	                            &d, &emitted, &r->claims, NULL);
 	if (frc == ID_ENOMEM) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -215,6 +224,7 @@ int cmd_replay(cli_t *cli, int argc, char **argv)
 	long nevents = 0, ndesired = 0;
 	replay_t r = {0};
 	id_hmap_init(&r.records);
+	fold_claims_init(&r.claims);
 	id_buf_init(&r.buf);
 	id_config_topic(cli->cfg, "hr.events", in_topic, sizeof(in_topic));
 	id_config_topic(cli->cfg, "identity.desired", out_topic, sizeof(out_topic));
@@ -287,6 +297,7 @@ out:
 		}
 	}
 	id_hmap_fini(&r.records);
+	fold_claims_fini(&r.claims);
 	for (int32_t p = 0; r.parts != NULL && p < r.nparts; p++) {
 		EVP_MD_CTX_free(r.parts[p].replayed);
 		EVP_MD_CTX_free(r.parts[p].stored);

@@ -25,6 +25,17 @@ const char *employee_status_name(employee_status_t s)
 	return (unsigned)s < EMPLOYEE_STATUS_COUNT ? status_names[s] : "UNKNOWN";
 }
 
+static void name_fini(employee_name_t *n)
+{
+	free(n->ns);
+	free(n->granted);
+	free(n->pending);
+	for (size_t i = 0; i < n->ndenied; i++)
+		free(n->denied[i]);
+	free(n->denied);
+	memset(n, 0, sizeof(*n));
+}
+
 void employee_record_init(employee_record_t *rec)
 {
 	memset(rec, 0, sizeof(*rec));
@@ -51,6 +62,9 @@ void employee_record_fini(employee_record_t *rec)
 	while (rec->npending > 0)
 		employee_record_pending_pop(rec);
 	free(rec->pending);
+	for (size_t i = 0; i < rec->nnames; i++)
+		name_fini(&rec->names[i]);
+	free(rec->names);
 	employee_record_init(rec);
 }
 
@@ -187,6 +201,80 @@ int employee_record_note_change(employee_record_t *rec, const char *key,
 	return 0;
 }
 
+/* ---- unique names -------------------------------------------------------- */
+
+static bool ascii_ieq(const char *a, const char *b)
+{
+	for (; *a != '\0' && *b != '\0'; a++, b++) {
+		char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
+		char y = *b >= 'A' && *b <= 'Z' ? (char)(*b - 'A' + 'a') : *b;
+		if (x != y)
+			return false;
+	}
+	return *a == *b;
+}
+
+employee_name_t *employee_record_name(const employee_record_t *rec, const char *ns)
+{
+	for (size_t i = 0; i < rec->nnames; i++)
+		if (strcmp(rec->names[i].ns, ns) == 0)
+			return &rec->names[i];
+	return NULL;
+}
+
+employee_name_t *employee_record_name_add(employee_record_t *rec, const char *ns)
+{
+	employee_name_t *n = employee_record_name(rec, ns);
+	if (n != NULL)
+		return n;
+	char *k = strdup(ns);
+	employee_name_t *grown =
+	    k != NULL ? realloc(rec->names, (rec->nnames + 1) * sizeof(*grown)) : NULL;
+	if (grown == NULL) {
+		free(k);
+		return NULL;
+	}
+	rec->names = grown;
+	size_t at = rec->nnames;
+	while (at > 0 && strcmp(rec->names[at - 1].ns, ns) > 0)
+		at--;
+	memmove(rec->names + at + 1, rec->names + at,
+	        (rec->nnames - at) * sizeof(*rec->names));
+	memset(&rec->names[at], 0, sizeof(rec->names[at]));
+	rec->names[at].ns = k;
+	rec->nnames++;
+	return &rec->names[at];
+}
+
+bool employee_name_is_denied(const employee_name_t *n, const char *value)
+{
+	for (size_t i = 0; i < n->ndenied; i++)
+		if (ascii_ieq(n->denied[i], value))
+			return true;
+	return false;
+}
+
+int employee_name_deny(employee_name_t *n, const char *value)
+{
+	if (employee_name_is_denied(n, value))
+		return 0;
+	char *v = strdup(value);
+	char **grown =
+	    v != NULL ? realloc(n->denied, (n->ndenied + 1) * sizeof(*grown)) : NULL;
+	if (grown == NULL) {
+		free(v);
+		return ID_ENOMEM;
+	}
+	n->denied = grown;
+	size_t at = n->ndenied;
+	while (at > 0 && strcmp(n->denied[at - 1], value) > 0)
+		at--;
+	memmove(n->denied + at + 1, n->denied + at, (n->ndenied - at) * sizeof(char *));
+	n->denied[at] = v;
+	n->ndenied++;
+	return 0;
+}
+
 /* ---- encoding ----------------------------------------------------------- */
 
 static int put_str(id_buf_t *b, const char *s)
@@ -277,6 +365,25 @@ static int put_lifecycle(id_buf_t *b, const employee_record_t *rec)
 	return 0;
 }
 
+/* The format-3 trailer: the unique names (see employee_record.h). */
+static int put_names(id_buf_t *b, const employee_record_t *rec)
+{
+	if (id_buf_append_be32(b, (uint32_t)rec->nnames) != 0)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < rec->nnames; i++) {
+		const employee_name_t *n = &rec->names[i];
+		if (put_str(b, n->ns) != 0 || put_str(b, n->granted) != 0 ||
+		    id_buf_append_u8(b, n->released) != 0 ||
+		    put_str(b, n->pending) != 0 ||
+		    id_buf_append_be32(b, (uint32_t)n->ndenied) != 0)
+			return ID_ENOMEM;
+		for (size_t k = 0; k < n->ndenied; k++)
+			if (put_str(b, n->denied[k]) != 0)
+				return ID_ENOMEM;
+	}
+	return 0;
+}
+
 int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err)
 {
 	size_t start = out->len;
@@ -295,7 +402,7 @@ int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t
 		goto nomem;
 	if (rec->last.version > 0 && put_desired(out, &rec->last) != 0)
 		goto nomem;
-	if (put_lifecycle(out, rec) != 0)
+	if (put_lifecycle(out, rec) != 0 || put_names(out, rec) != 0)
 		goto nomem;
 	return 0;
 nomem:
@@ -578,6 +685,50 @@ static int get_lifecycle(reader_t *r, employee_record_t *rec)
 	return 0;
 }
 
+static int get_names(reader_t *r, employee_record_t *rec)
+{
+	size_t n = 0, m = 0;
+	uint8_t u8 = 0;
+	int rc;
+	if ((rc = get_count(r, "names", 17, &n)) != 0)
+		return rc;
+	if (n > 0 && (rec->names = calloc(n, sizeof(*rec->names))) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		employee_name_t *nm = &rec->names[i];
+		rec->nnames++; /* counted first, so fini frees a partial entry */
+		if ((rc = get_str(r, "names", false, &nm->ns)) != 0 ||
+		    (rc = get_str(r, "names.granted", true, &nm->granted)) != 0 ||
+		    (rc = get_u8(r, "names.released", &u8)) != 0)
+			return rc;
+		if (u8 > 1)
+			return bad(r, "names.released", "not 0 or 1");
+		nm->released = u8 == 1;
+		if (nm->released && nm->granted == NULL)
+			return bad(r, "names.released",
+			           "released without a granted value");
+		if (i > 0 && strcmp(rec->names[i - 1].ns, nm->ns) >= 0)
+			return bad(r, "names",
+			           "namespaces not in strictly ascending order");
+		if ((rc = get_str(r, "names.pending", true, &nm->pending)) != 0 ||
+		    (rc = get_count(r, "names.denied", 4, &m)) != 0)
+			return rc;
+		if (m > 0 && (nm->denied = calloc(m, sizeof(char *))) == NULL)
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
+		for (size_t k = 0; k < m; k++) {
+			char *v = NULL;
+			if ((rc = get_str(r, "names.denied", false, &v)) != 0)
+				return rc;
+			nm->denied[nm->ndenied++] = v;
+			if (k > 0 && strcmp(nm->denied[k - 1], v) >= 0)
+				return bad(r, "names.denied",
+				           "values not sorted and unique");
+		}
+	}
+	return 0;
+}
+
 int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
                            id_err_t *err)
 {
@@ -587,7 +738,7 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 	int rc;
 
 	employee_record_fini(rec);
-	if (len == 0 || (r.p[0] != EMPLOYEE_RECORD_FORMAT && r.p[0] != 0x01)) {
+	if (len == 0 || r.p[0] < 0x01 || r.p[0] > EMPLOYEE_RECORD_FORMAT) {
 		rc = id_err_set(err, ID_ESCHEMA,
 		                "employee record: unknown format byte 0x%02x",
 		                len ? r.p[0] : 0u);
@@ -638,6 +789,8 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 	if (r.p[0] == 0x01)
 		rec->now = rec->last.effective_at; /* format 1: no lifecycle facts */
 	else if ((rc = get_lifecycle(&r, rec)) != 0)
+		goto out;
+	if (r.p[0] >= 0x03 && (rc = get_names(&r, rec)) != 0)
 		goto out;
 	if (r.pos != len)
 		rc = bad(&r, "end", "trailing bytes after the record");

@@ -30,7 +30,7 @@
  *     8           effective_at (signed)
  *     4 + n×      causes: (str attribute, str event_id, str rule) sorted
  *
- * Format 2 (written today) appends the lifecycle facts; format 1 records
+ * Format 2 appends the lifecycle facts; format 1 records
  * still decode, with no lifecycle facts (as if hired at time 0):
  *
  *   8           now: the latest fold time (the record's clock never goes back)
@@ -46,6 +46,13 @@
  *   4 + n×      pending: (8 effective_at, 8 seq, 1 type, str event_id,
  *               str reason nullable, attributes with nullable values),
  *               sorted by (effective_at, seq)
+ *
+ * Format 3 (written today) appends the unique names (format 1 and 2
+ * records still decode, with none):
+ *
+ *   4 + n×      names: (str namespace, str granted nullable, 1 released,
+ *               str pending nullable, 4 + m× str denied sorted and unique)
+ *               sorted by namespace
  *
  * Decoding checks every length, count, enum, sort order and that nothing
  * follows the record; it carries no checksum because the state store
@@ -67,7 +74,7 @@
 #include "processors/mapping.h"
 #include "schemas/model.h"
 
-#define EMPLOYEE_RECORD_FORMAT 0x02 /* written; 0x01 is still read */
+#define EMPLOYEE_RECORD_FORMAT 0x03 /* written; 0x01 and 0x02 are still read */
 
 #define EMPLOYEE_STATUS_MAP(X) X(NONE) X(ACTIVE) X(TERMINATED)
 
@@ -99,6 +106,22 @@ typedef struct employee_pending {
 	id_attrs_t attributes; /* NULL values clear */
 } employee_pending_t;
 
+/*
+ * The employee's unique names in one claim namespace (processors/fold.h
+ * decides them; the names arbiter, cmd/names.c, answers the claims).
+ * Values compare without ASCII case, like the arbiter's name keys.
+ */
+typedef struct employee_name {
+	char *ns;
+	char *granted; /* the value granted to the employee, or NULL */
+	bool released; /* granted was given up when the account was deleted:
+	                  shown to the policy while DELETED, claimed anew after */
+	char *pending; /* the value claimed and not answered yet, or NULL */
+	char **denied; /* values denied to the employee (or given up for good),
+	                  sorted by strcmp, unique */
+	size_t ndenied;
+} employee_name_t;
+
 typedef struct employee_record {
 	char *employee_id; /* NULL until the first event is absorbed */
 	employee_status_t status;
@@ -123,6 +146,8 @@ typedef struct employee_record {
 	mapping_timing_t timing;
 	employee_pending_t *pending; /* sorted by (effective_at, seq) */
 	size_t npending;
+	employee_name_t *names; /* sorted by ns, unique */
+	size_t nnames;
 } employee_record_t;
 
 void employee_record_init(employee_record_t *rec);
@@ -145,7 +170,18 @@ void employee_record_pending_pop(employee_record_t *rec);
 /* Replaces *field with a copy of value (NULL allowed).  0 or ID_ENOMEM. */
 int employee_record_set_str(char **field, const char *value);
 
-/* Appends the format-2 bytes of rec to out.  0 or ID_ENOMEM. */
+/* The names of namespace ns, or NULL.  Borrowed. */
+employee_name_t *employee_record_name(const employee_record_t *rec, const char *ns);
+/* The names of namespace ns, added (empty) when missing.  Borrowed; NULL
+ * when out of memory. */
+employee_name_t *employee_record_name_add(employee_record_t *rec, const char *ns);
+/* True when value is in n's denied list (ASCII case ignored). */
+bool employee_name_is_denied(const employee_name_t *n, const char *value);
+/* Adds value to n's denied list (kept sorted; a value already there, in any
+ * case, is not added again).  0 or ID_ENOMEM. */
+int employee_name_deny(employee_name_t *n, const char *value);
+
+/* Appends the format-3 bytes of rec to out.  0 or ID_ENOMEM. */
 int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err);
 
 /*

@@ -12,6 +12,7 @@
 #include "processors/fold.h"
 
 #include "processors/lifecycle.h"
+#include "processors/name_arbiter.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,203 @@ static int note(employee_record_t *rec, const char *key, const char *event_id,
                 uint64_t seq)
 {
 	return employee_record_note_change(rec, key, event_id, seq);
+}
+
+/* ---- unique names -------------------------------------------------------- */
+
+void fold_claims_init(fold_claims_t *c)
+{
+	memset(c, 0, sizeof(*c));
+}
+
+void fold_claims_clear(fold_claims_t *c)
+{
+	for (size_t i = 0; i < c->len; i++)
+		name_claim_fini(&c->items[i]);
+	c->len = 0;
+	c->held = false;
+	c->changed = false;
+}
+
+void fold_claims_fini(fold_claims_t *c)
+{
+	if (c == NULL)
+		return;
+	fold_claims_clear(c);
+	free(c->items);
+	fold_claims_init(c);
+}
+
+static bool ascii_ieq(const char *a, const char *b)
+{
+	for (; *a != '\0' && *b != '\0'; a++, b++) {
+		char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
+		char y = *b >= 'A' && *b <= 'Z' ? (char)(*b - 'A' + 'a') : *b;
+		if (x != y)
+			return false;
+	}
+	return *a == *b;
+}
+
+/* Appends a claim (CLAIM or RELEASE) of rec's employee to c (NULL: not
+ * reported).  0 or ID_ENOMEM. */
+static int claim_add(fold_claims_t *c, name_claim_kind_t kind,
+                     const employee_record_t *rec, const char *ns, const char *value,
+                     int64_t now, int64_t quarantine_until, const employee_event_t *ev)
+{
+	if (c == NULL)
+		return 0;
+	if (c->len == c->cap) {
+		size_t ncap = c->cap ? c->cap * 2 : 4;
+		name_claim_t *n = realloc(c->items, ncap * sizeof(*n));
+		if (n == NULL)
+			return ID_ENOMEM;
+		c->items = n;
+		c->cap = ncap;
+	}
+	name_claim_t *nc = &c->items[c->len];
+	name_claim_init(nc);
+	nc->kind = kind;
+	nc->claimed_at = now;
+	nc->quarantine_until = quarantine_until;
+	if ((nc->ns = strdup(ns)) == NULL || (nc->value = strdup(value)) == NULL ||
+	    (nc->employee_id = strdup(rec->employee_id)) == NULL ||
+	    (nc->source_event_id = strdup(ev->event_id)) == NULL ||
+	    name_claim_make_id(nc) != 0) {
+		name_claim_fini(nc);
+		return ID_ENOMEM;
+	}
+	c->len++;
+	return 0;
+}
+
+/* A grant the employee holds now (not given up at deletion). */
+static bool name_held(const employee_name_t *n)
+{
+	return n != NULL && n->granted != NULL && !n->released;
+}
+
+static bool in_list(const mapping_unique_t *u, const char *value)
+{
+	for (size_t i = 0; i < u->nvalues; i++)
+		if (ascii_ieq(u->values[i], value))
+			return true;
+	return false;
+}
+
+/* The first candidate of u not denied to the employee, or NULL. */
+static const char *first_free(const mapping_unique_t *u, const employee_name_t *n)
+{
+	for (size_t i = 0; i < u->nvalues; i++)
+		if (n == NULL || !employee_name_is_denied(n, u->values[i]))
+			return u->values[i];
+	return NULL;
+}
+
+static int64_t quarantine_end(const employee_record_t *rec, int64_t now)
+{
+	int32_t days = rec->has_timing ? rec->timing.name_quarantine_days : 0;
+	return days > 0 ? now + (int64_t)days * LIFECYCLE_DAY_MS : now;
+}
+
+static void pending_drop(employee_name_t *n, fold_claims_t *c)
+{
+	if (n->pending == NULL)
+		return;
+	free(n->pending);
+	n->pending = NULL;
+	if (c != NULL)
+		c->changed = true;
+}
+
+/* What ctx.granted shows: the grants held, and while the employee is
+ * terminated those given up at deletion (the deleted identity keeps its
+ * names).  0 or ID_ENOMEM. */
+static int granted_attrs(const employee_record_t *rec, id_attrs_t *out)
+{
+	for (size_t i = 0; i < rec->nnames; i++) {
+		const employee_name_t *n = &rec->names[i];
+		if (n->granted == NULL ||
+		    (n->released && rec->status != EMPLOYEE_STATUS_TERMINATED))
+			continue;
+		if (id_attrs_set(out, n->ns, n->granted) != 0)
+			return ID_ENOMEM;
+	}
+	return 0;
+}
+
+/* DELETED: every grant is released (and denied for good unless the policy
+ * lets a rehire have it back); nothing stays claimed. */
+static int names_release_all(employee_record_t *rec, int64_t now,
+                             const employee_event_t *ev, fold_claims_t *c)
+{
+	for (size_t i = 0; i < rec->nnames; i++) {
+		employee_name_t *n = &rec->names[i];
+		pending_drop(n, c);
+		if (!name_held(n))
+			continue;
+		if (claim_add(c, NAME_RELEASE, rec, n->ns, n->granted, now,
+		              quarantine_end(rec, now), ev) != 0)
+			return ID_ENOMEM;
+		n->released = true;
+		if (!(rec->has_timing && rec->timing.reuse_name_after_delete) &&
+		    employee_name_deny(n, n->granted) != 0)
+			return ID_ENOMEM;
+		if (c != NULL)
+			c->changed = true;
+	}
+	return 0;
+}
+
+/*
+ * After an evaluation in state: decides, for each candidate list of u,
+ * whether the employee holds a name that is still a candidate, else claims
+ * the first one not denied (see fold.h).  *held is set when some namespace
+ * lacks such a grant.  Checks every list before changing anything, so an
+ * exhausted list (ID_ECONFLICT) leaves the record as it was.
+ */
+static int names_decide(employee_record_t *rec, const mapping_uniques_t *u,
+                        lifecycle_state_t state, int64_t now, const employee_event_t *ev,
+                        fold_claims_t *c, bool *held, id_err_t *err)
+{
+	*held = false;
+	if (state == LC_DELETED)
+		return names_release_all(rec, now, ev, c);
+	for (size_t i = 0; i < u->len; i++) {
+		const mapping_unique_t *l = &u->items[i];
+		const employee_name_t *n = employee_record_name(rec, l->ns);
+		if (name_held(n) && in_list(l, n->granted))
+			continue;
+		if (first_free(l, n) == NULL)
+			return id_err_set(err, ID_ECONFLICT,
+			                  "employee %s: no free %s among %zu candidates "
+			                  "(every one was denied)",
+			                  rec->employee_id, l->ns, l->nvalues);
+	}
+	for (size_t i = 0; i < u->len; i++) {
+		const mapping_unique_t *l = &u->items[i];
+		employee_name_t *n = employee_record_name_add(rec, l->ns);
+		if (n == NULL)
+			return ID_ENOMEM;
+		if (name_held(n) && in_list(l, n->granted)) {
+			pending_drop(n, c);
+			continue;
+		}
+		*held = true;
+		const char *want = first_free(l, n);
+		if (n->pending != NULL && ascii_ieq(n->pending, want))
+			continue; /* claimed already, the answer is on its way */
+		if (employee_record_set_str(&n->pending, want) != 0 ||
+		    claim_add(c, NAME_CLAIM, rec, l->ns, want, now, 0, ev) != 0)
+			return ID_ENOMEM;
+		if (c != NULL)
+			c->changed = true;
+	}
+	/* A namespace the mapping no longer lists: nothing is wanted there. */
+	for (size_t i = 0; i < rec->nnames; i++)
+		if (mapping_uniques_find(u, rec->names[i].ns) == NULL)
+			pending_drop(&rec->names[i], c);
+	return 0;
 }
 
 /* Sets key to value (non-NULL) when it differs; notes the change. */
@@ -215,7 +413,8 @@ static const char *by_event(const employee_record_t *rec, lifecycle_by_t by)
  * otherwise never settle).  On success d holds the identity, *lc the state.
  */
 static int fold_evaluate(employee_record_t *rec, const employee_event_t *ev, int64_t now,
-                         const mapping_t *m, desired_identity_t *d,
+                         const mapping_t *m, const id_attrs_t *granted,
+                         mapping_uniques_t *uniq, desired_identity_t *d,
                          mapping_trace_t *trace, lifecycle_result_t *lc, id_err_t *err)
 {
 	lifecycle_facts_t f;
@@ -229,10 +428,14 @@ static int fold_evaluate(employee_record_t *rec, const employee_event_t *ev, int
 		mapping_timing_default(&t0);
 	if ((rc = lifecycle_evaluate(rec->employee_id, &f, &t0, now, lc, err)) != 0)
 		return rc;
-	const char *reason = ev->reason;
+	/* An arbiter's answer carries a sentence about the name, not an HR
+	 * reason the policy could act on. */
+	const char *reason =
+	    ev->type == EV_NAME_GRANTED || ev->type == EV_NAME_DENIED ? NULL : ev->reason;
 	if (reason == NULL && rec->status == EMPLOYEE_STATUS_TERMINATED)
 		reason = rec->term_reason;
-	mapping_context_t ctx = {employee_event_type_name(ev->type), reason, NULL, &t1};
+	mapping_context_t ctx = {employee_event_type_name(ev->type), reason, granted, &t1,
+	                         uniq};
 	for (int round = 0;; round++) {
 		d->effective_at = now;
 		if ((rc = mapping_apply_ctx(m, &rec->hr, lc->state, &ctx, d, trace,
@@ -276,17 +479,24 @@ static int64_t next_timer(const employee_record_t *rec, const lifecycle_result_t
  */
 static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t now,
                      const mapping_t *m, bool by_cause, desired_identity_t *out,
-                     bool *emitted, id_err_t *err)
+                     bool *emitted, fold_claims_t *claims, id_err_t *err)
 {
 	desired_identity_t d;
 	mapping_trace_t trace = MAPPING_TRACE_INIT;
+	mapping_uniques_t uniq = MAPPING_UNIQUES_INIT;
+	id_attrs_t granted = ID_ATTRS_INIT;
 	lifecycle_result_t lc;
+	bool held = false;
 	int rc;
 
 	desired_identity_init(&d);
-	if ((d.employee_id = strdup(rec->employee_id)) == NULL)
+	if ((d.employee_id = strdup(rec->employee_id)) == NULL ||
+	    granted_attrs(rec, &granted) != 0)
 		goto nomem;
-	if ((rc = fold_evaluate(rec, ev, now, m, &d, &trace, &lc, err)) != 0) {
+	if ((rc = fold_evaluate(rec, ev, now, m, &granted, &uniq, &d, &trace, &lc,
+	                        err)) != 0 ||
+	    (claims != NULL && (rc = names_decide(rec, &uniq, lc.state, now, ev, claims,
+	                                          &held, err)) != 0)) {
 		if (rc != ID_ENOMEM)
 			id_err_wrap(err, "event %s (%s)", ev->event_id,
 			            employee_event_type_name(ev->type));
@@ -300,6 +510,13 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 		const char *by = by_event(rec, lc.by);
 		if (by != NULL && note(rec, MAPPING_SRC_LIFECYCLE, by, rec->seq) != 0)
 			goto nomem;
+	}
+	if (held) {
+		/* The new identity waits for its names: the account keeps the
+		 * version it has (a new hire gets none yet). */
+		if (claims != NULL)
+			claims->held = true;
+		goto out;
 	}
 	if (rec->last.version > 0 && same_for_targets(&d, &rec->last))
 		goto out; /* nothing a target would see changed */
@@ -327,6 +544,8 @@ nomem:
 out:
 	desired_identity_fini(&d);
 	mapping_trace_fini(&trace);
+	mapping_uniques_fini(&uniq);
+	id_attrs_fini(&granted);
 	return rc;
 }
 
@@ -428,8 +647,70 @@ static int absorb_termination(employee_record_t *rec, const employee_event_t *ev
 	return 0;
 }
 
+/*
+ * NAME_GRANTED / NAME_DENIED: the arbiter's answer to one of rec's claims
+ * (see fold.h).  Re-evaluates when the answer changes what rec holds.
+ */
+static int fold_answer(employee_record_t *rec, const employee_event_t *ev,
+                       const mapping_t *m, desired_identity_t *out, bool *emitted,
+                       fold_claims_t *claims, id_err_t *err)
+{
+	const char *ns = id_attrs_get(&ev->attributes, NAME_ATTR_NAMESPACE);
+	const char *value = id_attrs_get(&ev->attributes, NAME_ATTR_VALUE);
+	bool granted = ev->type == EV_NAME_GRANTED;
+	if (ns == NULL || ns[0] == '\0' || value == NULL || value[0] == '\0')
+		return id_err_set(
+		    err, ID_EINVALID,
+		    "event %s: employee %s: %s without a namespace and value",
+		    ev->event_id, ev->employee_id, employee_event_type_name(ev->type));
+	/* An answer for someone never hired (a claim made by hand): nothing
+	 * here wants a name. */
+	if (rec->status == EMPLOYEE_STATUS_NONE)
+		return 0;
+	int64_t now = fold_now(rec, ev);
+	employee_name_t *n =
+	    granted ? employee_record_name(rec, ns) : employee_record_name_add(rec, ns);
+	if (n == NULL && !granted)
+		return ID_ENOMEM;
+	if (name_held(n) && ascii_ieq(n->granted, value))
+		return 0; /* ours already (a repeated claim's answer) */
+	if (granted &&
+	    (n == NULL || n->pending == NULL || !ascii_ieq(n->pending, value))) {
+		/* No longer wanted (the candidates moved on): give it back at
+		 * once, it was never used. */
+		return claim_add(claims, NAME_RELEASE, rec, ns, value, now, now, ev);
+	}
+	if (granted) {
+		/* The old name (a rename's) stays its owner's for the
+		 * quarantine. */
+		if (name_held(n) && claim_add(claims, NAME_RELEASE, rec, ns, n->granted,
+		                              now, quarantine_end(rec, now), ev) != 0)
+			return ID_ENOMEM;
+		free(n->granted);
+		n->granted = n->pending; /* as claimed */
+		n->pending = NULL;
+		n->released = false;
+	} else {
+		if (employee_name_deny(n, value) != 0)
+			return ID_ENOMEM;
+		if (n->pending != NULL && ascii_ieq(n->pending, value))
+			pending_drop(n, NULL);
+	}
+	if (claims != NULL)
+		claims->changed = true;
+	rec->now = now;
+	return fold_emit(rec, ev, now, m, false, out, emitted, claims, err);
+}
+
 int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping_t *m,
                desired_identity_t *out, bool *emitted, id_err_t *err)
+{
+	return fold_apply_claims(rec, ev, m, out, emitted, NULL, err);
+}
+
+int fold_apply_claims(employee_record_t *rec, const employee_event_t *ev,
+                      const mapping_t *m, desired_identity_t *out, bool *emitted,
+                      fold_claims_t *claims, id_err_t *err)
 {
 	int rc;
 
@@ -447,9 +728,15 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 	case EV_CONVERSION:
 	case EV_REEVALUATE:
 		break;
+	case EV_NAME_GRANTED:
+	case EV_NAME_DENIED:
+		rc = fold_answer(rec, ev, m, out, emitted, claims, err);
+		if (rc == ID_ENOMEM)
+			goto nomem;
+		return rc;
 	default:
-		/* Name claims and policy markers are handled outside the
-		 * employee fold (see fold.h). */
+		/* Policy markers are handled outside the employee fold (see
+		 * fold.h). */
 		return 0;
 	}
 	if (rec->status == EMPLOYEE_STATUS_NONE && ev->type != EV_HIRE &&
@@ -497,7 +784,7 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 		goto nomem;
 
 	/* Compute the identity at the fold's time. */
-	rc = fold_emit(rec, ev, now, m, false, out, emitted, err);
+	rc = fold_emit(rec, ev, now, m, false, out, emitted, claims, err);
 	if (rc == ID_ENOMEM)
 		goto nomem;
 	return rc;
@@ -510,6 +797,13 @@ int fold_reevaluate(employee_record_t *rec, const employee_event_t *cause,
                     const mapping_t *m, desired_identity_t *out, bool *emitted,
                     id_err_t *err)
 {
+	return fold_reevaluate_claims(rec, cause, m, out, emitted, NULL, err);
+}
+
+int fold_reevaluate_claims(employee_record_t *rec, const employee_event_t *cause,
+                           const mapping_t *m, desired_identity_t *out, bool *emitted,
+                           fold_claims_t *claims, id_err_t *err)
+{
 	*emitted = false;
 	if (cause->event_id == NULL || cause->event_id[0] == '\0')
 		return id_err_set(err, ID_EINVALID,
@@ -521,7 +815,7 @@ int fold_reevaluate(employee_record_t *rec, const employee_event_t *cause,
 	rec->now = now;
 	int rc = apply_due(rec, now);
 	if (rc == 0)
-		rc = fold_emit(rec, cause, now, m, true, out, emitted, err);
+		rc = fold_emit(rec, cause, now, m, true, out, emitted, claims, err);
 	if (rc == ID_ENOMEM)
 		return id_err_set(err, ID_ENOMEM,
 		                  "re-evaluating employee %s for event %s: out of memory",

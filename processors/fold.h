@@ -25,8 +25,12 @@
  *   REEVALUATE nothing is absorbed: the fold's time moves to the event's
  *              (a timer fired), due pending changes apply, and the state is
  *              recomputed.
- *   NAME_GRANTED, NAME_DENIED, POLICY_ACTIVATED: ignored by fold_apply()
- *              (record unchanged, nothing emitted).  A POLICY_ACTIVATED
+ *   NAME_GRANTED, NAME_DENIED
+ *              the names arbiter's answer to a claim (attributes namespace,
+ *              value, claim_id): see "Unique names" below.  Nothing HR
+ *              is absorbed and the fold's time does not move.
+ *   POLICY_ACTIVATED: ignored by fold_apply() (record unchanged, nothing
+ *              emitted).  A POLICY_ACTIVATED
  *              marker is not an employee's event: the processor switches the
  *              partition's mapping (processors/policy_registry.h) and calls
  *              fold_reevaluate() for every employee of the partition.
@@ -47,6 +51,39 @@
  * that maps an employee to the same identity is not a change), so
  * re-ingesting the same data, or a second TERMINATE, emits nothing.
  *
+ * Unique names.  A mapping may return ordered candidate lists (the
+ * policy's `unique` table: namespace → candidates, mapping_context_t.unique);
+ * the built-in mapping returns none, and then nothing below happens.  The
+ * record keeps, per namespace, the granted value, the value claimed and not
+ * answered yet (pending) and the values denied (employee_name_t).  The
+ * mapping sees the grants as ctx.granted.  After each evaluation, for each
+ * namespace of the lists:
+ *   - the granted value is still a candidate: nothing to do (a pending
+ *     claim is dropped; should its grant come, the value is released);
+ *   - else the first candidate not denied is the one wanted; when it is not
+ *     the pending claim, it is claimed (a CLAIM in *claims, pending = it);
+ *   - no candidate left: ID_ECONFLICT "no free <ns> among N candidates"
+ *     (record unchanged: the identity is held with that error).
+ * While any namespace lacks a grant that is still a candidate, the new
+ * identity is held back: nothing is emitted (an account keeps its old name,
+ * a new hire gets no account yet) and claims->held is set.
+ *   NAME_GRANTED for the pending value records the grant (the previous
+ *   grant of the namespace, a rename's old name, is released: RELEASE with
+ *   quarantine_until = now + timing.name_quarantine_days) and re-evaluates.
+ *   A grant of the value already granted changes nothing; a grant of a value
+ *   no longer wanted is released at once (quarantine_until = now: it was
+ *   never used).
+ *   NAME_DENIED adds the value to the denied list and re-evaluates, which
+ *   claims the next candidate.
+ * When the lifecycle reaches DELETED, every grant is released (RELEASE with
+ * the quarantine above), pending claims are dropped and nothing is claimed;
+ * the released values stay visible to the mapping while the record is
+ * terminated (the deleted identity keeps its names).  Without
+ * timing.reuse_name_after_delete they are also denied, so a later rehire
+ * gets other names.  Claims are outputs: the fold does no I/O; each has
+ * claimed_at = the fold's now, source_event_id = the event folded and
+ * claim_id = name_claim_make_id(), so a replay makes the same claims.
+ *
  * Thread safety: none beyond the arguments'; a record belongs to one thread.
  */
 #ifndef IDSTREAM_FOLD_H
@@ -61,6 +98,26 @@
 
 /* The HR attribute holding the first day of work, "YYYY-MM-DD". */
 #define FOLD_HR_START_DATE "start_date"
+
+/*
+ * The claims one fold asks the processor to publish on
+ * <prefix>.names.claims (CLAIM and RELEASE name_claim_t, every field set,
+ * in the order made), and whether the identity is held back waiting for a
+ * grant.  Caller-owned; reuse one across calls (each fold appends: call
+ * fold_claims_clear() between events).
+ */
+typedef struct fold_claims {
+	name_claim_t *items;
+	size_t len;
+	size_t cap;
+	bool held;    /* a namespace lacks a grant: no version was emitted */
+	bool changed; /* the record's names changed (persist the record) */
+} fold_claims_t;
+
+void fold_claims_init(fold_claims_t *c);
+/* Empties the list and the flags, keeping the allocation. */
+void fold_claims_clear(fold_claims_t *c);
+void fold_claims_fini(fold_claims_t *c);
 
 /*
  * Folds ev into rec and computes the desired identity with m.
@@ -92,6 +149,20 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
                desired_identity_t *out, bool *emitted, id_err_t *err);
 
 /*
+ * fold_apply() with unique names: the claims to publish are appended to
+ * *claims (see "Unique names" above).  With claims NULL — what fold_apply()
+ * passes — names are not arbitrated: the unique lists are ignored and the
+ * identity is emitted as the mapping computes it (ctx.granted still shows
+ * the record's grants), which is how a policy is looked at on its own
+ * (tests, `policy check`); every stage that folds the log (process, replay,
+ * plan) passes a list.  A NAME_GRANTED / NAME_DENIED without namespace or
+ * value is refused with ID_EINVALID (record unchanged).
+ */
+int fold_apply_claims(employee_record_t *rec, const employee_event_t *ev,
+                      const mapping_t *m, desired_identity_t *out, bool *emitted,
+                      fold_claims_t *claims, id_err_t *err);
+
+/*
  * Re-evaluates rec under m without absorbing anything: the identity of
  * rec's HR facts at now = the cause's time (pending changes that are due
  * by then apply).  Used
@@ -113,5 +184,10 @@ int fold_apply(employee_record_t *rec, const employee_event_t *ev, const mapping
 int fold_reevaluate(employee_record_t *rec, const employee_event_t *cause,
                     const mapping_t *m, desired_identity_t *out, bool *emitted,
                     id_err_t *err);
+
+/* fold_reevaluate() reporting claims like fold_apply_claims(). */
+int fold_reevaluate_claims(employee_record_t *rec, const employee_event_t *cause,
+                           const mapping_t *m, desired_identity_t *out, bool *emitted,
+                           fold_claims_t *claims, id_err_t *err);
 
 #endif

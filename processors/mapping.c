@@ -128,6 +128,34 @@ bool mapping_timing_equal(const mapping_timing_t *a, const mapping_timing_t *b)
 	       strcmp(a->timezone, b->timezone) == 0;
 }
 
+void mapping_uniques_init(mapping_uniques_t *u)
+{
+	u->items = NULL;
+	u->len = 0;
+}
+
+void mapping_uniques_fini(mapping_uniques_t *u)
+{
+	if (u == NULL)
+		return;
+	for (size_t i = 0; i < u->len; i++) {
+		for (size_t k = 0; k < u->items[i].nvalues; k++)
+			free(u->items[i].values[k]);
+		free(u->items[i].values);
+		free(u->items[i].ns);
+	}
+	free(u->items);
+	mapping_uniques_init(u);
+}
+
+const mapping_unique_t *mapping_uniques_find(const mapping_uniques_t *u, const char *ns)
+{
+	for (size_t i = 0; u != NULL && i < u->len; i++)
+		if (strcmp(u->items[i].ns, ns) == 0)
+			return &u->items[i];
+	return NULL;
+}
+
 int mapping_apply_traced(const mapping_t *m, const id_attrs_t *hr,
                          lifecycle_state_t state, desired_identity_t *out,
                          mapping_trace_t *trace, id_err_t *err)
@@ -161,6 +189,8 @@ int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_
 
 	if (ctx != NULL && ctx->timing != NULL)
 		mapping_timing_default(ctx->timing);
+	if (ctx != NULL && ctx->unique != NULL)
+		mapping_uniques_fini(ctx->unique);
 	int rc = m->ops->apply(m->impl, hr, state, ctx, out, trace, err);
 	if (rc != 0)
 		return rc;

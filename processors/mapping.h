@@ -103,6 +103,35 @@ typedef struct mapping_timing {
 void mapping_timing_default(mapping_timing_t *t);
 bool mapping_timing_equal(const mapping_timing_t *a, const mapping_timing_t *b);
 
+/*
+ * One ordered candidate list for a unique value (the policy's `unique`
+ * table): the claim namespace ("username", "email", ...) and its candidates
+ * in order of preference (distinct ignoring ASCII case, at least one).
+ */
+typedef struct mapping_unique {
+	char *ns;
+	char **values;
+	size_t nvalues;
+} mapping_unique_t;
+
+/* The candidate lists of one evaluation, sorted by namespace (unique).
+ * Owns its strings. */
+typedef struct mapping_uniques {
+	mapping_unique_t *items;
+	size_t len;
+} mapping_uniques_t;
+
+#define MAPPING_UNIQUES_INIT                                                             \
+	{                                                                                \
+		NULL, 0                                                                  \
+	}
+
+void mapping_uniques_init(mapping_uniques_t *u);
+/* Frees every list; u is empty (as after init) afterwards. */
+void mapping_uniques_fini(mapping_uniques_t *u);
+/* The list of namespace ns, or NULL.  Borrowed. */
+const mapping_unique_t *mapping_uniques_find(const mapping_uniques_t *u, const char *ns);
+
 /* What an evaluation sees besides the HR record, and what it returns
  * besides the identity.  Everything is borrowed for the call. */
 typedef struct mapping_context {
@@ -110,13 +139,17 @@ typedef struct mapping_context {
 	const char *reason;        /* ctx.reason: the termination/leave reason */
 	const id_attrs_t *granted; /* ctx.granted: namespace → granted value */
 	mapping_timing_t *timing;  /* out (may be NULL): the employee's timing */
+	/* out (may be NULL): the policy's unique candidate lists, emptied
+	 * before the evaluation; the built-in mapping gives none. */
+	mapping_uniques_t *unique;
 } mapping_context_t;
 
 /*
  * What an implementation provides.  apply() receives out already reset
  * (only employee_id and effective_at set, state = state) and fills
  * attributes, groups, container, manager_id and causes (rule names; event
- * ids left NULL), and ctx->timing when ctx and ctx->timing are not NULL.
+ * ids left NULL), ctx->timing when ctx and ctx->timing are not NULL, and
+ * ctx->unique (found empty) when ctx and ctx->unique are not NULL.
  * trace and ctx may be NULL.  It returns 0 or a negative ID_E* code
  * with err naming the employee and the field.  destroy() frees impl.
  */
@@ -172,7 +205,8 @@ int mapping_apply_traced(const mapping_t *m, const id_attrs_t *hr,
                          mapping_trace_t *trace, id_err_t *err);
 
 /* Same, with the evaluation context (may be NULL; its timing is filled
- * when not NULL — with the defaults when the mapping decides none). */
+ * when not NULL — with the defaults when the mapping decides none — and
+ * its unique lists are emptied first, then filled by the mapping). */
 int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_t state,
                       const mapping_context_t *ctx, desired_identity_t *out,
                       mapping_trace_t *trace, id_err_t *err);

@@ -1298,8 +1298,9 @@ static void parse_result(lua_State *L, policy_t *p, int idx)
 	parse_targets(L, p, -1);
 	lua_pop(L, 1);
 
+	/* Unique lists are kept for one target too: the fold claims them. */
 	rawfield(L, idx, "unique");
-	parse_unique(L, p, -1, keep_all);
+	parse_unique(L, p, -1, true);
 	lua_pop(L, 1);
 
 	rawfield(L, idx, "manager_id");
@@ -1840,6 +1841,29 @@ static void timing_export(const policy_timing_t *t, mapping_timing_t *m)
 	         t->timezone != NULL ? t->timezone : "UTC");
 }
 
+/* Moves the candidate lists of o (sorted by name) into u (found empty):
+ * the two structs hold the same fields.  0 or ID_ENOMEM. */
+static int unique_export(policy_output_t *o, mapping_uniques_t *u)
+{
+	size_t n = o->nunique;
+	if (n == 0)
+		return 0;
+	mapping_unique_t *items = calloc(n, sizeof(*items));
+	if (items == NULL)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		items[i].ns = o->unique[i].name;
+		items[i].values = o->unique[i].values;
+		items[i].nvalues = o->unique[i].nvalues;
+	}
+	free(o->unique);
+	o->unique = NULL;
+	o->nunique = 0;
+	u->items = items;
+	u->len = n;
+	return 0;
+}
+
 static int pm_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
                     const mapping_context_t *ctx, desired_identity_t *out,
                     mapping_trace_t *trace, id_err_t *err)
@@ -1862,6 +1886,9 @@ static int pm_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
 		goto out;
 	if (ctx != NULL && ctx->timing != NULL)
 		timing_export(&pm->out.timing, ctx->timing);
+	if (ctx != NULL && ctx->unique != NULL &&
+	    unique_export(&pm->out, ctx->unique) != 0)
+		goto nomem;
 	if (!pm->t.in_scope) {
 		rc = id_err_set(err, ID_ENOTFOUND,
 		                "employee %s: not in scope of target %s (%s)",

@@ -329,12 +329,17 @@ static void test_fold_refusals_leave_record_unchanged(void **state)
 	assert_int_equal(fold(f, "h1", EV_HIRE, T0, kv, n), 0);
 	encode(&f->rec, &before);
 
-	/* Handled outside the employee fold (name claims, policy markers). */
-	static const employee_event_type_t ignored[] = {EV_NAME_GRANTED, EV_NAME_DENIED,
-	                                                EV_POLICY_ACTIVATED};
-	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
+	/* Handled outside the employee fold (policy markers). */
+	assert_int_equal(
+	    fold(f, "x", EV_POLICY_ACTIVATED, T0 + DAY, KV("title", "Ignored")), 0);
+	assert_false(f->emitted);
+	/* A name answer without its namespace and value is refused. */
+	static const employee_event_type_t answers[] = {EV_NAME_GRANTED, EV_NAME_DENIED};
+	for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
 		assert_int_equal(
-		    fold(f, "x", ignored[i], T0 + DAY, KV("title", "Ignored")), 0);
+		    fold(f, "x", answers[i], T0 + DAY, KV("title", "Ignored")),
+		    ID_EINVALID);
+		assert_non_null(strstr(f->err.msg, "namespace"));
 		assert_false(f->emitted);
 	}
 	assert_int_equal(fold(f, "bad", (employee_event_type_t)99, T0, NO_KV),
@@ -544,7 +549,7 @@ static void test_record_corrupt_bytes_refused(void **state)
 	assert_int_equal(employee_record_decode(&r, b.data, b.len, &err), ID_EPARSE);
 	assert_non_null(strstr(err.msg, "trailing"));
 	/* Unknown format. */
-	a.data[0] = 0x03;
+	a.data[0] = 0x04;
 	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), ID_ESCHEMA);
 	a.data[0] = EMPLOYEE_RECORD_FORMAT;
 	/* Status out of range: byte after format + len(4) + "E1001". */
