@@ -15,7 +15,10 @@
  * Until it has read that far it only remembers the latest version per
  * employee; then it applies those, and only those.  So a new target, or a
  * sink whose state was lost, never replays a hire-then-terminate pair as two
- * operations, and re-delivering the whole topic writes nothing.
+ * operations, and re-delivering the whole topic writes nothing.  While it
+ * applies them it records the applied versions every 50 employees or every
+ * second (the input offsets only once all are done), so a crash in a long
+ * catch-up leaves a restart only the last few to read again.
  *
  * Mass-change guard.  A version that takes access away — it locks an account
  * whose last applied state is ACTIVE, or deletes one — is not applied at
@@ -124,7 +127,11 @@
 
 #define SINK_MAX_PARTITIONS STAGE_MAX_PARTITIONS
 #define SINK_COMMIT_EVERY   500
-#define SINK_CTL_MAX_PARTS  64
+/* While applying a catch-up batch, applied versions are recorded every this
+ * many employees or milliseconds, whichever comes first. */
+#define SINK_FLUSH_PERSIST_EVERY 50
+#define SINK_FLUSH_PERSIST_MS    1000
+#define SINK_CTL_MAX_PARTS       64
 /* Lifecycle "state" of an account whose record predates stored states. */
 #define SINK_STATE_UNKNOWN 0xFF
 /* A Retry-After longer than this is not waited out in one piece. */
@@ -1445,9 +1452,22 @@ static int sink_flush_latest(sink_run_t *s, id_err_t *err)
 		            "employees",
 		            s->target, n);
 	}
+	int64_t persisted = mono_ms();
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		sink_pending_t *pe = id_hmap_get(&s->latest, keys[i]);
 		rc = sink_handle(s, pe->payload, pe->len, pe->partition, pe->offset, err);
+		/* A catch-up can take minutes (a new target, thousands of
+		 * accounts): record what is done as it goes, so a crash costs
+		 * a restart at most the last few applies read again (and their
+		 * results published again as NOOP), not all of them.  The
+		 * input offsets stay where they are until the whole batch is
+		 * done. */
+		if (rc == 0 && s->recs.len > 0 &&
+		    (s->recs.len >= SINK_FLUSH_PERSIST_EVERY ||
+		     mono_ms() - persisted >= SINK_FLUSH_PERSIST_MS)) {
+			rc = sink_commit(s, err);
+			persisted = mono_ms();
+		}
 	}
 	free(keys);
 	if (rc == 0)

@@ -6,6 +6,7 @@
  */
 #include "cmd/sink_targets.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,17 @@ static void *ldap_open(const id_config_t *cfg, id_err_t *err)
 		           "ldap.disable_method is move but ldap.disabled_dn is empty");
 		return NULL;
 	}
+	/* RFC 2307 numbers: slapd's integer syntax is unbounded, POSIX ids
+	 * are not (and 2^32-1 is (uid_t)-1). */
+	int64_t uid_min = id_config_int(cfg, "ldap.posix_uid_min"),
+	        gid = id_config_int(cfg, "ldap.posix_gid");
+	if (uid_min < 1 || uid_min > INT32_MAX || gid < 0 || gid > INT32_MAX) {
+		id_err_set(err, ID_ECONFIG,
+		           "ldap.posix_uid_min (%lld) must be 1 to %d and ldap.posix_gid "
+		           "(%lld) 0 to %d",
+		           (long long)uid_min, INT32_MAX, (long long)gid, INT32_MAX);
+		return NULL;
+	}
 	char *password = NULL;
 	if (id_config_secret(cfg, "ldap.bind_password_file",
 	                     "IDSTREAM_LDAP_BIND_PASSWORD", &password, err) != 0)
@@ -56,6 +68,12 @@ static void *ldap_open(const id_config_t *cfg, id_err_t *err)
 	    .password_policy = {(size_t)id_config_int(cfg, "ldap.password_length"),
 	                        (int)id_config_int(cfg, "ldap.password_classes"), true},
 	    .disabled_dn = move ? id_config_str(cfg, "ldap.disabled_dn") : NULL,
+	    .posix = id_config_bool(cfg, "ldap.posix"),
+	    .base_dn = id_config_str(cfg, "ldap.base_dn"),
+	    .posix_uid_min = uid_min,
+	    .posix_gid = gid,
+	    .posix_home = id_config_str(cfg, "ldap.posix_home"),
+	    .posix_shell = empty_null(id_config_str(cfg, "ldap.posix_shell")),
 	};
 	sink_ldap_t *s = sink_ldap_open(&o, err);
 	secret_free(password);
@@ -274,11 +292,20 @@ static int scim_plan(void *h, const desired_identity_t *d, sink_result_t *r,
 			                        o->old_value, o->new_value);
 			break;
 		case SCIM_DIFF_OP_CREATE:
-			rc = sink_result_add_op(r, name, "id", NULL, NULL);
+			/* The User would be created: name it by its userName. */
+			rc = sink_result_add_op(r, name, "userName", NULL,
+			                        plan.want[SCIM_F_USER_NAME]);
 			break;
-		default:
+		case SCIM_DIFF_OP_GROUP_REMOVE:
 			rc = sink_result_add_op(r, name, o->group ? o->group : "",
 			                        o->group_id, NULL);
+			break;
+		case SCIM_DIFF_OP_DELETE:
+			rc = sink_result_add_op(r, name, "id", o->old_value, NULL);
+			break;
+		default: /* GROUP_ADD, CREATE_GROUP: the group it joins */
+			rc = sink_result_add_op(r, name, o->group ? o->group : "", NULL,
+			                        o->group_id);
 			break;
 		}
 	}
@@ -302,7 +329,8 @@ static const sink_target_ops_t targets[] = {
      .plan = ldap_plan,
      .help = "OpenLDAP (ldap.* options). The bind password comes from\n"
              "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file; with\n"
-             "ldap.password_file, initial passwords go there (mode 0600)."},
+             "ldap.password_file, initial passwords go there (mode 0600).\n"
+             "With ldap.posix, entries are posixAccounts with allocated uidNumbers."},
     {.kind = "ad",
      .target_key = "sink.ad.target",
      .open = ad_open,

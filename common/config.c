@@ -113,6 +113,24 @@ static const opt_def_t opt_table[] = {
     {"ldap.disabled_dn", OPT_STR, "ou=disabled,dc=example,dc=com", 0, -1,
      "Where disabled entries are kept when ldap.disable_method is `move` (created "
      "when missing)."},
+    {"ldap.posix", OPT_BOOL, "false", 0, -1,
+     "Make every entry of the ldap sink a posixAccount too (uidNumber, gidNumber, "
+     "homeDirectory, loginShell). Entries made before it was turned on get it on "
+     "their next change or by `idstream reconcile ldap --repair`; turning it off "
+     "removes nothing."},
+    {"ldap.posix_uid_min", OPT_INT, "10000", 0, -1,
+     "Lowest uidNumber the ldap sink hands out. A new account gets one more than "
+     "the highest uidNumber (at least this one) below ldap.base_dn; an entry keeps "
+     "the uidNumber it has for good. Run one ldap sink per directory: numbers are "
+     "counted in that process. From 1 to 2147483647."},
+    {"ldap.posix_gid", OPT_INT, "10000", 0, -1,
+     "gidNumber (primary group) of every posixAccount of the ldap sink, from 0 to "
+     "2147483647."},
+    {"ldap.posix_home", OPT_STR, "/home/%u", 0, -1,
+     "homeDirectory of a posixAccount: `%u` is replaced by the uid (so it follows "
+     "renames), `%%` by `%`."},
+    {"ldap.posix_shell", OPT_STR, "/bin/bash", 0, -1,
+     "loginShell of a posixAccount; empty: none."},
     {"sink.ldap.target", OPT_STR, "ldap", 0, -1,
      "Target name of the ldap sink: names its consumer group "
      "(`<prefix>.sink.<target>`), its state and its results."},

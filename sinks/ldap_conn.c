@@ -288,6 +288,14 @@ int ldap_conn_delete(ldap_conn_t *c, const char *dn, LDAPControl **ctrls)
 int ldap_conn_add_entry(ldap_conn_t *c, const char *dn, const char *object_class,
                         const id_attrs_t *attrs, LDAPMod **extra, int *lrc)
 {
+	const char *classes[] = {object_class, NULL};
+	return ldap_conn_add_entry_classes(c, dn, classes, attrs, extra, lrc);
+}
+
+int ldap_conn_add_entry_classes(ldap_conn_t *c, const char *dn,
+                                const char *const *classes, const id_attrs_t *attrs,
+                                LDAPMod **extra, int *lrc)
+{
 	size_t n = attrs->len, nextra = 0;
 	while (extra != NULL && extra[nextra] != NULL)
 		nextra++;
@@ -299,9 +307,10 @@ int ldap_conn_add_entry(ldap_conn_t *c, const char *dn, const char *object_class
 		rc = ID_ENOMEM;
 		goto out;
 	}
-	vals[0][0] = (char *)object_class;
-	mods[0] = (LDAPMod){
-	    .mod_op = LDAP_MOD_ADD, .mod_type = "objectClass", .mod_values = vals[0]};
+	/* libldap does not write mod_values; the cast only drops const. */
+	mods[0] = (LDAPMod){.mod_op = LDAP_MOD_ADD,
+	                    .mod_type = "objectClass",
+	                    .mod_values = (char **)classes};
 	for (size_t i = 0; i < n; i++) {
 		vals[i + 1][0] = attrs->items[i].value;
 		mods[i + 1] = (LDAPMod){.mod_op = LDAP_MOD_ADD,

@@ -125,6 +125,10 @@ int ldap_conn_delete(ldap_conn_t *c, const char *dn, LDAPControl **ctrls);
  */
 int ldap_conn_add_entry(ldap_conn_t *c, const char *dn, const char *object_class,
                         const id_attrs_t *attrs, LDAPMod **extra, int *lrc);
+/* As ldap_conn_add_entry() with several object classes (NULL-terminated). */
+int ldap_conn_add_entry_classes(ldap_conn_t *c, const char *dn,
+                                const char *const *classes, const id_attrs_t *attrs,
+                                LDAPMod **extra, int *lrc);
 
 /*
  * One modify request of n attributes: value(i) gives attribute i and its

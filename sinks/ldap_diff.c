@@ -10,6 +10,7 @@
  */
 #include "sinks/ldap_diff.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,6 +29,10 @@ const char *const ldap_diff_managed_attrs[] = {
     "l",
     "manager",
     NULL,
+};
+
+const char *const ldap_diff_posix_attrs[] = {
+    "uidNumber", "gidNumber", "homeDirectory", "loginShell", NULL,
 };
 
 static const char *const op_kind_names[] = {
@@ -500,6 +505,47 @@ bad:
 	                  container);
 }
 
+/* ---- posixAccount ---- */
+
+int ldap_diff_posix_check(const char *home_template, id_err_t *err)
+{
+	if (home_template == NULL || home_template[0] == '\0')
+		return id_err_set(err, ID_ECONFIG, "homeDirectory template is empty");
+	for (const char *p = home_template; *p != '\0'; p++) {
+		if (*p != '%')
+			continue;
+		p++;
+		if (*p != 'u' && *p != '%')
+			return id_err_set(err, ID_ECONFIG,
+			                  "homeDirectory template \"%s\": only %%u (the "
+			                  "uid) and %%%% may follow a %%",
+			                  home_template);
+	}
+	return 0;
+}
+
+int ldap_diff_posix_home(const char *home_template, const char *uid, id_buf_t *out)
+{
+	id_buf_reset(out);
+	for (const char *p = home_template; *p != '\0'; p++) {
+		int rc;
+		if (*p != '%') {
+			rc = id_buf_append_u8(out, (uint8_t)*p);
+		} else if (p[1] == 'u') {
+			rc = id_buf_append_str(out, uid);
+			p++;
+		} else if (p[1] == '%') {
+			rc = id_buf_append_u8(out, '%');
+			p++;
+		} else {
+			return ID_EINVALID;
+		}
+		if (rc != 0)
+			return ID_ENOMEM;
+	}
+	return id_buf_append_u8(out, 0) != 0 ? ID_ENOMEM : 0;
+}
+
 /* ---- the diff ---- */
 
 /* Case-insensitive lookup: attribute names are case-insensitive in LDAP. */
@@ -640,9 +686,67 @@ out:
 	return rc;
 }
 
+/*
+ * The posixAccount attributes entry should carry into want: uidNumber
+ * (kept, or the caller's next number, then noted in plan->uid_number),
+ * gidNumber, homeDirectory for uid, loginShell.
+ */
+static int posix_want(const ldap_diff_posix_t *posix, const desired_identity_t *d,
+                      const ldap_diff_entry_t *actual, const char *uid, id_attrs_t *want,
+                      ldap_diff_plan_t *plan, id_err_t *err)
+{
+	id_buf_t home = ID_BUF_INIT;
+	char num[32];
+	int rc = 0;
+	const char *have =
+	    actual != NULL ? nonempty(attrs_get_ci(&actual->attrs, "uidNumber")) : NULL;
+	if (have == NULL) {
+		if (posix->next_uid_number <= 0) {
+			rc = id_err_set(err, ID_EINVALID,
+			                "ldap diff: employee %s: no uidNumber allocated",
+			                d->employee_id);
+			goto out;
+		}
+		plan->uid_number = posix->next_uid_number;
+	}
+	snprintf(num, sizeof(num), "%lld", posix->next_uid_number);
+	if (id_attrs_set(want, "uidNumber", have != NULL ? have : num) != 0)
+		goto nomem;
+	snprintf(num, sizeof(num), "%lld", posix->gid_number);
+	if (id_attrs_set(want, "gidNumber", num) != 0)
+		goto nomem;
+	rc = ldap_diff_posix_home(posix->home_template, uid, &home);
+	if (rc == ID_EINVALID) {
+		rc = id_err_set(err, ID_EINVALID,
+		                "ldap diff: homeDirectory template \"%s\" is not valid",
+		                posix->home_template);
+		goto out;
+	}
+	if (rc != 0 || id_attrs_set(want, "homeDirectory", (const char *)home.data) != 0)
+		goto nomem;
+	if (nonempty(posix->login_shell) != NULL &&
+	    id_attrs_set(want, "loginShell", posix->login_shell) != 0)
+		goto nomem;
+	goto out;
+nomem:
+	rc = id_err_set(err, ID_ENOMEM, "ldap diff: employee %s: out of memory",
+	                d->employee_id);
+out:
+	id_buf_fini(&home);
+	return rc;
+}
+
 int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t *d,
                       const ldap_diff_entry_t *actual, const char *manager_dn,
                       ldap_diff_plan_t *plan, id_err_t *err)
+{
+	return ldap_diff_compute_posix(layout, NULL, d, actual, manager_dn, plan, err);
+}
+
+int ldap_diff_compute_posix(const ldap_diff_layout_t *layout,
+                            const ldap_diff_posix_t *posix, const desired_identity_t *d,
+                            const ldap_diff_entry_t *actual, const char *manager_dn,
+                            ldap_diff_plan_t *plan, id_err_t *err)
 {
 	dn_parsed_t cont = {NULL, 0}, adn = {NULL, 0};
 	id_attrs_t want = ID_ATTRS_INIT;
@@ -708,6 +812,18 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 	}
 	/* Manager known to HR but without an entry yet: leave it for later. */
 	bool manager_pending = d->manager_id != NULL && nonempty(manager_dn) == NULL;
+	/*
+	 * posixAccount needs a uid (for it and homeDirectory): the desired
+	 * one, else the entry's.  With neither, posix waits like the uid does.
+	 */
+	const char *posix_uid = uid;
+	if (posix_uid == NULL && actual != NULL)
+		posix_uid = nonempty(attrs_get_ci(&actual->attrs, "uid"));
+	bool posix_on =
+	    posix != NULL && posix_uid != NULL && strchr(posix_uid, '\n') == NULL;
+	if (posix_on &&
+	    (rc = posix_want(posix, d, actual, posix_uid, &want, plan, err)) != 0)
+		goto out;
 
 	/* Target parent and RDN. */
 	if ((rc = container_parse(d->container, &cont, err)) != 0)
@@ -821,6 +937,9 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		PUSH(plan, LDAP_DIFF_OP_ADD, target, NULL, NULL, NULL);
 		if (id_attrs_copy(&op->attrs, &want) != 0)
 			goto nomem;
+		if (posix_on &&
+		    id_attrs_set(&op->attrs, "objectClass", LDAP_DIFF_POSIX_CLASS) != 0)
+			goto nomem;
 		/* Created locked in the same write: never a moment unlocked. */
 		if (want_lock && !move &&
 		    id_attrs_set(&op->attrs, LDAP_DIFF_LOCK_ATTR, LDAP_DIFF_LOCK_VALUE) !=
@@ -867,6 +986,21 @@ int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t
 		bool same = strcmp(*a, "manager") == 0    ? ldap_diff_dn_equal(have, w)
 		            : (have == NULL || w == NULL) ? have == w
 		                                          : strcmp(have, w) == 0;
+		if (!same)
+			PUSH(plan, LDAP_DIFF_OP_MODIFY, cur, *a, have, w);
+	}
+	/* In the same modify: posixAccount's MUST attributes come with it. */
+	if (posix_on && !actual->posix)
+		PUSH(plan, LDAP_DIFF_OP_MODIFY, cur, "objectClass", NULL,
+		     LDAP_DIFF_POSIX_CLASS);
+	for (const char *const *a = ldap_diff_posix_attrs; posix_on && *a != NULL; a++) {
+		const char *have = attrs_get_ci(&actual->attrs, *a);
+		const char *w = id_attrs_get(&want, *a);
+		/* uidNumber is allocated once: an entry keeps the one it has. */
+		if (strcmp(*a, "uidNumber") == 0 && nonempty(have) != NULL)
+			continue;
+		bool same =
+		    (have == NULL || w == NULL) ? have == w : strcmp(have, w) == 0;
 		if (!same)
 			PUSH(plan, LDAP_DIFF_OP_MODIFY, cur, *a, have, w);
 	}

@@ -7,7 +7,8 @@
  *
  * Invariants:
  *  - Only managed attributes are ever compared or written (the list is
- *    ldap_diff_managed_attrs; `manager` holds a DN the caller resolved).
+ *    ldap_diff_managed_attrs, plus ldap_diff_posix_attrs with posixAccount
+ *    on; `manager` holds a DN the caller resolved).
  *    Anything else on the entry belongs to someone else and is left alone.
  *  - Only memberships of groups directly below layout->groups_dn are managed;
  *    memberOf values elsewhere are ignored.
@@ -16,6 +17,10 @@
  *  - Every DN the plan contains is built here with RFC 4514 escaping; DNs
  *    read from the server are compared with ldap_diff_dn_equal(), never with
  *    strcmp(), because slapd rewrites escapes ("\," becomes "\2C").
+ *
+ *  - With posixAccount on (ldap_diff_compute_posix), an entry's uidNumber
+ *    is never changed once it has one; a new number is only ever taken from
+ *    the caller (the allocation is I/O and lives in the sink core).
  *
  * Thread safety: all functions are reentrant; objects are caller-owned.
  */
@@ -68,6 +73,11 @@ typedef struct ldap_diff_entry {
 	char **member_of;
 	size_t nmember_of;
 	char *lock_time;
+	/*
+	 * objectClass includes posixAccount.  Only read when posixAccount is
+	 * on; attrs then also holds the ldap_diff_posix_attrs the entry has.
+	 */
+	bool posix;
 } ldap_diff_entry_t;
 
 void ldap_diff_entry_init(ldap_diff_entry_t *e);
@@ -76,6 +86,38 @@ void ldap_diff_entry_fini(ldap_diff_entry_t *e);
 int ldap_diff_entry_set_dn(ldap_diff_entry_t *e, const char *dn);
 int ldap_diff_entry_set_lock(ldap_diff_entry_t *e, const char *lock_time);
 int ldap_diff_entry_add_member_of(ldap_diff_entry_t *e, const char *group_dn);
+
+/*
+ * posixAccount (RFC 2307) on every managed entry.  The attributes it adds
+ * to the managed ones, NULL-terminated: uidNumber (allocated once, never
+ * changed), gidNumber, homeDirectory, loginShell.
+ */
+extern const char *const ldap_diff_posix_attrs[];
+#define LDAP_DIFF_POSIX_CLASS "posixAccount"
+
+typedef struct ldap_diff_posix {
+	long long gid_number;      /* gidNumber of every account */
+	const char *home_template; /* homeDirectory: "%u" = uid, "%%" = '%' */
+	const char *login_shell;   /* loginShell */
+	/*
+	 * The uidNumber an entry gets when it has none yet (a new entry, or
+	 * one made before posixAccount was turned on): allocated by the caller,
+	 * which learns from plan->uid_number whether the plan took it.
+	 * <= 0: none available (the plan then fails with ID_EINVALID if it
+	 * needs one).
+	 */
+	long long next_uid_number;
+} ldap_diff_posix_t;
+
+/*
+ * Checks a homeDirectory template: only "%u" and "%%" may follow a '%'.
+ * 0 or ID_ECONFIG naming the template.
+ */
+int ldap_diff_posix_check(const char *home_template, id_err_t *err);
+
+/* The template with "%u" replaced by uid, into out (reset first,
+ * NUL-terminated).  0, ID_EINVALID (a bad template) or ID_ENOMEM. */
+int ldap_diff_posix_home(const char *home_template, const char *uid, id_buf_t *out);
 
 /*
  * Operation kinds, in the order a plan lists them.  The executor applies
@@ -107,7 +149,8 @@ const char *ldap_diff_op_kind_name(ldap_diff_op_kind_t k);
  * One operation.  Field use per kind:
  *   ENSURE_OU     dn = the OU entry; attribute = "ou"; new_value = its ou value
  *   ADD           dn = new entry; attrs = every attribute to create it with
- *                 (objectClass excluded; the executor adds inetOrgPerson)
+ *                 (the executor adds objectClass inetOrgPerson; attrs lists
+ *                 objectClass only as "posixAccount", for a posix entry)
  *   DISABLE       lock: dn; attribute = pwdAccountLockedTime; old (may be
  *                 NULL), new.  Move: dn = old DN; attribute = "dn"; old_value
  *                 = old DN; new_value = new DN; new_rdn; new_superior =
@@ -115,7 +158,9 @@ const char *ldap_diff_op_kind_name(ldap_diff_op_kind_t k);
  *   MODRDN        dn = old DN; old_value = old DN; new_value = new DN;
  *                 new_rdn ("uid=..."); new_superior (NULL: parent unchanged)
  *   MODIFY        dn; attribute; old_value (NULL: absent); new_value
- *                 (NULL: delete the attribute, else replace with this value)
+ *                 (NULL: delete the attribute, else replace with this value).
+ *                 Attribute "objectClass" is the exception: new_value
+ *                 ("posixAccount") is added to the classes, old_value NULL
  *   GROUP_ADD     dn = group DN; attribute = group name; new_value = member DN
  *   GROUP_REMOVE  dn = group DN; attribute = group name; old_value = member DN
  *   ENABLE        lock: dn; attribute = pwdAccountLockedTime; old_value = the
@@ -139,6 +184,8 @@ typedef struct ldap_diff_plan {
 	size_t nops;
 	size_t cap;
 	char *dn; /* the entry's DN once the plan is applied; NULL when none */
+	/* The posix->next_uid_number the plan writes; 0 when it takes none. */
+	long long uid_number;
 } ldap_diff_plan_t;
 
 void ldap_diff_plan_init(ldap_diff_plan_t *p);
@@ -172,6 +219,25 @@ void ldap_diff_plan_fini(ldap_diff_plan_t *p);
 int ldap_diff_compute(const ldap_diff_layout_t *layout, const desired_identity_t *desired,
                       const ldap_diff_entry_t *actual, const char *manager_dn,
                       ldap_diff_plan_t *plan, id_err_t *err);
+
+/*
+ * ldap_diff_compute(), and when posix is not NULL every entry that exists
+ * once the plan is applied (all states but PENDING and DELETED) is also a
+ * posixAccount: objectClass posixAccount, uidNumber (kept when the entry
+ * has one, else posix->next_uid_number, reported in plan->uid_number),
+ * gidNumber, homeDirectory from the template and the uid the entry ends up
+ * with (so it follows renames), loginShell.  A new entry gets them in its
+ * add; an existing one in the same modify as the other attributes.  PENDING
+ * leaves an existing entry's posix attributes alone, like the rest.
+ * posix NULL is exactly ldap_diff_compute(), and nothing posix is ever
+ * removed.  Errors: as ldap_diff_compute(), plus ID_EINVALID when a number
+ * is needed and next_uid_number <= 0, or the template is bad.
+ */
+int ldap_diff_compute_posix(const ldap_diff_layout_t *layout,
+                            const ldap_diff_posix_t *posix,
+                            const desired_identity_t *desired,
+                            const ldap_diff_entry_t *actual, const char *manager_dn,
+                            ldap_diff_plan_t *plan, id_err_t *err);
 
 /* ---- DN helpers (RFC 4514), exposed for the executor and tests ---- */
 

@@ -7,6 +7,14 @@
  * order.  Each op tolerates the state a half-finished earlier apply left
  * behind ("already a member", "already gone"), so re-running converges.
  *
+ * posixAccount (opts.posix): uidNumbers are allocated here, never in the
+ * diff.  Open finds the highest number in use below base_dn with one
+ * search; after that the next number is counted in memory (one sink per
+ * directory is the deployment).  Before a plan writes a new number, a
+ * search checks nobody took it meanwhile (a hand-made entry); if someone
+ * did, or the add fails on a uniqueness constraint, the highest number is
+ * searched for again and the whole read-diff-apply runs once more.
+ *
  * Connection rule: any transport-level failure (server down, timeout)
  * drops the handle (s->conn.ld = NULL); apply then reconnects once and redoes
  * the whole read-diff-apply, which is safe because the diff starts from
@@ -33,6 +41,8 @@
 #define GROUP_TRIES 4
 /* {SSHA} salt length (bytes). */
 #define SSHA_SALT_LEN 8
+/* Rounds of an apply whose new uidNumber was taken meanwhile. */
+#define UID_TRIES 8
 
 struct sink_ldap {
 	ldap_conn_t conn;
@@ -42,9 +52,92 @@ struct sink_ldap {
 	char *disabled_dn;   /* NULL: disable by lock, else by move below it */
 	sink_password_policy_t policy;
 	ldap_diff_layout_t layout;
+	/* posixAccount: posix_cfg.next_uid_number is the allocation counter. */
+	bool posix;
+	char *base_dn; /* where uidNumbers are searched */
+	char *posix_home;
+	char *posix_shell;
+	long long uid_min;
+	ldap_diff_posix_t posix_cfg;
 	/* What an employee search asks for: managed + lock + memberOf. */
 	const char *read_attrs[24];
 };
+
+/* ---- uidNumber allocation ---- */
+
+/* A uidNumber value as a number; 0 when it is not one. */
+static long long uid_parse(const char *v)
+{
+	char *end = NULL;
+	long long n = v != NULL ? strtoll(v, &end, 10) : 0;
+	return v != NULL && end != v && *end == '\0' && n > 0 ? n : 0;
+}
+
+/* Number n was written: the next one is above it. */
+static void uid_used(sink_ldap_t *s, const char *v)
+{
+	long long n = uid_parse(v);
+	if (n >= s->posix_cfg.next_uid_number)
+		s->posix_cfg.next_uid_number = n + 1;
+}
+
+/*
+ * Moves the counter to at least floor and above every uidNumber >= uid_min
+ * below base_dn (one search; slapd's uidNumber has an ordering rule).
+ */
+static int uid_refresh(sink_ldap_t *s, long long floor, id_err_t *err)
+{
+	static const char *const attrs[] = {"uidNumber", NULL};
+	char f[64];
+	LDAPMessage *res = NULL;
+	snprintf(f, sizeof(f), "(uidNumber>=%lld)", s->uid_min);
+	int rc = ldap_conn_search(&s->conn, s->base_dn, LDAP_SCOPE_SUBTREE, f, attrs,
+	                          &res, err);
+	if (rc != 0) {
+		id_err_wrap(err, "highest uidNumber below \"%s\"", s->base_dn);
+		goto out;
+	}
+	long long max = 0;
+	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL;
+	     e = ldap_next_entry(s->conn.ld, e)) {
+		struct berval **v = ldap_get_values_len(s->conn.ld, e, "uidNumber");
+		for (int i = 0; v != NULL && v[i] != NULL; i++) {
+			char *str = ldap_conn_bv_strdup(v[i]);
+			long long n = uid_parse(str);
+			free(str);
+			if (n > max)
+				max = n;
+		}
+		ldap_value_free_len(v);
+	}
+	if (floor < s->uid_min)
+		floor = s->uid_min;
+	if (max + 1 > floor)
+		floor = max + 1;
+	if (floor > s->posix_cfg.next_uid_number)
+		s->posix_cfg.next_uid_number = floor;
+	id_log_debug(LOG_COMP, "next uidNumber %lld (highest in use %lld)",
+	             s->posix_cfg.next_uid_number, max);
+out:
+	ldap_msgfree(res);
+	return rc;
+}
+
+/* *taken: some entry below base_dn already has uidNumber n. */
+static int uid_taken(sink_ldap_t *s, long long n, bool *taken, id_err_t *err)
+{
+	static const char *const attrs[] = {LDAP_NO_ATTRS, NULL};
+	char f[64];
+	LDAPMessage *res = NULL;
+	*taken = false;
+	snprintf(f, sizeof(f), "(uidNumber=%lld)", n);
+	int rc = ldap_conn_search(&s->conn, s->base_dn, LDAP_SCOPE_SUBTREE, f, attrs,
+	                          &res, err);
+	if (rc == 0)
+		*taken = ldap_count_entries(s->conn.ld, res) > 0;
+	ldap_msgfree(res);
+	return rc;
+}
 
 sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err)
 {
@@ -83,6 +176,11 @@ sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err)
 		s->read_attrs[k++] = *a;
 	s->read_attrs[k++] = LDAP_DIFF_LOCK_ATTR;
 	s->read_attrs[k++] = "memberOf"; /* operational: only returned when asked */
+	if (opts->posix) {
+		for (const char *const *a = ldap_diff_posix_attrs; *a != NULL; a++)
+			s->read_attrs[k++] = *a;
+		s->read_attrs[k++] = "objectClass";
+	}
 	s->read_attrs[k] = NULL;
 	s->layout.people_dn = s->people_dn;
 	s->layout.groups_dn = s->groups_dn;
@@ -91,7 +189,32 @@ sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err)
 			goto nomem;
 		s->layout.disabled_dn = s->disabled_dn;
 	}
-	if (ldap_conn_connect(&s->conn, err) != 0) {
+	if (opts->posix) {
+		const char *home = opts->posix_home != NULL ? opts->posix_home : "";
+		if (ldap_diff_posix_check(home, err) != 0) {
+			id_err_wrap(err, "ldap.posix_home");
+			sink_ldap_close(s);
+			s = NULL;
+			goto out;
+		}
+		const char *base = opts->base_dn != NULL && opts->base_dn[0] != '\0'
+		                       ? opts->base_dn
+		                       : opts->people_dn;
+		if ((s->base_dn = strdup(base)) == NULL ||
+		    (s->posix_home = strdup(home)) == NULL)
+			goto nomem;
+		if (opts->posix_shell != NULL && opts->posix_shell[0] != '\0' &&
+		    (s->posix_shell = strdup(opts->posix_shell)) == NULL)
+			goto nomem;
+		s->posix = true;
+		s->uid_min = opts->posix_uid_min > 0 ? opts->posix_uid_min : 10000;
+		s->posix_cfg = (ldap_diff_posix_t){.gid_number = opts->posix_gid,
+		                                   .home_template = s->posix_home,
+		                                   .login_shell = s->posix_shell,
+		                                   .next_uid_number = 0};
+	}
+	if (ldap_conn_connect(&s->conn, err) != 0 ||
+	    (s->posix && uid_refresh(s, s->uid_min, err) != 0)) {
 		sink_ldap_close(s);
 		s = NULL;
 	}
@@ -113,12 +236,20 @@ void sink_ldap_close(sink_ldap_t *s)
 	free(s->groups_dn);
 	free(s->password_file);
 	free(s->disabled_dn);
+	free(s->base_dn);
+	free(s->posix_home);
+	free(s->posix_shell);
 	free(s);
 }
 
 uint64_t sink_ldap_writes(const sink_ldap_t *s)
 {
 	return s != NULL ? s->conn.writes : 0;
+}
+
+long long sink_ldap_next_uid_number(const sink_ldap_t *s)
+{
+	return s != NULL && s->posix ? s->posix_cfg.next_uid_number : 0;
 }
 
 /* ---- reads ---- */
@@ -133,6 +264,8 @@ static int entry_attr(void *out, const char *a, struct berval **vals, size_t n)
 {
 	ldap_diff_entry_t *e = out;
 	const char *name = ldap_conn_name_in(ldap_diff_managed_attrs, a);
+	if (name == NULL)
+		name = ldap_conn_name_in(ldap_diff_posix_attrs, a);
 	int r = 0;
 	if (strcasecmp(a, "memberOf") == 0) {
 		for (size_t i = 0; r == 0 && i < n; i++) {
@@ -140,6 +273,12 @@ static int entry_attr(void *out, const char *a, struct berval **vals, size_t n)
 			r = v ? ldap_diff_entry_add_member_of(e, v) : ID_ENOMEM;
 			free(v);
 		}
+	} else if (strcasecmp(a, "objectClass") == 0) {
+		for (size_t i = 0; i < n; i++)
+			if (vals[i]->bv_len == strlen(LDAP_DIFF_POSIX_CLASS) &&
+			    strncasecmp(vals[i]->bv_val, LDAP_DIFF_POSIX_CLASS,
+			                vals[i]->bv_len) == 0)
+				e->posix = true;
 	} else if (strcasecmp(a, LDAP_DIFF_LOCK_ATTR) == 0 && n > 0) {
 		char *v = ldap_conn_bv_strdup(vals[0]);
 		r = v ? ldap_diff_entry_set_lock(e, v) : ID_ENOMEM;
@@ -274,8 +413,8 @@ int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t
 	ldap_diff_entry_init(&actual);
 	int rc = read_state(s, d, &actual, &found, &mdn, err);
 	if (rc == 0)
-		rc = ldap_diff_compute(&s->layout, d, found ? &actual : NULL, mdn, plan,
-		                       err);
+		rc = ldap_diff_compute_posix(&s->layout, s->posix ? &s->posix_cfg : NULL,
+		                             d, found ? &actual : NULL, mdn, plan, err);
 	if (manager_pending != NULL)
 		*manager_pending = rc == 0 && d->manager_id != NULL && mdn == NULL;
 	free(mdn);
@@ -359,6 +498,7 @@ static int exec_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 	LDAPMod pwmod;
 	char *pwvals[2] = {NULL, NULL};
 	LDAPMod *extra[2] = {NULL, NULL};
+	id_attrs_t plain = ID_ATTRS_INIT;
 	int rc = 0, lrc = LDAP_SUCCESS;
 	if (s->password_file != NULL) {
 		/* Delivered (on disk) before the entry that uses it exists. */
@@ -376,8 +516,14 @@ static int exec_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 		                  .mod_values = pwvals};
 		extra[0] = &pwmod;
 	}
-	if (ldap_conn_add_entry(&s->conn, op->dn, "inetOrgPerson", &op->attrs, extra,
-	                        &lrc) != 0) {
+	/* The plan lists posixAccount as an attribute; the add as a class. */
+	bool posix = id_attrs_has(&op->attrs, "objectClass");
+	const char *classes[] = {"inetOrgPerson", posix ? LDAP_DIFF_POSIX_CLASS : NULL,
+	                         NULL};
+	if ((posix && (id_attrs_copy(&plain, &op->attrs) != 0 ||
+	               !id_attrs_remove(&plain, "objectClass"))) ||
+	    ldap_conn_add_entry_classes(&s->conn, op->dn, classes,
+	                                posix ? &plain : &op->attrs, extra, &lrc) != 0) {
 		rc = id_err_set(err, ID_ENOMEM, "add \"%s\": out of memory", op->dn);
 		goto out;
 	}
@@ -385,6 +531,8 @@ static int exec_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 		rc = ldap_conn_fail(&s->conn, lrc, err, "add \"%s\"", op->dn);
 		goto out;
 	}
+	if (posix)
+		uid_used(s, id_attrs_get(&op->attrs, "uidNumber"));
 	if ((rc = record(c, "add", "dn", NULL, op->dn, err)) != 0)
 		goto out;
 	for (size_t i = 0; i < op->attrs.len; i++)
@@ -396,6 +544,7 @@ static int exec_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 		            "(initial password delivered)", err);
 out:
 	explicit_bzero(pw, sizeof(pw));
+	id_attrs_fini(&plain);
 	if (hash.data != NULL)
 		explicit_bzero(hash.data, hash.cap);
 	id_buf_fini(&hash);
@@ -410,22 +559,65 @@ static void modify_value(const void *ctx, size_t i, const char **attr, const cha
 	*value = ops[i].new_value;
 }
 
+/*
+ * One modify request that adds objectClass posixAccount (a value added, not
+ * a replace) and writes the other attributes of ops[0..n).  0 with *lrc, or
+ * ID_ENOMEM.
+ */
+static int modify_with_class(sink_ldap_t *s, const ldap_diff_op_t *ops, size_t n,
+                             int *lrc)
+{
+	LDAPMod *mods = calloc(n, sizeof(*mods));
+	LDAPMod **mp = calloc(n + 1, sizeof(*mp));
+	char *(*vals)[2] = calloc(n, sizeof(*vals));
+	int rc = 0;
+	if (mods == NULL || mp == NULL || vals == NULL) {
+		rc = ID_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool cls = strcasecmp(ops[i].attribute, "objectClass") == 0;
+		vals[i][0] = ops[i].new_value;
+		mods[i] =
+		    (LDAPMod){.mod_op = cls                        ? LDAP_MOD_ADD
+		                        : ops[i].new_value == NULL ? LDAP_MOD_DELETE
+		                                                   : LDAP_MOD_REPLACE,
+		              .mod_type = ops[i].attribute,
+		              .mod_values = ops[i].new_value ? vals[i] : NULL};
+		mp[i] = &mods[i];
+	}
+	*lrc = ldap_conn_modify(&s->conn, ops[0].dn, mp);
+out:
+	free(mods);
+	free(mp);
+	free(vals);
+	return rc;
+}
+
 /* Runs ops[0..n) — consecutive MODIFYs of one DN — as one modify request. */
 static int exec_modify_batch(apply_ctx_t *c, const ldap_diff_op_t *ops, size_t n,
                              id_err_t *err)
 {
 	sink_ldap_t *s = c->s;
 	int lrc = LDAP_SUCCESS, rc;
-	if (ldap_conn_modify_many(&s->conn, ops[0].dn, n, modify_value, ops, &lrc) != 0)
+	bool cls = false;
+	for (size_t i = 0; i < n; i++)
+		cls = cls || strcasecmp(ops[i].attribute, "objectClass") == 0;
+	if ((cls ? modify_with_class(s, ops, n, &lrc)
+	         : ldap_conn_modify_many(&s->conn, ops[0].dn, n, modify_value, ops,
+	                                 &lrc)) != 0)
 		return id_err_set(err, ID_ENOMEM, "modify \"%s\": out of memory",
 		                  ops[0].dn);
 	if (lrc != LDAP_SUCCESS)
 		return ldap_conn_fail(&s->conn, lrc, err, "modify \"%s\" (%s%s)",
 		                      ops[0].dn, ops[0].attribute, n > 1 ? ", ..." : "");
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(ops[i].attribute, "uidNumber") == 0)
+			uid_used(s, ops[i].new_value);
 		if ((rc = record(c, "modify", ops[i].attribute, ops[i].old_value,
 		                 ops[i].new_value, err)) != 0)
 			return rc;
+	}
 	return 0;
 }
 
@@ -773,16 +965,50 @@ static int apply_once(void *ctx, bool *manager_pending, bool *used_cache, id_err
 	ldap_diff_entry_init(&actual);
 	ldap_diff_plan_init(&plan);
 	c->used_cache = false;
-	if ((rc = read_state(s, c->d, &actual, &found, &mdn, err)) != 0)
-		goto out;
-	*manager_pending = c->d->manager_id != NULL && mdn == NULL;
-	if ((rc = ldap_diff_compute(&s->layout, c->d, found ? &actual : NULL, mdn, &plan,
-	                            err)) != 0)
-		goto out;
-	if (plan_names_entry(&plan) &&
-	    (rc = check_uid_free(c, found ? &actual : NULL, err)) != 0)
-		goto out;
-	rc = exec_plan(c, &plan, err);
+	for (int round = 1;; round++) {
+		free(mdn);
+		mdn = NULL;
+		if ((rc = read_state(s, c->d, &actual, &found, &mdn, err)) != 0)
+			goto out;
+		*manager_pending = c->d->manager_id != NULL && mdn == NULL;
+		if ((rc = ldap_diff_compute_posix(
+		         &s->layout, s->posix ? &s->posix_cfg : NULL, c->d,
+		         found ? &actual : NULL, mdn, &plan, err)) != 0)
+			goto out;
+		long long uidn = plan.uid_number;
+		bool taken = false;
+		/* A number someone took since we counted: look again, re-plan. */
+		if (uidn > 0 && (rc = uid_taken(s, uidn, &taken, err)) != 0)
+			goto out;
+		if (!taken) {
+			if (plan_names_entry(&plan) &&
+			    (rc = check_uid_free(c, found ? &actual : NULL, err)) != 0)
+				goto out;
+			rc = exec_plan(c, &plan, err);
+			/* A uniqueness constraint (slapd's unique overlay) said so. */
+			id_err_t terr = {0};
+			if (rc == 0 || uidn <= 0 ||
+			    s->conn.last_lrc != LDAP_CONSTRAINT_VIOLATION ||
+			    s->conn.ld == NULL ||
+			    uid_taken(s, uidn, &taken, &terr) != 0 || !taken)
+				goto out;
+		}
+		if (round >= UID_TRIES) {
+			rc =
+			    id_err_set(err, ID_ECONFLICT,
+			               "employee %s: uidNumber %lld was taken by someone "
+			               "else %d times in a row",
+			               c->d->employee_id, uidn, UID_TRIES);
+			goto out;
+		}
+		id_log_info(LOG_COMP,
+		            "employee %s: uidNumber %lld is already taken; searching "
+		            "for the highest again",
+		            c->d->employee_id, uidn);
+		id_err_clear(err);
+		if ((rc = uid_refresh(s, uidn + 1, err)) != 0)
+			goto out;
+	}
 out:
 	*used_cache = c->used_cache;
 	free(mdn);

@@ -54,14 +54,28 @@ typedef struct sink_ldap_opts {
 	 * below people_dn and directly below disabled_dn.
 	 */
 	const char *disabled_dn;
+	/*
+	 * posixAccount on every managed entry (see ldap_diff_compute_posix()).
+	 * uidNumbers are allocated here: at open, one search finds the highest
+	 * uidNumber >= posix_uid_min below base_dn; each new one is the next
+	 * number, counted in memory, and searched for before it is written (a
+	 * number taken meanwhile by someone else makes the search run again).
+	 * One sink process per directory: two would hand out the same number.
+	 */
+	bool posix;
+	const char *base_dn;     /* NULL or "": people_dn */
+	long long posix_uid_min; /* first uidNumber handed out; <= 0: 10000 */
+	long long posix_gid;     /* gidNumber of every account */
+	const char *posix_home;  /* homeDirectory template, "%u" = uid */
+	const char *posix_shell; /* loginShell; NULL or "": none */
 } sink_ldap_opts_t;
 
 /*
  * Connects and binds (LDAPv3, simple bind, referrals off), so a wrong URL or
- * password is reported at start-up.  Later, a lost connection is re-opened
- * by sink_ldap_apply() itself.
- * Ownership: caller closes with sink_ldap_close().  NULL on error (err says
- * which URL and why; the password never appears).
+ * password is reported at start-up; with posix, also finds the highest
+ * uidNumber in use (a bad home template is ID_ECONFIG).  Later, a lost connection is
+ * re-opened by sink_ldap_apply() itself. Ownership: caller closes with sink_ldap_close().
+ * NULL on error (err says which URL and why; the password never appears).
  */
 sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err);
 
@@ -107,6 +121,10 @@ int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t
  */
 int sink_ldap_read(sink_ldap_t *s, const char *employee_id, ldap_diff_entry_t *out,
                    id_err_t *err);
+
+/* With posix: the uidNumber the next entry that needs one would get
+ * (before the check that nobody took it meanwhile); else 0. */
+long long sink_ldap_next_uid_number(const sink_ldap_t *s);
 
 /* Number of write requests (add, modify, modrdn, delete) sent so far. */
 uint64_t sink_ldap_writes(const sink_ldap_t *s);

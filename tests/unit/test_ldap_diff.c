@@ -2,7 +2,10 @@
  * test_ldap_diff.c — the pure LDAP diff: which operations, in which order,
  * on which DNs, for each joiner/mover/leaver change; DN escaping and
  * comparison; and the fixpoint property (apply a plan to a model entry,
- * diff again: nothing left to do).
+ * diff again: nothing left to do).  With posixAccount on: the attributes a
+ * new entry gets, a uidNumber that is never changed, homeDirectory across a
+ * rename, posixAccount added to an older entry, and posix off leaving
+ * today's plans exactly as they were.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -80,8 +83,11 @@ static void model_apply(const ldap_diff_plan_t *p, ldap_diff_entry_t *e, bool *e
 			ldap_diff_entry_fini(e);
 			ldap_diff_entry_set_dn(e, op->dn);
 			for (size_t j = 0; j < op->attrs.len; j++) {
-				if (strcmp(op->attrs.items[j].key, LDAP_DIFF_LOCK_ATTR) ==
-				    0)
+				if (strcmp(op->attrs.items[j].key, "objectClass") == 0)
+					e->posix = strcmp(op->attrs.items[j].value,
+					                  LDAP_DIFF_POSIX_CLASS) == 0;
+				else if (strcmp(op->attrs.items[j].key,
+				                LDAP_DIFF_LOCK_ATTR) == 0)
 					ldap_diff_entry_set_lock(
 					    e, op->attrs.items[j].value);
 				else
@@ -111,7 +117,12 @@ static void model_apply(const ldap_diff_plan_t *p, ldap_diff_entry_t *e, bool *e
 			break;
 		case LDAP_DIFF_OP_MODIFY:
 			assert_true(ldap_diff_dn_equal(op->dn, e->dn));
-			if (op->new_value)
+			if (strcmp(op->attribute, "objectClass") == 0) {
+				/* A class added, never replaced. */
+				assert_string_equal(op->new_value, LDAP_DIFF_POSIX_CLASS);
+				assert_false(e->posix);
+				e->posix = true;
+			} else if (op->new_value)
 				id_attrs_set(&e->attrs, op->attribute, op->new_value);
 			else
 				assert_true(id_attrs_remove(&e->attrs, op->attribute));
@@ -880,6 +891,291 @@ static void test_lifecycle_converges(void **state)
 	ldap_diff_entry_fini(&e);
 }
 
+/* ---------------------------------------------------------------- posix */
+
+static const ldap_diff_posix_t posix_cfg = {10000, "/home/%u", "/bin/bash", 10001};
+
+/* ldap_diff_compute_posix with posix_cfg, next number next. */
+static void plan_posix(const desired_identity_t *d, const ldap_diff_entry_t *e,
+                       long long next, ldap_diff_plan_t *p)
+{
+	ldap_diff_posix_t px = posix_cfg;
+	px.next_uid_number = next;
+	assert_int_equal(ldap_diff_compute_posix(&layout, &px, d, e, NULL, p, NULL), 0);
+}
+
+/* Diff with posix, apply to the model, diff again: nothing left. */
+static void converge_posix(const desired_identity_t *d, ldap_diff_entry_t *e,
+                           bool *exists, long long next)
+{
+	ldap_diff_plan_t p, again;
+	ldap_diff_plan_init(&p);
+	ldap_diff_plan_init(&again);
+	plan_posix(d, *exists ? e : NULL, next, &p);
+	model_apply(&p, e, exists);
+	/* A different next number: a converged entry must not take it. */
+	plan_posix(d, *exists ? e : NULL, next + 100, &again);
+	assert_int_equal(again.nops, 0);
+	assert_int_equal(again.uid_number, 0);
+	ldap_diff_plan_fini(&p);
+	ldap_diff_plan_fini(&again);
+}
+
+static void test_posix_create(void **state)
+{
+	(void)state;
+	desired_identity_t d;
+	ldap_diff_plan_t p;
+	mk_desired(&d, "E1001", "asmith", "Ann", "Smith", "Sales", LC_ACTIVE);
+	ldap_diff_plan_init(&p);
+	plan_posix(&d, NULL, 10001, &p);
+	assert_int_equal(p.uid_number, 10001);
+	const ldap_diff_op_t *add = find_op(&p, LDAP_DIFF_OP_ADD, NULL);
+	assert_non_null(add);
+	const id_attrs_t *a = &add->attrs;
+	assert_string_equal(id_attrs_get(a, "objectClass"), "posixAccount");
+	assert_string_equal(id_attrs_get(a, "uidNumber"), "10001");
+	assert_string_equal(id_attrs_get(a, "gidNumber"), "10000");
+	assert_string_equal(id_attrs_get(a, "homeDirectory"), "/home/asmith");
+	assert_string_equal(id_attrs_get(a, "loginShell"), "/bin/bash");
+	/* posixAccount's MUST cn and uid come with the inetOrgPerson ones. */
+	assert_string_equal(id_attrs_get(a, "uid"), "asmith");
+	assert_string_equal(id_attrs_get(a, "cn"), "Ann Smith");
+	assert_int_equal(a->len, 11 + 5);
+	/* Same ops as without posix otherwise. */
+	assert_int_equal(p.nops, 4);
+	/* PRESTART is created as a posixAccount too (locked). */
+	d.state = LC_PRESTART;
+	plan_posix(&d, NULL, 10002, &p);
+	add = find_op(&p, LDAP_DIFF_OP_ADD, NULL);
+	assert_string_equal(id_attrs_get(&add->attrs, "uidNumber"), "10002");
+	assert_string_equal(id_attrs_get(&add->attrs, LDAP_DIFF_LOCK_ATTR),
+	                    LDAP_DIFF_LOCK_VALUE);
+	/* No number to give: refused, nothing planned. */
+	ldap_diff_posix_t none = posix_cfg;
+	none.next_uid_number = 0;
+	id_err_t err = {0};
+	assert_int_equal(
+	    ldap_diff_compute_posix(&layout, &none, &d, NULL, NULL, &p, &err),
+	    ID_EINVALID);
+	assert_non_null(strstr(err.msg, "uidNumber"));
+	assert_int_equal(p.nops, 0);
+	assert_int_equal(p.uid_number, 0);
+	/* An empty shell means no loginShell. */
+	ldap_diff_posix_t noshell = posix_cfg;
+	noshell.login_shell = "";
+	assert_int_equal(
+	    ldap_diff_compute_posix(&layout, &noshell, &d, NULL, NULL, &p, NULL), 0);
+	add = find_op(&p, LDAP_DIFF_OP_ADD, NULL);
+	assert_false(id_attrs_has(&add->attrs, "loginShell"));
+	ldap_diff_plan_fini(&p);
+	desired_identity_fini(&d);
+}
+
+/* An entry keeps its uidNumber: hand-set, or from before a state rebuild. */
+static void test_posix_existing_uid_number_kept(void **state)
+{
+	fx_t *f = *state;
+	converge_posix(&f->d, &f->e, &f->exists, 10001);
+	assert_true(f->e.posix);
+	assert_string_equal(id_attrs_get(&f->e.attrs, "uidNumber"), "10001");
+	/* Someone set another number by hand: it is the entry's now. */
+	id_attrs_set(&f->e.attrs, "uidNumber", "4242");
+	ldap_diff_plan_t p;
+	ldap_diff_plan_init(&p);
+	plan_posix(&f->d, &f->e, 20000, &p);
+	assert_int_equal(p.nops, 0);
+	assert_int_equal(p.uid_number, 0);
+	/* The other posix attributes are managed: drift is repaired. */
+	id_attrs_set(&f->e.attrs, "loginShell", "/bin/sh");
+	id_attrs_set(&f->e.attrs, "gidNumber", "500");
+	id_attrs_remove(&f->e.attrs, "homeDirectory");
+	plan_posix(&f->d, &f->e, 20000, &p);
+	assert_int_equal(p.nops, 3);
+	const ldap_diff_op_t *m = find_op(&p, LDAP_DIFF_OP_MODIFY, "loginShell");
+	assert_string_equal(m->old_value, "/bin/sh");
+	assert_string_equal(m->new_value, "/bin/bash");
+	m = find_op(&p, LDAP_DIFF_OP_MODIFY, "gidNumber");
+	assert_string_equal(m->old_value, "500");
+	assert_string_equal(m->new_value, "10000");
+	m = find_op(&p, LDAP_DIFF_OP_MODIFY, "homeDirectory");
+	assert_null(m->old_value);
+	assert_string_equal(m->new_value, "/home/asmith");
+	assert_null(find_op(&p, LDAP_DIFF_OP_MODIFY, "uidNumber"));
+	assert_int_equal(p.uid_number, 0);
+	model_apply(&p, &f->e, &f->exists);
+	assert_string_equal(id_attrs_get(&f->e.attrs, "uidNumber"), "4242");
+	ldap_diff_plan_fini(&p);
+	converge_posix(&f->d, &f->e, &f->exists, 20000);
+}
+
+/* A rename moves homeDirectory with the uid; uidNumber stays. */
+static void test_posix_rename_updates_home(void **state)
+{
+	fx_t *f = *state;
+	converge_posix(&f->d, &f->e, &f->exists, 10007);
+	id_attrs_set(&f->d.attributes, "uid", "ajones");
+	id_attrs_set(&f->d.attributes, "mail", "ajones@example.com");
+	ldap_diff_plan_t p;
+	ldap_diff_plan_init(&p);
+	plan_posix(&f->d, &f->e, 10050, &p);
+	assert_int_equal(p.nops, 3);
+	assert_int_equal(p.ops[0].kind, LDAP_DIFF_OP_MODRDN);
+	assert_string_equal(p.ops[0].new_rdn, "uid=ajones");
+	/* One modify request on the new DN: mail, then homeDirectory. */
+	assert_int_equal(p.ops[1].kind, LDAP_DIFF_OP_MODIFY);
+	assert_string_equal(p.ops[1].attribute, "mail");
+	assert_int_equal(p.ops[2].kind, LDAP_DIFF_OP_MODIFY);
+	assert_string_equal(p.ops[2].attribute, "homeDirectory");
+	assert_string_equal(p.ops[2].dn, "uid=ajones,ou=Sales," PEOPLE);
+	assert_string_equal(p.ops[2].old_value, "/home/asmith");
+	assert_string_equal(p.ops[2].new_value, "/home/ajones");
+	assert_int_equal(p.uid_number, 0);
+	model_apply(&p, &f->e, &f->exists);
+	assert_string_equal(id_attrs_get(&f->e.attrs, "uidNumber"), "10007");
+	ldap_diff_plan_fini(&p);
+	converge_posix(&f->d, &f->e, &f->exists, 10050);
+}
+
+/* An entry made before posix was turned on gets posixAccount and a new
+ * number in one modify request, together with any other change. */
+static void test_posix_added_to_existing(void **state)
+{
+	fx_t *f = *state;
+	assert_false(f->e.posix);
+	id_attrs_set(&f->d.attributes, "title", "Lead");
+	ldap_diff_plan_t p;
+	ldap_diff_plan_init(&p);
+	plan_posix(&f->d, &f->e, 10003, &p);
+	assert_int_equal(p.uid_number, 10003);
+	assert_int_equal(p.nops, 6);
+	for (size_t i = 0; i < p.nops; i++) {
+		assert_int_equal(p.ops[i].kind, LDAP_DIFF_OP_MODIFY);
+		assert_string_equal(p.ops[i].dn, "uid=asmith,ou=Sales," PEOPLE);
+	}
+	assert_string_equal(p.ops[0].attribute, "title");
+	assert_string_equal(p.ops[1].attribute, "objectClass");
+	assert_null(p.ops[1].old_value);
+	assert_string_equal(p.ops[1].new_value, "posixAccount");
+	const ldap_diff_op_t *m = find_op(&p, LDAP_DIFF_OP_MODIFY, "uidNumber");
+	assert_null(m->old_value);
+	assert_string_equal(m->new_value, "10003");
+	assert_non_null(find_op(&p, LDAP_DIFF_OP_MODIFY, "gidNumber"));
+	assert_non_null(find_op(&p, LDAP_DIFF_OP_MODIFY, "homeDirectory"));
+	assert_non_null(find_op(&p, LDAP_DIFF_OP_MODIFY, "loginShell"));
+	ldap_diff_plan_fini(&p);
+	converge_posix(&f->d, &f->e, &f->exists, 10003);
+	assert_string_equal(id_attrs_get(&f->e.attrs, "uidNumber"), "10003");
+	/* A uidNumber set by hand without the class is kept, the class added. */
+	f->e.posix = false;
+	id_attrs_set(&f->e.attrs, "uidNumber", "777");
+	ldap_diff_plan_init(&p);
+	plan_posix(&f->d, &f->e, 10004, &p);
+	assert_int_equal(p.nops, 1);
+	assert_string_equal(p.ops[0].attribute, "objectClass");
+	assert_int_equal(p.uid_number, 0);
+	ldap_diff_plan_fini(&p);
+}
+
+/* PENDING leaves an existing entry as it is (only locked), posix too;
+ * DISABLED and SUSPENDED entries are converged like the rest. */
+static void test_posix_states(void **state)
+{
+	fx_t *f = *state;
+	ldap_diff_plan_t p;
+	ldap_diff_plan_init(&p);
+	f->d.state = LC_PENDING;
+	plan_posix(&f->d, &f->e, 10001, &p);
+	assert_int_equal(p.nops, 1);
+	assert_int_equal(p.ops[0].kind, LDAP_DIFF_OP_DISABLE);
+	assert_int_equal(p.uid_number, 0);
+	f->d.state = LC_DISABLED;
+	plan_posix(&f->d, &f->e, 10001, &p);
+	assert_non_null(find_op(&p, LDAP_DIFF_OP_MODIFY, "objectClass"));
+	assert_int_equal(p.uid_number, 10001);
+	f->d.state = LC_DELETED;
+	plan_posix(&f->d, &f->e, 10001, &p);
+	assert_null(find_op(&p, LDAP_DIFF_OP_MODIFY, NULL));
+	assert_int_equal(p.uid_number, 0);
+	ldap_diff_plan_fini(&p);
+}
+
+/* posix off: plans are exactly today's, and posix attributes an entry
+ * already has (posix turned off again) are left alone. */
+static void test_posix_off_unchanged(void **state)
+{
+	fx_t *f = *state;
+	ldap_diff_plan_t a, b;
+	ldap_diff_plan_init(&a);
+	ldap_diff_plan_init(&b);
+	id_attrs_set(&f->d.attributes, "uid", "ajones");
+	assert_int_equal(ldap_diff_compute(&layout, &f->d, &f->e, NULL, &a, NULL), 0);
+	assert_int_equal(
+	    ldap_diff_compute_posix(&layout, NULL, &f->d, &f->e, NULL, &b, NULL), 0);
+	assert_int_equal(a.nops, b.nops);
+	for (size_t i = 0; i < a.nops; i++) {
+		assert_int_equal(a.ops[i].kind, b.ops[i].kind);
+		assert_string_equal(a.ops[i].dn, b.ops[i].dn);
+	}
+	assert_int_equal(b.uid_number, 0);
+	id_attrs_set(&f->d.attributes, "uid", "asmith");
+	converge_posix(&f->d, &f->e, &f->exists, 10001);
+	assert_int_equal(ldap_diff_compute(&layout, &f->d, &f->e, NULL, &a, NULL), 0);
+	assert_int_equal(a.nops, 0);
+	/* A new entry without posix has no posix attribute at all. */
+	assert_int_equal(ldap_diff_compute(&layout, &f->d, NULL, NULL, &a, NULL), 0);
+	const ldap_diff_op_t *add = find_op(&a, LDAP_DIFF_OP_ADD, NULL);
+	assert_false(id_attrs_has(&add->attrs, "objectClass"));
+	for (const char *const *n = ldap_diff_posix_attrs; *n != NULL; n++)
+		assert_false(id_attrs_has(&add->attrs, *n));
+	ldap_diff_plan_fini(&a);
+	ldap_diff_plan_fini(&b);
+}
+
+static void test_posix_home_template(void **state)
+{
+	(void)state;
+	id_buf_t b = ID_BUF_INIT;
+	id_err_t err = {0};
+	assert_int_equal(ldap_diff_posix_home("/home/%u", "jdoe", &b), 0);
+	assert_string_equal((const char *)b.data, "/home/jdoe");
+	assert_int_equal(ldap_diff_posix_home("/srv/%u/100%%/%u", "x", &b), 0);
+	assert_string_equal((const char *)b.data, "/srv/x/100%/x");
+	assert_int_equal(ldap_diff_posix_home("/home/%d", "x", &b), ID_EINVALID);
+	assert_int_equal(ldap_diff_posix_check("/home/%u", NULL), 0);
+	assert_int_equal(ldap_diff_posix_check("/home/%x", &err), ID_ECONFIG);
+	assert_non_null(strstr(err.msg, "/home/%x"));
+	assert_int_equal(ldap_diff_posix_check("/home/%", NULL), ID_ECONFIG);
+	assert_int_equal(ldap_diff_posix_check("", NULL), ID_ECONFIG);
+	id_buf_fini(&b);
+}
+
+/* The lifecycle story with posix on: the number given at creation stays
+ * through rename, move, leave and disable. */
+static void test_posix_lifecycle_converges(void **state)
+{
+	(void)state;
+	desired_identity_t d;
+	ldap_diff_entry_t e;
+	bool exists = false;
+	ldap_diff_entry_init(&e);
+	mk_desired(&d, "E42", "jdoe", "Jane", "Doe", "Sales", LC_PRESTART);
+	converge_posix(&d, &e, &exists, 10010);
+	assert_string_equal(id_attrs_get(&e.attrs, "uidNumber"), "10010");
+	desired_identity_fini(&d);
+	mk_desired(&d, "E42", "jsmith", "Jane", "Smith", "R&D, Europe", LC_ACTIVE);
+	converge_posix(&d, &e, &exists, 10011);
+	assert_string_equal(id_attrs_get(&e.attrs, "homeDirectory"), "/home/jsmith");
+	d.state = LC_SUSPENDED;
+	converge_posix(&d, &e, &exists, 10012);
+	desired_identity_fini(&d);
+	mk_desired(&d, "E42", "jsmith", "Jane", "Smith", "R&D, Europe", LC_DISABLED);
+	converge_posix(&d, &e, &exists, 10013);
+	assert_string_equal(id_attrs_get(&e.attrs, "uidNumber"), "10010");
+	desired_identity_fini(&d);
+	ldap_diff_entry_fini(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -916,6 +1212,18 @@ int main(void)
 	    cmocka_unit_test(test_dn_helpers),
 	    cmocka_unit_test(test_invalid_input),
 	    cmocka_unit_test(test_lifecycle_converges),
+	    cmocka_unit_test(test_posix_create),
+	    cmocka_unit_test_setup_teardown(test_posix_existing_uid_number_kept, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_posix_rename_updates_home, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_posix_added_to_existing, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_posix_states, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_posix_off_unchanged, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test(test_posix_home_template),
+	    cmocka_unit_test(test_posix_lifecycle_converges),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1004,6 +1004,110 @@ static void test_reconnects_after_connection_loss(void **state)
 	assert_attr(dn, "title", "Manager");
 }
 
+/* A hand-made posixAccount (two object classes: admin_add takes one value
+ * per attribute). */
+static void add_hand_posix(const char *dn, const char *uid, const char *number)
+{
+	char *oc[] = {"inetOrgPerson", "posixAccount", NULL};
+	char *u[] = {(char *)uid, NULL}, *cn[] = {"Hand", NULL};
+	char *n[] = {(char *)number, NULL}, *g[] = {"1", NULL}, *h[] = {"/h", NULL};
+	LDAPMod m[] = {
+	    {.mod_op = LDAP_MOD_ADD, .mod_type = "objectClass", .mod_values = oc},
+	    {.mod_op = LDAP_MOD_ADD, .mod_type = "uid", .mod_values = u},
+	    {.mod_op = LDAP_MOD_ADD, .mod_type = "cn", .mod_values = cn},
+	    {.mod_op = LDAP_MOD_ADD, .mod_type = "sn", .mod_values = cn},
+	    {.mod_op = LDAP_MOD_ADD, .mod_type = "uidNumber", .mod_values = n},
+	    {.mod_op = LDAP_MOD_ADD, .mod_type = "gidNumber", .mod_values = g},
+	    {.mod_op = LDAP_MOD_ADD, .mod_type = "homeDirectory", .mod_values = h}};
+	LDAPMod *mp[] = {&m[0], &m[1], &m[2], &m[3], &m[4], &m[5], &m[6], NULL};
+	int rc = ldap_add_ext_s(adm, dn, mp, NULL, NULL);
+	if (rc != LDAP_SUCCESS)
+		fail_msg("admin add %s: %s", dn, ldap_err2string(rc));
+}
+
+/* posixAccount: numbers after the highest below base_dn, a number taken by
+ * hand meanwhile skipped, nothing rewritten on a re-apply, posixAccount
+ * added to an entry made without it in one modify, a bad template refused. */
+static void test_posix(void **state)
+{
+	t_t *t = *state;
+	char dn[512], dn2[512], dn3[512], hand[512];
+	snprintf(hand, sizeof(hand), "uid=hand,%s", t->people);
+	add_hand_posix(hand, "hand", "50000");
+	sink_ldap_opts_t o = {.url = url,
+	                      .bind_dn = ADMIN_DN,
+	                      .bind_password = ADMIN_PW,
+	                      .people_dn = t->people,
+	                      .groups_dn = t->groups,
+	                      .timeout_ms = 5000,
+	                      .posix = true,
+	                      .base_dn = t->base,
+	                      .posix_uid_min = 49000,
+	                      .posix_gid = 500,
+	                      .posix_home = "/u/%u",
+	                      .posix_shell = "/bin/sh"};
+	id_err_t err = {0};
+	sink_ldap_t *plain = t->sink;
+	t->sink = sink_ldap_open(&o, &err);
+	if (t->sink == NULL)
+		fail_msg("open with posix: %s", err.msg);
+	assert_int_equal(sink_ldap_next_uid_number(t->sink), 50001);
+	assert_int_equal(sink_ldap_next_uid_number(plain), 0);
+
+	mk(&t->d, "E1", "pone", "P", "One", "Sales", LC_ACTIVE);
+	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
+	dn_of(dn, sizeof(dn), "uid=pone", "ou=Sales", t);
+	assert_true(has_value(dn, "objectClass", "posixAccount"));
+	assert_true(has_value(dn, "objectClass", "inetOrgPerson"));
+	assert_attr(dn, "uidNumber", "50001");
+	assert_attr(dn, "gidNumber", "500");
+	assert_attr(dn, "homeDirectory", "/u/pone");
+	assert_attr(dn, "loginShell", "/bin/sh");
+	assert_non_null(find_op(&t->r, "add", "uidNumber"));
+
+	/* Someone takes 50002 by hand: the next hire skips it. */
+	snprintf(hand, sizeof(hand), "uid=hand2,%s", t->base);
+	add_hand_posix(hand, "hand2", "50002");
+	mk(&t->d2, "E2", "ptwo", "P", "Two", "Sales", LC_ACTIVE);
+	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
+	dn_of(dn2, sizeof(dn2), "uid=ptwo", "ou=Sales", t);
+	assert_attr(dn2, "uidNumber", "50003");
+	assert_int_equal(count_entries(t->base, "(uidNumber=50002)"), 1);
+
+	/* Converged: nothing is written again. */
+	uint64_t w = sink_ldap_writes(t->sink);
+	assert_int_equal(apply(t, &t->d), SINK_NOOP);
+	assert_int_equal(sink_ldap_writes(t->sink), w);
+
+	/* Made without posix, then converged with it: one modify request. */
+	mk(&t->d2, "E3", "pthree", "P", "Three", "Sales", LC_ACTIVE);
+	sink_ldap_t *px = t->sink;
+	t->sink = plain;
+	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
+	dn_of(dn3, sizeof(dn3), "uid=pthree", "ou=Sales", t);
+	assert_false(has_value(dn3, "objectClass", "posixAccount"));
+	assert_attr(dn3, "uidNumber", NULL);
+	t->sink = px;
+	w = sink_ldap_writes(t->sink);
+	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
+	assert_int_equal(sink_ldap_writes(t->sink), w + 1);
+	assert_true(has_value(dn3, "objectClass", "posixAccount"));
+	assert_attr(dn3, "uidNumber", "50004");
+	assert_attr(dn3, "homeDirectory", "/u/pthree");
+	const sink_op_t *op = find_op(&t->r, "modify", "objectClass");
+	assert_non_null(op);
+	assert_string_equal(op->new_value, "posixAccount");
+	assert_int_equal(count_entries(t->base, "(uidNumber=*)"), 5);
+	sink_ldap_close(t->sink);
+	t->sink = plain;
+
+	/* A template with an unknown % is refused at open. */
+	o.posix_home = "/home/%n";
+	assert_null(sink_ldap_open(&o, &err));
+	assert_int_equal(err.code, ID_ECONFIG);
+	assert_non_null(strstr(err.msg, "ldap.posix_home"));
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1022,6 +1126,7 @@ int main(void)
 	    T(test_recreates_ou_deleted_behind_its_back),
 	    T(test_open_errors),
 	    T(test_reconnects_after_connection_loss),
+	    T(test_posix),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
