@@ -898,15 +898,11 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 		          "re-evaluation refused by the policy", "employee", employee_id,
 		          "event_id", p->ev.event_id, "error", ferr.msg, NULL);
 		p->stats->rejected++;
-		if (replay)
-			return 0;
-		return proc_refused(p, employee_id, rec, &p->ev, SINK_HELD, ferr.msg,
-		                    err);
 	}
-	/* A new version, a new timer (the policy changed a delay) or a name
-	 * claimed is state to keep. */
-	if (!emitted && rec->timer_at == timer_before && !p->claims.changed)
-		return 0;
+	/* The record is kept whatever came out: the fold moved its clock to
+	 * the marker's time (and may have applied due changes), exactly as a
+	 * replay of this partition does in memory — dropping it would let
+	 * the two decide later events at different times. */
 	if (!in_overlay) {
 		/* The new version is state to persist: move the record out of
 		 * the scratch slot into the transaction's overlay. */
@@ -923,6 +919,10 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 		}
 		rec = keep;
 	}
+	if (frc != 0)
+		return replay ? 0
+		              : proc_refused(p, employee_id, rec, &p->ev, SINK_HELD,
+		                             ferr.msg, err);
 	if (!emitted)
 		return 0;
 	(*emitted_n)++;
@@ -1183,27 +1183,34 @@ static int proc_txn_begin(proc_t *p, id_err_t *err)
 /* The REEVALUATE event of employee_id's timer due at `due`, in p->ev. */
 static int proc_timer_event(proc_t *p, const char *employee_id, int64_t due)
 {
-	char seed[600], eid[33], sid[300];
+	char eid[33], at[24];
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	int n = snprintf(seed, sizeof(seed), "%s%c%s%c%lld", PROC_TIMER_SOURCE, 0,
-	                 employee_id, 0, (long long)due);
-	if (n < 0 || (size_t)n >= sizeof(seed))
-		return ID_EINVALID;
-	EVP_Digest(seed, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
+	id_buf_t seed = ID_BUF_INIT;
+	int n = snprintf(at, sizeof(at), "%lld", (long long)due);
+	/* NUL separators keep ("a", "bc") and ("ab", "c") apart. */
+	if (id_buf_append(&seed, PROC_TIMER_SOURCE, sizeof(PROC_TIMER_SOURCE)) != 0 ||
+	    id_buf_append(&seed, employee_id, strlen(employee_id) + 1) != 0 ||
+	    id_buf_append(&seed, at, (size_t)n) != 0) {
+		id_buf_fini(&seed);
+		return ID_ENOMEM;
+	}
+	EVP_Digest(seed.data, seed.len, md, &mdlen, EVP_sha256(), NULL);
+	id_buf_fini(&seed);
 	for (unsigned i = 0; i < 16; i++)
 		snprintf(eid + 2 * i, 3, "%02x", md[i]);
-	snprintf(sid, sizeof(sid), "%s@%lld", employee_id, (long long)due);
 	employee_event_t *ev = &p->ev;
 	employee_event_fini(ev);
 	ev->type = EV_REEVALUATE;
 	ev->occurred_at = ev->effective_at = due;
+	size_t sl = strlen(employee_id) + sizeof(at) + 2;
 	if ((ev->event_id = strdup(eid)) == NULL ||
 	    (ev->source = strdup(PROC_TIMER_SOURCE)) == NULL ||
-	    (ev->source_event_id = strdup(sid)) == NULL ||
+	    (ev->source_event_id = malloc(sl)) == NULL ||
 	    (ev->employee_id = strdup(employee_id)) == NULL ||
 	    (ev->reason = strdup("a lifecycle timer is due")) == NULL)
 		return ID_ENOMEM;
+	snprintf(ev->source_event_id, sl, "%s@%s", employee_id, at);
 	return 0;
 }
 
@@ -1243,15 +1250,16 @@ static int proc_timers(proc_t *p, id_err_t *err)
 			    (int64_t)state_be64_get((const unsigned char *)k + 5);
 			if (due > now || sent >= PROC_TIMERS_PER_CHECK)
 				break;
-			char emp[256];
-			size_t el = kl - 13 < sizeof(emp) - 1 ? kl - 13 : sizeof(emp) - 1;
-			memcpy(emp, (const char *)k + 13, el);
-			emp[el] = '\0';
-			if ((rc = proc_timer_event(p, emp, due)) != 0) {
-				id_err_set(err, rc, "timer of employee %s: out of memory",
-				           emp);
+			/* The whole id, however long (it is the record's key). */
+			id_buf_reset(&p->buf);
+			if (id_buf_append(&p->buf, (const char *)k + 13, kl - 13) != 0 ||
+			    id_buf_append_u8(&p->buf, 0) != 0 ||
+			    (rc = proc_timer_event(p, (const char *)p->buf.data, due)) !=
+			        0) {
+				rc = id_err_set(err, ID_ENOMEM, "timer: out of memory");
 				break;
 			}
+			const char *emp = p->ev.employee_id;
 			/* Published and not folded yet; or folded in the open
 			 * transaction, whose new timer the index shows only
 			 * after the commit. */

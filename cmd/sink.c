@@ -625,7 +625,10 @@ static int sink_commit(sink_run_t *s, id_err_t *err)
 		return prc;
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
 	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
-		if (s->assigned[i] && s->next[i] >= 0)
+		/* A partition whose catch-up versions are still only
+		 * remembered (not applied) keeps its committed offset: moving
+		 * it past them would lose them in a crash. */
+		if (s->assigned[i] && s->next[i] >= 0 && s->catchup_next[i] < 0)
 			rd_kafka_topic_partition_list_add(l, s->in_topic, i)->offset =
 			    s->next[i];
 	}

@@ -477,6 +477,12 @@ static int64_t next_timer(const employee_record_t *rec, const lifecycle_result_t
  * identity unchanged), or ID_ENOMEM (err not set; the caller names the
  * event).
  */
+/* States in which the account is not used: names need not be settled. */
+static bool leaving_state(lifecycle_state_t s)
+{
+	return s == LC_SUSPENDED || s == LC_DISABLED;
+}
+
 static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t now,
                      const mapping_t *m, bool by_cause, desired_identity_t *out,
                      bool *emitted, fold_claims_t *claims, id_err_t *err)
@@ -494,9 +500,19 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 	    granted_attrs(rec, &granted) != 0)
 		goto nomem;
 	if ((rc = fold_evaluate(rec, ev, now, m, &granted, &uniq, &d, &trace, &lc,
-	                        err)) != 0 ||
-	    (claims != NULL && (rc = names_decide(rec, &uniq, lc.state, now, ev, claims,
-	                                          &held, err)) != 0)) {
+	                        err)) == 0 &&
+	    claims != NULL) {
+		rc = names_decide(rec, &uniq, lc.state, now, ev, claims, &held, err);
+		/* A leaver's account is disabled whatever its names: no free
+		 * candidate for a rename must not keep it enabled. */
+		if (rc == ID_ECONFLICT && leaving_state(lc.state) &&
+		    rec->last.version > 0) {
+			id_err_clear(err);
+			rc = 0;
+			held = true;
+		}
+	}
+	if (rc != 0) {
 		if (rc != ID_ENOMEM)
 			id_err_wrap(err, "event %s (%s)", ev->event_id,
 			            employee_event_type_name(ev->type));
@@ -510,6 +526,31 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 		const char *by = by_event(rec, lc.by);
 		if (by != NULL && note(rec, MAPPING_SRC_LIFECYCLE, by, rec->seq) != 0)
 			goto nomem;
+	}
+	if (held && leaving_state(lc.state) && rec->last.version > 0) {
+		/* Suspending or disabling does not wait for a name: the last
+		 * version with the new state and groups, its names kept. */
+		desired_identity_t keep;
+		desired_identity_init(&keep);
+		if (desired_identity_copy(&keep, &rec->last) != 0)
+			goto nomem;
+		keep.state = d.state;
+		keep.effective_at = d.effective_at;
+		for (size_t i = 0; i < keep.ngroups; i++)
+			free(keep.groups[i]);
+		free(keep.groups);
+		keep.groups = NULL;
+		keep.ngroups = 0;
+		for (size_t i = 0; i < d.ngroups; i++)
+			if (desired_identity_add_group(&keep, d.groups[i]) != 0) {
+				desired_identity_fini(&keep);
+				goto nomem;
+			}
+		free(keep.cause_event_id);
+		keep.cause_event_id = NULL;
+		desired_identity_fini(&d);
+		d = keep;
+		held = false;
 	}
 	if (held) {
 		/* The new identity waits for its names: the account keeps the

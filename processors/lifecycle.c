@@ -71,8 +71,10 @@ int lifecycle_evaluate(const char *employee_id, const lifecycle_facts_t *f,
 
 	if (f->terminated) {
 		r->by = LIFECYCLE_BY_TERMINATION;
-		if (f->term_known_at < start) {
-			/* Terminated before the first day: the hire is rescinded. */
+		if (f->term_known_at < start && f->term_at <= start) {
+			/* Ended before the first day, known before it: the hire
+			 * is rescinded.  (A fixed-term contract's end, known
+			 * before the start but after it, is an ordinary leave.) */
 			r->state = LC_DELETED;
 			return 0;
 		}
