@@ -516,6 +516,13 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 		if (rc != ID_ENOMEM)
 			id_err_wrap(err, "event %s (%s)", ev->event_id,
 			            employee_event_type_name(ev->type));
+		/* No state could be computed, so no lifecycle instant either;
+		 * a timer already due would only be fired, and refused, again.
+		 * What is still pending keeps its date; the event that fixes
+		 * the error computes the rest. */
+		rec->timer_at = rec->npending > 0 ? rec->pending[0].effective_at : 0;
+		if (rec->timer_at != 0 && rec->timer_at <= now)
+			rec->timer_at = 0;
 		goto out;
 	}
 	rec->timer_at = next_timer(rec, &lc);
