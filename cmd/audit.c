@@ -235,6 +235,11 @@ int cmd_why(cli_t *cli, int argc, char **argv)
 		rc = cli_fail("why", &err);
 		goto out;
 	}
+	/* What the target was given: a policy's section for it (a version
+	 * without one is shown as it is). */
+	for (size_t i = 0; i < t.len; i++)
+		if (t.items[i].kind == TL_DESIRED && !t.items[i].unreadable)
+			(void)desired_identity_target_view(&t.items[i].d, target, NULL);
 	/* The version the target has: the newest one its sink applied or found
 	 * already right; without any, the newest desired version. */
 	const desired_identity_t *d = NULL;

@@ -798,6 +798,23 @@ static int sink_publish_note(sink_run_t *s, const char *employee_id, int64_t ver
 	return rc;
 }
 
+/* ---------------------------------------------------------------- decoding */
+
+/*
+ * Decodes a desired identity and narrows it to this target's view
+ * (desired_identity_target_view(): the policy's section named like the
+ * target).  ID_ENOTFOUND when the policy declares no section of that name;
+ * d then holds the whole identity, for the FAILED result.
+ */
+static int sink_decode(sink_run_t *s, const void *payload, size_t len,
+                       desired_identity_t *d, id_err_t *err)
+{
+	int rc = codec_decode_desired(s->codec, payload, len, d, err);
+	if (rc != 0)
+		return rc;
+	return desired_identity_target_view(d, s->target, err);
+}
+
 /* ---------------------------------------------------------------- parking */
 
 /* Parks a version the target refused (FAILED): its error and payload are
@@ -1106,7 +1123,7 @@ static int sink_resolve_waiting(sink_run_t *s, const char *manager_id, id_err_t 
 	while ((rc = state_iter_next(it, &k, &kl, &v, &vl, err)) == 1) {
 		state_batch_delete(done, k, kl);
 		id_err_t derr = {0};
-		if (codec_decode_desired(s->codec, v, vl, &d, &derr) != 0) {
+		if (sink_decode(s, v, vl, &d, &derr) != 0) {
 			id_log_warn("sink", "dropping unreadable waiting report: %s",
 			            derr.msg);
 			continue;
@@ -1342,7 +1359,7 @@ static int guard_decide(sink_run_t *s, bool force, id_err_t *err)
 		}
 		memcpy(p, g->payload, len);
 		id_err_t derr = {0};
-		if (codec_decode_desired(s->codec, p, len, &d, &derr) != 0) {
+		if (sink_decode(s, p, len, &d, &derr) != 0) {
 			id_log_error("sink",
 			             "dropping unreadable pending version of %s: %s",
 			             keys[i], derr.msg);
@@ -1368,7 +1385,20 @@ static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t p
 	int rc = 0, from = -1;
 	desired_identity_init(&d);
 	id_err_t derr = {0};
-	if (codec_decode_desired(s->codec, payload, len, &d, &derr) != 0) {
+	if ((rc = sink_decode(s, payload, len, &d, &derr)) == ID_ENOTFOUND) {
+		/* Readable, but the policy has nothing for this target: a
+		 * FAILED result, parked for `idstream sink retry` once the
+		 * target's name or the policy is fixed. */
+		id_log_error("sink", "%s partition %d offset %lld: %s", s->in_topic,
+		             partition, (long long)offset, derr.msg);
+		s->stats->failed++;
+		if ((rc = sink_publish_note(s, d.employee_id, d.version, SINK_FAILED,
+		                            NULL, -1, -1, derr.msg, err)) == 0)
+			rc = sink_park(s, &d, payload, len, derr.msg, err);
+		goto out;
+	}
+	if (rc != 0) {
+		rc = 0;
 		id_log_error("sink", "%s partition %d offset %lld: refused: %s",
 		             s->in_topic, partition, (long long)offset, derr.msg);
 		s->stats->failed++;
@@ -1580,7 +1610,7 @@ static int ctl_approve(sink_run_t *s, const json_t *items, json_t *counts, id_er
 		memcpy(p, g->payload, len);
 		id_err_t derr = {0};
 		sink_outcome_t o = SINK_FAILED;
-		if (codec_decode_desired(s->codec, p, len, &d, &derr) != 0) {
+		if (sink_decode(s, p, len, &d, &derr) != 0) {
 			id_log_error("sink", "held version of %s unreadable: %s", emp,
 			             derr.msg);
 			ctl_count(counts, "failed");
@@ -1682,7 +1712,7 @@ static int ctl_retry(sink_run_t *s, const json_t *employees, json_t *counts,
 		size_t len = v.len - 20 - ml;
 		id_err_t derr = {0};
 		sink_outcome_t o = SINK_FAILED;
-		if (codec_decode_desired(s->codec, payload, len, &d, &derr) != 0) {
+		if (sink_decode(s, payload, len, &d, &derr) != 0) {
 			id_log_error("sink", "parked version of %s unreadable: %s",
 			             keys[i], derr.msg);
 			ctl_count(counts, "failed");
@@ -1748,7 +1778,7 @@ static int ctl_reconcile(sink_run_t *s, const json_t *employees, bool repair,
 	while (rc == 0 && (rc = state_iter_next(it, &k, &kl, &v, &vl, err)) == 1) {
 		rc = 0;
 		id_err_t derr = {0};
-		if (codec_decode_desired(s->codec, v, vl, &d, &derr) != 0 ||
+		if (sink_decode(s, v, vl, &d, &derr) != 0 ||
 		    !ctl_wants(employees, d.employee_id))
 			continue;
 		ctl_count(counts, "checked");

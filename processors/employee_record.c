@@ -384,6 +384,26 @@ static int put_names(id_buf_t *b, const employee_record_t *rec)
 	return 0;
 }
 
+/* The format-4 trailer: the last desired identity's target sections. */
+static int put_targets(id_buf_t *b, const desired_identity_t *d)
+{
+	if (id_buf_append_be32(b, (uint32_t)d->ntargets) != 0)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < d->ntargets; i++) {
+		const target_identity_t *t = &d->targets[i];
+		if (put_str(b, t->name) != 0 || id_buf_append_u8(b, t->in_scope) != 0 ||
+		    put_attrs(b, &t->attributes) != 0 ||
+		    id_buf_append_be32(b, (uint32_t)t->ngroups) != 0)
+			return ID_ENOMEM;
+		for (size_t k = 0; k < t->ngroups; k++)
+			if (put_str(b, t->groups[k]) != 0)
+				return ID_ENOMEM;
+		if (put_str(b, t->container) != 0)
+			return ID_ENOMEM;
+	}
+	return 0;
+}
+
 int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err)
 {
 	size_t start = out->len;
@@ -402,7 +422,8 @@ int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t
 		goto nomem;
 	if (rec->last.version > 0 && put_desired(out, &rec->last) != 0)
 		goto nomem;
-	if (put_lifecycle(out, rec) != 0 || put_names(out, rec) != 0)
+	if (put_lifecycle(out, rec) != 0 || put_names(out, rec) != 0 ||
+	    put_targets(out, &rec->last) != 0)
 		goto nomem;
 	return 0;
 nomem:
@@ -729,6 +750,66 @@ static int get_names(reader_t *r, employee_record_t *rec)
 	return 0;
 }
 
+static int get_targets(reader_t *r, desired_identity_t *d)
+{
+	size_t n = 0;
+	int rc;
+	if ((rc = get_count(r, "last.targets", 14, &n)) != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		target_identity_t t;
+		size_t ng = 0;
+		uint8_t sc = 0;
+		target_identity_init(&t);
+		if ((rc = get_str(r, "last.targets", false, &t.name)) != 0 ||
+		    (rc = get_u8(r, "last.targets", &sc)) != 0 ||
+		    (rc = get_attrs(r, "last.targets", false, &t.attributes)) != 0 ||
+		    (rc = get_count(r, "last.targets", 4, &ng)) != 0)
+			goto bad_item;
+		if (sc > 1) {
+			rc = bad(r, "last.targets", "in_scope not 0 or 1");
+			goto bad_item;
+		}
+		t.in_scope = sc == 1;
+		if (ng > 0 && (t.groups = calloc(ng, sizeof(*t.groups))) == NULL) {
+			rc = id_err_set(r->err, ID_ENOMEM,
+			                "employee record: out of memory");
+			goto bad_item;
+		}
+		for (size_t k = 0; k < ng; k++) {
+			if ((rc = get_str(r, "last.targets", false, &t.groups[k])) != 0)
+				goto bad_item;
+			t.ngroups = k + 1;
+			if (k > 0 && strcmp(t.groups[k - 1], t.groups[k]) >= 0) {
+				rc = bad(r, "last.targets",
+				         "groups not sorted and unique");
+				goto bad_item;
+			}
+		}
+		if ((rc = get_str(r, "last.targets", true, &t.container)) != 0)
+			goto bad_item;
+		if (d->ntargets > 0 &&
+		    strcmp(d->targets[d->ntargets - 1].name, t.name) >= 0) {
+			rc = bad(r, "last.targets", "targets not sorted and unique");
+			goto bad_item;
+		}
+		target_identity_t *nt =
+		    realloc(d->targets, (d->ntargets + 1) * sizeof(*nt));
+		if (nt == NULL) {
+			rc = id_err_set(r->err, ID_ENOMEM,
+			                "employee record: out of memory");
+			goto bad_item;
+		}
+		d->targets = nt;
+		d->targets[d->ntargets++] = t;
+		continue;
+	bad_item:
+		target_identity_fini(&t);
+		return rc;
+	}
+	return 0;
+}
+
 int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
                            id_err_t *err)
 {
@@ -791,6 +872,8 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 	else if ((rc = get_lifecycle(&r, rec)) != 0)
 		goto out;
 	if (r.p[0] >= 0x03 && (rc = get_names(&r, rec)) != 0)
+		goto out;
+	if (r.p[0] >= 0x04 && (rc = get_targets(&r, &rec->last)) != 0)
 		goto out;
 	if (r.pos != len)
 		rc = bad(&r, "end", "trailing bytes after the record");

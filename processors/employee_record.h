@@ -47,12 +47,19 @@
  *               str reason nullable, attributes with nullable values),
  *               sorted by (effective_at, seq)
  *
- * Format 3 (written today) appends the unique names (format 1 and 2
- * records still decode, with none):
+ * Format 3 appends the unique names (format 1 and 2 records still
+ * decode, with none):
  *
  *   4 + n×      names: (str namespace, str granted nullable, 1 released,
  *               str pending nullable, 4 + m× str denied sorted and unique)
  *               sorted by namespace
+ *
+ * Format 4 (written today) appends the last desired identity's target
+ * sections (older records decode with none):
+ *
+ *   4 + n×      targets: (str name, 1 in_scope, 4 + m× (str key, str value)
+ *               sorted, 4 + k× str groups sorted and unique, str container
+ *               nullable) sorted by name; written as 0 when there is no last
  *
  * Decoding checks every length, count, enum, sort order and that nothing
  * follows the record; it carries no checksum because the state store
@@ -74,7 +81,7 @@
 #include "processors/mapping.h"
 #include "schemas/model.h"
 
-#define EMPLOYEE_RECORD_FORMAT 0x03 /* written; 0x01 and 0x02 are still read */
+#define EMPLOYEE_RECORD_FORMAT 0x04 /* written; 0x01 to 0x03 are still read */
 
 #define EMPLOYEE_STATUS_MAP(X) X(NONE) X(ACTIVE) X(TERMINATED)
 

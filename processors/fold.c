@@ -14,6 +14,7 @@
 #include "processors/lifecycle.h"
 #include "processors/name_arbiter.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -331,10 +332,15 @@ static int resolve_causes(const employee_record_t *rec, const mapping_trace_t *t
 
 /* True when output `name` (an attribute or a MAPPING_CAUSE_* name) has a
  * different value in a than in b. */
+static bool section_output_differs(const desired_identity_t *a,
+                                   const desired_identity_t *b, const char *name);
+
 static bool output_differs(const desired_identity_t *a, const desired_identity_t *b,
                            const char *name)
 {
 	const char *x, *y;
+	if (name[0] != '@' && strchr(name, '.') != NULL && a->ntargets > 0)
+		return section_output_differs(a, b, name);
 	if (strcmp(name, MAPPING_CAUSE_GROUPS) == 0) {
 		if (a->ngroups != b->ngroups)
 			return true;
@@ -358,6 +364,79 @@ static bool output_differs(const desired_identity_t *a, const desired_identity_t
 	if (x == NULL || y == NULL)
 		return x != y;
 	return strcmp(x, y) != 0;
+}
+
+/* output_differs() for a section's output "<target>.<output>". */
+static bool section_output_differs(const desired_identity_t *a,
+                                   const desired_identity_t *b, const char *name)
+{
+	const char *dot = strchr(name, '.');
+	char tn[64];
+	size_t n = (size_t)(dot - name);
+	if (n >= sizeof(tn))
+		return true;
+	memcpy(tn, name, n);
+	tn[n] = '\0';
+	const char *out = dot + 1;
+	const target_identity_t *x = desired_identity_target(a, tn);
+	const target_identity_t *y = desired_identity_target(b, tn);
+	if (x == NULL || y == NULL)
+		return x != y;
+	if (x->in_scope != y->in_scope)
+		return true;
+	if (strcmp(out, MAPPING_CAUSE_GROUPS) == 0) {
+		if (x->ngroups != y->ngroups)
+			return true;
+		for (size_t i = 0; i < x->ngroups; i++)
+			if (strcmp(x->groups[i], y->groups[i]) != 0)
+				return true;
+		return false;
+	}
+	const char *u, *v;
+	if (strcmp(out, MAPPING_CAUSE_CONTAINER) == 0) {
+		u = x->container;
+		v = y->container;
+	} else {
+		u = id_attrs_get(&x->attributes, out);
+		v = id_attrs_get(&y->attributes, out);
+	}
+	if (u == NULL || v == NULL)
+		return u != v;
+	return strcmp(u, v) != 0;
+}
+
+/*
+ * A section the policy put out of scope keeps what the target last had
+ * in scope (attributes, container, and their causes), so the target can
+ * still find the account to disable it; it has no groups.
+ */
+static int carry_out_of_scope(desired_identity_t *d, const desired_identity_t *last)
+{
+	char pre[80];
+	for (size_t i = 0; i < d->ntargets; i++) {
+		target_identity_t *t = &d->targets[i];
+		const target_identity_t *o = desired_identity_target(last, t->name);
+		if (t->in_scope || o == NULL || o->attributes.len == 0)
+			continue;
+		id_attrs_fini(&t->attributes);
+		free(t->container);
+		t->container = NULL;
+		if (id_attrs_copy(&t->attributes, &o->attributes) != 0 ||
+		    (t->container = strdup(o->container != NULL ? o->container : "")) ==
+		        NULL)
+			return ID_ENOMEM;
+		int pl = snprintf(pre, sizeof(pre), "%s.", t->name);
+		for (size_t k = 0;
+		     pl > 0 && (size_t)pl < sizeof(pre) && k < last->ncauses; k++) {
+			const attr_cause_t *c = &last->causes[k];
+			if (strncmp(c->attribute, pre, (size_t)pl) == 0 &&
+			    strcmp(c->attribute + pl, MAPPING_CAUSE_GROUPS) != 0 &&
+			    desired_identity_set_cause(d, c->attribute, c->event_id,
+			                               c->rule) != 0)
+				return ID_ENOMEM;
+		}
+	}
+	return 0;
 }
 
 /*
@@ -525,6 +604,8 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 			rec->timer_at = 0;
 		goto out;
 	}
+	if (rec->last.version > 0 && carry_out_of_scope(&d, &rec->last) != 0)
+		goto nomem;
 	rec->timer_at = next_timer(rec, &lc);
 	/* A change of state is caused by the fact that decided it (the
 	 * termination whose time came, the hire whose start date came), not
@@ -553,6 +634,33 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 				desired_identity_fini(&keep);
 				goto nomem;
 			}
+		/* Each target's section too: its scope and groups from now,
+		 * its names kept. */
+		for (size_t i = 0; i < keep.ntargets; i++) {
+			target_identity_t *kt = &keep.targets[i];
+			const target_identity_t *nt =
+			    desired_identity_target(&d, kt->name);
+			for (size_t g = 0; g < kt->ngroups; g++)
+				free(kt->groups[g]);
+			free(kt->groups);
+			kt->groups = NULL;
+			kt->ngroups = 0;
+			if (nt == NULL)
+				continue;
+			kt->in_scope = nt->in_scope;
+			if (nt->ngroups > 0 &&
+			    (kt->groups = calloc(nt->ngroups, sizeof(char *))) == NULL) {
+				desired_identity_fini(&keep);
+				goto nomem;
+			}
+			for (size_t g = 0; g < nt->ngroups; g++) {
+				if ((kt->groups[g] = strdup(nt->groups[g])) == NULL) {
+					desired_identity_fini(&keep);
+					goto nomem;
+				}
+				kt->ngroups = g + 1;
+			}
+		}
 		free(keep.cause_event_id);
 		keep.cause_event_id = NULL;
 		desired_identity_fini(&d);

@@ -1787,7 +1787,6 @@ typedef struct policy_mapping {
 	policy_t *p;
 	int target;
 	policy_output_t out;
-	policy_target_t t;
 } policy_mapping_t;
 
 /* The HR keys behind output in target: declared, else all keys read. */
@@ -1864,6 +1863,52 @@ static int unique_export(policy_output_t *o, mapping_uniques_t *u)
 	return 0;
 }
 
+/* Moves a parsed target section into a section of out (container ""
+ * when the policy gives none) and records its causes under
+ * "<target>.<output>".  0 or ID_ENOMEM. */
+static int section_export(policy_t *p, policy_target_t *pt, desired_identity_t *out,
+                          mapping_trace_t *trace)
+{
+	char name[PATH_MAX_CHARS + 40], rule[PATH_MAX_CHARS + 40];
+	target_identity_t *t = desired_identity_add_target(out, pt->name);
+	if (t == NULL)
+		return ID_ENOMEM;
+	t->in_scope = pt->in_scope;
+	id_attrs_fini(&t->attributes);
+	t->attributes = pt->attributes;
+	id_attrs_init(&pt->attributes);
+	t->groups = pt->groups;
+	t->ngroups = pt->ngroups;
+	pt->groups = NULL;
+	pt->ngroups = 0;
+	t->container = pt->container != NULL ? pt->container : strdup("");
+	pt->container = NULL;
+	if (t->container == NULL)
+		return ID_ENOMEM;
+	if (!t->in_scope)
+		return 0;
+	const char *tn = t->name;
+	for (size_t i = 0; i < t->attributes.len; i++) {
+		const char *a = t->attributes.items[i].key;
+		snprintf(name, sizeof(name), "%s.%s", tn, a);
+		snprintf(rule, sizeof(rule), "policy:%s.%s", tn, a);
+		if (cause(p, tn, out, trace, name, rule, sources_for(p, tn, a)) != 0)
+			return ID_ENOMEM;
+	}
+	snprintf(name, sizeof(name), "%s.%s", tn, MAPPING_CAUSE_GROUPS);
+	snprintf(rule, sizeof(rule), "policy:%s.groups", tn);
+	if (cause(p, tn, out, trace, name, rule,
+	          sources_for(p, tn, MAPPING_CAUSE_GROUPS)) != 0)
+		return ID_ENOMEM;
+	snprintf(name, sizeof(name), "%s.%s", tn, MAPPING_CAUSE_CONTAINER);
+	snprintf(rule, sizeof(rule), "policy:%s.container", tn);
+	if (t->container[0] != '\0' &&
+	    cause(p, tn, out, trace, name, rule,
+	          sources_for(p, tn, MAPPING_CAUSE_CONTAINER)) != 0)
+		return ID_ENOMEM;
+	return 0;
+}
+
 static int pm_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
                     const mapping_context_t *ctx, desired_identity_t *out,
                     mapping_trace_t *trace, id_err_t *err)
@@ -1881,30 +1926,24 @@ static int pm_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
 	char rule[PATH_MAX_CHARS + 32];
 	int rc;
 
-	target_fini(&pm->t);
-	if ((rc = run_eval(p, &in, &pm->out, pm->target, &pm->t, err)) != 0)
+	if ((rc = run_eval(p, &in, &pm->out, -1, NULL, err)) != 0)
 		goto out;
 	if (ctx != NULL && ctx->timing != NULL)
 		timing_export(&pm->out.timing, ctx->timing);
 	if (ctx != NULL && ctx->unique != NULL &&
 	    unique_export(&pm->out, ctx->unique) != 0)
 		goto nomem;
-	if (!pm->t.in_scope) {
-		rc = id_err_set(err, ID_ENOTFOUND,
-		                "employee %s: not in scope of target %s (%s)",
-		                out->employee_id, tn, p->version);
-		goto out;
+	/* The top level repeats the primary target's section (in scope). */
+	const policy_target_t *pt = &pm->out.targets[pm->target];
+	if (pt->in_scope) {
+		if (id_attrs_copy(&out->attributes, &pt->attributes) != 0 ||
+		    (pt->container != NULL &&
+		     (out->container = strdup(pt->container)) == NULL))
+			goto nomem;
+		for (size_t i = 0; i < pt->ngroups; i++)
+			if (desired_identity_add_group(out, pt->groups[i]) != 0)
+				goto nomem;
 	}
-	/* Move the parts into out; out was reset by mapping_apply_traced(). */
-	id_attrs_fini(&out->attributes);
-	out->attributes = pm->t.attributes;
-	id_attrs_init(&pm->t.attributes);
-	out->groups = pm->t.groups;
-	out->ngroups = pm->t.ngroups;
-	pm->t.groups = NULL;
-	pm->t.ngroups = 0;
-	out->container = pm->t.container;
-	pm->t.container = NULL;
 	out->manager_id = pm->out.manager_id;
 	pm->out.manager_id = NULL;
 
@@ -1918,11 +1957,14 @@ static int pm_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
 			goto nomem;
 	}
 	snprintf(rule, sizeof(rule), "policy:%s.groups", tn);
-	if ((rc = cause(p, tn, out, trace, MAPPING_CAUSE_GROUPS, rule, NULL)) != 0)
+	if (pt->in_scope &&
+	    (rc = cause(p, tn, out, trace, MAPPING_CAUSE_GROUPS, rule, NULL)) != 0)
 		goto nomem;
 	snprintf(rule, sizeof(rule), "policy:%s.container", tn);
 	if (out->container != NULL &&
 	    (rc = cause(p, tn, out, trace, MAPPING_CAUSE_CONTAINER, rule, NULL)) != 0)
+		goto nomem;
+	if (out->container == NULL && (out->container = strdup("")) == NULL)
 		goto nomem;
 	if (out->manager_id != NULL &&
 	    (rc = cause(p, tn, out, trace, MAPPING_CAUSE_MANAGER, "policy:manager_id",
@@ -1931,13 +1973,16 @@ static int pm_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t state,
 	if ((rc = cause(p, tn, out, trace, MAPPING_CAUSE_STATE, "policy:state",
 	                src_state)) != 0)
 		goto nomem;
+	/* Then every declared target's own section. */
+	for (size_t i = 0; i < pm->out.ntargets; i++)
+		if (section_export(p, &pm->out.targets[i], out, trace) != 0)
+			goto nomem;
 	rc = 0;
 	goto out;
 nomem:
 	rc = id_err_set(err, ID_ENOMEM, "employee %s: out of memory", out->employee_id);
 out:
 	policy_output_fini(&pm->out);
-	target_fini(&pm->t);
 	return rc;
 }
 
@@ -1947,11 +1992,22 @@ static void pm_destroy(void *impl)
 	if (pm == NULL)
 		return;
 	policy_output_fini(&pm->out);
-	target_fini(&pm->t);
 	free(pm);
 }
 
 static const mapping_ops_t policy_mapping_ops = {pm_apply, pm_destroy};
+
+mapping_t *policy_mapping_create_primary(policy_t *p, const char *preferred,
+                                         id_err_t *err)
+{
+	const char *t = preferred;
+	bool found = false;
+	for (size_t i = 0; p != NULL && preferred != NULL && i < p->ntargets; i++)
+		found = found || strcmp(p->targets[i], preferred) == 0;
+	if (p != NULL && !found && p->ntargets > 0)
+		t = p->targets[0];
+	return policy_mapping_create(p, t, err);
+}
 
 mapping_t *policy_mapping_create(policy_t *p, const char *target, id_err_t *err)
 {

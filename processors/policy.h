@@ -193,17 +193,23 @@ int policy_evaluate(policy_t *p, const policy_input_t *in, policy_output_t *out,
 const char *policy_last_traceback(const policy_t *p);
 
 /*
- * Adapter to the fold: a mapping that evaluates p for one target and fills a
- * desired identity from it (attributes, groups, container, manager_id;
- * causes with rules "policy:<target>.<attribute>", "policy:<target>.groups",
- * "policy:<target>.container", "policy:manager_id", "policy:state"; trace
- * sources from the policy's `sources` table, else every HR key the
- * evaluation read).  Its version is policy_version(p).  An employee out of
- * the target's scope gives ID_ENOTFOUND ("not in scope of target T").
+ * Adapter to the fold: a mapping that evaluates p and fills a desired
+ * identity with one section per declared target (desired_identity_t.targets:
+ * attributes, groups, container, in_scope; causes "<target>.<output>") and,
+ * at the top level, the section of the primary `target` when it is in
+ * scope (attributes, groups, container; nothing when out of scope), plus
+ * manager_id.  Causes have rules "policy:<target>.<attribute>",
+ * "policy:<target>.groups", "policy:<target>.container", "policy:manager_id",
+ * "policy:state"; trace sources come from the policy's `sources` table, else
+ * every HR key the evaluation read.  Its version is policy_version(p).
  * target must be declared by the policy (ID_EINVALID otherwise).
  * p is borrowed and must outlive the mapping; same thread rules as p.
  * Ownership: caller frees with mapping_destroy().
  */
 mapping_t *policy_mapping_create(policy_t *p, const char *target, id_err_t *err);
+/* The same with `preferred` as the primary target when p declares it, else
+ * p's first declared target. */
+mapping_t *policy_mapping_create_primary(policy_t *p, const char *preferred,
+                                         id_err_t *err);
 
 #endif

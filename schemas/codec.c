@@ -54,7 +54,8 @@ typedef struct codec_writer_def {
 static const codec_writer_def_t codec_writer_defs[] = {
     {CODEC_EMPLOYEE_EVENT, 1, "employee_event"},
     {CODEC_DESIRED_IDENTITY, 1, "desired_identity_v1"},
-    {CODEC_DESIRED_IDENTITY, 2, "desired_identity"}, /* + PRESTART */
+    {CODEC_DESIRED_IDENTITY, 2, "desired_identity_v2"}, /* + PRESTART */
+    {CODEC_DESIRED_IDENTITY, 3, "desired_identity"},    /* + targets */
     {CODEC_SINK_RESULT, 1, "sink_result"},
     {CODEC_NAME_CLAIM, 1, "name_claim"},
 };
@@ -79,6 +80,8 @@ typedef enum {
 	FT_MAP_OPT_STRING,
 	FT_ARRAY_STRING,
 	FT_ARRAY_RECORD,
+	FT_BOOLEAN,
+	FT_ARRAY_RECORD2, /* an array of records bound on its own (targets) */
 } codec_ftype_t;
 
 typedef struct codec_field {
@@ -143,6 +146,7 @@ enum {
 	DIF_CAUSE_EVENT_ID,
 	DIF_EFFECTIVE_AT,
 	DIF_CAUSES,
+	DIF_TARGETS,
 	DIF_COUNT
 };
 static const codec_field_t di_fields[DIF_COUNT] = {
@@ -157,6 +161,14 @@ static const codec_field_t di_fields[DIF_COUNT] = {
     {"cause_event_id", FT_STRING, NULL, 0},
     {"effective_at", FT_LONG, NULL, 0},
     {"causes", FT_ARRAY_RECORD, NULL, 0},
+    {"targets", FT_ARRAY_RECORD2, NULL, 0},
+};
+
+enum { TSF_NAME, TSF_IN_SCOPE, TSF_ATTRIBUTES, TSF_GROUPS, TSF_CONTAINER, TSF_COUNT };
+static const codec_field_t ts_fields[TSF_COUNT] = {
+    {"name", FT_STRING, NULL, 0},           {"in_scope", FT_BOOLEAN, NULL, 0},
+    {"attributes", FT_MAP_STRING, NULL, 0}, {"groups", FT_ARRAY_STRING, NULL, 0},
+    {"container", FT_STRING, NULL, 0},
 };
 
 enum { ACF_ATTRIBUTE, ACF_EVENT_ID, ACF_RULE, ACF_COUNT };
@@ -236,6 +248,10 @@ typedef struct codec_writer {
 	avro_value_iface_t *resolved_iface;
 	avro_value_t resolved;
 	bool has_resolved;
+	/* Or decoded with its own schema (see codec_reader_init()). */
+	avro_value_iface_t *own_iface;
+	avro_value_t own;
+	bool has_own;
 } codec_writer_t;
 
 typedef struct codec_reader {
@@ -249,6 +265,9 @@ typedef struct codec_reader {
 	 * false when the schema has fields model.h does not know. */
 	int order[CODEC_MAX_FIELDS];
 	int suborder[CODEC_MAX_FIELDS];
+	/* DesiredIdentity's TargetIdentity items (v3): index and schema order. */
+	int tsub[CODEC_MAX_FIELDS];
+	int tsorder[CODEC_MAX_FIELDS];
 	int nfields, nsub;
 	bool fast;
 } codec_reader_t;
@@ -322,6 +341,13 @@ static int codec_bind(avro_schema_t rec, const char *where, const codec_field_t 
 		case FT_ARRAY_STRING:
 			ok = is_avro_array(t) &&
 			     is_avro_string(avro_schema_array_items(t));
+			break;
+		case FT_BOOLEAN:
+			ok = is_avro_boolean(t);
+			break;
+		case FT_ARRAY_RECORD2:
+			ok = is_avro_array(t) &&
+			     is_avro_record(avro_schema_array_items(t));
 			break;
 		case FT_ARRAY_RECORD:
 			ok = is_avro_array(t) && sub != NULL;
@@ -397,6 +423,14 @@ static void codec_reader_order(codec_reader_t *r, codec_kind_t kind, avro_schema
 		for (int i = 0; r->fast && i < r->nsub; i++)
 			r->suborder[r->sub[i]] = i;
 	}
+	if (r->fast && kind == CODEC_DESIRED_IDENTITY) {
+		avro_schema_t a =
+		    avro_schema_record_field_get_by_index(s, r->idx[DIF_TARGETS]);
+		avro_schema_t item = avro_schema_array_items(a);
+		r->fast = avro_schema_record_size(item) == (size_t)TSF_COUNT;
+		for (int i = 0; r->fast && i < TSF_COUNT; i++)
+			r->tsorder[r->tsub[i]] = i;
+	}
 }
 
 static int codec_reader_init(codec_t *c, codec_kind_t kind, id_err_t *err)
@@ -422,6 +456,14 @@ static int codec_reader_init(codec_t *c, codec_kind_t kind, id_err_t *err)
 	case CODEC_DESIRED_IDENTITY:
 		rc = codec_bind(s, where, di_fields, DIF_COUNT, r->idx, ac_fields,
 		                ACF_COUNT, r->sub, err);
+		if (rc == 0) {
+			char w[128];
+			snprintf(w, sizeof(w), "%s.targets[]", where);
+			rc = codec_bind(
+			    avro_schema_array_items(avro_schema_record_field_get_by_index(
+			        s, r->idx[DIF_TARGETS])),
+			    w, ts_fields, TSF_COUNT, r->tsub, NULL, 0, NULL, err);
+		}
 		break;
 	case CODEC_NAME_CLAIM:
 		rc = codec_bind(s, where, nc_fields, NCF_COUNT, r->idx, NULL, 0, NULL,
@@ -440,11 +482,26 @@ static int codec_reader_init(codec_t *c, codec_kind_t kind, id_err_t *err)
 		return id_err_set(err, ID_ENOMEM, "schema %s: %s", where,
 		                  avro_strerror());
 	r->has_value = true;
-	/* Older writers of this kind decode through a resolver into r->value. */
+	/* Older writers of this kind decode through a resolver into r->value.
+	 * Except DesiredIdentity v1/v2: avro-c 1.11's resolver double-frees
+	 * when the reader has an array of records the writer lacks (v3's
+	 * targets).  Their fields are v3's first fields, at the same
+	 * positions, with v1's enum a prefix of v3's, so they decode with their
+	 * own schema and the same field indexes; the absent targets read as
+	 * empty (dec_targets()). */
 	for (size_t i = 0; i < CODEC_NWRITERS; i++) {
 		codec_writer_t *w = &c->writers[i];
 		if (w->def->kind != kind || w == r->current)
 			continue;
+		if (kind == CODEC_DESIRED_IDENTITY) {
+			w->own_iface = avro_generic_class_from_schema(w->schema);
+			if (w->own_iface == NULL ||
+			    avro_generic_value_new(w->own_iface, &w->own) != 0)
+				return id_err_set(err, ID_ENOMEM, "schema %s: %s",
+				                  w->def->file, avro_strerror());
+			w->has_own = true;
+			continue;
+		}
 		w->resolved_iface = avro_resolved_writer_new(w->schema, s);
 		if (w->resolved_iface == NULL)
 			return id_err_set(err, ID_ESCHEMA,
@@ -507,6 +564,10 @@ void codec_destroy(codec_t *c)
 		codec_writer_t *w = &c->writers[i];
 		if (w->has_resolved)
 			avro_value_decref(&w->resolved);
+		if (w->has_own)
+			avro_value_decref(&w->own);
+		if (w->own_iface != NULL)
+			avro_value_iface_decref(w->own_iface);
 		if (w->resolved_iface != NULL)
 			avro_value_iface_decref(w->resolved_iface);
 		if (w->schema != NULL)
@@ -1005,10 +1066,16 @@ static int codec_read(codec_t *c, codec_kind_t kind, const void *data, size_t le
 		              v_left(&v));
 	avro_reader_memory_set_source(c->in, (const char *)p + CODEC_HEADER_LEN,
 	                              (int64_t)(len - CODEC_HEADER_LEN));
+	avro_value_t *into = &r->value;
 	if (w->has_resolved) {
 		avro_resolved_writer_set_dest(&w->resolved, &r->value);
 		rc = avro_value_read(c->in, &w->resolved);
 		avro_resolved_writer_clear_dest(&w->resolved);
+	} else if (w->has_own) {
+		into = &w->own;
+		rc = avro_value_reset(into);
+		if (rc == 0)
+			rc = avro_value_read(c->in, into);
 	} else {
 		rc = avro_value_read(c->in, &r->value);
 	}
@@ -1016,7 +1083,7 @@ static int codec_read(codec_t *c, codec_kind_t kind, const void *data, size_t le
 		return id_err_set(err, rc == ENOMEM ? ID_ENOMEM : ID_EPARSE,
 		                  "decode %s v%d: %s", codec_kind_names[kind],
 		                  w->def->version, avro_strerror());
-	*rec = &r->value;
+	*rec = into;
 	return 0;
 }
 
@@ -1411,6 +1478,83 @@ static int dec_causes(avro_value_t *rec, int idx, const int *sub, desired_identi
 	return 0;
 }
 
+/* The sections of a v3 payload, sorted by name (a later duplicate wins). */
+static int dec_targets(avro_value_t *rec, int idx, const int *ts, desired_identity_t *d)
+{
+	avro_value_t a;
+	size_t n, nf = 0;
+	if (avro_value_get_size(rec, &nf) != 0)
+		return ID_EPARSE;
+	if ((size_t)idx >= nf)
+		return 0; /* a v1/v2 payload: no sections */
+	if (dec_field(rec, idx, &a) != 0 || avro_value_get_size(&a, &n) != 0)
+		return ID_EPARSE;
+	for (size_t i = 0; i < n; i++) {
+		avro_value_t e, f, g;
+		target_identity_t t;
+		size_t ng = 0;
+		int b = 0, rc;
+		target_identity_init(&t);
+		if (avro_value_get_by_index(&a, i, &e, NULL) != 0) {
+			rc = ID_EPARSE;
+			goto item_out;
+		}
+		if ((rc = dec_str(&e, ts[TSF_NAME], &t.name)) != 0 ||
+		    (rc = dec_str(&e, ts[TSF_CONTAINER], &t.container)) != 0 ||
+		    (rc = dec_map(&e, ts[TSF_ATTRIBUTES], false, &t.attributes)) != 0)
+			goto item_out;
+		if (dec_field(&e, ts[TSF_IN_SCOPE], &f) != 0 ||
+		    avro_value_get_boolean(&f, &b) != 0 ||
+		    dec_field(&e, ts[TSF_GROUPS], &g) != 0 ||
+		    avro_value_get_size(&g, &ng) != 0) {
+			rc = ID_EPARSE;
+			goto item_out;
+		}
+		t.in_scope = b != 0;
+		if (ng > 0 && (t.groups = calloc(ng, sizeof(*t.groups))) == NULL) {
+			rc = ID_ENOMEM;
+			goto item_out;
+		}
+		for (size_t k = 0; k < ng; k++) {
+			avro_value_t gv;
+			if (avro_value_get_by_index(&g, k, &gv, NULL) != 0) {
+				rc = ID_EPARSE;
+				goto item_out;
+			}
+			if ((rc = dec_string_value(&gv, &t.groups[k])) != 0)
+				goto item_out;
+			t.ngroups = k + 1;
+		}
+		if (t.ngroups > 1) {
+			size_t j = 1;
+			qsort(t.groups, t.ngroups, sizeof(*t.groups), cmp_str_ptr);
+			for (size_t k = 1; k < t.ngroups; k++) {
+				if (strcmp(t.groups[j - 1], t.groups[k]) == 0)
+					free(t.groups[k]);
+				else
+					t.groups[j++] = t.groups[k];
+			}
+			t.ngroups = j;
+		}
+		target_identity_t *slot = desired_identity_add_target(d, t.name);
+		if (slot == NULL) {
+			rc = ID_ENOMEM;
+			goto item_out;
+		}
+		char *nm = slot->name;
+		slot->name = NULL;
+		target_identity_fini(slot);
+		free(t.name);
+		t.name = nm;
+		*slot = t;
+		continue;
+	item_out:
+		target_identity_fini(&t);
+		return rc;
+	}
+	return 0;
+}
+
 int codec_decode_desired(codec_t *c, const void *data, size_t len,
                          desired_identity_t *out, id_err_t *err)
 {
@@ -1432,7 +1576,8 @@ int codec_decode_desired(codec_t *c, const void *data, size_t len,
 	    (rc = dec_str(rec, ix[DIF_POLICY_VERSION], &out->policy_version)) != 0 ||
 	    (rc = dec_str(rec, ix[DIF_CAUSE_EVENT_ID], &out->cause_event_id)) != 0 ||
 	    (rc = dec_long(rec, ix[DIF_EFFECTIVE_AT], &out->effective_at)) != 0 ||
-	    (rc = dec_causes(rec, ix[DIF_CAUSES], c->readers[K].sub, out)) != 0) {
+	    (rc = dec_causes(rec, ix[DIF_CAUSES], c->readers[K].sub, out)) != 0 ||
+	    (rc = dec_targets(rec, ix[DIF_TARGETS], c->readers[K].tsub, out)) != 0) {
 		rc = dec_rc(rc, K, err);
 		goto out;
 	}
@@ -1792,6 +1937,51 @@ static bool fast_put_str(id_buf_t *out, const char *s)
 	return true;
 }
 
+/* One TargetIdentity, its fields in schema order. */
+static bool fast_put_target(id_buf_t *out, const codec_reader_t *r,
+                            const target_identity_t *t)
+{
+	bool ok = true;
+	for (int f = 0; ok && f < TSF_COUNT; f++) {
+		switch (r->tsorder[f]) {
+		case TSF_NAME:
+			ok = fast_put_str(out, t->name);
+			break;
+		case TSF_IN_SCOPE:
+			ok = id_buf_reserve(out, 1) == 0;
+			if (ok)
+				out->data[out->len++] = t->in_scope ? 1 : 0;
+			break;
+		case TSF_ATTRIBUTES:
+			if (t->attributes.len > 0) {
+				ok = fast_put_varlong(out, (int64_t)t->attributes.len);
+				for (size_t k = 0; ok && k < t->attributes.len; k++)
+					ok = fast_put_str(out,
+					                  t->attributes.items[k].key) &&
+					     fast_put_str(out,
+					                  t->attributes.items[k].value);
+			}
+			ok = ok && fast_put_varlong(out, 0);
+			break;
+		case TSF_GROUPS:
+			if (t->ngroups > 0) {
+				ok = fast_put_varlong(out, (int64_t)t->ngroups);
+				for (size_t k = 0; ok && k < t->ngroups; k++)
+					ok = fast_put_str(out, t->groups[k]);
+			}
+			ok = ok && fast_put_varlong(out, 0);
+			break;
+		case TSF_CONTAINER:
+			ok = fast_put_str(out, t->container != NULL ? t->container : "");
+			break;
+		default:
+			ok = false;
+			break;
+		}
+	}
+	return ok;
+}
+
 /* 1 when d was encoded into out, 0 when the general path must run. */
 static int fast_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t *out)
 {
@@ -1872,6 +2062,14 @@ static int fast_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t
 			}
 			ok = ok && fast_put_varlong(out, 0);
 			break;
+		case DIF_TARGETS:
+			if (d->ntargets > 0) {
+				ok = fast_put_varlong(out, (int64_t)d->ntargets);
+				for (size_t k = 0; ok && k < d->ntargets; k++)
+					ok = fast_put_target(out, r, &d->targets[k]);
+			}
+			ok = ok && fast_put_varlong(out, 0);
+			break;
 		default:
 			ok = false;
 			break;
@@ -1935,6 +2133,34 @@ int codec_encode_desired(codec_t *c, const desired_identity_t *d, id_buf_t *out,
 		                  cause->event_id)) != 0 ||
 		    (rc = enc_str(&e, &ac, sub[ACF_RULE], "rule", cause->rule)) != 0)
 			return rc;
+	}
+	e.array = "targets";
+	const int *ts = c->readers[K].tsub;
+	for (size_t i = 0; i < d->ntargets; i++) {
+		avro_value_t ti, f;
+		const target_identity_t *t = &d->targets[i];
+		if ((rc = enc_array_item(&e, rec, ix[DIF_TARGETS], i, &ti)) != 0 ||
+		    (rc = enc_str(&e, &ti, ts[TSF_NAME], "name", t->name)) != 0 ||
+		    (rc = enc_str(&e, &ti, ts[TSF_CONTAINER], "container",
+		                  t->container != NULL ? t->container : "")) != 0 ||
+		    (rc = enc_map(&e, &ti, ts[TSF_ATTRIBUTES], "attributes", false,
+		                  &t->attributes)) != 0)
+			return rc;
+		if ((rc = avro_value_get_by_index(&ti, (size_t)ts[TSF_IN_SCOPE], &f,
+		                                  NULL)) != 0 ||
+		    (rc = avro_value_set_boolean(&f, t->in_scope ? 1 : 0)) != 0)
+			return enc_avro_fail(&e, "in_scope", rc);
+		for (size_t k = 0; k < t->ngroups; k++) {
+			avro_value_t ga, gv;
+			if (t->groups[k] == NULL)
+				return enc_fail(&e, ID_EINVALID, "groups", "is NULL");
+			if ((rc = avro_value_get_by_index(&ti, (size_t)ts[TSF_GROUPS],
+			                                  &ga, NULL)) != 0 ||
+			    (rc = avro_value_append(&ga, &gv, NULL)) != 0)
+				return enc_avro_fail(&e, "groups", rc);
+			if ((rc = enc_string_value(&e, &gv, "groups", t->groups[k])) != 0)
+				return rc;
+		}
 	}
 	return codec_frame(c, K, rec, out, err);
 }

@@ -4,6 +4,7 @@
  */
 #include "schemas/model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,7 +132,29 @@ void desired_identity_fini(desired_identity_t *d)
 		free(d->causes[i].rule);
 	}
 	free(d->causes);
+	for (size_t i = 0; i < d->ntargets; i++)
+		target_identity_fini(&d->targets[i]);
+	free(d->targets);
 	desired_identity_init(d);
+}
+
+void target_identity_init(target_identity_t *t)
+{
+	memset(t, 0, sizeof(*t));
+	id_attrs_init(&t->attributes);
+}
+
+void target_identity_fini(target_identity_t *t)
+{
+	if (t == NULL)
+		return;
+	free(t->name);
+	id_attrs_fini(&t->attributes);
+	for (size_t i = 0; i < t->ngroups; i++)
+		free(t->groups[i]);
+	free(t->groups);
+	free(t->container);
+	target_identity_init(t);
 }
 
 static int dup_opt(char **dst, const char *src)
@@ -249,10 +272,88 @@ int desired_identity_copy(desired_identity_t *dst, const desired_identity_t *src
 			                               src->causes[i].rule) != 0)
 				goto nomem;
 	}
+	if (src->ntargets > 0) {
+		if ((dst->targets = calloc(src->ntargets, sizeof(*dst->targets))) == NULL)
+			goto nomem;
+		for (size_t i = 0; i < src->ntargets; i++) {
+			target_identity_init(&dst->targets[i]);
+			dst->ntargets++;
+			if (target_identity_copy(&dst->targets[i], &src->targets[i]) != 0)
+				goto nomem;
+		}
+	}
 	return 0;
 nomem:
 	desired_identity_fini(dst);
 	return ID_ENOMEM;
+}
+
+int target_identity_copy(target_identity_t *dst, const target_identity_t *src)
+{
+	if (dst == src)
+		return 0;
+	target_identity_fini(dst);
+	dst->in_scope = src->in_scope;
+	if (dup_opt(&dst->name, src->name) || dup_opt(&dst->container, src->container) ||
+	    copy_attrs(&dst->attributes, &src->attributes) != 0)
+		goto nomem;
+	if (src->ngroups > 0) {
+		if ((dst->groups = malloc(src->ngroups * sizeof(*dst->groups))) == NULL)
+			goto nomem;
+		for (size_t i = 0; i < src->ngroups; i++) {
+			if ((dst->groups[i] = strdup(src->groups[i])) == NULL)
+				goto nomem;
+			dst->ngroups++;
+		}
+	}
+	return 0;
+nomem:
+	target_identity_fini(dst);
+	return ID_ENOMEM;
+}
+
+const target_identity_t *desired_identity_target(const desired_identity_t *d,
+                                                 const char *name)
+{
+	size_t lo = 0, hi = d->ntargets;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(d->targets[mid].name, name);
+		if (c == 0)
+			return &d->targets[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+target_identity_t *desired_identity_add_target(desired_identity_t *d, const char *name)
+{
+	size_t lo = 0, hi = d->ntargets;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(d->targets[mid].name, name);
+		if (c == 0)
+			return &d->targets[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	target_identity_t *n = realloc(d->targets, (d->ntargets + 1) * sizeof(*n));
+	if (n == NULL)
+		return NULL;
+	d->targets = n;
+	char *nm = strdup(name);
+	if (nm == NULL)
+		return NULL;
+	memmove(&d->targets[lo + 1], &d->targets[lo], (d->ntargets - lo) * sizeof(*n));
+	target_identity_init(&d->targets[lo]);
+	d->targets[lo].name = nm;
+	d->ntargets++;
+	return &d->targets[lo];
 }
 
 int desired_identity_add_group(desired_identity_t *d, const char *group)
@@ -344,7 +445,121 @@ bool desired_identity_same_target_state(const desired_identity_t *a,
 	for (size_t i = 0; i < a->ngroups; i++)
 		if (strcmp(a->groups[i], b->groups[i]) != 0)
 			return false;
+	if (a->ntargets != b->ntargets)
+		return false;
+	for (size_t i = 0; i < a->ntargets; i++)
+		if (!target_identity_equal(&a->targets[i], &b->targets[i]))
+			return false;
 	return true;
+}
+
+bool target_identity_equal(const target_identity_t *a, const target_identity_t *b)
+{
+	if (a->in_scope != b->in_scope || !str_eq(a->name, b->name) ||
+	    !str_eq(a->container, b->container) ||
+	    !id_attrs_equal(&a->attributes, &b->attributes) || a->ngroups != b->ngroups)
+		return false;
+	for (size_t i = 0; i < a->ngroups; i++)
+		if (strcmp(a->groups[i], b->groups[i]) != 0)
+			return false;
+	return true;
+}
+
+static int cmp_cause_attr(const void *a, const void *b)
+{
+	return strcmp(((const attr_cause_t *)a)->attribute,
+	              ((const attr_cause_t *)b)->attribute);
+}
+
+/* Keeps the causes named "<prefix>.<x>" as "<x>" and the shared ones
+ * ("@state", "@manager_id"); drops the rest, which described the primary
+ * target's section at the top level. */
+static void view_causes(desired_identity_t *d, const char *prefix)
+{
+	size_t pl = strlen(prefix), j = 0;
+	for (size_t i = 0; i < d->ncauses; i++) {
+		attr_cause_t *c = &d->causes[i];
+		bool mine = strncmp(c->attribute, prefix, pl) == 0 &&
+		            c->attribute[pl] == '.' && c->attribute[pl + 1] != '\0';
+		bool shared = c->attribute[0] == '@' &&
+		              strcmp(c->attribute, "@groups") != 0 &&
+		              strcmp(c->attribute, "@container") != 0;
+		if (mine)
+			memmove(c->attribute, c->attribute + pl + 1,
+			        strlen(c->attribute + pl + 1) + 1);
+		if (mine || shared) {
+			d->causes[j++] = *c;
+		} else {
+			free(c->attribute);
+			free(c->event_id);
+			free(c->rule);
+		}
+	}
+	d->ncauses = j;
+	if (j > 1)
+		qsort(d->causes, j, sizeof(*d->causes), cmp_cause_attr);
+}
+
+int desired_identity_target_view(desired_identity_t *d, const char *name, id_err_t *err)
+{
+	if (d->ntargets == 0)
+		return 0;
+	size_t idx = d->ntargets;
+	for (size_t i = 0; i < d->ntargets; i++)
+		if (strcmp(d->targets[i].name, name) == 0)
+			idx = i;
+	if (idx == d->ntargets) {
+		char list[256];
+		size_t off = 0;
+		list[0] = '\0';
+		for (size_t i = 0; i < d->ntargets && off < sizeof(list); i++) {
+			int n = snprintf(list + off, sizeof(list) - off, "%s%s",
+			                 i > 0 ? ", " : "", d->targets[i].name);
+			if (n < 0)
+				break;
+			off += (size_t)n;
+		}
+		return id_err_set(
+		    err, ID_ENOTFOUND,
+		    "employee %s: policy %s has no target \"%s\" (it declares "
+		    "%s); set the sink's target name to one of them",
+		    d->employee_id != NULL ? d->employee_id : "?",
+		    d->policy_version != NULL ? d->policy_version : "?", name, list);
+	}
+	target_identity_t *t = &d->targets[idx];
+	id_attrs_fini(&d->attributes);
+	d->attributes = t->attributes;
+	id_attrs_init(&t->attributes);
+	for (size_t i = 0; i < d->ngroups; i++)
+		free(d->groups[i]);
+	free(d->groups);
+	d->groups = t->groups;
+	d->ngroups = t->ngroups;
+	t->groups = NULL;
+	t->ngroups = 0;
+	free(d->container);
+	d->container = t->container != NULL ? t->container : strdup("");
+	t->container = NULL;
+	if (d->container == NULL)
+		return ID_ENOMEM;
+	if (!t->in_scope) {
+		for (size_t i = 0; i < d->ngroups; i++)
+			free(d->groups[i]);
+		free(d->groups);
+		d->groups = NULL;
+		d->ngroups = 0;
+		if (d->attributes.len == 0)
+			d->state = LC_PENDING;
+		else if (d->state != LC_PENDING && d->state != LC_DELETED)
+			d->state = LC_DISABLED;
+	}
+	view_causes(d, name);
+	for (size_t i = 0; i < d->ntargets; i++)
+		target_identity_fini(&d->targets[i]);
+	free(d->targets);
+	d->targets = NULL;
+	d->ntargets = 0;
+	return 0;
 }
 
 void sink_result_init(sink_result_t *r)

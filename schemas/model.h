@@ -18,12 +18,14 @@
 #include <stdint.h>
 
 #include "common/attrs.h"
+#include "common/err.h"
 
 /* Order matters: it is the Avro enum symbol order of EventType v1. */
 #define EMPLOYEE_EVENT_TYPE_MAP(X)                                                       \
 	X(HIRE)                                                                          \
 	X(UPDATE)                                                                        \
-	X(TERMINATE) X(REHIRE) X(LEAVE_START) X(LEAVE_END) X(CONVERSION) X(REEVALUATE)   \
+	X(TERMINATE)                                                                     \
+	X(REHIRE) X(LEAVE_START) X(LEAVE_END) X(CONVERSION) X(REEVALUATE)                \
 	    X(NAME_GRANTED) X(NAME_DENIED) X(POLICY_ACTIVATED)
 
 typedef enum {
@@ -82,6 +84,26 @@ typedef struct attr_cause {
 	char *rule;
 } attr_cause_t;
 
+/*
+ * One target's part of a desired identity, as the policy gave it for that
+ * target (schema v3).  An out-of-scope section (the policy said false/nil
+ * for the target) keeps the attributes and container it last had in scope,
+ * so the target can still find the account to disable it; it has no groups.
+ * Causes of a section's outputs are in desired_identity_t.causes under
+ * "<target>.<attribute>" ("<target>.@groups", "<target>.@container").
+ */
+typedef struct target_identity {
+	char *name;            /* the policy's target name, e.g. "ad" */
+	bool in_scope;         /* false: the employee has no account there */
+	id_attrs_t attributes; /* attribute → value, sorted, no NULL values */
+	char **groups;         /* sorted, unique */
+	size_t ngroups;
+	char *container; /* "" when the policy gives none */
+} target_identity_t;
+
+void target_identity_init(target_identity_t *t);
+void target_identity_fini(target_identity_t *t);
+
 typedef struct desired_identity {
 	char *employee_id;
 	int64_t version; /* monotonic per employee, starts at 1 */
@@ -96,6 +118,13 @@ typedef struct desired_identity {
 	int64_t effective_at; /* `now` of the fold that produced it */
 	attr_cause_t *causes; /* sorted by attribute */
 	size_t ncauses;
+	/* Per-target sections, sorted by name, unique (schema v3).  Empty for
+	 * the built-in mapping and for v1/v2 payloads: then every target uses
+	 * the top-level attributes, groups and container.  A policy fills one
+	 * section per declared target; the top level then repeats the section
+	 * of the processor's primary target (processor.target). */
+	target_identity_t *targets;
+	size_t ntargets;
 } desired_identity_t;
 
 void desired_identity_init(desired_identity_t *d);
@@ -114,6 +143,31 @@ int desired_identity_set_cause(desired_identity_t *d, const char *attribute,
  */
 bool desired_identity_same_target_state(const desired_identity_t *a,
                                         const desired_identity_t *b);
+
+/* The section named name, or NULL.  Borrowed. */
+const target_identity_t *desired_identity_target(const desired_identity_t *d,
+                                                 const char *name);
+/* Adds an empty section named name (keeping the list sorted) and returns
+ * it, or the existing one; NULL when out of memory.  Borrowed. */
+target_identity_t *desired_identity_add_target(desired_identity_t *d, const char *name);
+/* Deep copy of a section into dst (fini'd first).  0 or ID_ENOMEM. */
+int target_identity_copy(target_identity_t *dst, const target_identity_t *src);
+bool target_identity_equal(const target_identity_t *a, const target_identity_t *b);
+
+/*
+ * Rewrites d in place into what target `name` must converge to:
+ *  - no sections (built-in mapping, v1/v2 payloads): d is left as it is;
+ *  - the section in scope: its attributes, groups and container replace the
+ *    top level's (causes named "<name>.<x>" become "<x>");
+ *  - the section out of scope: no account there — state PENDING when the
+ *    section has no attributes (never had an account), else DISABLED (unless
+ *    PENDING or DELETED already) with the section's last attributes and no
+ *    groups;
+ *  - no such section: ID_ENOTFOUND, err naming the target, the policy
+ *    version and the targets it declares (the sink parks the employee).
+ * The sections are dropped from d afterwards.  0, ID_ENOTFOUND or ID_ENOMEM.
+ */
+int desired_identity_target_view(desired_identity_t *d, const char *name, id_err_t *err);
 
 #define SINK_OUTCOME_MAP(X) X(APPLIED) X(NOOP) X(FAILED) X(DEFERRED) X(HELD)
 

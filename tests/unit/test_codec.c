@@ -25,6 +25,7 @@
 #define FP_EMPLOYEE_EVENT_V1   UINT64_C(0x1da82f532cffe6c4)
 #define FP_DESIRED_IDENTITY_V1 UINT64_C(0x44b62c970f1f2750)
 #define FP_DESIRED_IDENTITY_V2 UINT64_C(0x9e68687fb77c486f)
+#define FP_DESIRED_IDENTITY_V3 UINT64_C(0xd34c4f0974c6ef5c)
 #define FP_SINK_RESULT_V1      UINT64_C(0xdc6e7d9662d1885a)
 
 static int setup(void **state)
@@ -104,6 +105,37 @@ static void desired_full(desired_identity_t *d)
 	    desired_identity_set_cause(d, "uid", "e-hire", "uid.first_initial_last"), 0);
 	assert_int_equal(
 	    desired_identity_set_cause(d, "cn", "9f86d081884c7d65", "cn.display"), 0);
+}
+
+/* desired_full() with the sections a policy declaring ldap, ad and scim
+ * gives (scim out of scope). */
+static void desired_sections(desired_identity_t *d)
+{
+	desired_full(d);
+	target_identity_t *t = desired_identity_add_target(d, "ldap");
+	assert_non_null(t);
+	t->in_scope = true;
+	assert_int_equal(id_attrs_copy(&t->attributes, &d->attributes), 0);
+	t->container = xstrdup("ou=Engineering");
+	t = desired_identity_add_target(d, "scim");
+	t->container = xstrdup("");
+	t = desired_identity_add_target(d, "ad");
+	t->in_scope = true;
+	assert_int_equal(id_attrs_set(&t->attributes, "sAMAccountName", "aorsted"), 0);
+	assert_int_equal(
+	    id_attrs_set(&t->attributes, "userPrincipalName", "aorsted@corp"), 0);
+	t->groups = calloc(2, sizeof(char *));
+	t->groups[0] = xstrdup("GG-All-Staff");
+	t->groups[1] = xstrdup("GG-Dept-Engineering");
+	t->ngroups = 2;
+	t->container = xstrdup("OU=Engineering,OU=Staff");
+	assert_int_equal(desired_identity_set_cause(d, "ad.sAMAccountName", "e-hire",
+	                                            "policy:ad.sAMAccountName"),
+	                 0);
+	assert_int_equal(
+	    desired_identity_set_cause(d, "ad.@groups", "e-dept", "policy:ad.groups"), 0);
+	assert_int_equal(
+	    desired_identity_set_cause(d, "@state", "e-hire", "policy:state"), 0);
 }
 
 static void desired_min(desired_identity_t *d)
@@ -202,6 +234,9 @@ static void assert_desired_equal(const desired_identity_t *got,
 		assert_string_equal(got->causes[i].event_id, want->causes[i].event_id);
 		assert_string_equal(got->causes[i].rule, want->causes[i].rule);
 	}
+	assert_int_equal(got->ntargets, want->ntargets);
+	for (size_t i = 0; i < want->ntargets; i++)
+		assert_true(target_identity_equal(&got->targets[i], &want->targets[i]));
 }
 
 static void assert_result_equal(const sink_result_t *got, const sink_result_t *want)
@@ -372,7 +407,7 @@ static void test_schema_fingerprints(void **state)
 	assert_true(codec_schema_fingerprint(c, "employee_event") ==
 	            FP_EMPLOYEE_EVENT_V1);
 	assert_true(codec_schema_fingerprint(c, "DesiredIdentity") ==
-	            FP_DESIRED_IDENTITY_V2);
+	            FP_DESIRED_IDENTITY_V3);
 	assert_true(codec_schema_fingerprint(c, "sink_result") == FP_SINK_RESULT_V1);
 	assert_true(codec_schema_fingerprint(c, "io.other.EmployeeEvent") == 0);
 	assert_true(codec_schema_fingerprint(c, "Nope") == 0);
@@ -430,11 +465,24 @@ static void roundtrip_desired(codec_t *c, const desired_identity_t *d)
 	desired_identity_init(&got);
 	if (codec_encode_desired(c, d, &b, &err) != 0)
 		fail_msg("encode: %s", err.msg);
-	assert_header(&b, FP_DESIRED_IDENTITY_V2);
+	assert_header(&b, FP_DESIRED_IDENTITY_V3);
 	if (codec_decode_desired(c, b.data, b.len, &got, &err) != 0)
 		fail_msg("decode: %s", err.msg);
 	assert_desired_equal(&got, d);
 	assert_int_equal(codec_decode_desired(c, b.data, b.len, &got, &err), 0);
+	assert_desired_equal(&got, d);
+	if (d->ntargets > 0) {
+		desired_identity_fini(&got);
+		id_buf_fini(&b);
+		return;
+	}
+	/* Without sections, v3 is the v2 body plus an empty targets array
+	 * (one 0 byte): that body read as v2 is the same identity. */
+	b.len--;
+	for (int i = 0; i < 8; i++)
+		b.data[2 + i] = (unsigned char)(FP_DESIRED_IDENTITY_V2 >> (8 * i));
+	if (codec_decode_desired(c, b.data, b.len, &got, &err) != 0)
+		fail_msg("decode as v2: %s", err.msg);
 	assert_desired_equal(&got, d);
 	/* The same body written by v1 (whose enum lacks only PRESTART, the
 	 * last symbol) reads back the same; PRESTART cannot be v1. */
@@ -463,6 +511,71 @@ static void test_desired_roundtrip(void **state)
 	desired_identity_fini(&d);
 	desired_min(&d);
 	roundtrip_desired(c, &d);
+	desired_identity_fini(&d);
+	desired_sections(&d);
+	roundtrip_desired(c, &d);
+	desired_identity_fini(&d);
+}
+
+/* What each target converges to (desired_identity_target_view()). */
+static void test_desired_target_view(void **state)
+{
+	(void)state;
+	desired_identity_t d, v;
+	id_err_t err = {0};
+	desired_sections(&d);
+	desired_identity_init(&v);
+
+	/* In scope: the section replaces the top level; its causes lose the
+	 * prefix, the shared ones stay, the top level's own ones go. */
+	assert_int_equal(desired_identity_copy(&v, &d), 0);
+	assert_int_equal(desired_identity_target_view(&v, "ad", &err), 0);
+	assert_int_equal(v.state, LC_ACTIVE);
+	assert_string_equal(id_attrs_get(&v.attributes, "sAMAccountName"), "aorsted");
+	assert_null(id_attrs_get(&v.attributes, "uid"));
+	assert_int_equal(v.ngroups, 2);
+	assert_string_equal(v.groups[0], "GG-All-Staff");
+	assert_string_equal(v.container, "OU=Engineering,OU=Staff");
+	assert_int_equal(v.ntargets, 0);
+	assert_int_equal(v.ncauses, 3);
+	assert_string_equal(v.causes[0].attribute, "@groups");
+	assert_string_equal(v.causes[0].event_id, "e-dept");
+	assert_string_equal(v.causes[1].attribute, "@state");
+	assert_string_equal(v.causes[2].attribute, "sAMAccountName");
+
+	/* Out of scope and never in scope: nothing to create. */
+	assert_int_equal(desired_identity_copy(&v, &d), 0);
+	assert_int_equal(desired_identity_target_view(&v, "scim", &err), 0);
+	assert_int_equal(v.state, LC_PENDING);
+	assert_int_equal(v.ngroups, 0);
+
+	/* Out of scope with what it last had: disabled, no groups. */
+	target_identity_t *s = desired_identity_add_target(&d, "scim");
+	assert_int_equal(id_attrs_set(&s->attributes, "userName", "asa@example.com"), 0);
+	s->groups = calloc(1, sizeof(char *));
+	s->groups[0] = xstrdup("everyone");
+	s->ngroups = 1;
+	assert_int_equal(desired_identity_copy(&v, &d), 0);
+	assert_int_equal(desired_identity_target_view(&v, "scim", &err), 0);
+	assert_int_equal(v.state, LC_DISABLED);
+	assert_int_equal(v.ngroups, 0);
+	assert_string_equal(id_attrs_get(&v.attributes, "userName"), "asa@example.com");
+
+	/* A target the policy does not declare: refused, d untouched. */
+	assert_int_equal(desired_identity_copy(&v, &d), 0);
+	assert_int_equal(desired_identity_target_view(&v, "entra", &err), ID_ENOTFOUND);
+	assert_non_null(
+	    strstr(err.msg, "has no target \"entra\" (it declares ad, ldap, scim)"));
+	assert_int_equal(v.ntargets, 3);
+
+	/* No sections (built-in mapping): every target gets the top level. */
+	desired_identity_fini(&v);
+	desired_full(&v);
+	assert_int_equal(desired_identity_target_view(&v, "anything", &err), 0);
+	assert_string_equal(id_attrs_get(&v.attributes, "uid"), "aorstedweiss");
+	assert_int_equal(v.ngroups, 2);
+
+	desired_identity_fini(&v);
 	desired_identity_fini(&d);
 }
 
@@ -634,12 +747,12 @@ static void test_decode_refuses_bad_headers(void **state)
 	assert_int_equal(codec_encode_desired(c, &d, &db, &err), 0);
 	assert_int_equal(codec_decode_event(c, db.data, db.len, &ev, &err), ID_ESCHEMA);
 	assert_msg_has(
-	    err, "payload is a DesiredIdentity (v2, fingerprint 0x9e68687fb77c486f)");
+	    err, "payload is a DesiredIdentity (v3, fingerprint 0xd34c4f0974c6ef5c)");
 	assert_msg_has(err, "expected EmployeeEvent v1 0x1da82f532cffe6c4");
 	codec_kind_t kind = CODEC_KIND_COUNT;
 	assert_int_equal(codec_peek_kind(c, db.data, db.len, &kind, &fp, &err), 0);
 	assert_int_equal(kind, CODEC_DESIRED_IDENTITY);
-	assert_true(fp == FP_DESIRED_IDENTITY_V2);
+	assert_true(fp == FP_DESIRED_IDENTITY_V3);
 	assert_int_equal(codec_peek_kind(c, "x", 1, &kind, NULL, &err), ID_EPARSE);
 	desired_identity_fini(&d);
 	id_buf_fini(&db);
@@ -935,6 +1048,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_schema_fingerprints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_roundtrip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_desired_roundtrip, setup, teardown),
+	    cmocka_unit_test(test_desired_target_view),
 	    cmocka_unit_test_setup_teardown(test_result_roundtrip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_exact_bytes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_encoding_is_deterministic, setup,

@@ -549,7 +549,7 @@ static void test_record_corrupt_bytes_refused(void **state)
 	assert_int_equal(employee_record_decode(&r, b.data, b.len, &err), ID_EPARSE);
 	assert_non_null(strstr(err.msg, "trailing"));
 	/* Unknown format. */
-	a.data[0] = 0x04;
+	a.data[0] = EMPLOYEE_RECORD_FORMAT + 1;
 	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), ID_ESCHEMA);
 	a.data[0] = EMPLOYEE_RECORD_FORMAT;
 	/* Status out of range: byte after format + len(4) + "E1001". */

@@ -347,7 +347,7 @@ static void test_deterministic_and_record_bytes(void **state)
 	assert_int_equal(employee_record_encode(&b, &bb, NULL), 0);
 	assert_int_equal(ba.len, bb.len);
 	assert_memory_equal(ba.data, bb.data, ba.len);
-	assert_int_equal(ba.data[0], 0x03);
+	assert_int_equal(ba.data[0], EMPLOYEE_RECORD_FORMAT);
 
 	id_err_t err = {0};
 	assert_int_equal(employee_record_decode(&back, ba.data, ba.len, &err), 0);
@@ -377,11 +377,18 @@ static void test_deterministic_and_record_bytes(void **state)
 	r->nnames = 0;
 	id_buf_reset(&bc);
 	assert_int_equal(employee_record_encode(r, &bc, NULL), 0);
-	bc.len -= 4; /* the empty names count */
+	bc.len -= 8; /* the empty names count, the empty targets count */
 	bc.data[0] = 0x02;
 	assert_int_equal(employee_record_decode(&old, bc.data, bc.len, &err), 0);
 	assert_int_equal(old.nnames, 0);
 	assert_int_equal(old.last.version, a.last.version);
+	/* Format 3: with names, without the targets trailer. */
+	id_buf_reset(&bc);
+	assert_int_equal(id_buf_append(&bc, ba.data, ba.len - 4), 0);
+	bc.data[0] = 0x03;
+	assert_int_equal(employee_record_decode(&old, bc.data, bc.len, &err), 0);
+	assert_string_equal(employee_record_name(&old, "username")->granted, "smith2");
+	assert_int_equal(old.last.ntargets, 0);
 	/* A format-2 record is not allowed a names trailer. */
 	assert_int_equal(employee_record_decode(&old, ba.data, ba.len, &err), 0);
 	ba.data[0] = 0x02;

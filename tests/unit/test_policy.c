@@ -453,12 +453,30 @@ static void test_adapter_scope_trace_and_targets(void **state)
 	assert_null(src_uid[4]);
 	assert_string_equal(mapping_trace_find(&tr, "@state")[0], "@lifecycle");
 
-	/* Out of scope for scim. */
-	assert_int_equal(mapping_apply(scim, &hr, LC_ACTIVE, &d, &err), ID_ENOTFOUND);
-	assert_non_null(strstr(err.msg, "employee E1: not in scope of target scim"));
+	/* Every declared target has its section; the ldap one in scope. */
+	assert_int_equal(d.ntargets, 2);
+	const target_identity_t *sl = desired_identity_target(&d, "ldap");
+	const target_identity_t *ss = desired_identity_target(&d, "scim");
+	assert_non_null(sl);
+	assert_non_null(ss);
+	assert_true(sl->in_scope);
+	assert_string_equal(id_attrs_get(&sl->attributes, "uid"), "ann");
+	assert_false(ss->in_scope);
+	assert_int_equal(ss->attributes.len, 0);
+	assert_non_null(mapping_trace_find(&tr, "ldap.uid"));
+
+	/* Out of scope for scim, the primary target of this mapping: no
+	 * error, nothing at the top level, the ldap section still there. */
+	assert_int_equal(mapping_apply(scim, &hr, LC_ACTIVE, &d, &err), 0);
+	assert_int_equal(d.attributes.len, 0);
+	assert_int_equal(d.ngroups, 0);
+	assert_false(desired_identity_target(&d, "scim")->in_scope);
+	assert_string_equal(
+	    id_attrs_get(&desired_identity_target(&d, "ldap")->attributes, "uid"), "ann");
 	assert_int_equal(id_attrs_set(&hr, "department", "Sales"), 0);
 	assert_int_equal(mapping_apply(scim, &hr, LC_ACTIVE, &d, &err), 0);
 	assert_string_equal(id_attrs_get(&d.attributes, "a"), "b");
+	assert_true(desired_identity_target(&d, "scim")->in_scope);
 
 	mapping_trace_fini(&tr);
 	desired_identity_fini(&d);
@@ -508,10 +526,30 @@ static void test_fold_with_policy(void **state)
 	assert_string_equal(id_attrs_get(&out.attributes, "title"), "Chair");
 	for (size_t i = 0; i < out.ncauses; i++) {
 		const attr_cause_t *c = &out.causes[i];
-		const char *want = strcmp(c->attribute, "title") == 0 ||
-		                           strcmp(c->attribute, "@groups") == 0
-		                       ? "ev-title" /* "Chair" is no manager title */
-		                       : "ev-hire";
+		/* The top level (the ldap section) and the sections' outputs
+		 * with declared sources: the title and the groups ("Chair" is no
+		 * manager title) come from the title change, the rest from the
+		 * hire.  An output without declared sources depends on every key
+		 * read, so the title change is its newest cause. */
+		static const char *const declared[] = {"ldap.uid",
+		                                       "ldap.title",
+		                                       "ldap.@groups",
+		                                       "ad.sAMAccountName",
+		                                       "ad.userPrincipalName",
+		                                       "ad.title",
+		                                       "ad.department",
+		                                       NULL};
+		bool check = strchr(c->attribute, '.') == NULL;
+		for (size_t k = 0; declared[k] != NULL; k++)
+			check = check || strcmp(c->attribute, declared[k]) == 0;
+		if (!check)
+			continue;
+		const char *dot = strrchr(c->attribute, '.');
+		const char *name = dot != NULL ? dot + 1 : c->attribute;
+		const char *want =
+		    strcmp(name, "title") == 0 || strcmp(name, "@groups") == 0
+		        ? "ev-title"
+		        : "ev-hire";
 		if (strcmp(c->event_id, want) != 0)
 			fail_msg("cause of %s is %s, want %s", c->attribute, c->event_id,
 			         want);
