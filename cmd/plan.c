@@ -607,7 +607,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	if ((builtin = processor_builtin_mapping(cfg, err)) == NULL ||
 	    (p->registry = policy_registry_create(builtin, "ldap", NULL, err)) == NULL ||
 	    (policy != NULL &&
-	     (candidate = policy_mapping_create_primary(policy, "ldap", err)) == NULL) ||
+	     (candidate = policy_mapping_create(policy, "ldap", err)) == NULL) ||
 	    (p->codec = codec_create(err)) == NULL ||
 	    (rk = id_kafka_consumer_create(cfg, "idstream-plan", NULL, NULL, NULL,
 	                                   err)) == NULL ||

@@ -613,7 +613,7 @@ static int deploy_check(const deploy_opts_t *o, const char *src, size_t len,
 		                  o->policy);
 	if ((p = policy_create(o->policy, src, len, NULL, err)) == NULL)
 		return err->code ? err->code : ID_EINVALID;
-	if ((m = policy_mapping_create_primary(p, "ldap", err)) == NULL) {
+	if ((m = policy_mapping_create(p, "ldap", err)) == NULL) {
 		id_err_wrap(err, "the processor maps target \"ldap\"");
 		policy_destroy(p);
 		return ID_EINVALID;

@@ -133,7 +133,8 @@ static const opt_def_t opt_table[] = {
      "loginShell of a posixAccount; empty: none."},
     {"sink.ldap.target", OPT_STR, "ldap", 0, -1,
      "Target name of the ldap sink: names its consumer group "
-     "(`<prefix>.sink.<target>`), its state and its results."},
+     "(`<prefix>.sink.<target>`), its state and its results, and the policy "
+     "section it applies (a policy must declare it)."},
     {"ad.url", OPT_STR, "ldaps://127.0.0.1:636", 0, -1,
      "Active Directory URL of the ad sink. An ldap:// URL is upgraded with StartTLS; "
      "the bind password and initial passwords never travel in clear."},
@@ -164,7 +165,8 @@ static const opt_def_t opt_table[] = {
      "New users must change their initial password at first logon."},
     {"ad.timeout_ms", OPT_INT, "10000", 100, 600000, "Timeout of each AD operation."},
     {"sink.ad.target", OPT_STR, "ad", 0, -1,
-     "Target name of the ad sink: names its consumer group, its state and its results."},
+     "Target name of the ad sink: names its consumer group, its state and its "
+     "results, and the policy section it applies (a policy must declare it)."},
     {"scim.url", OPT_STR, "http://127.0.0.1:18080/v2", 0, -1,
      "Base URL of the SCIM 2.0 service provider of the scim sink."},
     {"scim.bearer_token_file", OPT_STR, "", 0, -1,
@@ -193,7 +195,7 @@ static const opt_def_t opt_table[] = {
      "Send If-Match with the resource's ETag when the server announces ETags."},
     {"sink.scim.target", OPT_STR, "scim", 0, -1,
      "Target name of the scim sink: names its consumer group, its state and its "
-     "results."},
+     "results, and the policy section it applies (a policy must declare it)."},
     {"sink.guard.enabled", OPT_BOOL, "true", 0, -1,
      "Mass-change guard of every sink: disables and deletes beyond the limit below "
      "are held until `idstream approve TARGET` or `idstream reject TARGET`. Turn it "

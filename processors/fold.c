@@ -380,6 +380,11 @@ static bool section_output_differs(const desired_identity_t *a,
 	const char *out = dot + 1;
 	const target_identity_t *x = desired_identity_target(a, tn);
 	const target_identity_t *y = desired_identity_target(b, tn);
+	/* A version without sections gave every target its top level. */
+	target_identity_t top = {NULL,      true,       b->attributes,
+	                         b->groups, b->ngroups, b->container};
+	if (y == NULL && b->ntargets == 0)
+		y = &top;
 	if (x == NULL || y == NULL)
 		return x != y;
 	if (x->in_scope != y->in_scope)

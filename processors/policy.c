@@ -1997,18 +1997,6 @@ static void pm_destroy(void *impl)
 
 static const mapping_ops_t policy_mapping_ops = {pm_apply, pm_destroy};
 
-mapping_t *policy_mapping_create_primary(policy_t *p, const char *preferred,
-                                         id_err_t *err)
-{
-	const char *t = preferred;
-	bool found = false;
-	for (size_t i = 0; p != NULL && preferred != NULL && i < p->ntargets; i++)
-		found = found || strcmp(p->targets[i], preferred) == 0;
-	if (p != NULL && !found && p->ntargets > 0)
-		t = p->targets[0];
-	return policy_mapping_create(p, t, err);
-}
-
 mapping_t *policy_mapping_create(policy_t *p, const char *target, id_err_t *err)
 {
 	int found = -1;

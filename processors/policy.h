@@ -207,9 +207,5 @@ const char *policy_last_traceback(const policy_t *p);
  * Ownership: caller frees with mapping_destroy().
  */
 mapping_t *policy_mapping_create(policy_t *p, const char *target, id_err_t *err);
-/* The same with `preferred` as the primary target when p declares it, else
- * p's first declared target. */
-mapping_t *policy_mapping_create_primary(policy_t *p, const char *preferred,
-                                         id_err_t *err);
 
 #endif

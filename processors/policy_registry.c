@@ -226,7 +226,7 @@ static reg_entry_t *entry_get(policy_registry_t *r, const char *name, const char
 	memcpy(e->sha256, sha, sizeof(sha));
 	if ((e->policy = policy_create(name, src, len, &r->limits, err)) == NULL)
 		goto fail;
-	if ((e->mapping = policy_mapping_create_primary(e->policy, r->target, err)) == NULL)
+	if ((e->mapping = policy_mapping_create(e->policy, r->target, err)) == NULL)
 		goto fail;
 	r->cache[r->ncache++] = e;
 	return e;

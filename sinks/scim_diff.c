@@ -245,28 +245,42 @@ static const char *attr_or_null(const desired_identity_t *d, const char *key)
 	return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
+/* The value under a SCIM attribute path (a policy's scim section), else
+ * under the LDAP name the built-in mapping uses. */
+static const char *attr_either(const desired_identity_t *d, const char *scim,
+                               const char *ldap)
+{
+	const char *v = attr_or_null(d, scim);
+	return v != NULL || ldap == NULL ? v : attr_or_null(d, ldap);
+}
+
+#define SCIM_ENTERPRISE_ATTR "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:"
+
 void scim_diff_desired_fields(const scim_diff_opts_t *opts, const desired_identity_t *d,
                               const char *manager_scim_id, const char *out[SCIM_F_COUNT])
 {
-	const char *cn = attr_or_null(d, "cn");
-	const char *dn = attr_or_null(d, "displayName");
-	out[SCIM_F_USER_NAME] = attr_or_null(d, "uid");
+	const char *cn = attr_either(d, "name.formatted", "cn");
+	const char *dn = attr_either(d, "displayName", NULL);
+	const char *mail = attr_either(d, "emails[type eq \"work\"].value", "mail");
+	out[SCIM_F_USER_NAME] = attr_either(d, "userName", "uid");
 	out[SCIM_F_EXTERNAL_ID] =
 	    d->employee_id != NULL && d->employee_id[0] != '\0' ? d->employee_id : NULL;
-	out[SCIM_F_GIVEN_NAME] = attr_or_null(d, "givenName");
-	out[SCIM_F_FAMILY_NAME] = attr_or_null(d, "sn");
+	out[SCIM_F_GIVEN_NAME] = attr_either(d, "name.givenName", "givenName");
+	out[SCIM_F_FAMILY_NAME] = attr_either(d, "name.familyName", "sn");
 	out[SCIM_F_FORMATTED] = cn;
 	out[SCIM_F_DISPLAY_NAME] = dn != NULL ? dn : cn;
-	out[SCIM_F_EMAIL] = attr_or_null(d, "mail");
-	out[SCIM_F_TITLE] = attr_or_null(d, "title");
-	out[SCIM_F_USER_TYPE] = attr_or_null(d, "employeeType");
+	out[SCIM_F_EMAIL] = mail != NULL ? mail : attr_or_null(d, "emails");
+	out[SCIM_F_TITLE] = attr_either(d, "title", NULL);
+	out[SCIM_F_USER_TYPE] = attr_either(d, "userType", "employeeType");
 	out[SCIM_F_EMPLOYEE_NUMBER] = NULL;
 	out[SCIM_F_DEPARTMENT] = NULL;
 	out[SCIM_F_MANAGER] = NULL;
 	if (opts != NULL && opts->enterprise) {
-		const char *no = attr_or_null(d, "employeeNumber");
+		const char *no =
+		    attr_either(d, SCIM_ENTERPRISE_ATTR "employeeNumber", "employeeNumber");
 		out[SCIM_F_EMPLOYEE_NUMBER] = no != NULL ? no : out[SCIM_F_EXTERNAL_ID];
-		out[SCIM_F_DEPARTMENT] = attr_or_null(d, "departmentNumber");
+		out[SCIM_F_DEPARTMENT] =
+		    attr_either(d, SCIM_ENTERPRISE_ATTR "department", "departmentNumber");
 		out[SCIM_F_MANAGER] =
 		    manager_scim_id != NULL && manager_scim_id[0] != '\0'
 		        ? manager_scim_id

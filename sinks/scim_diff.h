@@ -152,7 +152,12 @@ typedef struct scim_diff_opts {
  * The desired value of every field, as borrowed pointers into d (and
  * manager_scim_id), NULL when absent; "" counts as absent.  ACTIVE points
  * to a static "true"/"false".  MANAGER is manager_scim_id.  Enterprise
- * fields are NULL unless opts->enterprise.
+ * fields are NULL unless opts->enterprise.  Each field is read under its
+ * SCIM attribute path (a policy's scim section: userName, name.givenName,
+ * name.familyName, name.formatted, displayName, emails[type eq "work"].value
+ * or emails, title, userType, urn:...:enterprise:2.0:User:employeeNumber and
+ * :department), else under the LDAP name of the built-in mapping (uid,
+ * givenName, sn, cn, mail, employeeType, employeeNumber, departmentNumber).
  */
 void scim_diff_desired_fields(const scim_diff_opts_t *opts, const desired_identity_t *d,
                               const char *manager_scim_id, const char *out[SCIM_F_COUNT]);
