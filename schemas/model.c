@@ -433,6 +433,29 @@ static bool str_eq(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
+/*
+ * True when every target of a gets the same from b: a's sections equal b's
+ * of the same name, or b's top level when b has no sections (a version
+ * without sections gives every target its top level).
+ */
+static bool same_sections(const desired_identity_t *a, const desired_identity_t *b)
+{
+	for (size_t i = 0; i < a->ntargets; i++) {
+		const target_identity_t *x = &a->targets[i];
+		if (b->ntargets > 0) {
+			const target_identity_t *y = desired_identity_target(b, x->name);
+			if (y == NULL || !target_identity_equal(x, y))
+				return false;
+			continue;
+		}
+		target_identity_t top = {x->name,   true,       b->attributes,
+		                         b->groups, b->ngroups, b->container};
+		if (!target_identity_equal(x, &top))
+			return false;
+	}
+	return true;
+}
+
 bool desired_identity_same_target_state(const desired_identity_t *a,
                                         const desired_identity_t *b)
 {
@@ -445,12 +468,7 @@ bool desired_identity_same_target_state(const desired_identity_t *a,
 	for (size_t i = 0; i < a->ngroups; i++)
 		if (strcmp(a->groups[i], b->groups[i]) != 0)
 			return false;
-	if (a->ntargets != b->ntargets)
-		return false;
-	for (size_t i = 0; i < a->ntargets; i++)
-		if (!target_identity_equal(&a->targets[i], &b->targets[i]))
-			return false;
-	return true;
+	return same_sections(a, b) && same_sections(b, a);
 }
 
 bool target_identity_equal(const target_identity_t *a, const target_identity_t *b)

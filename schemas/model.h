@@ -139,7 +139,8 @@ int desired_identity_set_cause(desired_identity_t *d, const char *attribute,
 /*
  * True when a and b describe the same identity, ignoring version,
  * cause_event_id, effective_at and causes — i.e. a new version would not
- * change anything in a target.
+ * change anything in a target.  Sections compare by what each target gets:
+ * a version without sections gives every target its top level.
  */
 bool desired_identity_same_target_state(const desired_identity_t *a,
                                         const desired_identity_t *b);
