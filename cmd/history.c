@@ -117,8 +117,25 @@ static int hist_add_desired(hist_line_t *e, const desired_identity_t *d)
 		json_array_append_new(groups, json_string(d->groups[i]));
 	}
 	id_buf_append_str(&b, "]");
+	/* The targets out of the policy's scope, by name. */
+	for (size_t i = 0, n = 0; i < d->ntargets; i++)
+		if (!d->targets[i].in_scope)
+			id_buf_printf(&b, "%s%s",
+			              n++ ? "," : " out of scope: ", d->targets[i].name);
 	id_buf_append_u8(&b, 0);
 	e->line = (char *)b.data;
+	json_t *targets = json_object();
+	for (size_t i = 0; i < d->ntargets; i++) {
+		const target_identity_t *t = &d->targets[i];
+		json_t *tg = json_array();
+		for (size_t k = 0; k < t->ngroups; k++)
+			json_array_append_new(tg, json_string(t->groups[k]));
+		json_object_set_new(
+		    targets, t->name,
+		    json_pack("{s:b, s:o, s:o, s:o}", "in_scope", t->in_scope,
+		              "attributes", attrs_json(&t->attributes), "groups", tg,
+		              "container", json_str_or_null(t->container)));
+	}
 	json_t *causes = json_object();
 	for (size_t i = 0; i < d->ncauses; i++)
 		json_object_set_new(causes, d->causes[i].attribute,
@@ -134,6 +151,8 @@ static int hist_add_desired(hist_line_t *e, const desired_identity_t *d)
 	    "policy_version", json_str_or_null(d->policy_version), "cause_event_id",
 	    json_str_or_null(d->cause_event_id), "effective_at",
 	    (json_int_t)d->effective_at, "causes", causes);
+	/* Per-target sections of a policy (empty for the built-in mapping). */
+	json_object_set_new(e->json, "targets", targets);
 	return 0;
 }
 

@@ -130,6 +130,12 @@ u=$(ad ldapsearch -b "$AD_OU" '(employeeID=E600)' title userAccountControl)
 assert_contains "$u" "title: LEAD"
 assert_contains "$u" "userAccountControl: 512" "still enabled in AD"
 
+# history: every version carries each target's section.
+h=$(ids history E600 --json)
+assert_eq "x-mjackson" "$(printf '%s' "$h" | jq -r '[.[] | select(.kind == "desired")] | last | .targets.ad.attributes.sAMAccountName')"
+assert_eq "false" "$(printf '%s' "$h" | jq -r '[.[] | select(.kind == "desired")] | last | .targets.scim.in_scope')"
+assert_contains "$(ids history E600)" "out of scope: scim"
+
 # why, per target: the AD value, its ad rule and the policy version.
 w=$(ids why E600 --target ad --attr sAMAccountName)
 assert_contains "$w" "x-mjackson" "why --target ad shows the AD value"
@@ -140,6 +146,10 @@ assert_contains "$w" "policy:ad.sAMAccountName" "why --target ad names the ad ru
 before=$(ldap_get "uid=mjackson,ou=Engineering,$T_LDAP_PEOPLE" title)
 ids --set sink.ldap.target=openldap sink ldap --until-idle >"$T_DIR/undeclared.out" \
 	2>"$T_DIR/undeclared.log" || true
-assert_contains "$(cat "$T_DIR/undeclared.log")" 'has no target "openldap" (it declares ad, ldap, scim)'
+assert_contains "$(cat "$T_DIR/undeclared.log")" 'has no target \"openldap\" (it declares ad, ldap, scim)'
+# ... and a FAILED result per employee, which history shows.
+assert_contains "$(ids history E600)" "openldap" "history shows the openldap result"
+assert_contains "$(ids history E600 --json | jq -r '.[] | select(.target == "openldap") | .outcome')" \
+	"FAILED" "FAILED result of openldap"
 assert_eq "$before" "$(ldap_get "uid=mjackson,ou=Engineering,$T_LDAP_PEOPLE" title)"
 echo ok
