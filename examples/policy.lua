@@ -42,8 +42,13 @@ It returns:
                                         -- false entries are skipped
         container  = "ou=Sales",        -- OU/container below the target's base
       },
-      scim = false,                     -- false or nil: out of scope (no account)
+      scim = false,                     -- false or nil: out of scope (no account;
+                                        -- one that leaves the scope is disabled
+                                        -- there, the other targets carry on)
     },
+    -- Each target gets its own section: the sink whose target name
+    -- (sink.<kind>.target) is "ad" applies targets.ad, in AD's attribute
+    -- names; the ldap section is also the identity's top level.
     unique = {                          -- ordered candidate lists of unique values
       username = { "asmith", "asmith2", ... },  -- (claim namespace = { candidates })
     },

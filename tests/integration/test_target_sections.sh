@@ -152,4 +152,7 @@ assert_contains "$(ids history E600)" "openldap" "history shows the openldap res
 assert_contains "$(ids history E600 --json | jq -r '.[] | select(.target == "openldap") | .outcome')" \
 	"FAILED" "FAILED result of openldap"
 assert_eq "$before" "$(ldap_get "uid=mjackson,ou=Engineering,$T_LDAP_PEOPLE" title)"
+# The sections are part of the log's decisions: a replay from offset 0 gives
+# the same bytes.
+out=$(ids replay --check) || fail "replay --check found differences: $out"
 echo ok
