@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,26 @@
 #define TZ_MAX_FILE  (256 * 1024)
 #define TZ_MAX_TYPES 256
 
+/* One end of daylight time in a footer rule: Jn, n or Mm.w.d, and the
+ * local time of day it happens at (seconds, may be negative or > 24 h). */
+typedef struct tz_rule_date {
+	char kind; /* 'J' (1..365, no Feb 29), 'D' (0..365), 'M' */
+	int n, m, w, d;
+	int32_t secs;
+} tz_rule_date_t;
+
+/* The TZif footer (RFC 8536 section 3.3, a POSIX TZ string): the rule for
+ * instants after the last transition of the file. */
+typedef struct tz_footer {
+	bool present;
+	bool has_dst;
+	int32_t std_off, dst_off; /* seconds east of UTC */
+	tz_rule_date_t start, end;
+} tz_footer_t;
+
 typedef struct tz_zone {
 	char name[65];
+	tz_footer_t footer;
 	int64_t *trans;   /* transition instants, seconds, ascending */
 	uint8_t *idx;     /* type index in force from trans[i] */
 	int32_t *offsets; /* UTC offset of each type, seconds east */
@@ -64,6 +83,216 @@ static void zone_free(tz_zone_t *z)
 	free(z->offsets);
 	free(z->isdst);
 	free(z);
+}
+
+/* ---- the footer's POSIX TZ string ---- */
+
+/* A zone abbreviation: 3+ letters, or <...> with letters, digits, + and -. */
+static bool posix_name(const char **sp)
+{
+	const char *s = *sp;
+	size_t n = 0;
+	if (*s == '<') {
+		for (s++; *s != '>' && *s != '\0'; s++, n++)
+			if (!(isalnum((unsigned char)*s) || *s == '+' || *s == '-'))
+				return false;
+		if (*s != '>' || n < 3)
+			return false;
+		*sp = s + 1;
+		return true;
+	}
+	for (; isalpha((unsigned char)*s); s++)
+		n++;
+	*sp = s;
+	return n >= 3;
+}
+
+/* [+-]hh[:mm[:ss]] with hh ≤ max, as seconds. */
+static bool posix_time(const char **sp, int max_hours, int32_t *out)
+{
+	const char *s = *sp;
+	int sign = 1, part[3] = {0, 0, 0};
+	if (*s == '+' || *s == '-')
+		sign = *s++ == '-' ? -1 : 1;
+	for (int i = 0; i < 3; i++) {
+		if (i > 0 && *s != ':')
+			break;
+		if (i > 0)
+			s++;
+		if (!isdigit((unsigned char)*s))
+			return false;
+		int v = 0;
+		for (int k = 0; k < 3 && isdigit((unsigned char)*s); k++)
+			v = v * 10 + (*s++ - '0');
+		part[i] = v;
+	}
+	if (part[0] > max_hours || part[1] > 59 || part[2] > 59)
+		return false;
+	*out = sign * (part[0] * 3600 + part[1] * 60 + part[2]);
+	*sp = s;
+	return true;
+}
+
+static bool posix_num(const char **sp, int lo, int hi, int *out)
+{
+	const char *s = *sp;
+	int v = 0, k = 0;
+	for (; isdigit((unsigned char)*s) && k < 4; s++, k++)
+		v = v * 10 + (*s - '0');
+	if (k == 0 || v < lo || v > hi)
+		return false;
+	*out = v;
+	*sp = s;
+	return true;
+}
+
+/* ,Jn | ,n | ,Mm.w.d then [/time] (default 02:00). */
+static bool posix_rule_date(const char **sp, tz_rule_date_t *r)
+{
+	const char *s = *sp;
+	if (*s++ != ',')
+		return false;
+	if (*s == 'J') {
+		s++;
+		r->kind = 'J';
+		if (!posix_num(&s, 1, 365, &r->n))
+			return false;
+	} else if (*s == 'M') {
+		s++;
+		r->kind = 'M';
+		if (!posix_num(&s, 1, 12, &r->m) || *s++ != '.' ||
+		    !posix_num(&s, 1, 5, &r->w) || *s++ != '.' ||
+		    !posix_num(&s, 0, 6, &r->d))
+			return false;
+	} else {
+		r->kind = 'D';
+		if (!posix_num(&s, 0, 365, &r->n))
+			return false;
+	}
+	r->secs = 7200;
+	if (*s == '/') {
+		s++;
+		if (!posix_time(&s, 167, &r->secs))
+			return false;
+	}
+	*sp = s;
+	return true;
+}
+
+/* Parses "std offset [dst [offset] [,start[/time],end[/time]]]".  An empty
+ * string (no rule) leaves f absent. */
+static bool footer_parse(const char *s, tz_footer_t *f)
+{
+	int32_t off;
+	memset(f, 0, sizeof(*f));
+	if (*s == '\0')
+		return true;
+	if (!posix_name(&s) || !posix_time(&s, 24, &off))
+		return false;
+	f->std_off = -off; /* POSIX offsets are west of UTC */
+	f->present = true;
+	if (*s == '\0')
+		return true;
+	if (!posix_name(&s))
+		return false;
+	f->has_dst = true;
+	f->dst_off = f->std_off + 3600;
+	if (*s != ',' && *s != '\0') {
+		if (!posix_time(&s, 24, &off))
+			return false;
+		f->dst_off = -off;
+	}
+	if (*s == '\0') { /* no rule: POSIX's default, the US rule */
+		f->start = (tz_rule_date_t){'M', 0, 3, 2, 0, 7200};
+		f->end = (tz_rule_date_t){'M', 0, 11, 1, 0, 7200};
+		return true;
+	}
+	return posix_rule_date(&s, &f->start) && posix_rule_date(&s, &f->end) &&
+	       *s == '\0';
+}
+
+static int64_t days_from_civil(int64_t y, int m, int d);
+
+static bool leap_year(int64_t y)
+{
+	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/* Local seconds since the epoch at which rule date r happens in year y. */
+static int64_t rule_local(const tz_rule_date_t *r, int64_t y)
+{
+	int64_t day;
+	if (r->kind == 'J') {
+		day = days_from_civil(y, 1, 1) + r->n - 1;
+		if (leap_year(y) && r->n >= 60)
+			day++; /* Jn never counts Feb 29 */
+	} else if (r->kind == 'D') {
+		day = days_from_civil(y, 1, 1) + r->n;
+	} else {
+		static const int mdays[] = {31, 28, 31, 30, 31, 30,
+		                            31, 31, 30, 31, 30, 31};
+		int64_t first = days_from_civil(y, r->m, 1);
+		int wd = (int)(((first % 7) + 7 + 4) % 7); /* 1970-01-01 was a Thursday */
+		int64_t d = first + ((r->d - wd) + 7) % 7 + 7 * (r->w - 1);
+		int len = mdays[r->m - 1] + (r->m == 2 && leap_year(y));
+		while (d >= first + len)
+			d -= 7; /* week 5: the last such weekday */
+		day = d;
+	}
+	return day * 86400 + r->secs;
+}
+
+/* The UTC instants daylight time starts and ends in year y. */
+static void footer_year(const tz_footer_t *f, int64_t y, int64_t *start, int64_t *end)
+{
+	*start = rule_local(&f->start, y) - f->std_off;
+	*end = rule_local(&f->end, y) - f->dst_off;
+}
+
+static int64_t year_of(int64_t t)
+{
+	int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+	return 1970 + (days * 400) / 146097; /* within a year; callers check ±1 */
+}
+
+static int32_t footer_offset(const tz_footer_t *f, int64_t t)
+{
+	if (!f->has_dst)
+		return f->std_off;
+	int64_t y = year_of(t);
+	/* The latest change at or before t among the years around it. */
+	int64_t best = INT64_MIN;
+	int32_t off = f->std_off;
+	for (int64_t yy = y - 1; yy <= y + 1; yy++) {
+		int64_t a, b;
+		footer_year(f, yy, &a, &b);
+		if (a <= t && a > best) {
+			best = a;
+			off = f->dst_off;
+		}
+		if (b <= t && b > best) {
+			best = b;
+			off = f->std_off;
+		}
+	}
+	return off;
+}
+
+/* The latest change of offset by the footer at or before t, or INT64_MIN. */
+static int64_t footer_prev_change(const tz_footer_t *f, int64_t t)
+{
+	int64_t best = INT64_MIN;
+	if (!f->has_dst)
+		return best;
+	for (int64_t yy = year_of(t) - 1; yy <= year_of(t) + 1; yy++) {
+		int64_t a, b;
+		footer_year(f, yy, &a, &b);
+		if (a <= t && a > best)
+			best = a;
+		if (b <= t && b > best)
+			best = b;
+	}
+	return best;
 }
 
 /* Parses one TZif file's bytes into z.  0 or ID_EPARSE / ID_ENOMEM. */
@@ -128,6 +357,26 @@ static int zone_parse(tz_zone_t *z, const unsigned char *b, size_t len, id_err_t
 				return id_err_set(err, ID_EPARSE,
 				                  "time zone %s: implausible UTC offset",
 				                  z->name);
+		}
+		/* Version 2+: the footer, "\n<POSIX TZ string>\n". */
+		const unsigned char *fe = b + at + body, *end = b + len;
+		if (wide && fe < end && *fe == '\n') {
+			const unsigned char *nl =
+			    memchr(fe + 1, '\n', (size_t)(end - fe - 1));
+			char tzs[128];
+			size_t n = nl != NULL ? (size_t)(nl - fe - 1) : 0;
+			if (nl == NULL || n >= sizeof(tzs))
+				return id_err_set(err, ID_EPARSE,
+				                  "time zone %s: bad TZif footer",
+				                  z->name);
+			memcpy(tzs, fe + 1, n);
+			tzs[n] = '\0';
+			if (!footer_parse(tzs, &z->footer))
+				return id_err_set(
+				    err, ID_EPARSE,
+				    "time zone %s: TZif footer \"%s\" is not a "
+				    "POSIX TZ string",
+				    z->name, tzs);
 		}
 		return 0;
 	}
@@ -204,6 +453,9 @@ static bool is_utc(const char *zone)
 /* The UTC offset in force at t (seconds). */
 static int32_t zone_offset(const tz_zone_t *z, int64_t t)
 {
+	/* After the last transition (or with none), the footer's rule. */
+	if (z->footer.present && (z->ntrans == 0 || t >= z->trans[z->ntrans - 1]))
+		return footer_offset(&z->footer, t);
 	if (z->ntrans == 0 || t < z->trans[0]) {
 		/* Before the first transition: the first standard-time type. */
 		for (size_t i = 0; i < z->ntypes; i++)
@@ -281,6 +533,11 @@ int tz_local_to_utc(const char *zone, int year, int month, int day, int hour, in
 		for (size_t i = 0; i < z->ntrans && z->trans[i] <= u; i++)
 			lo = i;
 		best = z->ntrans > 0 ? z->trans[lo] : u;
+		int64_t fc =
+		    z->footer.present ? footer_prev_change(&z->footer, u) : INT64_MIN;
+		if (fc != INT64_MIN && (z->ntrans == 0 || fc > z->trans[z->ntrans - 1]) &&
+		    fc > best)
+			best = fc;
 	}
 	*ms = best * 1000;
 	return 0;

@@ -10,8 +10,9 @@
  *
  * Determinism: results depend only on the arguments and the zone files, so
  * two machines with the same tzdata give the same instants.  Instants after
- * the last transition in the file use the last transition's offset (Debian
- * ships "fat" files with transitions until 2037).
+ * the last transition in the file follow the file's footer (the POSIX TZ
+ * rule, RFC 8536 section 3.3), so "slim" zone files (transitions only until
+ * the rule last changed) and instants after 2037 get daylight time right.
  *
  * Threads: every function may be called from several threads at once; the
  * zone cache is guarded by a mutex and zones are never freed before exit.
