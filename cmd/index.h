@@ -55,6 +55,32 @@ typedef struct index_pos {
 int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size_t *n,
                  id_err_t *err);
 
+/* Layout version of the store (0x00 "fmt"): 2 has the 'v' entries. */
+#define INDEX_FORMAT 2
+
+/* True when the store has the 'v' entries (desired versions by effective
+ * time) for everything below the identity.desired positions. */
+bool index_has_versions(state_store_t *s);
+
+/* An employee's desired version as the index knows it. */
+typedef struct index_version {
+	char *employee; /* owned */
+	int32_t partition;
+	int64_t offset;
+	int64_t version;
+	int64_t effective_at;
+} index_version_t;
+
+/*
+ * For every employee with an indexed desired version effective at or
+ * before `at`, the newest such version (ties: the higher offset), in
+ * employee id order (the store's key order).  Ownership: free *out with
+ * index_versions_free().  0 or ID_ESTATE / ID_ENOMEM.
+ */
+int index_versions_at(state_store_t *s, int64_t at, index_version_t **out, size_t *n,
+                      id_err_t *err);
+void index_versions_free(index_version_t *v, size_t n); /* NULL is a no-op */
+
 /* The offset up to which (kind, partition) is indexed: every record below it
  * is in the index.  0 when nothing is indexed. */
 int64_t index_indexed_until(state_store_t *s, int kind, int32_t partition);

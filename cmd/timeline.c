@@ -447,6 +447,51 @@ static rd_kafka_t *tl_consumer(id_config_t *cfg, bool small_fetches, bool user_f
 	return id_kafka_consumer_create(cfg, "idstream-history", NULL, NULL, NULL, err);
 }
 
+/*
+ * Partition counts of the three topics with one metadata request: the
+ * topics are made known to rk first, then their metadata is asked for
+ * together (three requests would wait one after the other).  Topic
+ * handles stay referenced by rk's cache.
+ */
+static int tl_partition_counts(rd_kafka_t *rk, tl_src_t *srcs, int32_t *counts,
+                               id_err_t *err)
+{
+	rd_kafka_topic_t *rkt[TL_KINDS] = {NULL};
+	const struct rd_kafka_metadata *md = NULL;
+	int rc = 0;
+	for (int k = 0; k < TL_KINDS; k++) {
+		counts[k] = 0;
+		if ((rkt[k] = rd_kafka_topic_new(rk, srcs[k].topic, NULL)) == NULL) {
+			rc = id_err_set(err, ID_EKAFKA, "%s: %s", srcs[k].topic,
+			                rd_kafka_err2str(rd_kafka_last_error()));
+			goto out;
+		}
+	}
+	rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, 10000);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = id_kafka_err(err, e, "reading topic metadata");
+		goto out;
+	}
+	for (int i = 0; i < md->topic_cnt; i++)
+		for (int k = 0; k < TL_KINDS; k++)
+			if (strcmp(md->topics[i].topic, srcs[k].topic) == 0 &&
+			    md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+				counts[k] = md->topics[i].partition_cnt;
+	for (int k = 0; k < TL_KINDS && rc == 0; k++)
+		if (counts[k] <= 0)
+			rc = id_err_set(err, ID_ENOTFOUND,
+			                "topic %s does not exist (run `idstream topics "
+			                "create`)",
+			                srcs[k].topic);
+out:
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	for (int k = 0; k < TL_KINDS; k++)
+		if (rkt[k] != NULL)
+			rd_kafka_topic_destroy(rkt[k]);
+	return rc;
+}
+
 /* Opens the index for reading (a secondary instance: `run` may hold it);
  * NULL when there is none or it cannot be read, and the caller scans. */
 static state_store_t *tl_index_open(const char *path)
@@ -617,19 +662,18 @@ typedef struct tl_lane {
 	id_err_t err;
 	pthread_t thread;
 	bool started;
+	bool need_metadata; /* rk has not read the topics' metadata yet */
 } tl_lane_t;
 
 static void *tl_lane_run(void *arg)
 {
 	tl_lane_t *l = arg;
-	int32_t nparts = 0;
+	int32_t nparts[TL_KINDS];
 	/* The partitions' leaders first: a consumer assigned partitions of
 	 * topics it has no metadata for yet often starts fetching only after
 	 * its next metadata refresh, a second later. */
-	for (int k = 0; k < TL_KINDS; k++)
-		if (!l->srcs[k].done)
-			(void)id_kafka_partition_count(l->rk, l->srcs[k].topic, &nparts,
-			                               NULL);
+	if (l->rk != NULL && l->need_metadata)
+		(void)tl_partition_counts(l->rk, l->srcs, nparts, NULL);
 	l->rc = tl_fetch(l->rk, l->codec, l->srcs, TL_KINDS, NULL, &l->t, &l->fetched,
 	                 &l->err);
 	return NULL;
@@ -750,8 +794,10 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 			rc = err && err->code ? err->code : ID_EKAFKA;
 			goto out;
 		}
+		lanes[j].need_metadata = true;
 		nlanes = j + 1;
 	}
+	int64_t t_consumers = tl_now_ms() - t0;
 	int64_t t_index = tl_now_ms();
 	idx = tl_index_open(ipath);
 	t_index = tl_now_ms() - t_index;
@@ -761,19 +807,22 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 		state_store_close(idx);
 		idx = NULL;
 	}
-	for (int k = 0; k < TL_KINDS && rc == 0; k++) {
+	int32_t nparts[TL_KINDS];
+	for (int k = 0; k < TL_KINDS; k++) {
 		tl_src_t *s = &srcs[k];
-		int32_t nparts = 0;
 		s->kind = (tl_kind_t)k;
 		s->key = employee;
 		s->klen = strlen(employee);
 		id_config_topic(cfg, suffixes[k], s->topic, sizeof(s->topic));
-		rc = id_kafka_partition_count(rk, s->topic, &nparts, err);
-		if (rc == 0)
-			s->part = id_kafka_partition_for_key(employee, s->klen, nparts);
 	}
+	rc = tl_partition_counts(rk, srcs, nparts, err);
+	for (int k = 0; k < TL_KINDS && rc == 0; k++)
+		srcs[k].part =
+		    id_kafka_partition_for_key(employee, srcs[k].klen, nparts[k]);
+	int64_t t_meta = tl_now_ms() - t0;
 	if (rc != 0 || (rc = tl_watermarks(rk, srcs, TL_KINDS, err)) != 0)
 		goto out;
+	int64_t t_wm = tl_now_ms() - t0;
 	for (int k = 0; k < TL_KINDS && rc == 0; k++) {
 		tl_src_t *s = &srcs[k];
 		s->scan_from = s->lo;
@@ -800,6 +849,7 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 	use = use < 1 ? 1 : use > nlanes ? nlanes : use;
 	if (rc == 0)
 		rc = tl_fetch_lanes(lanes, use, srcs, small, out, &fetched, err);
+	int64_t t_lanes = tl_now_ms() - t0;
 	if (rc == 0 && need_big) {
 		if ((rk_big = tl_consumer(cfg, false, user_fetch, err)) == NULL)
 			rc = err && err->code ? err->code : ID_EKAFKA;
@@ -814,10 +864,13 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 			qsort(out->items, out->len, sizeof(*out->items), tl_cmp);
 		id_log_debug("timeline",
 		             "employee %s: %s, %ld records read, %zu entries, %zu "
-		             "indexed (index open %lld ms, total %lld ms)",
+		             "indexed (index open %lld ms, total %lld ms; at %lld ms "
+		             "consumers, %lld metadata, %lld watermarks, %lld %zu "
+		             "lanes)",
 		             employee, used_index ? "index used" : "partition scan",
 		             fetched, out->len, npos, (long long)t_index,
-		             (long long)(tl_now_ms() - t0));
+		             (long long)(tl_now_ms() - t0), (long long)t_consumers,
+		             (long long)t_meta, (long long)t_wm, (long long)t_lanes, use);
 	}
 out:
 	for (int k = 0; k < TL_KINDS; k++)
