@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cmd/asof.h"
 #include "cmd/cli.h"
 #include "cmd/index.h"
 #include "cmd/scan.h"
@@ -47,7 +48,8 @@
 typedef struct asof {
 	codec_t *codec;
 	int64_t at;
-	id_hmap_t latest; /* employee id → desired_identity_t* (owned) */
+	id_hmap_t *latest; /* employee id → desired_identity_t* (owned) */
+	id_hmap_t raw;     /* ASOF_NEWEST scans: employee id → id_buf_t* */
 	long unreadable;
 	long decoded;
 } asof_t;
@@ -58,12 +60,12 @@ static int asof_offer(asof_t *a, desired_identity_t *d, id_err_t *err)
 {
 	if (d->effective_at > a->at || d->employee_id == NULL)
 		return 0;
-	desired_identity_t *cur = id_hmap_get(&a->latest, d->employee_id);
+	desired_identity_t *cur = id_hmap_get(a->latest, d->employee_id);
 	if (cur != NULL && cur->version >= d->version)
 		return 0;
 	if (cur == NULL) {
 		if ((cur = malloc(sizeof(*cur))) == NULL ||
-		    id_hmap_put(&a->latest, d->employee_id, cur) != 0) {
+		    id_hmap_put(a->latest, d->employee_id, cur) != 0) {
 			free(cur);
 			return id_err_set(err, ID_ENOMEM, "out of memory");
 		}
@@ -92,6 +94,60 @@ static int asof_decode_offer(asof_t *a, const rd_kafka_message_t *m, id_err_t *e
 static int asof_keep(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
 	return asof_decode_offer(opaque, m, err);
+}
+
+/*
+ * The newest version of everyone without the index: a partition holds an
+ * employee's versions in order, so the last record of each key is its
+ * newest.  Only its bytes are kept while scanning; only those are decoded.
+ */
+static int asof_keep_raw(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
+{
+	asof_t *a = opaque;
+	char key[512];
+	if (m->key == NULL || m->key_len == 0 || m->key_len >= sizeof(key))
+		return asof_decode_offer(a, m, err); /* decoded: its id decides */
+	memcpy(key, m->key, m->key_len);
+	key[m->key_len] = 0;
+	id_buf_t *b = id_hmap_get(&a->raw, key);
+	if (b == NULL) {
+		if ((b = malloc(sizeof(*b))) == NULL ||
+		    id_hmap_put(&a->raw, key, b) != 0) {
+			free(b);
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
+		id_buf_init(b);
+	}
+	b->len = 0;
+	if (id_buf_append(b, m->payload, m->len) != 0)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	return 0;
+}
+
+/* Decodes what asof_keep_raw() kept into a->latest and frees it. */
+static int asof_decode_raw(asof_t *a, id_err_t *err)
+{
+	int rc = 0;
+	desired_identity_t d;
+	desired_identity_init(&d);
+	for (size_t i = 0; i < a->raw.cap; i++) {
+		id_buf_t *b = a->raw.slots[i].value;
+		if (a->raw.slots[i].key == NULL || b == NULL)
+			continue;
+		if (rc == 0) {
+			a->decoded++;
+			if (codec_decode_desired(a->codec, b->data, b->len, &d, NULL) !=
+			    0)
+				a->unreadable++;
+			else
+				rc = asof_offer(a, &d, err);
+			desired_identity_fini(&d);
+		}
+		id_buf_fini(b);
+		free(b);
+		a->raw.slots[i].value = NULL;
+	}
+	return rc;
 }
 
 /* What to read from one partition of identity.desired. */
@@ -160,7 +216,7 @@ static int asof_watermarks(rd_kafka_t *rk, const char *topic, asof_part_t *parts
  */
 static int asof_read_indexed(rd_kafka_t *rk, const char *topic, int32_t nparts,
                              state_store_t *idx, const index_version_t *v, size_t n,
-                             asof_t *a, id_err_t *err)
+                             asof_t *a, long *read, id_err_t *err)
 {
 	asof_part_t *parts = calloc((size_t)nparts, sizeof(*parts));
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
@@ -241,6 +297,7 @@ static int asof_read_indexed(rd_kafka_t *rk, const char *topic, int32_t nparts,
 			                (int)p, rd_kafka_message_errstr(m));
 		} else {
 			bool wanted = q->wi < q->nwant && q->want[q->wi] == m->offset;
+			(*read)++;
 			if (wanted || m->offset >= q->until)
 				rc = asof_decode_offer(a, m, err);
 			next = asof_next(q, m->offset + 1);
@@ -398,6 +455,81 @@ static int asof_one(cli_t *cli, const char *employee, const char *when, int64_t 
 	return CLI_EXIT_OK;
 }
 
+void asof_latest_free(id_hmap_t *latest)
+{
+	for (size_t i = 0; i < latest->cap; i++) {
+		desired_identity_t *d = latest->slots[i].value;
+		if (latest->slots[i].key != NULL && d != NULL) {
+			desired_identity_fini(d);
+			free(d);
+		}
+	}
+	id_hmap_fini(latest);
+}
+
+int asof_collect(const id_config_t *cfg, int64_t at, id_hmap_t *latest, asof_stats_t *st,
+                 id_err_t *err)
+{
+	asof_t a = {.at = at, .latest = latest};
+	rd_kafka_t *rk = NULL;
+	state_store_t *idx = NULL;
+	index_version_t *v = NULL;
+	size_t nv = 0;
+	char topic[256];
+	int32_t nparts = 0;
+	long read = 0;
+	int rc = 0;
+	int64_t t0 = asof_now_ms(), t_walk = 0;
+	memset(st, 0, sizeof(*st));
+	id_hmap_init(&a.raw);
+	id_config_topic(cfg, "identity.desired", topic, sizeof(topic));
+	if ((a.codec = codec_create(err)) == NULL ||
+	    (rk = id_kafka_consumer_create(cfg, "idstream-as-of", NULL, NULL, NULL,
+	                                   err)) == NULL) {
+		rc = err && err->code ? err->code : ID_EKAFKA;
+		goto out;
+	}
+	if ((rc = id_kafka_partition_count(rk, topic, &nparts, err)) != 0)
+		goto out;
+	if ((idx = asof_index_open(cfg)) != NULL) {
+		if ((rc = index_versions_at(idx, at, &v, &nv, err)) != 0)
+			goto out;
+		t_walk = asof_now_ms() - t0;
+		if ((rc = asof_read_indexed(rk, topic, nparts, idx, v, nv, &a, &read,
+		                            err)) != 0)
+			goto out;
+	} else if (at == ASOF_NEWEST) {
+		if ((rc = scan_topic(rk, topic, nparts, asof_keep_raw, &a, &read, err)) !=
+		        0 ||
+		    (rc = asof_decode_raw(&a, err)) != 0)
+			goto out;
+	} else if ((rc = scan_topic(rk, topic, nparts, asof_keep, &a, &read, err)) != 0) {
+		goto out;
+	}
+	st->used_index = idx != NULL;
+	st->indexed = nv;
+	st->read = read;
+	st->decoded = a.decoded;
+	st->unreadable = a.unreadable;
+	id_log_debug("as-of",
+	             "%s: %zu employees, %ld versions decoded (%zu indexed, %ld read), "
+	             "%lld ms (index walk done at %lld ms)",
+	             idx != NULL ? "index used" : "topic scan", latest->len, a.decoded,
+	             nv, read, (long long)(asof_now_ms() - t0), (long long)t_walk);
+out:
+	for (size_t i = 0; i < a.raw.cap; i++)
+		if (a.raw.slots[i].key != NULL && a.raw.slots[i].value != NULL) {
+			id_buf_fini(a.raw.slots[i].value);
+			free(a.raw.slots[i].value);
+		}
+	id_hmap_fini(&a.raw);
+	index_versions_free(v, nv);
+	state_store_close(idx);
+	codec_destroy(a.codec);
+	id_kafka_destroy(rk);
+	return rc;
+}
+
 int cmd_asof(cli_t *cli, int argc, char **argv)
 {
 	const char *when = NULL, *employee = NULL;
@@ -419,60 +551,35 @@ int cmd_asof(cli_t *cli, int argc, char **argv)
 	}
 	if (when == NULL)
 		return cli_usage_error("as-of", "missing TIME");
-	asof_t a = {.at = 0};
-	if (timeline_parse_time(when, &a.at) != 0)
+	int64_t at = 0;
+	if (timeline_parse_time(when, &at) != 0)
 		return cli_usage_error("as-of", "cannot read TIME \"%s\"", when);
 	if (employee != NULL)
-		return asof_one(cli, employee, when, a.at, as_json);
+		return asof_one(cli, employee, when, at, as_json);
 
 	id_err_t err = {0};
 	int rc = CLI_EXIT_OK;
-	rd_kafka_t *rk = NULL;
-	state_store_t *idx = NULL;
-	index_version_t *v = NULL;
-	size_t nv = 0, n = 0;
+	id_hmap_t latest;
+	asof_stats_t st;
 	desired_identity_t **list = NULL;
-	char topic[256];
-	int32_t nparts = 0;
-	long total = 0;
-	int64_t t0 = asof_now_ms(), t_walk = 0;
-	id_hmap_init(&a.latest);
-	id_config_topic(cli->cfg, "identity.desired", topic, sizeof(topic));
+	size_t n = 0;
+	id_hmap_init(&latest);
+	/* The broker need not hold a fetch at a partition's end for long. */
 	if (!id_attrs_has(id_config_kafka(cli->cfg), "fetch.wait.max.ms"))
 		(void)id_config_set(cli->cfg, "kafka.fetch.wait.max.ms",
 		                    ASOF_FETCH_WAIT_MS, NULL);
-	if ((a.codec = codec_create(&err)) == NULL ||
-	    (rk = id_kafka_consumer_create(cli->cfg, "idstream-as-of", NULL, NULL, NULL,
-	                                   &err)) == NULL ||
-	    id_kafka_partition_count(rk, topic, &nparts, &err) != 0) {
+	if (asof_collect(cli->cfg, at, &latest, &st, &err) != 0) {
 		rc = cli_fail("as-of", &err);
 		goto out;
 	}
-	if ((idx = asof_index_open(cli->cfg)) != NULL) {
-		if (index_versions_at(idx, a.at, &v, &nv, &err) != 0 ||
-		    (t_walk = asof_now_ms() - t0) < 0 ||
-		    asof_read_indexed(rk, topic, nparts, idx, v, nv, &a, &err) != 0) {
-			rc = cli_fail("as-of", &err);
-			goto out;
-		}
-		total = a.decoded;
-	} else if (scan_topic(rk, topic, nparts, asof_keep, &a, &total, &err) != 0) {
-		rc = cli_fail("as-of", &err);
-		goto out;
-	}
-	id_log_debug("as-of",
-	             "%s: %zu employees, %ld versions decoded (%zu indexed), %lld ms "
-	             "(index walk done at %lld ms)",
-	             idx != NULL ? "index used" : "topic scan", a.latest.len, a.decoded,
-	             nv, (long long)(asof_now_ms() - t0), (long long)t_walk);
-	if (a.unreadable > 0)
+	if (st.unreadable > 0)
 		fprintf(stderr,
 		        "idstream: as-of: %ld desired versions could not be decoded\n",
-		        a.unreadable);
-	list = malloc((a.latest.len ? a.latest.len : 1) * sizeof(*list));
-	for (size_t i = 0; list != NULL && i < a.latest.cap; i++)
-		if (a.latest.slots[i].key != NULL)
-			list[n++] = a.latest.slots[i].value;
+		        st.unreadable);
+	list = malloc((latest.len ? latest.len : 1) * sizeof(*list));
+	for (size_t i = 0; list != NULL && i < latest.cap; i++)
+		if (latest.slots[i].key != NULL)
+			list[n++] = latest.slots[i].value;
 	if (list == NULL) {
 		rc = cli_fail("out of memory", NULL);
 		goto out;
@@ -504,21 +611,10 @@ int cmd_asof(cli_t *cli, int argc, char **argv)
 			printf("\n");
 		}
 		printf("%zu employees at %s (%ld desired versions read)\n", n, when,
-		       total);
+		       st.read);
 	}
 out:
 	free(list);
-	for (size_t i = 0; i < a.latest.cap; i++) {
-		desired_identity_t *d = a.latest.slots[i].value;
-		if (a.latest.slots[i].key != NULL && d != NULL) {
-			desired_identity_fini(d);
-			free(d);
-		}
-	}
-	id_hmap_fini(&a.latest);
-	index_versions_free(v, nv);
-	state_store_close(idx);
-	codec_destroy(a.codec);
-	id_kafka_destroy(rk);
+	asof_latest_free(&latest);
 	return rc;
 }

@@ -51,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cmd/asof.h"
 #include "cmd/cli.h"
 #include "cmd/report.h"
 #include "cmd/scan.h"
@@ -68,8 +69,8 @@
 #define PLAN_FORMAT "idstream-plan/1"
 
 typedef struct plan_emp {
-	employee_record_t rec;      /* scratch fold state */
-	desired_identity_t planned; /* the replay's newest output */
+	employee_record_t rec;      /* scratch fold state; rec.last is the
+	                               replay's newest output (has_planned) */
 	desired_identity_t current; /* newest in identity.desired */
 	bool has_planned, has_current;
 	int32_t partition; /* input partition of the employee's events; -1: none */
@@ -87,6 +88,8 @@ typedef struct plan {
 	id_hmap_t emps;
 	fold_claims_t claims; /* reported by each fold; only pending ones matter */
 	long events, refused, activations, assumed;
+	long current_read;    /* identity.desired records read for `current` */
+	bool current_indexed; /* ... through the index */
 	bool progress;
 	long total_hint;
 	time_t started;
@@ -103,7 +106,6 @@ static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
 		return NULL;
 	}
 	employee_record_init(&e->rec);
-	desired_identity_init(&e->planned);
 	desired_identity_init(&e->current);
 	e->partition = -1;
 	return e;
@@ -141,7 +143,6 @@ static int cmp_key(const void *x, const void *y)
 static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
                            const employee_event_t *ev, id_err_t *err)
 {
-	desired_identity_t d;
 	const char **ids = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*ids));
 	size_t n = 0;
 	int rc = 0;
@@ -153,25 +154,20 @@ static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
 			ids[n++] = p->emps.slots[i].key;
 	}
 	qsort(ids, n, sizeof(*ids), cmp_key);
-	desired_identity_init(&d);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
 		bool emitted = false;
 		fold_claims_clear(&p->claims);
-		int frc = fold_reevaluate_claims(&e->rec, ev, m, &d, &emitted, &p->claims,
-		                                 NULL);
+		int frc = fold_reevaluate_claims(&e->rec, ev, m, NULL, &emitted,
+		                                 &p->claims, NULL);
 		if (frc == ID_ENOMEM) {
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		} else if (frc != 0) {
 			p->refused++;
 		} else if (emitted) {
-			desired_identity_fini(&e->planned);
-			e->planned = d;
-			desired_identity_init(&d);
 			e->has_planned = true;
 		}
 	}
-	desired_identity_fini(&d);
 	free(ids);
 	return rc;
 }
@@ -187,12 +183,10 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
 	plan_t *p = opaque;
 	employee_event_t ev;
-	desired_identity_t d;
 	bool emitted = false;
 	int rc = 0;
 	int32_t part = m->partition;
 	employee_event_init(&ev);
-	desired_identity_init(&d);
 	p->events++;
 	plan_progress(p, false);
 	if (part < 0 || part >= p->nparts ||
@@ -228,7 +222,7 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 	const mapping_t *map =
 	    candidate ? p->candidate : policy_registry_mapping(p->registry, part);
 	fold_claims_clear(&p->claims);
-	int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted, &p->claims, NULL);
+	int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted, &p->claims, NULL);
 	if (frc == ID_ENOMEM) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -237,14 +231,9 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 		p->refused++;
 		goto out;
 	}
-	if (emitted) {
-		desired_identity_fini(&e->planned);
-		e->planned = d;
-		desired_identity_init(&d);
+	if (emitted)
 		e->has_planned = true;
-	}
 out:
-	desired_identity_fini(&d);
 	employee_event_fini(&ev);
 	return rc;
 }
@@ -257,7 +246,6 @@ out:
  */
 static int plan_assume_grants(plan_t *p, id_err_t *err)
 {
-	desired_identity_t d;
 	employee_event_t ev;
 	const char **ids = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*ids));
 	size_t n = 0;
@@ -268,7 +256,6 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 		if (p->emps.slots[i].key != NULL && p->emps.slots[i].value != NULL)
 			ids[n++] = p->emps.slots[i].key;
 	qsort(ids, n, sizeof(*ids), cmp_key);
-	desired_identity_init(&d);
 	employee_event_init(&ev);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
@@ -305,7 +292,7 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 			}
 			bool emitted = false;
 			fold_claims_clear(&p->claims);
-			int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted,
+			int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted,
 			                            &p->claims, NULL);
 			p->assumed++;
 			if (frc == ID_ENOMEM) {
@@ -314,42 +301,48 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 				p->refused++;
 				break;
 			} else if (emitted) {
-				desired_identity_fini(&e->planned);
-				e->planned = d;
-				desired_identity_init(&d);
 				e->has_planned = true;
 			}
 		}
 	}
 	employee_event_fini(&ev);
-	desired_identity_fini(&d);
 	free(ids);
 	return rc;
 }
 
-/* Keeps the newest version of each employee in identity.desired. */
-static int plan_current(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
+/*
+ * Takes the current desired identities (the newest version of each
+ * employee in identity.desired, read through the index when it is there:
+ * cmd/asof.h) as the employees' `current`.  *n counts them.
+ */
+static int plan_currents(const id_config_t *cfg, plan_t *p, long *n, id_err_t *err)
 {
-	plan_t *p = opaque;
-	desired_identity_t d;
-	desired_identity_init(&d);
-	if (codec_decode_desired(p->codec, m->payload, m->len, &d, NULL) != 0) {
-		desired_identity_fini(&d);
-		return 0;
-	}
-	plan_emp_t *e = plan_emp(p, d.employee_id, err);
-	if (e == NULL) {
-		desired_identity_fini(&d);
-		return ID_ENOMEM;
-	}
-	if (!e->has_current || d.version > e->current.version) {
+	id_hmap_t latest;
+	asof_stats_t st;
+	int rc = 0;
+	id_hmap_init(&latest);
+	if ((rc = asof_collect(cfg, ASOF_NEWEST, &latest, &st, err)) != 0)
+		goto out;
+	for (size_t i = 0; i < latest.cap && rc == 0; i++) {
+		desired_identity_t *d = latest.slots[i].value;
+		if (latest.slots[i].key == NULL || d == NULL)
+			continue;
+		plan_emp_t *e = plan_emp(p, latest.slots[i].key, err);
+		if (e == NULL) {
+			rc = ID_ENOMEM;
+			break;
+		}
 		desired_identity_fini(&e->current);
-		e->current = d;
+		e->current = *d; /* moved */
+		desired_identity_init(d);
 		e->has_current = true;
-	} else {
-		desired_identity_fini(&d);
+		(*n)++;
 	}
-	return 0;
+	p->current_read = st.read;
+	p->current_indexed = st.used_index;
+out:
+	asof_latest_free(&latest);
+	return rc;
 }
 
 /* Counters of the summary.  Group changes are counted per group. */
@@ -392,11 +385,11 @@ static bool has_group(const desired_identity_t *d, const char *g)
 	return false;
 }
 
-/* Diffs one employee; returns a JSON object of the changes or NULL. */
-static json_t *plan_diff(const char *id, const plan_emp_t *e, plan_sum_t *s)
+/* Diffs one employee's current identity a with the planned b (either may
+ * be NULL: none); returns a JSON object of the changes or NULL. */
+static json_t *plan_diff(const char *id, const desired_identity_t *a,
+                         const desired_identity_t *b, plan_sum_t *s)
 {
-	const desired_identity_t *a = e->has_current ? &e->current : NULL;
-	const desired_identity_t *b = e->has_planned ? &e->planned : NULL;
 	if (a != NULL && b != NULL && desired_identity_same_target_state(a, b)) {
 		s->unchanged++;
 		return NULL;
@@ -533,7 +526,6 @@ static void plan_fini(plan_t *p)
 		plan_emp_t *e = p->emps.slots[i].value;
 		if (p->emps.slots[i].key != NULL && e != NULL) {
 			employee_record_fini(&e->rec);
-			desired_identity_fini(&e->planned);
 			desired_identity_fini(&e->current);
 			free(e);
 		}
@@ -645,7 +637,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 			goto out;
 	if ((rc = plan_assume_grants(p, err)) != 0)
 		goto out;
-	if ((rc = scan_topic(rk, out_topic, nout, plan_current, p, &ncur, err)) != 0)
+	if ((rc = plan_currents(cfg, p, &ncur, err)) != 0)
 		goto out;
 	plan_progress(p, true);
 
@@ -655,7 +647,9 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		json_t *d = plan_diff(keys[i], id_hmap_get(&p->emps, keys[i]), &s);
+		const plan_emp_t *e = id_hmap_get(&p->emps, keys[i]);
+		json_t *d = plan_diff(keys[i], e->has_current ? &e->current : NULL,
+		                      e->has_planned ? &e->rec.last : NULL, &s);
 		if (d != NULL)
 			json_array_append_new(diffs, d);
 	}
@@ -865,35 +859,8 @@ out:
 
 /* Newest desired version per employee, after the deployment. */
 typedef struct apply_after {
-	codec_t *codec;
-	id_hmap_t latest; /* employee id → desired_identity_t* */
+	id_hmap_t latest; /* employee id → desired_identity_t* (cmd/asof.h) */
 } apply_after_t;
-
-static int apply_keep(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
-{
-	apply_after_t *a = opaque;
-	desired_identity_t d;
-	desired_identity_init(&d);
-	if (codec_decode_desired(a->codec, m->payload, m->len, &d, NULL) != 0)
-		return 0;
-	desired_identity_t *cur = id_hmap_get(&a->latest, d.employee_id);
-	if (cur != NULL && cur->version >= d.version) {
-		desired_identity_fini(&d);
-		return 0;
-	}
-	if (cur == NULL) {
-		if ((cur = malloc(sizeof(*cur))) == NULL ||
-		    id_hmap_put(&a->latest, d.employee_id, cur) != 0) {
-			free(cur);
-			desired_identity_fini(&d);
-			return id_err_set(err, ID_ENOMEM, "out of memory");
-		}
-		desired_identity_init(cur);
-	}
-	desired_identity_fini(cur);
-	*cur = d;
-	return 0;
-}
 
 /*
  * The offset the processor's group must have committed on each partition
@@ -1116,7 +1083,7 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	json_t *planned = NULL, *now = NULL, *actual = json_array();
 	policy_t *policy = NULL;
 	plan_t p;
-	apply_after_t after = {NULL, {0}};
+	apply_after_t after = {{0}};
 	rd_kafka_t *rk = NULL;
 	char topic[256], out_topic[256], reason_buf[512];
 	plan_sum_t s;
@@ -1215,11 +1182,8 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	}
 
 	/* Actual: each employee's newest version now against the one before. */
-	int32_t nout = 0;
-	long nread = 0;
-	if ((after.codec = codec_create(&err)) == NULL ||
-	    id_kafka_partition_count(rk, out_topic, &nout, &err) != 0 ||
-	    scan_topic(rk, out_topic, nout, apply_keep, &after, &nread, &err) != 0) {
+	asof_stats_t ast;
+	if (asof_collect(cli->cfg, ASOF_NEWEST, &after.latest, &ast, &err) != 0) {
 		cli_fail("apply: reading the result", &err);
 		goto out;
 	}
@@ -1228,11 +1192,8 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	for (size_t i = 0; keys != NULL && i < n; i++) {
 		plan_emp_t *e = id_hmap_get(&p.emps, keys[i]);
 		desired_identity_t *a = id_hmap_get(&after.latest, keys[i]);
-		plan_emp_t view = *e; /* before = current, after = planned slot */
-		view.has_planned = a != NULL;
-		if (a != NULL)
-			view.planned = *a;
-		json_t *d = plan_diff(keys[i], &view, &s);
+		json_t *d =
+		    plan_diff(keys[i], e->has_current ? &e->current : NULL, a, &s);
 		if (d != NULL)
 			json_array_append_new(actual, d);
 	}
@@ -1248,13 +1209,7 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 		print_differences("planned", is, "actual", actual);
 	}
 out:
-	for (size_t i = 0; i < after.latest.cap; i++)
-		if (after.latest.slots[i].key != NULL) {
-			desired_identity_fini(after.latest.slots[i].value);
-			free(after.latest.slots[i].value);
-		}
-	id_hmap_fini(&after.latest);
-	codec_destroy(after.codec);
+	asof_latest_free(&after.latest);
 	sum_free(&s.attr_updates);
 	sum_free(&s.group_adds);
 	sum_free(&s.group_removes);
