@@ -67,6 +67,9 @@
 #include "schemas/codec.h"
 
 #define PLAN_FORMAT "idstream-plan/1"
+/* The policy target the processor publishes (cmd/process.c), and so the one
+ * whose identities are replayed and compared; the summary is this target's. */
+#define PLAN_TARGET "ldap"
 
 typedef struct plan_emp {
 	employee_record_t rec;      /* scratch fold state; rec.last is the
@@ -92,7 +95,7 @@ typedef struct plan {
 	bool current_indexed; /* ... through the index */
 	bool progress;
 	long total_hint;
-	time_t started;
+	double started, drawn; /* monotonic seconds */
 } plan_t;
 
 static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
@@ -111,26 +114,43 @@ static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
 	return e;
 }
 
+static double plan_now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The progress bar (a terminal only): redrawn at most every 200 ms; the
+ * total counts the partitions' offsets, transaction markers included, so
+ * the last line says what was replayed instead. */
 static void plan_progress(plan_t *p, bool done)
 {
-	if (!p->progress || (!done && p->events % 5000 != 0))
+	if (!p->progress || (!done && p->events % 1000 != 0))
 		return;
-	double secs = difftime(time(NULL), p->started);
+	double now = plan_now_s(), secs = now - p->started;
+	if (!done && now - p->drawn < 0.2)
+		return;
+	p->drawn = now;
 	double rate = secs > 0 ? (double)p->events / secs : 0;
-	if (p->total_hint > 0) {
+	if (done) {
+		fprintf(stderr, "\rreplayed %ld events in %.1f s, %.0f events/s%20s\n",
+		        p->events, secs, rate, "");
+	} else if (p->total_hint > 0) {
 		double left = rate > 0 ? (double)(p->total_hint - p->events) / rate : 0;
-		fprintf(
-		    stderr,
-		    "\rreplaying: %ld/%ld events (%.0f%%), %.0f events/s, %.0f s left   ",
-		    p->events, p->total_hint,
-		    100.0 * (double)p->events / (double)p->total_hint, rate,
-		    left > 0 ? left : 0);
+		int pct = (int)(100.0 * (double)p->events / (double)p->total_hint);
+		char bar[21];
+		for (int i = 0; i < 20; i++)
+			bar[i] = i < pct / 5 ? '#' : '.';
+		bar[20] = 0;
+		fprintf(stderr,
+		        "\rreplaying [%s] %ld/%ld events (%d%%), %.0f events/s, %.0f s "
+		        "left   ",
+		        bar, p->events, p->total_hint, pct, rate, left > 0 ? left : 0);
 	} else {
 		fprintf(stderr, "\rreplaying: %ld events, %.0f events/s   ", p->events,
 		        rate);
 	}
-	if (done)
-		fputc('\n', stderr);
 }
 
 static int cmp_key(const void *x, const void *y)
@@ -597,9 +617,10 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	id_config_topic(cfg, "hr.events", in_topic, sizeof(in_topic));
 	id_config_topic(cfg, "identity.desired", out_topic, sizeof(out_topic));
 	if ((builtin = processor_builtin_mapping(cfg, err)) == NULL ||
-	    (p->registry = policy_registry_create(builtin, "ldap", NULL, err)) == NULL ||
+	    (p->registry = policy_registry_create(builtin, PLAN_TARGET, NULL, err)) ==
+	        NULL ||
 	    (policy != NULL &&
-	     (candidate = policy_mapping_create(policy, "ldap", err)) == NULL) ||
+	     (candidate = policy_mapping_create(policy, PLAN_TARGET, err)) == NULL) ||
 	    (p->codec = codec_create(err)) == NULL ||
 	    (rk = id_kafka_consumer_create(cfg, "idstream-plan", NULL, NULL, NULL,
 	                                   err)) == NULL ||
@@ -628,7 +649,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 		json_array_append_new(ends, json_integer(hi));
 	}
 	p->progress = progress;
-	p->started = time(NULL);
+	p->started = plan_now_s();
 	if ((rc = scan_topic(rk, in_topic, nin, plan_fold, p, &scanned, err)) != 0)
 		goto out;
 	/* Partitions without an event after --at switch at the end. */
@@ -637,9 +658,9 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 			goto out;
 	if ((rc = plan_assume_grants(p, err)) != 0)
 		goto out;
+	plan_progress(p, true);
 	if ((rc = plan_currents(cfg, p, &ncur, err)) != 0)
 		goto out;
-	plan_progress(p, true);
 
 	size_t n = 0;
 	if ((keys = plan_sorted_ids(p, &n)) == NULL) {
@@ -665,6 +686,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
 	}
+	json_object_set_new(*doc, "target", json_string(PLAN_TARGET));
 	json_object_set_new(*doc, "employees_changed", diffs);
 	diffs = NULL;
 out:
@@ -714,7 +736,8 @@ static void plan_print(json_t *doc)
 		printf("no changes\n");
 		return;
 	}
-	printf("%zu employees change:\n", changed);
+	printf("%zu employees change in target %s:\n", changed,
+	       json_string_value(json_object_get(doc, "target")));
 	printf("  %6ld creates\n  %6ld with attribute updates\n  %6ld renames\n"
 	       "  %6ld moves\n  %6ld disables\n  %6ld enables\n  %6ld deletes\n",
 	       jint(sum, "creates"), jint(sum, "attribute_updates"), jint(sum, "renames"),
@@ -752,20 +775,28 @@ static void plan_usage(void)
 	    "[--json]\n"
 	    "                     [--html FILE]\n"
 	    "\n"
-	    "Replays hr.events from the start into scratch state and lists what would\n"
-	    "change against the current desired identities: a summary per kind of\n"
-	    "change and each employee's diff. Without --policy the replay follows the\n"
-	    "policies deployed in the log (so an unchanged history has no changes);\n"
-	    "with --policy, NEW is active from the start instead. Reads production\n"
-	    "topics only; writes nothing. Exit status: 0 no changes, 2 changes, 1 "
-	    "error.\n"
+	    "Replays hr.events from the start into scratch state (in memory: no "
+	    "consumer\n"
+	    "group, no state folder, nothing written) and lists what would change\n"
+	    "against the current desired identities of target " PLAN_TARGET
+	    ": a summary per kind\n"
+	    "of change (creates, attribute updates, renames, moves, group joins and\n"
+	    "leaves per group, disables, enables, deletes) and each employee's diff.\n"
+	    "Without --policy the replay follows the policies deployed in the log (so "
+	    "an\n"
+	    "unchanged history has no changes); with --policy, NEW is active from the\n"
+	    "start instead. On a terminal a progress bar shows the events replayed, the\n"
+	    "rate and the time left.\n"
 	    "\n"
-	    "  --policy FILE  the candidate Lua policy (its ldap target is compared)\n"
+	    "  --policy FILE  the candidate Lua policy (its " PLAN_TARGET
+	    " target is compared)\n"
 	    "  --at TIME      the log's policies up to TIME, NEW from TIME on, as if\n"
 	    "                 deployed then (YYYY-MM-DD or ISO-8601)\n"
 	    "  --out FILE     also write the plan (JSON) for `idstream apply FILE`\n"
 	    "  --json         the whole plan as JSON\n"
-	    "  --html FILE    also write the plan as a self-contained HTML page\n");
+	    "  --html FILE    also write the plan as a self-contained HTML page\n"
+	    "\n"
+	    "Exit status: 0 no changes, 2 changes, 1 error.\n");
 }
 
 int cmd_plan(cli_t *cli, int argc, char **argv)
