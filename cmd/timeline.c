@@ -32,6 +32,7 @@
 #include "cmd/timeline.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,10 @@ static int tl_take(codec_t *codec, tl_kind_t kind, const rd_kafka_message_t *m,
 #define TL_LANE_MIN_WANTS 12
 /* Markers read at most to find the causes a timeline names. */
 #define TL_MARKERS_MAX 64
+
+/* Seeks made by the reads of this process (the debug log reports them:
+ * each is a round trip to the broker). */
+static atomic_long tl_seeks;
 
 /* A position of a record in one partition and its Kafka timestamp. */
 typedef struct tl_off {
@@ -349,6 +354,7 @@ static int tl_fetch(rd_kafka_t *rk, codec_t *codec, tl_src_t *srcs, size_t n,
 			s->expect = m->offset + 1;
 			/* A far offset: jump (the fetches in flight are dropped). */
 			if (next > m->offset + 1 + TL_GAP_MAX) {
+				atomic_fetch_add(&tl_seeks, 1);
 				e = rd_kafka_seek(m->rkt, s->part, next, 0);
 				if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
 					rc = id_kafka_err(err, e, "seeking");
@@ -864,13 +870,14 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 			qsort(out->items, out->len, sizeof(*out->items), tl_cmp);
 		id_log_debug("timeline",
 		             "employee %s: %s, %ld records read, %zu entries, %zu "
-		             "indexed (index open %lld ms, total %lld ms; at %lld ms "
-		             "consumers, %lld metadata, %lld watermarks, %lld %zu "
-		             "lanes)",
+		             "indexed (%ld seeks; index open %lld ms, total %lld ms; at "
+		             "%lld ms consumers, %lld metadata, %lld watermarks, %lld "
+		             "%zu lanes)",
 		             employee, used_index ? "index used" : "partition scan",
-		             fetched, out->len, npos, (long long)t_index,
-		             (long long)(tl_now_ms() - t0), (long long)t_consumers,
-		             (long long)t_meta, (long long)t_wm, (long long)t_lanes, use);
+		             fetched, out->len, npos, atomic_load(&tl_seeks),
+		             (long long)t_index, (long long)(tl_now_ms() - t0),
+		             (long long)t_consumers, (long long)t_meta, (long long)t_wm,
+		             (long long)t_lanes, use);
 	}
 out:
 	for (int k = 0; k < TL_KINDS; k++)
