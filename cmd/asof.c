@@ -5,7 +5,8 @@
  * not after TIME.  An employee without such a version (hired later) is
  * absent.
  *
- * One employee: its timeline (cmd/timeline.h), read through the index.
+ * One employee: its desired versions (cmd/timeline.h: only those, not its
+ * events and results), read through the index.
  *
  * Everyone: the index (cmd/index.c) has each desired version under its
  * employee ordered by effective time ('v' entries), so one walk over them
@@ -426,7 +427,8 @@ static int asof_one(cli_t *cli, const char *employee, const char *when, int64_t 
 {
 	id_err_t err = {0};
 	timeline_t t;
-	if (timeline_load(cli->cfg, employee, &t, &err) != 0) {
+	if (timeline_load_kinds(cli->cfg, employee, TL_KIND_BIT(TL_DESIRED), &t, &err) !=
+	    0) {
 		timeline_fini(&t);
 		return cli_fail("as-of", &err);
 	}

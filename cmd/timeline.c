@@ -520,6 +520,31 @@ static int64_t tl_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The index part of a load, run beside the Kafka requests. */
+typedef struct tl_index_job {
+	const char *path, *employee;
+	int64_t t0, ms; /* start; how long the open took */
+	state_store_t *idx;
+	index_pos_t *pos;
+	size_t npos;
+	pthread_t thread;
+} tl_index_job_t;
+
+static void *tl_index_run(void *arg)
+{
+	tl_index_job_t *j = arg;
+	id_err_t ierr = {0};
+	j->idx = tl_index_open(j->path);
+	j->ms = tl_now_ms() - j->t0;
+	if (j->idx != NULL &&
+	    index_lookup(j->idx, j->employee, &j->pos, &j->npos, &ierr) != 0) {
+		id_log_debug("timeline", "index lookup failed: %s", ierr.msg);
+		state_store_close(j->idx);
+		j->idx = NULL;
+	}
+	return NULL;
+}
+
 static int tl_cmp(const void *a, const void *b)
 {
 	const tl_entry_t *x = a, *y = b;
@@ -763,6 +788,12 @@ static int tl_fetch_lanes(tl_lane_t *lanes, size_t nlanes, tl_src_t *srcs,
 
 int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_err_t *err)
 {
+	return timeline_load_kinds(cfg, employee, TL_ALL_KINDS, out, err);
+}
+
+int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
+                        timeline_t *out, id_err_t *err)
+{
 	int rc = 0;
 	long fetched = 0;
 	bool used_index = false, need_big = false;
@@ -804,15 +835,13 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 		nlanes = j + 1;
 	}
 	int64_t t_consumers = tl_now_ms() - t0;
-	int64_t t_index = tl_now_ms();
-	idx = tl_index_open(ipath);
-	t_index = tl_now_ms() - t_index;
-	id_err_t ierr = {0};
-	if (idx != NULL && index_lookup(idx, employee, &pos, &npos, &ierr) != 0) {
-		id_log_debug("timeline", "index lookup failed: %s", ierr.msg);
-		state_store_close(idx);
-		idx = NULL;
-	}
+	/* The index is opened and looked up on a thread of its own while this
+	 * one asks Kafka for the metadata and the watermarks: both wait. */
+	tl_index_job_t job = {.path = ipath, .employee = employee, .t0 = tl_now_ms()};
+	bool job_thread =
+	    have_index && pthread_create(&job.thread, NULL, tl_index_run, &job) == 0;
+	if (have_index && !job_thread)
+		tl_index_run(&job);
 	int32_t nparts[TL_KINDS];
 	for (int k = 0; k < TL_KINDS; k++) {
 		tl_src_t *s = &srcs[k];
@@ -826,7 +855,15 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 		srcs[k].part =
 		    id_kafka_partition_for_key(employee, srcs[k].klen, nparts[k]);
 	int64_t t_meta = tl_now_ms() - t0;
-	if (rc != 0 || (rc = tl_watermarks(rk, srcs, TL_KINDS, err)) != 0)
+	if (rc == 0)
+		rc = tl_watermarks(rk, srcs, TL_KINDS, err);
+	if (job_thread)
+		pthread_join(job.thread, NULL);
+	idx = job.idx;
+	pos = job.pos;
+	npos = job.npos;
+	int64_t t_index = job.ms;
+	if (rc != 0)
 		goto out;
 	int64_t t_wm = tl_now_ms() - t0;
 	for (int k = 0; k < TL_KINDS && rc == 0; k++) {
@@ -842,6 +879,8 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 		}
 		/* A long scan goes to a consumer with ordinary fetches (rk has
 		 * them when there is no index at all). */
+		if ((kinds & TL_KIND_BIT(k)) == 0)
+			continue; /* not asked for: not read */
 		if (have_index && s->hi - s->scan_from > TL_TAIL_SMALL)
 			big[k] = need_big = true;
 		else
@@ -863,7 +902,7 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 			rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, big, out, &fetched,
 			              err);
 	}
-	if (rc == 0)
+	if (rc == 0 && (kinds & TL_KIND_BIT(TL_EVENT)) != 0)
 		rc = tl_add_markers(rk, codec, &srcs[TL_EVENT], idx, out, &fetched, err);
 	if (rc == 0) {
 		if (out->len > 1) /* qsort(NULL, 0) is undefined behaviour */

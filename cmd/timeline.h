@@ -55,6 +55,16 @@ const char *timeline_topic_suffix(tl_kind_t kind);
  * options, except those the user configured; meant for one-shot commands.
  */
 int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_err_t *err);
+
+/* Kinds for timeline_load_kinds(). */
+#define TL_KIND_BIT(k) (1u << (k))
+#define TL_ALL_KINDS                                                                     \
+	(TL_KIND_BIT(TL_EVENT) | TL_KIND_BIT(TL_DESIRED) | TL_KIND_BIT(TL_RESULT))
+
+/* timeline_load() reading only the kinds in the mask (e.g. as-of needs
+ * only the desired versions); policy markers come with TL_EVENT only. */
+int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
+                        timeline_t *out, id_err_t *err);
 void timeline_fini(timeline_t *t);
 
 /*
