@@ -177,6 +177,65 @@ static json_t *why_event_json(const employee_event_t *ev)
 	return o;
 }
 
+/* The version the target has: the newest one its sink applied or found
+ * already right (*applied); without any, the newest desired version
+ * (*applied = -1).  NULL when there is no version. */
+static const desired_identity_t *why_pick(const timeline_t *t, const char *target,
+                                          int64_t *applied)
+{
+	const desired_identity_t *d = NULL;
+	*applied = -1;
+	for (size_t i = 0; i < t->len; i++) {
+		const tl_entry_t *te = &t->items[i];
+		if (te->kind == TL_RESULT && !te->unreadable && te->r.target != NULL &&
+		    strcmp(te->r.target, target) == 0 &&
+		    (te->r.outcome == SINK_APPLIED || te->r.outcome == SINK_NOOP) &&
+		    te->r.desired_version > *applied)
+			*applied = te->r.desired_version;
+	}
+	for (size_t i = 0; i < t->len; i++) {
+		const tl_entry_t *te = &t->items[i];
+		if (te->kind != TL_DESIRED || te->unreadable)
+			continue;
+		if (*applied >= 0 ? te->d.version == *applied
+		                  : (d == NULL || te->d.version > d->version))
+			d = &te->d;
+	}
+	return d;
+}
+
+/*
+ * The HR events an answer names (timeline_need_fn; opaque: the target):
+ * the causes of the version the target has, and for each of its groups the
+ * cause of the version since which it is a member.
+ */
+static int why_need_events(const timeline_t *t, void *opaque, const char ***ids,
+                           size_t *n)
+{
+	int64_t applied;
+	const desired_identity_t *d = why_pick(t, opaque, &applied);
+	*ids = NULL;
+	*n = 0;
+	if (d == NULL)
+		return 0;
+	const char **v = malloc((d->ncauses + d->ngroups + 2) * sizeof(*v));
+	if (v == NULL)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < d->ncauses; i++)
+		if (d->causes[i].event_id != NULL)
+			v[(*n)++] = d->causes[i].event_id;
+	if (d->cause_event_id != NULL)
+		v[(*n)++] = d->cause_event_id;
+	for (size_t g = 0; g < d->ngroups; g++) {
+		const attr_cause_t *c =
+		    why_cause(why_member_since(t, d, d->groups[g]), WHY_GROUPS);
+		if (c != NULL && c->event_id != NULL)
+			v[(*n)++] = c->event_id;
+	}
+	*ids = v;
+	return 0;
+}
+
 static void why_usage(void)
 {
 	printf(
@@ -224,30 +283,13 @@ int cmd_why(cli_t *cli, int argc, char **argv)
 	why_row_t *rows = NULL;
 	size_t nrows = 0;
 	int rc = CLI_EXIT_OK;
-	if (timeline_load(cli->cfg, employee, &t, &err) != 0) {
+	if (timeline_load_events(cli->cfg, employee, why_need_events, (void *)target, &t,
+	                         &err) != 0) {
 		rc = cli_fail("why", &err);
 		goto out;
 	}
-	/* The version the target has: the newest one its sink applied or found
-	 * already right; without any, the newest desired version. */
-	const desired_identity_t *d = NULL;
 	int64_t applied = -1;
-	for (size_t i = 0; i < t.len; i++) {
-		const tl_entry_t *te = &t.items[i];
-		if (te->kind == TL_RESULT && !te->unreadable && te->r.target != NULL &&
-		    strcmp(te->r.target, target) == 0 &&
-		    (te->r.outcome == SINK_APPLIED || te->r.outcome == SINK_NOOP) &&
-		    te->r.desired_version > applied)
-			applied = te->r.desired_version;
-	}
-	for (size_t i = 0; i < t.len; i++) {
-		const tl_entry_t *te = &t.items[i];
-		if (te->kind != TL_DESIRED || te->unreadable)
-			continue;
-		if (applied >= 0 ? te->d.version == applied
-		                 : (d == NULL || te->d.version > d->version))
-			d = &te->d;
-	}
+	const desired_identity_t *d = why_pick(&t, target, &applied);
 	if (d == NULL) {
 		fprintf(stderr, "idstream: why: employee %s has no desired identity\n",
 		        employee);

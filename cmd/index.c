@@ -10,7 +10,8 @@
  *   key                                                 value
  *   --------------------------------------------------  -----------------------
  *   'e' employee_id 0x00 kind:u8 partition:be32         Kafka timestamp, ms
- *       offset:be64                                     (be64)
+ *       offset:be64                                     (be64); hr.events:
+ *                                                       then the event id
  *   'v' employee_id 0x00 effective_at:be64              version (be64)
  *       partition:be32 offset:be64
  *   0x00 "pos" kind:u8 partition:be32                   next offset not yet
@@ -46,10 +47,13 @@
  *   show the group's progress to Kafka tools.
  * - Employee keys start with 'e' or 'v' and meta keys with 0x00, so they
  *   never mix.
- * - A store without "fmt" (written before the 'v' entries existed) has its
- *   identity.desired positions reset on open, so that topic is indexed again
- *   (its 'e' entries are rewritten unchanged) and gains the 'v' entries.
- *   "fmt" is written in the same batch as the reset positions.
+ * - A store of an older format has the positions of the topics whose
+ *   entries changed since reset on open (no "fmt": identity.desired, for the
+ *   'v' entries; below 3: hr.events, for the event ids), so those are
+ *   indexed again, their entries rewritten in place.  "fmt" is written in
+ *   the same batch as the reset positions.
+ * - The event ids let `why` read only the events that caused what it shows
+ *   (cmd/timeline.h: timeline_load_events()).
  *
  * Threading: index_loop() runs on one thread (its consumer's poll loop).
  */
@@ -133,7 +137,7 @@ int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size
 	size_t klen, vlen;
 	int more;
 	while ((more = state_iter_next(it, &k, &klen, &v, &vlen, err)) == 1) {
-		if (klen != elen + 2 + 13 || vlen != 8)
+		if (klen != elen + 2 + 13 || vlen < 8)
 			continue;
 		if (*n == cap) {
 			cap = cap ? cap * 2 : 64;
@@ -150,12 +154,18 @@ int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size
 		e->partition = (int32_t)state_be32_get(p + 1);
 		e->offset = (int64_t)state_be64_get(p + 5);
 		e->ts = (int64_t)state_be64_get(v);
+		e->event_id = NULL;
+		if (vlen > 8 &&
+		    (e->event_id = strndup((const char *)v + 8, vlen - 8)) == NULL) {
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+			goto out;
+		}
 	}
 	if (more < 0)
 		rc = more;
 out:
 	if (rc != 0) {
-		free(*out);
+		index_pos_free(*out, *n);
 		*out = NULL;
 		*n = 0;
 	}
@@ -164,16 +174,34 @@ out:
 	return rc;
 }
 
-bool index_has_versions(state_store_t *s)
+void index_pos_free(index_pos_t *pos, size_t n)
+{
+	for (size_t i = 0; pos != NULL && i < n; i++)
+		free(pos[i].event_id);
+	free(pos);
+}
+
+/* The store's format ("fmt"), 0 when it has none. */
+static uint32_t index_format(state_store_t *s)
 {
 	unsigned char k[4];
 	void *v = NULL;
 	size_t vlen = 0;
-	bool r = false;
+	uint32_t r = 0;
 	if (state_store_get(s, k, index_fmt_key(k), &v, &vlen, NULL) == 0 && vlen == 4)
-		r = state_be32_get(v) >= INDEX_FORMAT;
+		r = state_be32_get(v);
 	free(v);
 	return r;
+}
+
+bool index_has_event_ids(state_store_t *s)
+{
+	return index_format(s) >= 3;
+}
+
+bool index_has_versions(state_store_t *s)
+{
+	return index_format(s) >= 2;
 }
 
 void index_versions_free(index_version_t *v, size_t n)
@@ -375,6 +403,41 @@ static bool index_field_is(json_t *fields, size_t i, const char *name, const cha
 	return ok;
 }
 
+/* The fingerprint of the current EmployeeEvent writer schema when its
+ * first field is the event id (a string); 0 (decode in full) otherwise. */
+static uint64_t index_fast_event_fingerprint(codec_t *c)
+{
+	const char *canon = codec_schema_canonical(c, "EmployeeEvent");
+	json_t *root = canon ? json_loads(canon, 0, NULL) : NULL;
+	bool ok =
+	    index_field_is(json_object_get(root, "fields"), 0, "event_id", "\"string\"");
+	json_decref(root);
+	return ok ? codec_schema_fingerprint(c, "EmployeeEvent") : 0;
+}
+
+/* The event id of an HR event written with the schema fast_fp, without
+ * decoding it: a pointer into data and its length.  False when the
+ * payload is of another writer or malformed. */
+static bool index_peek_event_id(uint64_t fast_fp, const void *data, size_t len,
+                                const char **id, size_t *idlen)
+{
+	const unsigned char *p = data;
+	uint64_t fp = 0;
+	int64_t n;
+	if (fast_fp == 0 || len < 10 || p[0] != 0xC3 || p[1] != 0x01)
+		return false;
+	for (int i = 7; i >= 0; i--)
+		fp = (fp << 8) | p[2 + i];
+	if (fp != fast_fp)
+		return false;
+	index_rd_t r = {p + 10, p + len};
+	if (!index_rd_long(&r, &n) || n <= 0 || n > r.end - r.p)
+		return false;
+	*id = (const char *)r.p;
+	*idlen = (size_t)n;
+	return true;
+}
+
 /*
  * The fingerprint of the current DesiredIdentity writer schema when its
  * fields before effective_at are the ones index_peek_desired() skips; 0
@@ -411,13 +474,15 @@ typedef struct index_run {
 	int64_t pos[INDEX_KINDS][INDEX_MAX_PARTITIONS];  /* indexed up to */
 	int64_t ends[INDEX_KINDS][INDEX_MAX_PARTITIONS]; /* until-idle targets */
 	bool dirty[INDEX_KINDS][INDEX_MAX_PARTITIONS];   /* pos changed in batch */
-	codec_t *codec;   /* desired versions of other writers */
-	uint64_t fast_fp; /* see index_fast_fingerprint() */
+	codec_t *codec;         /* desired versions of other writers */
+	uint64_t fast_fp;       /* see index_fast_fingerprint() */
+	uint64_t fast_event_fp; /* see index_fast_event_fingerprint() */
 	desired_identity_t d;
-	long slow_decodes;  /* desired versions decoded in full */
+	employee_event_t ev;
+	long slow_decodes;  /* records decoded in full */
 	bool unflushed;     /* batches written since the last flush */
 	int64_t flushed_at; /* monotonic ms of the last flush */
-	id_buf_t key;
+	id_buf_t key, val;
 } index_run_t;
 
 static int index_kind_of(const index_run_t *r, const char *topic)
@@ -448,6 +513,28 @@ static void index_add(index_run_t *r, int kind, const rd_kafka_message_t *m)
 	id_buf_append(&r->key, m->key, m->key_len);
 	id_buf_append_u8(&r->key, 0);
 	id_buf_append(&r->key, tail, sizeof(tail));
+	if (kind == 0) {
+		/* The event id after the time, for `why`. */
+		const char *id = NULL;
+		size_t idlen = 0;
+		if (!index_peek_event_id(r->fast_event_fp, m->payload, m->len, &id,
+		                         &idlen)) {
+			if (codec_decode_event(r->codec, m->payload, m->len, &r->ev,
+			                       NULL) == 0 &&
+			    r->ev.event_id != NULL) {
+				id = r->ev.event_id;
+				idlen = strlen(id);
+			}
+			r->slow_decodes++;
+		}
+		r->val.len = 0;
+		id_buf_append(&r->val, ts, sizeof(ts));
+		if (id != NULL)
+			id_buf_append(&r->val, id, idlen);
+		state_batch_put(r->batch, r->key.data, r->key.len, r->val.data,
+		                r->val.len);
+		return;
+	}
 	state_batch_put(r->batch, r->key.data, r->key.len, ts, sizeof(ts));
 	if (kind != 1)
 		return;
@@ -599,6 +686,7 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 	r->cfg = cfg;
 	r->flushed_at = index_now_ms();
 	id_buf_init(&r->key);
+	id_buf_init(&r->val);
 	for (int k = 0; k < INDEX_KINDS; k++)
 		id_config_topic(cfg, index_suffixes[k], r->topics[k],
 		                sizeof(r->topics[k]));
@@ -637,31 +725,37 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 		}
 	}
 	desired_identity_init(&r->d);
+	employee_event_init(&r->ev);
 	if ((r->codec = codec_create(err)) == NULL) {
 		rc = err && err->code ? err->code : ID_ENOMEM;
 		goto out;
 	}
 	r->fast_fp = index_fast_fingerprint(r->codec);
+	r->fast_event_fp = index_fast_event_fingerprint(r->codec);
 	if (r->fast_fp == 0)
 		id_log_warn("index", "the desired identity schema has new fields before "
 		                     "effective_at: every version is decoded in full");
-	if (!index_has_versions(r->db)) {
-		/* A store of an older format: identity.desired again, for the
-		 * 'v' entries.  The format is recorded with the reset. */
+	uint32_t fmt = index_format(r->db);
+	if (fmt < INDEX_FORMAT) {
+		/* A store of an older format: the topics whose entries changed
+		 * since are indexed again.  The format is recorded with the
+		 * reset positions. */
 		unsigned char fk[4], fv[4];
 		bool reset = false;
-		for (int32_t p = 0; p < INDEX_MAX_PARTITIONS; p++) {
-			if (r->pos[1][p] > 0) {
-				r->pos[1][p] = 0;
-				r->dirty[1][p] = true;
-				reset = true;
+		for (int k = 0; k < 2; k++) {
+			if ((k == 0 && fmt >= 3) || (k == 1 && fmt >= 2))
+				continue;
+			for (int32_t p = 0; p < INDEX_MAX_PARTITIONS; p++) {
+				if (r->pos[k][p] > 0) {
+					r->pos[k][p] = 0;
+					r->dirty[k][p] = true;
+					reset = true;
+				}
 			}
 		}
 		if (reset)
-			id_log_info("index",
-			            "indexing identity.desired again for as-of "
-			            "(index format %d)",
-			            INDEX_FORMAT);
+			id_log_info("index", "re-indexing to format %d (it was %u)",
+			            INDEX_FORMAT, (unsigned)fmt);
 		state_be32_put(fv, INDEX_FORMAT);
 		state_batch_put(r->batch, fk, index_fmt_key(fk), fv, sizeof(fv));
 	}
@@ -738,9 +832,11 @@ out:
 	id_kafka_destroy(r->consumer);
 	codec_destroy(r->codec);
 	desired_identity_fini(&r->d);
+	employee_event_fini(&r->ev);
 	state_batch_destroy(r->batch);
 	state_store_close(r->db);
 	id_buf_fini(&r->key);
+	id_buf_fini(&r->val);
 	free(r);
 	return rc;
 }

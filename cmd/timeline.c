@@ -626,13 +626,17 @@ static int tl_add_markers(rd_kafka_t *rk, codec_t *codec, tl_src_t *ev,
 		id_err_t ierr = {0};
 		if (index_lookup(idx, POLICY_EVENT_KEY, &pos, &npos, &ierr) != 0)
 			id_log_debug("timeline", "index lookup of markers: %s", ierr.msg);
+		/* A marker whose id the index has and nobody names is not
+		 * read. */
 		for (size_t i = 0; i < npos && rc == 0; i++)
 			if (pos[i].kind == TL_EVENT && pos[i].partition == ev->part &&
 			    pos[i].offset >= ev->lo && pos[i].offset < ev->until &&
+			    (pos[i].event_id == NULL ||
+			     tl_marker_referenced(t, pos[i].event_id)) &&
 			    tl_off_push(&ev->markers, &ev->nmarkers, &ev->capmarkers,
 			                pos[i].offset, pos[i].ts) != 0)
 				rc = id_err_set(err, ID_ENOMEM, "out of memory");
-		free(pos);
+		index_pos_free(pos, npos);
 	}
 	if (rc != 0 || ev->nmarkers == 0)
 		return rc;
@@ -705,6 +709,7 @@ static void *tl_lane_run(void *arg)
 	 * its next metadata refresh, a second later. */
 	if (l->rk != NULL && l->need_metadata)
 		(void)tl_partition_counts(l->rk, l->srcs, nparts, NULL);
+	l->need_metadata = false;
 	l->rc = tl_fetch(l->rk, l->codec, l->srcs, TL_KINDS, NULL, &l->t, &l->fetched,
 	                 &l->err);
 	return NULL;
@@ -786,13 +791,61 @@ static int tl_fetch_lanes(tl_lane_t *lanes, size_t nlanes, tl_src_t *srcs,
 	return rc;
 }
 
+static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
+                   timeline_need_fn need, void *need_opaque, timeline_t *out,
+                   id_err_t *err);
+
 int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_err_t *err)
 {
-	return timeline_load_kinds(cfg, employee, TL_ALL_KINDS, out, err);
+	return tl_load(cfg, employee, TL_ALL_KINDS, NULL, NULL, out, err);
 }
 
 int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
                         timeline_t *out, id_err_t *err)
+{
+	return tl_load(cfg, employee, kinds, NULL, NULL, out, err);
+}
+
+int timeline_load_events(id_config_t *cfg, const char *employee, timeline_need_fn need,
+                         void *opaque, timeline_t *out, id_err_t *err)
+{
+	return tl_load(cfg, employee,
+	               need ? TL_KIND_BIT(TL_DESIRED) | TL_KIND_BIT(TL_RESULT)
+	                    : TL_ALL_KINDS,
+	               need, opaque, out, err);
+}
+
+/* Keeps of ev's wanted offsets those of the events named in ids, and those
+ * whose id the index does not know.  pos: the employee's positions. */
+static void tl_keep_named(tl_src_t *ev, const index_pos_t *pos, size_t npos,
+                          const char *const *ids, size_t nids)
+{
+	size_t w = 0, i = 0;
+	for (size_t k = 0; k < ev->nwant; k++) {
+		/* Both ascend: pos by (kind, partition, offset). */
+		while (i < npos &&
+		       (pos[i].kind < TL_EVENT ||
+		        (pos[i].kind == TL_EVENT &&
+		         (pos[i].partition < ev->part || (pos[i].partition == ev->part &&
+		                                          pos[i].offset < ev->want[k])))))
+			i++;
+		bool keep = true;
+		if (i < npos && pos[i].kind == TL_EVENT && pos[i].partition == ev->part &&
+		    pos[i].offset == ev->want[k] && pos[i].event_id != NULL) {
+			keep = false;
+			for (size_t j = 0; j < nids && !keep; j++)
+				keep = ids[j] != NULL &&
+				       strcmp(ids[j], pos[i].event_id) == 0;
+		}
+		if (keep)
+			ev->want[w++] = ev->want[k];
+	}
+	ev->nwant = w;
+}
+
+static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
+                   timeline_need_fn need, void *need_opaque, timeline_t *out,
+                   id_err_t *err)
 {
 	int rc = 0;
 	long fetched = 0;
@@ -902,6 +955,32 @@ int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
 			rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, big, out, &fetched,
 			              err);
 	}
+	if (rc == 0 && need != NULL) {
+		/* Second round: the HR events the caller needs, now that it has
+		 * seen the versions and results (all of them when the index does
+		 * not know the events' ids), and the partition's unindexed tail. */
+		const char **ids = NULL;
+		size_t nids = 0;
+		tl_src_t *ev = &srcs[TL_EVENT];
+		bool sel[TL_KINDS] = {true, false, false};
+		rc = need(out, need_opaque, &ids, &nids);
+		if (rc == 0 && idx != NULL)
+			tl_keep_named(ev, pos, npos, ids, nids);
+		free(ids);
+		if (rc == 0 && have_index && ev->hi - ev->scan_from > TL_TAIL_SMALL) {
+			if (rk_big == NULL &&
+			    (rk_big = tl_consumer(cfg, false, user_fetch, err)) == NULL)
+				rc = err && err->code ? err->code : ID_EKAFKA;
+			else
+				rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, sel, out,
+				              &fetched, err);
+		} else if (rc == 0) {
+			size_t use_ev = ev->nwant / TL_LANE_MIN_WANTS;
+			use_ev = use_ev < 1 ? 1 : use_ev > nlanes ? nlanes : use_ev;
+			rc = tl_fetch_lanes(lanes, use_ev, srcs, sel, out, &fetched, err);
+		}
+		kinds |= TL_KIND_BIT(TL_EVENT);
+	}
 	if (rc == 0 && (kinds & TL_KIND_BIT(TL_EVENT)) != 0)
 		rc = tl_add_markers(rk, codec, &srcs[TL_EVENT], idx, out, &fetched, err);
 	if (rc == 0) {
@@ -921,7 +1000,7 @@ int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
 out:
 	for (int k = 0; k < TL_KINDS; k++)
 		tl_src_fini(&srcs[k]);
-	free(pos);
+	index_pos_free(pos, npos);
 	state_store_close(idx);
 	id_kafka_destroy(rk_big);
 	id_kafka_destroy(rk);
