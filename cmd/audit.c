@@ -1,5 +1,6 @@
 /*
- * audit.c — the questions people ask about an account:
+ * audit.c — the question people ask about an account (`as-of` is in
+ * cmd/asof.c):
  *
  *   idstream why EMPLOYEE_ID [--target T] [--attr A] [--json]
  *     For each attribute of the account in target T (and its container,
@@ -10,12 +11,7 @@
  *     the value).  A group membership's cause is that of the version that
  *     added the group, not of the newest change to the group set.
  *
- *   idstream as-of TIME [EMPLOYEE_ID] [--json]
- *     The desired identity (one employee, or everyone) as it was at TIME:
- *     the newest version whose effective time (the fold's `now`) is not
- *     after TIME.
- *
- * Both read the log itself (see timeline.h and scan.h); nothing is written.
+ * It reads the log itself (see timeline.h); nothing is written.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -23,10 +19,7 @@
 #include <string.h>
 
 #include "cmd/cli.h"
-#include "cmd/scan.h"
 #include "cmd/timeline.h"
-#include "common/hmap.h"
-#include "common/kafka.h"
 #include "processors/policy_registry.h"
 #include "schemas/codec.h"
 
@@ -184,6 +177,65 @@ static json_t *why_event_json(const employee_event_t *ev)
 	return o;
 }
 
+/* The version the target has: the newest one its sink applied or found
+ * already right (*applied); without any, the newest desired version
+ * (*applied = -1).  NULL when there is no version. */
+static const desired_identity_t *why_pick(const timeline_t *t, const char *target,
+                                          int64_t *applied)
+{
+	const desired_identity_t *d = NULL;
+	*applied = -1;
+	for (size_t i = 0; i < t->len; i++) {
+		const tl_entry_t *te = &t->items[i];
+		if (te->kind == TL_RESULT && !te->unreadable && te->r.target != NULL &&
+		    strcmp(te->r.target, target) == 0 &&
+		    (te->r.outcome == SINK_APPLIED || te->r.outcome == SINK_NOOP) &&
+		    te->r.desired_version > *applied)
+			*applied = te->r.desired_version;
+	}
+	for (size_t i = 0; i < t->len; i++) {
+		const tl_entry_t *te = &t->items[i];
+		if (te->kind != TL_DESIRED || te->unreadable)
+			continue;
+		if (*applied >= 0 ? te->d.version == *applied
+		                  : (d == NULL || te->d.version > d->version))
+			d = &te->d;
+	}
+	return d;
+}
+
+/*
+ * The HR events an answer names (timeline_need_fn; opaque: the target):
+ * the causes of the version the target has, and for each of its groups the
+ * cause of the version since which it is a member.
+ */
+static int why_need_events(const timeline_t *t, void *opaque, const char ***ids,
+                           size_t *n)
+{
+	int64_t applied;
+	const desired_identity_t *d = why_pick(t, opaque, &applied);
+	*ids = NULL;
+	*n = 0;
+	if (d == NULL)
+		return 0;
+	const char **v = malloc((d->ncauses + d->ngroups + 2) * sizeof(*v));
+	if (v == NULL)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < d->ncauses; i++)
+		if (d->causes[i].event_id != NULL)
+			v[(*n)++] = d->causes[i].event_id;
+	if (d->cause_event_id != NULL)
+		v[(*n)++] = d->cause_event_id;
+	for (size_t g = 0; g < d->ngroups; g++) {
+		const attr_cause_t *c =
+		    why_cause(why_member_since(t, d, d->groups[g]), WHY_GROUPS);
+		if (c != NULL && c->event_id != NULL)
+			v[(*n)++] = c->event_id;
+	}
+	*ids = v;
+	return 0;
+}
+
 static void why_usage(void)
 {
 	printf(
@@ -231,7 +283,8 @@ int cmd_why(cli_t *cli, int argc, char **argv)
 	why_row_t *rows = NULL;
 	size_t nrows = 0;
 	int rc = CLI_EXIT_OK;
-	if (timeline_load(cli->cfg, employee, &t, &err) != 0) {
+	if (timeline_load_events(cli->cfg, employee, why_need_events, (void *)target, &t,
+	                         &err) != 0) {
 		rc = cli_fail("why", &err);
 		goto out;
 	}
@@ -240,26 +293,8 @@ int cmd_why(cli_t *cli, int argc, char **argv)
 	for (size_t i = 0; i < t.len; i++)
 		if (t.items[i].kind == TL_DESIRED && !t.items[i].unreadable)
 			(void)desired_identity_target_view(&t.items[i].d, target, NULL);
-	/* The version the target has: the newest one its sink applied or found
-	 * already right; without any, the newest desired version. */
-	const desired_identity_t *d = NULL;
 	int64_t applied = -1;
-	for (size_t i = 0; i < t.len; i++) {
-		const tl_entry_t *te = &t.items[i];
-		if (te->kind == TL_RESULT && !te->unreadable && te->r.target != NULL &&
-		    strcmp(te->r.target, target) == 0 &&
-		    (te->r.outcome == SINK_APPLIED || te->r.outcome == SINK_NOOP) &&
-		    te->r.desired_version > applied)
-			applied = te->r.desired_version;
-	}
-	for (size_t i = 0; i < t.len; i++) {
-		const tl_entry_t *te = &t.items[i];
-		if (te->kind != TL_DESIRED || te->unreadable)
-			continue;
-		if (applied >= 0 ? te->d.version == applied
-		                 : (d == NULL || te->d.version > d->version))
-			d = &te->d;
-	}
+	const desired_identity_t *d = why_pick(&t, target, &applied);
 	if (d == NULL) {
 		fprintf(stderr, "idstream: why: employee %s has no desired identity\n",
 		        employee);
@@ -371,218 +406,5 @@ int cmd_why(cli_t *cli, int argc, char **argv)
 out:
 	free(rows);
 	timeline_fini(&t);
-	return rc;
-}
-
-/* ------------------------------------------------------------------ as-of */
-
-typedef struct asof {
-	codec_t *codec;
-	int64_t at;
-	id_hmap_t latest; /* employee id → desired_identity_t* */
-	long unreadable;
-} asof_t;
-
-static int asof_keep(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
-{
-	asof_t *a = opaque;
-	desired_identity_t d;
-	desired_identity_init(&d);
-	if (codec_decode_desired(a->codec, m->payload, m->len, &d, NULL) != 0) {
-		a->unreadable++;
-		return 0;
-	}
-	if (d.effective_at > a->at) {
-		desired_identity_fini(&d);
-		return 0;
-	}
-	desired_identity_t *cur = id_hmap_get(&a->latest, d.employee_id);
-	if (cur != NULL && cur->version >= d.version) {
-		desired_identity_fini(&d);
-		return 0;
-	}
-	if (cur == NULL) {
-		if ((cur = malloc(sizeof(*cur))) == NULL ||
-		    id_hmap_put(&a->latest, d.employee_id, cur) != 0) {
-			free(cur);
-			desired_identity_fini(&d);
-			return id_err_set(err, ID_ENOMEM, "out of memory");
-		}
-		desired_identity_init(cur);
-	}
-	desired_identity_fini(cur);
-	*cur = d; /* moves d's memory into the map */
-	return 0;
-}
-
-static json_t *asof_json(const desired_identity_t *d)
-{
-	json_t *attrs = json_object(), *groups = json_array();
-	for (size_t i = 0; i < d->attributes.len; i++)
-		json_object_set_new(attrs, d->attributes.items[i].key,
-		                    jstr(d->attributes.items[i].value));
-	for (size_t i = 0; i < d->ngroups; i++)
-		json_array_append_new(groups, json_string(d->groups[i]));
-	return json_pack("{s:s, s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "employee_id",
-	                 d->employee_id, "version", (json_int_t)d->version, "state",
-	                 lifecycle_state_name(d->state), "container", jstr(d->container),
-	                 "manager_id", jstr(d->manager_id), "policy_version",
-	                 jstr(d->policy_version), "attributes", attrs, "groups", groups,
-	                 "effective_at", (json_int_t)d->effective_at);
-}
-
-static void asof_print(const desired_identity_t *d)
-{
-	char when[64];
-	timeline_fmt_time(d->effective_at, when, sizeof(when));
-	printf("%s v%lld %s (effective %s, policy %s)\n", d->employee_id,
-	       (long long)d->version, lifecycle_state_name(d->state), when,
-	       d->policy_version ? d->policy_version : "-");
-	printf("  container   %s\n", d->container ? d->container : "-");
-	printf("  groups     ");
-	for (size_t i = 0; i < d->ngroups; i++)
-		printf(" %s", d->groups[i]);
-	printf("\n");
-	for (size_t i = 0; i < d->attributes.len; i++)
-		printf("  %-11s %s\n", d->attributes.items[i].key,
-		       d->attributes.items[i].value ? d->attributes.items[i].value : "");
-}
-
-static int cmp_desired_ptr(const void *x, const void *y)
-{
-	const desired_identity_t *a = *(desired_identity_t *const *)x;
-	const desired_identity_t *b = *(desired_identity_t *const *)y;
-	return strcmp(a->employee_id, b->employee_id);
-}
-
-static void asof_usage(void)
-{
-	printf(
-	    "usage: idstream as-of TIME [EMPLOYEE_ID] [--json]\n"
-	    "\n"
-	    "The desired identity of one employee, or of everyone, as it was at TIME:\n"
-	    "the newest version whose effective time is not after TIME. TIME is\n"
-	    "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.mmm]Z (UTC) or milliseconds since 1970.\n"
-	    "\n"
-	    "  --json   machine-readable output\n");
-}
-
-int cmd_asof(cli_t *cli, int argc, char **argv)
-{
-	const char *when = NULL, *employee = NULL;
-	bool as_json = false;
-	for (int i = 1; i < argc; i++) {
-		if (cli_is_help(argv[i])) {
-			asof_usage();
-			return CLI_EXIT_OK;
-		} else if (strcmp(argv[i], "--json") == 0) {
-			as_json = true;
-		} else if (argv[i][0] != '-' && when == NULL) {
-			when = argv[i];
-		} else if (argv[i][0] != '-' && employee == NULL) {
-			employee = argv[i];
-		} else {
-			return cli_usage_error("as-of", "unknown argument \"%s\"",
-			                       argv[i]);
-		}
-	}
-	if (when == NULL)
-		return cli_usage_error("as-of", "missing TIME");
-	asof_t a = {.at = 0};
-	if (timeline_parse_time(when, &a.at) != 0)
-		return cli_usage_error("as-of", "cannot read TIME \"%s\"", when);
-
-	id_err_t err = {0};
-	int rc = CLI_EXIT_OK;
-	rd_kafka_t *rk = NULL;
-	desired_identity_t **list = NULL;
-	size_t n = 0;
-	id_hmap_init(&a.latest);
-	if (employee != NULL) {
-		/* One employee: their partition only. */
-		timeline_t t;
-		if (timeline_load(cli->cfg, employee, &t, &err) != 0) {
-			timeline_fini(&t);
-			rc = cli_fail("as-of", &err);
-			goto out;
-		}
-		const desired_identity_t *best = NULL;
-		for (size_t i = 0; i < t.len; i++) {
-			const tl_entry_t *te = &t.items[i];
-			if (te->kind == TL_DESIRED && !te->unreadable &&
-			    te->d.effective_at <= a.at &&
-			    (best == NULL || te->d.version > best->version))
-				best = &te->d;
-		}
-		if (best == NULL) {
-			if (as_json)
-				printf("null\n");
-			else
-				printf("employee %s had no identity at %s\n", employee,
-				       when);
-		} else if (as_json) {
-			json_t *o = asof_json(best);
-			json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-			putchar('\n');
-			json_decref(o);
-		} else {
-			asof_print(best);
-		}
-		timeline_fini(&t);
-		goto out;
-	}
-	char topic[256];
-	int32_t nparts = 0;
-	long total = 0;
-	id_config_topic(cli->cfg, "identity.desired", topic, sizeof(topic));
-	if ((a.codec = codec_create(&err)) == NULL ||
-	    (rk = id_kafka_consumer_create(cli->cfg, "idstream-as-of", NULL, NULL, NULL,
-	                                   &err)) == NULL ||
-	    id_kafka_partition_count(rk, topic, &nparts, &err) != 0 ||
-	    scan_topic(rk, topic, nparts, asof_keep, &a, &total, &err) != 0) {
-		rc = cli_fail("as-of", &err);
-		goto out;
-	}
-	list = malloc((a.latest.len ? a.latest.len : 1) * sizeof(*list));
-	for (size_t i = 0; list != NULL && i < a.latest.cap; i++)
-		if (a.latest.slots[i].key != NULL)
-			list[n++] = a.latest.slots[i].value;
-	if (list == NULL) {
-		rc = cli_fail("out of memory", NULL);
-		goto out;
-	}
-	qsort(list, n, sizeof(*list), cmp_desired_ptr);
-	if (as_json) {
-		json_t *arr = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(arr, asof_json(list[i]));
-		json_dumpf(arr, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		putchar('\n');
-		json_decref(arr);
-	} else {
-		printf("%-12s %-8s %-10s %-20s %s\n", "EMPLOYEE", "VERSION", "STATE",
-		       "UID", "CONTAINER");
-		for (size_t i = 0; i < n; i++) {
-			const char *uid = id_attrs_get(&list[i]->attributes, "uid");
-			printf("%-12s v%-7lld %-10s %-20s %s\n", list[i]->employee_id,
-			       (long long)list[i]->version,
-			       lifecycle_state_name(list[i]->state), uid ? uid : "-",
-			       list[i]->container ? list[i]->container : "-");
-		}
-		printf("%zu employees at %s (%ld desired versions read)\n", n, when,
-		       total);
-	}
-out:
-	free(list);
-	for (size_t i = 0; i < a.latest.cap; i++) {
-		desired_identity_t *d = a.latest.slots[i].value;
-		if (a.latest.slots[i].key != NULL && d != NULL) {
-			desired_identity_fini(d);
-			free(d);
-		}
-	}
-	id_hmap_fini(&a.latest);
-	codec_destroy(a.codec);
-	id_kafka_destroy(rk);
 	return rc;
 }

@@ -10,11 +10,23 @@
  *   key                                                 value
  *   --------------------------------------------------  -----------------------
  *   'e' employee_id 0x00 kind:u8 partition:be32         Kafka timestamp, ms
- *       offset:be64                                     (be64)
+ *       offset:be64                                     (be64); hr.events:
+ *                                                       then the event id
+ *   'v' employee_id 0x00 effective_at:be64              version (be64)
+ *       partition:be32 offset:be64
  *   0x00 "pos" kind:u8 partition:be32                   next offset not yet
  *                                                       indexed (be64)
+ *   0x00 "fmt"                                          INDEX_FORMAT (be32)
  *
  *   kind: 0 hr.events, 1 identity.desired, 2 sink.results (timeline's order).
+ *
+ * The 'v' entries are the desired versions again, ordered by their
+ * effective time (the fold's `now`) within an employee: `as-of TIME` for
+ * everyone walks them once and picks, per employee, the newest version not
+ * effective after TIME, then reads exactly those records.  The effective
+ * time is read from the record's Avro body by skipping the fields before
+ * it (a few varints, no allocation); a record of a writer schema whose
+ * fields before effective_at differ is decoded in full instead.
  *
  * Invariants:
  * - Every record of (kind, partition) below its "pos" value is in the index,
@@ -33,7 +45,15 @@
  *   group's committed offset, so a lost store (or a lost tail of it) is
  *   rebuilt from the log.  The committed offsets (after each batch) only
  *   show the group's progress to Kafka tools.
- * - Employee keys start with 'e' and meta keys with 0x00, so they never mix.
+ * - Employee keys start with 'e' or 'v' and meta keys with 0x00, so they
+ *   never mix.
+ * - A store of an older format has the positions of the topics whose
+ *   entries changed since reset on open (no "fmt": identity.desired, for the
+ *   'v' entries; below 3: hr.events, for the event ids), so those are
+ *   indexed again, their entries rewritten in place.  "fmt" is written in
+ *   the same batch as the reset positions.
+ * - The event ids let `why` read only the events that caused what it shows
+ *   (cmd/timeline.h: timeline_load_events()).
  *
  * Threading: index_loop() runs on one thread (its consumer's poll loop).
  */
@@ -44,9 +64,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "cmd/cli.h"
 #include "common/kafka.h"
 #include "common/log.h"
+#include "schemas/codec.h"
 
 #define INDEX_MAX_PARTITIONS 4096
 #define INDEX_BATCH_MAX      5000
@@ -60,6 +83,13 @@ static const char *const index_suffixes[INDEX_KINDS] = {"hr.events", "identity.d
 void index_path(const id_config_t *cfg, char *buf, size_t n)
 {
 	snprintf(buf, n, "%s/index", id_config_str(cfg, "state.dir"));
+}
+
+static size_t index_fmt_key(unsigned char out[4])
+{
+	out[0] = 0;
+	memcpy(out + 1, "fmt", 3);
+	return 4;
 }
 
 static size_t index_pos_key(unsigned char out[9], int kind, int32_t partition)
@@ -107,7 +137,7 @@ int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size
 	size_t klen, vlen;
 	int more;
 	while ((more = state_iter_next(it, &k, &klen, &v, &vlen, err)) == 1) {
-		if (klen != elen + 2 + 13 || vlen != 8)
+		if (klen != elen + 2 + 13 || vlen < 8)
 			continue;
 		if (*n == cap) {
 			cap = cap ? cap * 2 : 64;
@@ -124,18 +154,315 @@ int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size
 		e->partition = (int32_t)state_be32_get(p + 1);
 		e->offset = (int64_t)state_be64_get(p + 5);
 		e->ts = (int64_t)state_be64_get(v);
+		e->event_id = NULL;
+		if (vlen > 8 &&
+		    (e->event_id = strndup((const char *)v + 8, vlen - 8)) == NULL) {
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+			goto out;
+		}
 	}
 	if (more < 0)
 		rc = more;
 out:
 	if (rc != 0) {
-		free(*out);
+		index_pos_free(*out, *n);
 		*out = NULL;
 		*n = 0;
 	}
 	state_iter_destroy(it);
 	free(prefix);
 	return rc;
+}
+
+void index_pos_free(index_pos_t *pos, size_t n)
+{
+	for (size_t i = 0; pos != NULL && i < n; i++)
+		free(pos[i].event_id);
+	free(pos);
+}
+
+/* The store's format ("fmt"), 0 when it has none. */
+static uint32_t index_format(state_store_t *s)
+{
+	unsigned char k[4];
+	void *v = NULL;
+	size_t vlen = 0;
+	uint32_t r = 0;
+	if (state_store_get(s, k, index_fmt_key(k), &v, &vlen, NULL) == 0 && vlen == 4)
+		r = state_be32_get(v);
+	free(v);
+	return r;
+}
+
+bool index_has_event_ids(state_store_t *s)
+{
+	return index_format(s) >= 3;
+}
+
+bool index_has_versions(state_store_t *s)
+{
+	return index_format(s) >= 2;
+}
+
+void index_versions_free(index_version_t *v, size_t n)
+{
+	for (size_t i = 0; v != NULL && i < n; i++)
+		free(v[i].employee);
+	free(v);
+}
+
+int index_versions_at(state_store_t *s, int64_t at, index_version_t **out, size_t *n,
+                      id_err_t *err)
+{
+	const unsigned char prefix[1] = {'v'};
+	state_iter_t *it = NULL;
+	size_t cap = 0;
+	int rc = 0, more;
+	/* The employee of the keys being walked and its best entry so far. */
+	index_version_t best = {.employee = NULL};
+	size_t best_len = 0;
+	bool have = false;
+	*out = NULL;
+	*n = 0;
+	if ((rc = state_iter_create(s, prefix, sizeof(prefix), &it, err)) != 0)
+		goto out;
+	const void *kv, *vv;
+	size_t klen, vlen;
+	for (;;) {
+		more = state_iter_next(it, &kv, &klen, &vv, &vlen, err);
+		if (more < 0) {
+			rc = more;
+			goto out;
+		}
+		const unsigned char *k = kv;
+		size_t elen = 0;
+		if (more == 1) {
+			/* 'v' employee 0x00 then 20 bytes. */
+			if (klen < 1 + 1 + 20 || vlen != 8)
+				continue;
+			elen = klen - 1 - 1 - 20;
+			if (k[1 + elen] != 0)
+				continue;
+		}
+		bool same = more == 1 && best.employee != NULL && elen == best_len &&
+		            memcmp(k + 1, best.employee, elen) == 0;
+		if (!same && have) {
+			/* The previous employee is complete. */
+			if (*n == cap) {
+				cap = cap ? cap * 2 : 1024;
+				index_version_t *nv = realloc(*out, cap * sizeof(**out));
+				if (nv == NULL) {
+					rc = id_err_set(err, ID_ENOMEM, "out of memory");
+					goto out;
+				}
+				*out = nv;
+			}
+			(*out)[(*n)++] = best;
+			best.employee = NULL;
+			have = false;
+		}
+		if (more == 0)
+			break;
+		if (!same) {
+			free(best.employee);
+			if ((best.employee = malloc(elen + 1)) == NULL) {
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+				goto out;
+			}
+			memcpy(best.employee, k + 1, elen);
+			best.employee[elen] = 0;
+			best_len = elen;
+		}
+		const unsigned char *t = k + 1 + elen + 1;
+		int64_t eff = (int64_t)state_be64_get(t);
+		int64_t version = (int64_t)state_be64_get(vv);
+		int64_t offset = (int64_t)state_be64_get(t + 12);
+		/* Keys ascend by effective time: past `at` nothing more counts,
+		 * but the walk goes on to the next employee. */
+		if (eff > at)
+			continue;
+		if (!have || version > best.version ||
+		    (version == best.version && offset > best.offset)) {
+			best.partition = (int32_t)state_be32_get(t + 8);
+			best.offset = offset;
+			best.version = version;
+			best.effective_at = eff;
+			have = true;
+		}
+	}
+out:
+	free(best.employee); /* not yet in *out */
+	if (rc != 0) {
+		index_versions_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+	}
+	state_iter_destroy(it);
+	return rc;
+}
+
+/* ------------------------------------------------ desired versions' times */
+
+typedef struct index_rd {
+	const unsigned char *p, *end;
+} index_rd_t;
+
+/* An Avro long (zig-zag varint). */
+static bool index_rd_long(index_rd_t *r, int64_t *v)
+{
+	uint64_t u = 0;
+	for (int shift = 0; r->p < r->end && shift < 64; shift += 7) {
+		unsigned char b = *r->p++;
+		u |= (uint64_t)(b & 0x7f) << shift;
+		if ((b & 0x80) == 0) {
+			*v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Skips an Avro string (or bytes). */
+static bool index_rd_skip_string(index_rd_t *r)
+{
+	int64_t n;
+	if (!index_rd_long(r, &n) || n < 0 || n > r->end - r->p)
+		return false;
+	r->p += n;
+	return true;
+}
+
+/* Skips an Avro map of strings (per_item 2) or array of strings (1). */
+static bool index_rd_skip_blocks(index_rd_t *r, int per_item)
+{
+	for (;;) {
+		int64_t n, bytes;
+		if (!index_rd_long(r, &n))
+			return false;
+		if (n == 0)
+			return true;
+		if (n < 0) {
+			if (!index_rd_long(r, &bytes))
+				return false;
+			n = -n;
+		}
+		for (int64_t i = 0; i < n * per_item; i++)
+			if (!index_rd_skip_string(r))
+				return false;
+	}
+}
+
+/*
+ * Version and effective time of a desired identity written with the
+ * schema whose fingerprint is fast_fp, without decoding it: the fields
+ * before effective_at are employee_id, version, state, attributes, groups,
+ * container, manager_id, policy_version, cause_event_id (checked by
+ * index_fast_fingerprint()).  False when the payload is of another writer
+ * or malformed.
+ */
+static bool index_peek_desired(uint64_t fast_fp, const void *data, size_t len,
+                               int64_t *version, int64_t *eff)
+{
+	const unsigned char *p = data;
+	uint64_t fp = 0;
+	int64_t x;
+	if (fast_fp == 0 || len < 10 || p[0] != 0xC3 || p[1] != 0x01)
+		return false;
+	for (int i = 7; i >= 0; i--)
+		fp = (fp << 8) | p[2 + i];
+	if (fp != fast_fp)
+		return false;
+	index_rd_t r = {p + 10, p + len};
+	if (!index_rd_skip_string(&r) || !index_rd_long(&r, version) ||
+	    !index_rd_long(&r, &x) || !index_rd_skip_blocks(&r, 2) ||
+	    !index_rd_skip_blocks(&r, 1) || !index_rd_skip_string(&r) ||
+	    !index_rd_long(&r, &x) || (x != 0 && x != 1) ||
+	    (x == 1 && !index_rd_skip_string(&r)) || !index_rd_skip_string(&r) ||
+	    !index_rd_skip_string(&r) || !index_rd_long(&r, eff))
+		return false;
+	return true;
+}
+
+/* Is field i of fields named name with type t (a JSON value)? */
+static bool index_field_is(json_t *fields, size_t i, const char *name, const char *type)
+{
+	json_t *f = json_array_get(fields, i),
+	       *want = json_loads(type, JSON_DECODE_ANY, NULL);
+	json_t *got = json_object_get(f, "type");
+	const char *n = json_string_value(json_object_get(f, "name"));
+	bool ok = n != NULL && strcmp(n, name) == 0 && want != NULL && got != NULL;
+	if (ok && json_is_object(want) && json_is_string(json_object_get(want, "type")) &&
+	    json_object_size(want) == 1)
+		/* Only the kind matters ("enum": its symbols do not change the
+		 * encoding of the index). */
+		ok = json_is_object(got) && json_equal(json_object_get(got, "type"),
+		                                       json_object_get(want, "type"));
+	else if (ok)
+		ok = json_equal(got, want);
+	json_decref(want);
+	return ok;
+}
+
+/* The fingerprint of the current EmployeeEvent writer schema when its
+ * first field is the event id (a string); 0 (decode in full) otherwise. */
+static uint64_t index_fast_event_fingerprint(codec_t *c)
+{
+	const char *canon = codec_schema_canonical(c, "EmployeeEvent");
+	json_t *root = canon ? json_loads(canon, 0, NULL) : NULL;
+	bool ok =
+	    index_field_is(json_object_get(root, "fields"), 0, "event_id", "\"string\"");
+	json_decref(root);
+	return ok ? codec_schema_fingerprint(c, "EmployeeEvent") : 0;
+}
+
+/* The event id of an HR event written with the schema fast_fp, without
+ * decoding it: a pointer into data and its length.  False when the
+ * payload is of another writer or malformed. */
+static bool index_peek_event_id(uint64_t fast_fp, const void *data, size_t len,
+                                const char **id, size_t *idlen)
+{
+	const unsigned char *p = data;
+	uint64_t fp = 0;
+	int64_t n;
+	if (fast_fp == 0 || len < 10 || p[0] != 0xC3 || p[1] != 0x01)
+		return false;
+	for (int i = 7; i >= 0; i--)
+		fp = (fp << 8) | p[2 + i];
+	if (fp != fast_fp)
+		return false;
+	index_rd_t r = {p + 10, p + len};
+	if (!index_rd_long(&r, &n) || n <= 0 || n > r.end - r.p)
+		return false;
+	*id = (const char *)r.p;
+	*idlen = (size_t)n;
+	return true;
+}
+
+/*
+ * The fingerprint of the current DesiredIdentity writer schema when its
+ * fields before effective_at are the ones index_peek_desired() skips; 0
+ * (always decode in full) otherwise.
+ */
+static uint64_t index_fast_fingerprint(codec_t *c)
+{
+	const char *canon = codec_schema_canonical(c, "DesiredIdentity");
+	json_t *root = canon ? json_loads(canon, 0, NULL) : NULL;
+	json_t *f = json_object_get(root, "fields");
+	bool ok =
+	    json_array_size(f) > 9 && index_field_is(f, 0, "employee_id", "\"string\"") &&
+	    index_field_is(f, 1, "version", "\"long\"") &&
+	    index_field_is(f, 2, "state", "{\"type\":\"enum\"}") &&
+	    index_field_is(f, 3, "attributes",
+	                   "{\"type\":\"map\",\"values\":\"string\"}") &&
+	    index_field_is(f, 4, "groups", "{\"type\":\"array\",\"items\":\"string\"}") &&
+	    index_field_is(f, 5, "container", "\"string\"") &&
+	    index_field_is(f, 6, "manager_id", "[\"null\",\"string\"]") &&
+	    index_field_is(f, 7, "policy_version", "\"string\"") &&
+	    index_field_is(f, 8, "cause_event_id", "\"string\"") &&
+	    (index_field_is(f, 9, "effective_at", "\"long\"") ||
+	     index_field_is(f, 9, "effective_at", "{\"type\":\"long\"}"));
+	json_decref(root);
+	return ok ? codec_schema_fingerprint(c, "DesiredIdentity") : 0;
 }
 
 typedef struct index_run {
@@ -147,9 +474,15 @@ typedef struct index_run {
 	int64_t pos[INDEX_KINDS][INDEX_MAX_PARTITIONS];  /* indexed up to */
 	int64_t ends[INDEX_KINDS][INDEX_MAX_PARTITIONS]; /* until-idle targets */
 	bool dirty[INDEX_KINDS][INDEX_MAX_PARTITIONS];   /* pos changed in batch */
+	codec_t *codec;         /* desired versions of other writers */
+	uint64_t fast_fp;       /* see index_fast_fingerprint() */
+	uint64_t fast_event_fp; /* see index_fast_event_fingerprint() */
+	desired_identity_t d;
+	employee_event_t ev;
+	long slow_decodes;  /* records decoded in full */
 	bool unflushed;     /* batches written since the last flush */
 	int64_t flushed_at; /* monotonic ms of the last flush */
-	id_buf_t key;
+	id_buf_t key, val;
 } index_run_t;
 
 static int index_kind_of(const index_run_t *r, const char *topic)
@@ -180,7 +513,51 @@ static void index_add(index_run_t *r, int kind, const rd_kafka_message_t *m)
 	id_buf_append(&r->key, m->key, m->key_len);
 	id_buf_append_u8(&r->key, 0);
 	id_buf_append(&r->key, tail, sizeof(tail));
+	if (kind == 0) {
+		/* The event id after the time, for `why`. */
+		const char *id = NULL;
+		size_t idlen = 0;
+		if (!index_peek_event_id(r->fast_event_fp, m->payload, m->len, &id,
+		                         &idlen)) {
+			if (codec_decode_event(r->codec, m->payload, m->len, &r->ev,
+			                       NULL) == 0 &&
+			    r->ev.event_id != NULL) {
+				id = r->ev.event_id;
+				idlen = strlen(id);
+			}
+			r->slow_decodes++;
+		}
+		r->val.len = 0;
+		id_buf_append(&r->val, ts, sizeof(ts));
+		if (id != NULL)
+			id_buf_append(&r->val, id, idlen);
+		state_batch_put(r->batch, r->key.data, r->key.len, r->val.data,
+		                r->val.len);
+		return;
+	}
 	state_batch_put(r->batch, r->key.data, r->key.len, ts, sizeof(ts));
+	if (kind != 1)
+		return;
+	/* The desired version by effective time, for as-of. */
+	int64_t version = 0, eff = 0;
+	if (!index_peek_desired(r->fast_fp, m->payload, m->len, &version, &eff)) {
+		if (codec_decode_desired(r->codec, m->payload, m->len, &r->d, NULL) != 0)
+			return; /* unreadable: as-of skips it, like history */
+		version = r->d.version;
+		eff = r->d.effective_at;
+		r->slow_decodes++;
+	}
+	unsigned char vtail[20], vval[8];
+	state_be64_put(vtail, (uint64_t)eff);
+	state_be32_put(vtail + 8, (uint32_t)m->partition);
+	state_be64_put(vtail + 12, (uint64_t)m->offset);
+	state_be64_put(vval, (uint64_t)version);
+	r->key.len = 0;
+	id_buf_append_u8(&r->key, 'v');
+	id_buf_append(&r->key, m->key, m->key_len);
+	id_buf_append_u8(&r->key, 0);
+	id_buf_append(&r->key, vtail, sizeof(vtail));
+	state_batch_put(r->batch, r->key.data, r->key.len, vval, sizeof(vval));
 }
 
 /* Writes the batch (entries and the advanced positions together), then
@@ -309,6 +686,7 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 	r->cfg = cfg;
 	r->flushed_at = index_now_ms();
 	id_buf_init(&r->key);
+	id_buf_init(&r->val);
 	for (int k = 0; k < INDEX_KINDS; k++)
 		id_config_topic(cfg, index_suffixes[k], r->topics[k],
 		                sizeof(r->topics[k]));
@@ -345,6 +723,41 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 			rc = more;
 			goto out;
 		}
+	}
+	desired_identity_init(&r->d);
+	employee_event_init(&r->ev);
+	if ((r->codec = codec_create(err)) == NULL) {
+		rc = err && err->code ? err->code : ID_ENOMEM;
+		goto out;
+	}
+	r->fast_fp = index_fast_fingerprint(r->codec);
+	r->fast_event_fp = index_fast_event_fingerprint(r->codec);
+	if (r->fast_fp == 0)
+		id_log_warn("index", "the desired identity schema has new fields before "
+		                     "effective_at: every version is decoded in full");
+	uint32_t fmt = index_format(r->db);
+	if (fmt < INDEX_FORMAT) {
+		/* A store of an older format: the topics whose entries changed
+		 * since are indexed again.  The format is recorded with the
+		 * reset positions. */
+		unsigned char fk[4], fv[4];
+		bool reset = false;
+		for (int k = 0; k < 2; k++) {
+			if ((k == 0 && fmt >= 3) || (k == 1 && fmt >= 2))
+				continue;
+			for (int32_t p = 0; p < INDEX_MAX_PARTITIONS; p++) {
+				if (r->pos[k][p] > 0) {
+					r->pos[k][p] = 0;
+					r->dirty[k][p] = true;
+					reset = true;
+				}
+			}
+		}
+		if (reset)
+			id_log_info("index", "re-indexing to format %d (it was %u)",
+			            INDEX_FORMAT, (unsigned)fmt);
+		state_be32_put(fv, INDEX_FORMAT);
+		state_batch_put(r->batch, fk, index_fmt_key(fk), fv, sizeof(fv));
 	}
 	r->consumer = id_kafka_consumer_create(cfg, "idstream-index", group,
 	                                       index_rebalance, r, err);
@@ -412,10 +825,18 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 	if (rc == 0 && r->unflushed)
 		rc = state_store_flush(r->db, true, err);
 out:
+	if (r->slow_decodes > 0)
+		id_log_info("index",
+		            "%ld desired versions decoded in full (older writer schemas)",
+		            r->slow_decodes);
 	id_kafka_destroy(r->consumer);
+	codec_destroy(r->codec);
+	desired_identity_fini(&r->d);
+	employee_event_fini(&r->ev);
 	state_batch_destroy(r->batch);
 	state_store_close(r->db);
 	id_buf_fini(&r->key);
+	id_buf_fini(&r->val);
 	free(r);
 	return rc;
 }

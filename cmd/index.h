@@ -45,15 +45,48 @@ typedef struct index_pos {
 	int32_t partition;
 	int64_t offset;
 	int64_t ts;
+	char *event_id; /* hr.events: the event's id (owned); NULL when the
+	                   store predates it (format < 3) or it was unreadable */
 } index_pos_t;
 
 /*
  * All indexed positions of employee, in key order (kind, partition,
- * offset).  Ownership: *out is malloc'd, caller frees.  0 or ID_ESTATE /
+ * offset).  Ownership: free *out with index_pos_free().  0 or ID_ESTATE /
  * ID_ENOMEM.
  */
 int index_lookup(state_store_t *s, const char *employee, index_pos_t **out, size_t *n,
                  id_err_t *err);
+void index_pos_free(index_pos_t *pos, size_t n); /* NULL is a no-op */
+
+/* True when the hr.events entries below the positions carry event ids. */
+bool index_has_event_ids(state_store_t *s);
+
+/* Layout version of the store (0x00 "fmt"): 2 has the 'v' entries, 3 the
+ * event ids of hr.events entries. */
+#define INDEX_FORMAT 3
+
+/* True when the store has the 'v' entries (desired versions by effective
+ * time) for everything below the identity.desired positions. */
+bool index_has_versions(state_store_t *s);
+
+/* An employee's desired version as the index knows it. */
+typedef struct index_version {
+	char *employee; /* owned */
+	int32_t partition;
+	int64_t offset;
+	int64_t version;
+	int64_t effective_at;
+} index_version_t;
+
+/*
+ * For every employee with an indexed desired version effective at or
+ * before `at`, the newest such version (ties: the higher offset), in
+ * employee id order (the store's key order).  Ownership: free *out with
+ * index_versions_free().  0 or ID_ESTATE / ID_ENOMEM.
+ */
+int index_versions_at(state_store_t *s, int64_t at, index_version_t **out, size_t *n,
+                      id_err_t *err);
+void index_versions_free(index_version_t *v, size_t n); /* NULL is a no-op */
 
 /* The offset up to which (kind, partition) is indexed: every record below it
  * is in the index.  0 when nothing is indexed. */

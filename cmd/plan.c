@@ -51,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cmd/asof.h"
 #include "cmd/cli.h"
 #include "cmd/report.h"
 #include "cmd/scan.h"
@@ -66,10 +67,13 @@
 #include "schemas/codec.h"
 
 #define PLAN_FORMAT "idstream-plan/1"
+/* The policy target the processor publishes (cmd/process.c), and so the one
+ * whose identities are replayed and compared; the summary is this target's. */
+#define PLAN_TARGET "ldap"
 
 typedef struct plan_emp {
-	employee_record_t rec;      /* scratch fold state */
-	desired_identity_t planned; /* the replay's newest output */
+	employee_record_t rec;      /* scratch fold state; rec.last is the
+	                               replay's newest output (has_planned) */
 	desired_identity_t current; /* newest in identity.desired */
 	bool has_planned, has_current;
 	int32_t partition; /* input partition of the employee's events; -1: none */
@@ -87,9 +91,11 @@ typedef struct plan {
 	id_hmap_t emps;
 	fold_claims_t claims; /* reported by each fold; only pending ones matter */
 	long events, refused, activations, assumed;
+	long current_read;    /* identity.desired records read for `current` */
+	bool current_indexed; /* ... through the index */
 	bool progress;
 	long total_hint;
-	time_t started;
+	double started, drawn; /* monotonic seconds */
 } plan_t;
 
 static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
@@ -103,32 +109,48 @@ static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
 		return NULL;
 	}
 	employee_record_init(&e->rec);
-	desired_identity_init(&e->planned);
 	desired_identity_init(&e->current);
 	e->partition = -1;
 	return e;
 }
 
+static double plan_now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The progress bar (a terminal only): redrawn at most every 200 ms; the
+ * total counts the partitions' offsets, transaction markers included, so
+ * the last line says what was replayed instead. */
 static void plan_progress(plan_t *p, bool done)
 {
-	if (!p->progress || (!done && p->events % 5000 != 0))
+	if (!p->progress || (!done && p->events % 1000 != 0))
 		return;
-	double secs = difftime(time(NULL), p->started);
+	double now = plan_now_s(), secs = now - p->started;
+	if (!done && now - p->drawn < 0.2)
+		return;
+	p->drawn = now;
 	double rate = secs > 0 ? (double)p->events / secs : 0;
-	if (p->total_hint > 0) {
+	if (done) {
+		fprintf(stderr, "\rreplayed %ld events in %.1f s, %.0f events/s%20s\n",
+		        p->events, secs, rate, "");
+	} else if (p->total_hint > 0) {
 		double left = rate > 0 ? (double)(p->total_hint - p->events) / rate : 0;
-		fprintf(
-		    stderr,
-		    "\rreplaying: %ld/%ld events (%.0f%%), %.0f events/s, %.0f s left   ",
-		    p->events, p->total_hint,
-		    100.0 * (double)p->events / (double)p->total_hint, rate,
-		    left > 0 ? left : 0);
+		int pct = (int)(100.0 * (double)p->events / (double)p->total_hint);
+		char bar[21];
+		for (int i = 0; i < 20; i++)
+			bar[i] = i < pct / 5 ? '#' : '.';
+		bar[20] = 0;
+		fprintf(stderr,
+		        "\rreplaying [%s] %ld/%ld events (%d%%), %.0f events/s, %.0f s "
+		        "left   ",
+		        bar, p->events, p->total_hint, pct, rate, left > 0 ? left : 0);
 	} else {
 		fprintf(stderr, "\rreplaying: %ld events, %.0f events/s   ", p->events,
 		        rate);
 	}
-	if (done)
-		fputc('\n', stderr);
 }
 
 static int cmp_key(const void *x, const void *y)
@@ -141,7 +163,6 @@ static int cmp_key(const void *x, const void *y)
 static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
                            const employee_event_t *ev, id_err_t *err)
 {
-	desired_identity_t d;
 	const char **ids = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*ids));
 	size_t n = 0;
 	int rc = 0;
@@ -153,25 +174,20 @@ static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
 			ids[n++] = p->emps.slots[i].key;
 	}
 	qsort(ids, n, sizeof(*ids), cmp_key);
-	desired_identity_init(&d);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
 		bool emitted = false;
 		fold_claims_clear(&p->claims);
-		int frc = fold_reevaluate_claims(&e->rec, ev, m, &d, &emitted, &p->claims,
-		                                 NULL);
+		int frc = fold_reevaluate_claims(&e->rec, ev, m, NULL, &emitted,
+		                                 &p->claims, NULL);
 		if (frc == ID_ENOMEM) {
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		} else if (frc != 0) {
 			p->refused++;
 		} else if (emitted) {
-			desired_identity_fini(&e->planned);
-			e->planned = d;
-			desired_identity_init(&d);
 			e->has_planned = true;
 		}
 	}
-	desired_identity_fini(&d);
 	free(ids);
 	return rc;
 }
@@ -187,12 +203,10 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
 	plan_t *p = opaque;
 	employee_event_t ev;
-	desired_identity_t d;
 	bool emitted = false;
 	int rc = 0;
 	int32_t part = m->partition;
 	employee_event_init(&ev);
-	desired_identity_init(&d);
 	p->events++;
 	plan_progress(p, false);
 	if (part < 0 || part >= p->nparts ||
@@ -228,7 +242,7 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 	const mapping_t *map =
 	    candidate ? p->candidate : policy_registry_mapping(p->registry, part);
 	fold_claims_clear(&p->claims);
-	int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted, &p->claims, NULL);
+	int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted, &p->claims, NULL);
 	if (frc == ID_ENOMEM) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -237,14 +251,9 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 		p->refused++;
 		goto out;
 	}
-	if (emitted) {
-		desired_identity_fini(&e->planned);
-		e->planned = d;
-		desired_identity_init(&d);
+	if (emitted)
 		e->has_planned = true;
-	}
 out:
-	desired_identity_fini(&d);
 	employee_event_fini(&ev);
 	return rc;
 }
@@ -257,7 +266,6 @@ out:
  */
 static int plan_assume_grants(plan_t *p, id_err_t *err)
 {
-	desired_identity_t d;
 	employee_event_t ev;
 	const char **ids = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*ids));
 	size_t n = 0;
@@ -268,7 +276,6 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 		if (p->emps.slots[i].key != NULL && p->emps.slots[i].value != NULL)
 			ids[n++] = p->emps.slots[i].key;
 	qsort(ids, n, sizeof(*ids), cmp_key);
-	desired_identity_init(&d);
 	employee_event_init(&ev);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
@@ -305,7 +312,7 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 			}
 			bool emitted = false;
 			fold_claims_clear(&p->claims);
-			int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted,
+			int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted,
 			                            &p->claims, NULL);
 			p->assumed++;
 			if (frc == ID_ENOMEM) {
@@ -314,42 +321,48 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 				p->refused++;
 				break;
 			} else if (emitted) {
-				desired_identity_fini(&e->planned);
-				e->planned = d;
-				desired_identity_init(&d);
 				e->has_planned = true;
 			}
 		}
 	}
 	employee_event_fini(&ev);
-	desired_identity_fini(&d);
 	free(ids);
 	return rc;
 }
 
-/* Keeps the newest version of each employee in identity.desired. */
-static int plan_current(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
+/*
+ * Takes the current desired identities (the newest version of each
+ * employee in identity.desired, read through the index when it is there:
+ * cmd/asof.h) as the employees' `current`.  *n counts them.
+ */
+static int plan_currents(const id_config_t *cfg, plan_t *p, long *n, id_err_t *err)
 {
-	plan_t *p = opaque;
-	desired_identity_t d;
-	desired_identity_init(&d);
-	if (codec_decode_desired(p->codec, m->payload, m->len, &d, NULL) != 0) {
-		desired_identity_fini(&d);
-		return 0;
-	}
-	plan_emp_t *e = plan_emp(p, d.employee_id, err);
-	if (e == NULL) {
-		desired_identity_fini(&d);
-		return ID_ENOMEM;
-	}
-	if (!e->has_current || d.version > e->current.version) {
+	id_hmap_t latest;
+	asof_stats_t st;
+	int rc = 0;
+	id_hmap_init(&latest);
+	if ((rc = asof_collect(cfg, ASOF_NEWEST, &latest, &st, err)) != 0)
+		goto out;
+	for (size_t i = 0; i < latest.cap && rc == 0; i++) {
+		desired_identity_t *d = latest.slots[i].value;
+		if (latest.slots[i].key == NULL || d == NULL)
+			continue;
+		plan_emp_t *e = plan_emp(p, latest.slots[i].key, err);
+		if (e == NULL) {
+			rc = ID_ENOMEM;
+			break;
+		}
 		desired_identity_fini(&e->current);
-		e->current = d;
+		e->current = *d; /* moved */
+		desired_identity_init(d);
 		e->has_current = true;
-	} else {
-		desired_identity_fini(&d);
+		(*n)++;
 	}
-	return 0;
+	p->current_read = st.read;
+	p->current_indexed = st.used_index;
+out:
+	asof_latest_free(&latest);
+	return rc;
 }
 
 /* Counters of the summary.  Group changes are counted per group. */
@@ -392,11 +405,11 @@ static bool has_group(const desired_identity_t *d, const char *g)
 	return false;
 }
 
-/* Diffs one employee; returns a JSON object of the changes or NULL. */
-static json_t *plan_diff(const char *id, const plan_emp_t *e, plan_sum_t *s)
+/* Diffs one employee's current identity a with the planned b (either may
+ * be NULL: none); returns a JSON object of the changes or NULL. */
+static json_t *plan_diff(const char *id, const desired_identity_t *a,
+                         const desired_identity_t *b, plan_sum_t *s)
 {
-	const desired_identity_t *a = e->has_current ? &e->current : NULL;
-	const desired_identity_t *b = e->has_planned ? &e->planned : NULL;
 	if (a != NULL && b != NULL && desired_identity_same_target_state(a, b)) {
 		s->unchanged++;
 		return NULL;
@@ -533,7 +546,6 @@ static void plan_fini(plan_t *p)
 		plan_emp_t *e = p->emps.slots[i].value;
 		if (p->emps.slots[i].key != NULL && e != NULL) {
 			employee_record_fini(&e->rec);
-			desired_identity_fini(&e->planned);
 			desired_identity_fini(&e->current);
 			free(e);
 		}
@@ -605,9 +617,10 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	id_config_topic(cfg, "hr.events", in_topic, sizeof(in_topic));
 	id_config_topic(cfg, "identity.desired", out_topic, sizeof(out_topic));
 	if ((builtin = processor_builtin_mapping(cfg, err)) == NULL ||
-	    (p->registry = policy_registry_create(builtin, "ldap", NULL, err)) == NULL ||
+	    (p->registry = policy_registry_create(builtin, PLAN_TARGET, NULL, err)) ==
+	        NULL ||
 	    (policy != NULL &&
-	     (candidate = policy_mapping_create(policy, "ldap", err)) == NULL) ||
+	     (candidate = policy_mapping_create(policy, PLAN_TARGET, err)) == NULL) ||
 	    (p->codec = codec_create(err)) == NULL ||
 	    (rk = id_kafka_consumer_create(cfg, "idstream-plan", NULL, NULL, NULL,
 	                                   err)) == NULL ||
@@ -636,7 +649,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 		json_array_append_new(ends, json_integer(hi));
 	}
 	p->progress = progress;
-	p->started = time(NULL);
+	p->started = plan_now_s();
 	if ((rc = scan_topic(rk, in_topic, nin, plan_fold, p, &scanned, err)) != 0)
 		goto out;
 	/* Partitions without an event after --at switch at the end. */
@@ -645,9 +658,9 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 			goto out;
 	if ((rc = plan_assume_grants(p, err)) != 0)
 		goto out;
-	if ((rc = scan_topic(rk, out_topic, nout, plan_current, p, &ncur, err)) != 0)
-		goto out;
 	plan_progress(p, true);
+	if ((rc = plan_currents(cfg, p, &ncur, err)) != 0)
+		goto out;
 
 	size_t n = 0;
 	if ((keys = plan_sorted_ids(p, &n)) == NULL) {
@@ -655,7 +668,9 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		json_t *d = plan_diff(keys[i], id_hmap_get(&p->emps, keys[i]), &s);
+		const plan_emp_t *e = id_hmap_get(&p->emps, keys[i]);
+		json_t *d = plan_diff(keys[i], e->has_current ? &e->current : NULL,
+		                      e->has_planned ? &e->rec.last : NULL, &s);
 		if (d != NULL)
 			json_array_append_new(diffs, d);
 	}
@@ -671,6 +686,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
 	}
+	json_object_set_new(*doc, "target", json_string(PLAN_TARGET));
 	json_object_set_new(*doc, "employees_changed", diffs);
 	diffs = NULL;
 out:
@@ -720,7 +736,8 @@ static void plan_print(json_t *doc)
 		printf("no changes\n");
 		return;
 	}
-	printf("%zu employees change:\n", changed);
+	printf("%zu employees change in target %s:\n", changed,
+	       json_string_value(json_object_get(doc, "target")));
 	printf("  %6ld creates\n  %6ld with attribute updates\n  %6ld renames\n"
 	       "  %6ld moves\n  %6ld disables\n  %6ld enables\n  %6ld deletes\n",
 	       jint(sum, "creates"), jint(sum, "attribute_updates"), jint(sum, "renames"),
@@ -758,20 +775,28 @@ static void plan_usage(void)
 	    "[--json]\n"
 	    "                     [--html FILE]\n"
 	    "\n"
-	    "Replays hr.events from the start into scratch state and lists what would\n"
-	    "change against the current desired identities: a summary per kind of\n"
-	    "change and each employee's diff. Without --policy the replay follows the\n"
-	    "policies deployed in the log (so an unchanged history has no changes);\n"
-	    "with --policy, NEW is active from the start instead. Reads production\n"
-	    "topics only; writes nothing. Exit status: 0 no changes, 2 changes, 1 "
-	    "error.\n"
+	    "Replays hr.events from the start into scratch state (in memory: no "
+	    "consumer\n"
+	    "group, no state folder, nothing written) and lists what would change\n"
+	    "against the current desired identities of target " PLAN_TARGET
+	    ": a summary per kind\n"
+	    "of change (creates, attribute updates, renames, moves, group joins and\n"
+	    "leaves per group, disables, enables, deletes) and each employee's diff.\n"
+	    "Without --policy the replay follows the policies deployed in the log (so "
+	    "an\n"
+	    "unchanged history has no changes); with --policy, NEW is active from the\n"
+	    "start instead. On a terminal a progress bar shows the events replayed, the\n"
+	    "rate and the time left.\n"
 	    "\n"
-	    "  --policy FILE  the candidate Lua policy (its ldap target is compared)\n"
+	    "  --policy FILE  the candidate Lua policy (its " PLAN_TARGET
+	    " target is compared)\n"
 	    "  --at TIME      the log's policies up to TIME, NEW from TIME on, as if\n"
 	    "                 deployed then (YYYY-MM-DD or ISO-8601)\n"
 	    "  --out FILE     also write the plan (JSON) for `idstream apply FILE`\n"
 	    "  --json         the whole plan as JSON\n"
-	    "  --html FILE    also write the plan as a self-contained HTML page\n");
+	    "  --html FILE    also write the plan as a self-contained HTML page\n"
+	    "\n"
+	    "Exit status: 0 no changes, 2 changes, 1 error.\n");
 }
 
 int cmd_plan(cli_t *cli, int argc, char **argv)
@@ -865,35 +890,8 @@ out:
 
 /* Newest desired version per employee, after the deployment. */
 typedef struct apply_after {
-	codec_t *codec;
-	id_hmap_t latest; /* employee id → desired_identity_t* */
+	id_hmap_t latest; /* employee id → desired_identity_t* (cmd/asof.h) */
 } apply_after_t;
-
-static int apply_keep(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
-{
-	apply_after_t *a = opaque;
-	desired_identity_t d;
-	desired_identity_init(&d);
-	if (codec_decode_desired(a->codec, m->payload, m->len, &d, NULL) != 0)
-		return 0;
-	desired_identity_t *cur = id_hmap_get(&a->latest, d.employee_id);
-	if (cur != NULL && cur->version >= d.version) {
-		desired_identity_fini(&d);
-		return 0;
-	}
-	if (cur == NULL) {
-		if ((cur = malloc(sizeof(*cur))) == NULL ||
-		    id_hmap_put(&a->latest, d.employee_id, cur) != 0) {
-			free(cur);
-			desired_identity_fini(&d);
-			return id_err_set(err, ID_ENOMEM, "out of memory");
-		}
-		desired_identity_init(cur);
-	}
-	desired_identity_fini(cur);
-	*cur = d;
-	return 0;
-}
 
 /*
  * The offset the processor's group must have committed on each partition
@@ -1116,7 +1114,7 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	json_t *planned = NULL, *now = NULL, *actual = json_array();
 	policy_t *policy = NULL;
 	plan_t p;
-	apply_after_t after = {NULL, {0}};
+	apply_after_t after = {{0}};
 	rd_kafka_t *rk = NULL;
 	char topic[256], out_topic[256], reason_buf[512];
 	plan_sum_t s;
@@ -1215,11 +1213,8 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	}
 
 	/* Actual: each employee's newest version now against the one before. */
-	int32_t nout = 0;
-	long nread = 0;
-	if ((after.codec = codec_create(&err)) == NULL ||
-	    id_kafka_partition_count(rk, out_topic, &nout, &err) != 0 ||
-	    scan_topic(rk, out_topic, nout, apply_keep, &after, &nread, &err) != 0) {
+	asof_stats_t ast;
+	if (asof_collect(cli->cfg, ASOF_NEWEST, &after.latest, &ast, &err) != 0) {
 		cli_fail("apply: reading the result", &err);
 		goto out;
 	}
@@ -1228,11 +1223,8 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	for (size_t i = 0; keys != NULL && i < n; i++) {
 		plan_emp_t *e = id_hmap_get(&p.emps, keys[i]);
 		desired_identity_t *a = id_hmap_get(&after.latest, keys[i]);
-		plan_emp_t view = *e; /* before = current, after = planned slot */
-		view.has_planned = a != NULL;
-		if (a != NULL)
-			view.planned = *a;
-		json_t *d = plan_diff(keys[i], &view, &s);
+		json_t *d =
+		    plan_diff(keys[i], e->has_current ? &e->current : NULL, a, &s);
 		if (d != NULL)
 			json_array_append_new(actual, d);
 	}
@@ -1248,13 +1240,7 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 		print_differences("planned", is, "actual", actual);
 	}
 out:
-	for (size_t i = 0; i < after.latest.cap; i++)
-		if (after.latest.slots[i].key != NULL) {
-			desired_identity_fini(after.latest.slots[i].value);
-			free(after.latest.slots[i].value);
-		}
-	id_hmap_fini(&after.latest);
-	codec_destroy(after.codec);
+	asof_latest_free(&after.latest);
 	sum_free(&s.attr_updates);
 	sum_free(&s.group_adds);
 	sum_free(&s.group_removes);

@@ -583,7 +583,12 @@ int report_plan_html(FILE *f, const json_t *plan)
 		fmt_time(f, json_integer_value(json_object_get(plan, "at")));
 		fputs("</p>\n", f);
 	}
-	fputs("<h2>Summary</h2><table class=\"counts\">\n", f);
+	fputs("<h2>Summary", f);
+	if (jstr(plan, "target") != NULL) {
+		fputs(" for target ", f);
+		esc(f, jstr(plan, "target"));
+	}
+	fputs("</h2><table class=\"counts\">\n", f);
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(*kinds); i++)
 		fprintf(f, "<tr><td>%s</td><td>%lld</td></tr>\n", kinds[i],
 		        (long long)json_integer_value(json_object_get(sum, kinds[i])));

@@ -32,6 +32,7 @@
 #include "cmd/timeline.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,10 @@ static int tl_take(codec_t *codec, tl_kind_t kind, const rd_kafka_message_t *m,
 #define TL_LANE_MIN_WANTS 12
 /* Markers read at most to find the causes a timeline names. */
 #define TL_MARKERS_MAX 64
+
+/* Seeks made by the reads of this process (the debug log reports them:
+ * each is a round trip to the broker). */
+static atomic_long tl_seeks;
 
 /* A position of a record in one partition and its Kafka timestamp. */
 typedef struct tl_off {
@@ -349,6 +354,7 @@ static int tl_fetch(rd_kafka_t *rk, codec_t *codec, tl_src_t *srcs, size_t n,
 			s->expect = m->offset + 1;
 			/* A far offset: jump (the fetches in flight are dropped). */
 			if (next > m->offset + 1 + TL_GAP_MAX) {
+				atomic_fetch_add(&tl_seeks, 1);
 				e = rd_kafka_seek(m->rkt, s->part, next, 0);
 				if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
 					rc = id_kafka_err(err, e, "seeking");
@@ -447,6 +453,51 @@ static rd_kafka_t *tl_consumer(id_config_t *cfg, bool small_fetches, bool user_f
 	return id_kafka_consumer_create(cfg, "idstream-history", NULL, NULL, NULL, err);
 }
 
+/*
+ * Partition counts of the three topics with one metadata request: the
+ * topics are made known to rk first, then their metadata is asked for
+ * together (three requests would wait one after the other).  Topic
+ * handles stay referenced by rk's cache.
+ */
+static int tl_partition_counts(rd_kafka_t *rk, tl_src_t *srcs, int32_t *counts,
+                               id_err_t *err)
+{
+	rd_kafka_topic_t *rkt[TL_KINDS] = {NULL};
+	const struct rd_kafka_metadata *md = NULL;
+	int rc = 0;
+	for (int k = 0; k < TL_KINDS; k++) {
+		counts[k] = 0;
+		if ((rkt[k] = rd_kafka_topic_new(rk, srcs[k].topic, NULL)) == NULL) {
+			rc = id_err_set(err, ID_EKAFKA, "%s: %s", srcs[k].topic,
+			                rd_kafka_err2str(rd_kafka_last_error()));
+			goto out;
+		}
+	}
+	rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, 10000);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rc = id_kafka_err(err, e, "reading topic metadata");
+		goto out;
+	}
+	for (int i = 0; i < md->topic_cnt; i++)
+		for (int k = 0; k < TL_KINDS; k++)
+			if (strcmp(md->topics[i].topic, srcs[k].topic) == 0 &&
+			    md->topics[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+				counts[k] = md->topics[i].partition_cnt;
+	for (int k = 0; k < TL_KINDS && rc == 0; k++)
+		if (counts[k] <= 0)
+			rc = id_err_set(err, ID_ENOTFOUND,
+			                "topic %s does not exist (run `idstream topics "
+			                "create`)",
+			                srcs[k].topic);
+out:
+	if (md != NULL)
+		rd_kafka_metadata_destroy(md);
+	for (int k = 0; k < TL_KINDS; k++)
+		if (rkt[k] != NULL)
+			rd_kafka_topic_destroy(rkt[k]);
+	return rc;
+}
+
 /* Opens the index for reading (a secondary instance: `run` may hold it);
  * NULL when there is none or it cannot be read, and the caller scans. */
 static state_store_t *tl_index_open(const char *path)
@@ -467,6 +518,31 @@ static int64_t tl_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The index part of a load, run beside the Kafka requests. */
+typedef struct tl_index_job {
+	const char *path, *employee;
+	int64_t t0, ms; /* start; how long the open took */
+	state_store_t *idx;
+	index_pos_t *pos;
+	size_t npos;
+	pthread_t thread;
+} tl_index_job_t;
+
+static void *tl_index_run(void *arg)
+{
+	tl_index_job_t *j = arg;
+	id_err_t ierr = {0};
+	j->idx = tl_index_open(j->path);
+	j->ms = tl_now_ms() - j->t0;
+	if (j->idx != NULL &&
+	    index_lookup(j->idx, j->employee, &j->pos, &j->npos, &ierr) != 0) {
+		id_log_debug("timeline", "index lookup failed: %s", ierr.msg);
+		state_store_close(j->idx);
+		j->idx = NULL;
+	}
+	return NULL;
 }
 
 static int tl_cmp(const void *a, const void *b)
@@ -550,13 +626,17 @@ static int tl_add_markers(rd_kafka_t *rk, codec_t *codec, tl_src_t *ev,
 		id_err_t ierr = {0};
 		if (index_lookup(idx, POLICY_EVENT_KEY, &pos, &npos, &ierr) != 0)
 			id_log_debug("timeline", "index lookup of markers: %s", ierr.msg);
+		/* A marker whose id the index has and nobody names is not
+		 * read. */
 		for (size_t i = 0; i < npos && rc == 0; i++)
 			if (pos[i].kind == TL_EVENT && pos[i].partition == ev->part &&
 			    pos[i].offset >= ev->lo && pos[i].offset < ev->until &&
+			    (pos[i].event_id == NULL ||
+			     tl_marker_referenced(t, pos[i].event_id)) &&
 			    tl_off_push(&ev->markers, &ev->nmarkers, &ev->capmarkers,
 			                pos[i].offset, pos[i].ts) != 0)
 				rc = id_err_set(err, ID_ENOMEM, "out of memory");
-		free(pos);
+		index_pos_free(pos, npos);
 	}
 	if (rc != 0 || ev->nmarkers == 0)
 		return rc;
@@ -617,19 +697,19 @@ typedef struct tl_lane {
 	id_err_t err;
 	pthread_t thread;
 	bool started;
+	bool need_metadata; /* rk has not read the topics' metadata yet */
 } tl_lane_t;
 
 static void *tl_lane_run(void *arg)
 {
 	tl_lane_t *l = arg;
-	int32_t nparts = 0;
+	int32_t nparts[TL_KINDS];
 	/* The partitions' leaders first: a consumer assigned partitions of
 	 * topics it has no metadata for yet often starts fetching only after
 	 * its next metadata refresh, a second later. */
-	for (int k = 0; k < TL_KINDS; k++)
-		if (!l->srcs[k].done)
-			(void)id_kafka_partition_count(l->rk, l->srcs[k].topic, &nparts,
-			                               NULL);
+	if (l->rk != NULL && l->need_metadata)
+		(void)tl_partition_counts(l->rk, l->srcs, nparts, NULL);
+	l->need_metadata = false;
 	l->rc = tl_fetch(l->rk, l->codec, l->srcs, TL_KINDS, NULL, &l->t, &l->fetched,
 	                 &l->err);
 	return NULL;
@@ -711,7 +791,61 @@ static int tl_fetch_lanes(tl_lane_t *lanes, size_t nlanes, tl_src_t *srcs,
 	return rc;
 }
 
+static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
+                   timeline_need_fn need, void *need_opaque, timeline_t *out,
+                   id_err_t *err);
+
 int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_err_t *err)
+{
+	return tl_load(cfg, employee, TL_ALL_KINDS, NULL, NULL, out, err);
+}
+
+int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
+                        timeline_t *out, id_err_t *err)
+{
+	return tl_load(cfg, employee, kinds, NULL, NULL, out, err);
+}
+
+int timeline_load_events(id_config_t *cfg, const char *employee, timeline_need_fn need,
+                         void *opaque, timeline_t *out, id_err_t *err)
+{
+	return tl_load(cfg, employee,
+	               need ? TL_KIND_BIT(TL_DESIRED) | TL_KIND_BIT(TL_RESULT)
+	                    : TL_ALL_KINDS,
+	               need, opaque, out, err);
+}
+
+/* Keeps of ev's wanted offsets those of the events named in ids, and those
+ * whose id the index does not know.  pos: the employee's positions. */
+static void tl_keep_named(tl_src_t *ev, const index_pos_t *pos, size_t npos,
+                          const char *const *ids, size_t nids)
+{
+	size_t w = 0, i = 0;
+	for (size_t k = 0; k < ev->nwant; k++) {
+		/* Both ascend: pos by (kind, partition, offset). */
+		while (i < npos &&
+		       (pos[i].kind < TL_EVENT ||
+		        (pos[i].kind == TL_EVENT &&
+		         (pos[i].partition < ev->part || (pos[i].partition == ev->part &&
+		                                          pos[i].offset < ev->want[k])))))
+			i++;
+		bool keep = true;
+		if (i < npos && pos[i].kind == TL_EVENT && pos[i].partition == ev->part &&
+		    pos[i].offset == ev->want[k] && pos[i].event_id != NULL) {
+			keep = false;
+			for (size_t j = 0; j < nids && !keep; j++)
+				keep = ids[j] != NULL &&
+				       strcmp(ids[j], pos[i].event_id) == 0;
+		}
+		if (keep)
+			ev->want[w++] = ev->want[k];
+	}
+	ev->nwant = w;
+}
+
+static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
+                   timeline_need_fn need, void *need_opaque, timeline_t *out,
+                   id_err_t *err)
 {
 	int rc = 0;
 	long fetched = 0;
@@ -750,30 +884,41 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 			rc = err && err->code ? err->code : ID_EKAFKA;
 			goto out;
 		}
+		lanes[j].need_metadata = true;
 		nlanes = j + 1;
 	}
-	int64_t t_index = tl_now_ms();
-	idx = tl_index_open(ipath);
-	t_index = tl_now_ms() - t_index;
-	id_err_t ierr = {0};
-	if (idx != NULL && index_lookup(idx, employee, &pos, &npos, &ierr) != 0) {
-		id_log_debug("timeline", "index lookup failed: %s", ierr.msg);
-		state_store_close(idx);
-		idx = NULL;
-	}
-	for (int k = 0; k < TL_KINDS && rc == 0; k++) {
+	int64_t t_consumers = tl_now_ms() - t0;
+	/* The index is opened and looked up on a thread of its own while this
+	 * one asks Kafka for the metadata and the watermarks: both wait. */
+	tl_index_job_t job = {.path = ipath, .employee = employee, .t0 = tl_now_ms()};
+	bool job_thread =
+	    have_index && pthread_create(&job.thread, NULL, tl_index_run, &job) == 0;
+	if (have_index && !job_thread)
+		tl_index_run(&job);
+	int32_t nparts[TL_KINDS];
+	for (int k = 0; k < TL_KINDS; k++) {
 		tl_src_t *s = &srcs[k];
-		int32_t nparts = 0;
 		s->kind = (tl_kind_t)k;
 		s->key = employee;
 		s->klen = strlen(employee);
 		id_config_topic(cfg, suffixes[k], s->topic, sizeof(s->topic));
-		rc = id_kafka_partition_count(rk, s->topic, &nparts, err);
-		if (rc == 0)
-			s->part = id_kafka_partition_for_key(employee, s->klen, nparts);
 	}
-	if (rc != 0 || (rc = tl_watermarks(rk, srcs, TL_KINDS, err)) != 0)
+	rc = tl_partition_counts(rk, srcs, nparts, err);
+	for (int k = 0; k < TL_KINDS && rc == 0; k++)
+		srcs[k].part =
+		    id_kafka_partition_for_key(employee, srcs[k].klen, nparts[k]);
+	int64_t t_meta = tl_now_ms() - t0;
+	if (rc == 0)
+		rc = tl_watermarks(rk, srcs, TL_KINDS, err);
+	if (job_thread)
+		pthread_join(job.thread, NULL);
+	idx = job.idx;
+	pos = job.pos;
+	npos = job.npos;
+	int64_t t_index = job.ms;
+	if (rc != 0)
 		goto out;
+	int64_t t_wm = tl_now_ms() - t0;
 	for (int k = 0; k < TL_KINDS && rc == 0; k++) {
 		tl_src_t *s = &srcs[k];
 		s->scan_from = s->lo;
@@ -787,6 +932,8 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 		}
 		/* A long scan goes to a consumer with ordinary fetches (rk has
 		 * them when there is no index at all). */
+		if ((kinds & TL_KIND_BIT(k)) == 0)
+			continue; /* not asked for: not read */
 		if (have_index && s->hi - s->scan_from > TL_TAIL_SMALL)
 			big[k] = need_big = true;
 		else
@@ -800,6 +947,7 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 	use = use < 1 ? 1 : use > nlanes ? nlanes : use;
 	if (rc == 0)
 		rc = tl_fetch_lanes(lanes, use, srcs, small, out, &fetched, err);
+	int64_t t_lanes = tl_now_ms() - t0;
 	if (rc == 0 && need_big) {
 		if ((rk_big = tl_consumer(cfg, false, user_fetch, err)) == NULL)
 			rc = err && err->code ? err->code : ID_EKAFKA;
@@ -807,22 +955,52 @@ int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_er
 			rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, big, out, &fetched,
 			              err);
 	}
-	if (rc == 0)
+	if (rc == 0 && need != NULL) {
+		/* Second round: the HR events the caller needs, now that it has
+		 * seen the versions and results (all of them when the index does
+		 * not know the events' ids), and the partition's unindexed tail. */
+		const char **ids = NULL;
+		size_t nids = 0;
+		tl_src_t *ev = &srcs[TL_EVENT];
+		bool sel[TL_KINDS] = {true, false, false};
+		rc = need(out, need_opaque, &ids, &nids);
+		if (rc == 0 && idx != NULL)
+			tl_keep_named(ev, pos, npos, ids, nids);
+		free(ids);
+		if (rc == 0 && have_index && ev->hi - ev->scan_from > TL_TAIL_SMALL) {
+			if (rk_big == NULL &&
+			    (rk_big = tl_consumer(cfg, false, user_fetch, err)) == NULL)
+				rc = err && err->code ? err->code : ID_EKAFKA;
+			else
+				rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, sel, out,
+				              &fetched, err);
+		} else if (rc == 0) {
+			size_t use_ev = ev->nwant / TL_LANE_MIN_WANTS;
+			use_ev = use_ev < 1 ? 1 : use_ev > nlanes ? nlanes : use_ev;
+			rc = tl_fetch_lanes(lanes, use_ev, srcs, sel, out, &fetched, err);
+		}
+		kinds |= TL_KIND_BIT(TL_EVENT);
+	}
+	if (rc == 0 && (kinds & TL_KIND_BIT(TL_EVENT)) != 0)
 		rc = tl_add_markers(rk, codec, &srcs[TL_EVENT], idx, out, &fetched, err);
 	if (rc == 0) {
 		if (out->len > 1) /* qsort(NULL, 0) is undefined behaviour */
 			qsort(out->items, out->len, sizeof(*out->items), tl_cmp);
 		id_log_debug("timeline",
 		             "employee %s: %s, %ld records read, %zu entries, %zu "
-		             "indexed (index open %lld ms, total %lld ms)",
+		             "indexed (%ld seeks; index open %lld ms, total %lld ms; at "
+		             "%lld ms consumers, %lld metadata, %lld watermarks, %lld "
+		             "%zu lanes)",
 		             employee, used_index ? "index used" : "partition scan",
-		             fetched, out->len, npos, (long long)t_index,
-		             (long long)(tl_now_ms() - t0));
+		             fetched, out->len, npos, atomic_load(&tl_seeks),
+		             (long long)t_index, (long long)(tl_now_ms() - t0),
+		             (long long)t_consumers, (long long)t_meta, (long long)t_wm,
+		             (long long)t_lanes, use);
 	}
 out:
 	for (int k = 0; k < TL_KINDS; k++)
 		tl_src_fini(&srcs[k]);
-	free(pos);
+	index_pos_free(pos, npos);
 	state_store_close(idx);
 	id_kafka_destroy(rk_big);
 	id_kafka_destroy(rk);

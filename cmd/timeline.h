@@ -55,6 +55,34 @@ const char *timeline_topic_suffix(tl_kind_t kind);
  * options, except those the user configured; meant for one-shot commands.
  */
 int timeline_load(id_config_t *cfg, const char *employee, timeline_t *out, id_err_t *err);
+
+/* Kinds for timeline_load_kinds(). */
+#define TL_KIND_BIT(k) (1u << (k))
+#define TL_ALL_KINDS                                                                     \
+	(TL_KIND_BIT(TL_EVENT) | TL_KIND_BIT(TL_DESIRED) | TL_KIND_BIT(TL_RESULT))
+
+/* timeline_load() reading only the kinds in the mask (e.g. as-of needs
+ * only the desired versions); policy markers come with TL_EVENT only. */
+int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
+                        timeline_t *out, id_err_t *err);
+
+/*
+ * What HR events a reader needs, given the timeline's desired versions and
+ * sink results: *ids (malloc'd array, freed by the loader; the strings are
+ * borrowed from t) and *n.  0 or ID_ENOMEM.
+ */
+typedef int (*timeline_need_fn)(const timeline_t *t, void *opaque, const char ***ids,
+                                size_t *n);
+
+/*
+ * timeline_load() in two rounds: the desired versions and sink results,
+ * then of the HR events only those need() names (with an index of format 3,
+ * which knows each event's id; otherwise all of them), plus any past the
+ * indexed position and the policy markers the versions name.  For `why`,
+ * which explains one version: a few events instead of the whole history.
+ */
+int timeline_load_events(id_config_t *cfg, const char *employee, timeline_need_fn need,
+                         void *opaque, timeline_t *out, id_err_t *err);
 void timeline_fini(timeline_t *t);
 
 /*

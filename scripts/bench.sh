@@ -22,6 +22,13 @@
 #      hr.events, bench_consume reads them (the raw librdkafka ceiling), then
 #      `process --until-idle` folds them: events/s, CPU µs per event (user +
 #      system time of the process), peak RSS, and the ratio to the raw rate;
+#   5b. audit at scale, on the topics of step 5: `index --until-idle` (the
+#      per-employee index), `plan` of the unchanged history (replay of every
+#      event + diff against the current identities: wall time, events/s,
+#      CPU, peak RSS), `as-of` of everyone, and `why` for
+#      IDSTREAM_BENCH_WHY_SAMPLES random employees (wall time per command,
+#      process start included: p50/p99/max), once with the index free and
+#      once while an `idstream index` holds it (as `idstream run` does);
 #   6. raw slapd: the entries the sink created (read back, moved to an empty
 #      subtree ou=rawbench) with one `ldapadd -c`, then the same group
 #      memberships, one modification each, with one `ldapmodify -c`;
@@ -56,6 +63,8 @@
 #   IDSTREAM_BENCH_BATCH_MAX, IDSTREAM_BENCH_BATCH_MS  processor.batch_max and
 #                             processor.batch_ms of that run (defaults 5000
 #                             and 1000; empty: the configuration's defaults)
+#   IDSTREAM_BENCH_AUDIT      1 (default): step 5b; 0 skips it
+#   IDSTREAM_BENCH_WHY_SAMPLES  employees `why` is timed for (default 100)
 #   IDSTREAM_BENCH_WEBHOOKS   measured webhook deliveries (default 30000; 0
 #                             skips step 7); IDSTREAM_BENCH_WEBHOOK_CONCURRENCY
 #                             requests in flight (default 64)
@@ -93,6 +102,8 @@ EV=${IDSTREAM_BENCH_EVENTS:-1000000}
 EV_EMP=${IDSTREAM_BENCH_EVENT_EMPLOYEES:-50000}
 EV_BATCH_MAX=${IDSTREAM_BENCH_BATCH_MAX-5000}
 EV_BATCH_MS=${IDSTREAM_BENCH_BATCH_MS-1000}
+AUDIT=${IDSTREAM_BENCH_AUDIT:-1}
+WHY_K=${IDSTREAM_BENCH_WHY_SAMPLES:-100}
 WH=${IDSTREAM_BENCH_WEBHOOKS:-30000}
 WH_C=${IDSTREAM_BENCH_WEBHOOK_CONCURRENCY:-64}
 E2E=${IDSTREAM_BENCH_E2E:-1000}
@@ -447,6 +458,61 @@ if [ "$EV" -gt 0 ]; then
 	PE_TXNS=$(field "$W/process-events.log" 'transactions')
 fi
 
+# ---------------------------------------------------------------- audit at scale
+
+# why_latency LABEL: times `why` for the employees in $W/why-emps (wall of
+# each command, process start included); sets WHY_P50, WHY_P99, WHY_MAX,
+# WHY_FAILS.
+why_latency() {
+	: >"$W/why-$1.ms"
+	WHY_FAILS=0
+	while read -r _e; do
+		_t0=$(now_ms)
+		"$BIN" --config "$W/events.conf" why "$_e" >/dev/null 2>>"$W/why-$1.err" ||
+			WHY_FAILS=$((WHY_FAILS + 1))
+		echo $(($(now_ms) - _t0)) >>"$W/why-$1.ms"
+	done <"$W/why-emps"
+	_pct() { sort -n "$W/why-$1.ms" | awk -v p="$2" '{a[NR] = $1}
+		END { i = int(NR * p / 100 + 0.999); if (i < 1) i = 1; print a[i] }'; }
+	WHY_P50=$(_pct "$1" 50)
+	WHY_P99=$(_pct "$1" 99)
+	WHY_MAX=$(_pct "$1" 100)
+}
+
+if [ "$EV" -gt 0 ] && [ "$AUDIT" -gt 0 ]; then
+	say "audit: index, plan, as-of and why over the $EV events"
+	measure index-events "$BIN" --config "$W/events.conf" index --until-idle
+	IX_MS=$M_MS
+	IX_RSS=$M_RSS
+	IX_N=$(field "$W/index-events.log" 'records indexed')
+	measure plan-events "$BIN" --config "$W/events.conf" plan
+	PL_MS=$M_MS
+	PL_RSS=$M_RSS
+	PL_CPU_MS=$M_CPU_MS
+	expect "plan of the unchanged history" "no changes" \
+		"$(grep -o 'no changes' "$W/plan-events.log" || echo changes)"
+	expect "events replayed by plan" "$EV" "$(field "$W/plan-events.log" 'events of')"
+	measure asof-events "$BIN" --config "$W/events.conf" as-of 2100-01-01
+	AS_MS=$M_MS
+	AS_RSS=$M_RSS
+	expect "employees in as-of" "$EV_EMP" \
+		"$(sed -n 's/^\([0-9][0-9]*\) employees at .*/\1/p' "$W/asof-events.log")"
+	# The broker first finishes what the bulk reads left it (as
+	# tests/tools/bench_why.sh does), so `why` is timed, not that.
+	sleep 5
+	# gen_events names its employees E100001, E100002, ...
+	awk -v k="$WHY_K" -v e="$EV_EMP" 'BEGIN { srand(7); for (i = 0; i < k; i++)
+		printf "E%d\n", 100001 + int(rand() * e) }' >"$W/why-emps"
+	why_latency free
+	WHYF="p50 $WHY_P50 ms, p99 $WHY_P99 ms, max $WHY_MAX ms ($WHY_FAILS failed)"
+	bg_start index-held "$BIN" --config "$W/events.conf" index
+	IDX_PID=$BG_PID
+	sleep 3
+	why_latency held
+	WHYH="p50 $WHY_P50 ms, p99 $WHY_P99 ms, max $WHY_MAX ms ($WHY_FAILS failed)"
+	bg_stop "$IDX_PID"
+fi
+
 # ---------------------------------------------------------------- raw slapd
 
 # The sink's own entries, read back and moved under ou=rawbench: the same
@@ -649,6 +715,21 @@ if [ "$EV" -gt 0 ]; then
 		"$(rate "$EV" "$RAWE_STEADY") msg/s"
 	echo
 fi
+if [ "$EV" -gt 0 ] && [ "$AUDIT" -gt 0 ]; then
+	row "index --until-idle (3 topics, $EV events)" "$IX_N" "$IX_MS" \
+		"$(rate "$IX_N" "$IX_MS")" "" "$(mb "$IX_RSS")"
+	row "plan, unchanged policy (replay + diff)" "$EV" "$PL_MS" "$(rate "$EV" "$PL_MS")" \
+		"" "$(mb "$PL_RSS")"
+	row "as-of TIME, all $EV_EMP employees" "$EV_EMP" "$AS_MS" \
+		"$(rate "$EV_EMP" "$AS_MS")" "" "$(mb "$AS_RSS")"
+	echo "  plan CPU: $(awk -v ms="${PL_CPU_MS:-0}" -v n="$EV" 'BEGIN { printf "%.1f", ms * 1000 / n }')" \
+		"µs/event (user + system); target (issue 6, not asserted): <= 15 s wall"
+	echo "  why, $WHY_K random employees (wall per command, start-up included):"
+	echo "    index free:                     $WHYF"
+	echo "    while \`idstream index\` holds it: $WHYH"
+	echo "    target (issue 6, not asserted): p99 <= 100 ms"
+	echo
+fi
 row "raw slapd: ldapadd -c ($RAW_OUS OUs, $RAW_ENTRIES entries)" "$N" "$LADD_MS" \
 	"$(rate "$N" "$LADD_MS")" "" ""
 row "raw slapd: ldapmodify -c ($RAW_MODS memberships)" "$N" "$LMOD_MS" \
@@ -730,6 +811,12 @@ How the figures are measured (one run each, wall clock, same services):
     processor runs with processor.batch_max=${EV_BATCH_MAX:-default},
     processor.batch_ms=${EV_BATCH_MS:-default}; CPU µs/event = (user + system
     time of the process, every thread) / events; the broker's CPU is not in it.
+  - audit at scale, on the same topics after the processor: \`index
+    --until-idle\` indexes hr.events and identity.desired (items = records);
+    \`plan\` replays every event into in-memory scratch state and diffs each
+    employee against its current identity (read through the index), wall
+    time from exec to exit; \`as-of 2100-01-01\` lists every employee; \`why\`
+    is timed per command for ${WHY_K} employees drawn with a fixed seed.
   - vs raw = idstream items/s / raw items/s of the row above it.
   - sink: ${N} desired identities into an empty ou=people: entries, their
     department OUs, staff and dept-* memberships, each with a read and diff.

@@ -1,6 +1,7 @@
 # test_audit.sh — the audit questions on a real pipeline: `why` names the
 # operation, rule and HR event behind each attribute (and behind a disable),
-# `as-of` gives the identity before and after a transfer, and after a policy
+# `as-of` gives the identity before and after a transfer (of one employee
+# and of everyone: a later hire is absent before), and after a policy
 # deployment `why` names the activation (policy name and version) behind a
 # changed group while `history` shows the policy's name and version, not its
 # source.
@@ -23,12 +24,14 @@ ids run --until-idle >/dev/null 2>"$T_DIR/run1.log"
 sleep 1.1 # so the two days have distinct effective times
 between=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
 sleep 1.1
-# Day 2: E700 moves to Engineering with a new title; E702 leaves.
+# Day 2: E700 moves to Engineering with a new title; E702 leaves; E704 is
+# hired.
 cat >"$T_DIR/day2.csv" <<'CSV'
 employee_id,first_name,last_name,title,department,location
 E700,Rosalind,Franklin,Lead Chemist,Engineering,
 E701,Lise,Meitner,Physicist,Research,
 E703,Grace,Hopper,Account Executive,Sales,New York
+E704,Chien-Shiung,Wu,Physicist,Research,
 CSV
 touch "$T_DIR/day2.csv"
 ids ingest csv "$T_DIR/day2.csv" >/dev/null
@@ -75,6 +78,27 @@ all=$(ids as-of "$between" --json)
 assert_eq 4 "$(printf '%s' "$all" | grep -c '"state": "ACTIVE"')" "active employees before day 2"
 assert_eq 3 "$(printf '%s' "$all" | grep -c '"container": "ou=Research"')"
 assert_contains "$(ids as-of 2000-01-01 E700)" "had no identity"
+# Everyone, as a table, from the index `run` wrote: before day 2 E700 is in
+# Research and E704 (hired on day 2) is absent; after it E700 is in
+# Engineering, E702 disabled, E704 there.
+tbl=$(ids --set log.level=debug as-of "$between" 2>"$T_DIR/asof-before.log")
+assert_contains "$(cat "$T_DIR/asof-before.log")" "index used: 4 employees"
+assert_contains "$(printf '%s\n' "$tbl" | grep '^E700 ')" "ou=Research"
+assert_contains "$(printf '%s\n' "$tbl" | grep '^E702 ')" "ACTIVE"
+case $tbl in *E704*) fail "as-of before day 2 lists E704, hired later: $tbl" ;; esac
+assert_contains "$tbl" "4 employees at $between"
+tbl=$(ids as-of "$(date -u +%Y-%m-%dT%H:%M:%SZ)")
+assert_contains "$(printf '%s\n' "$tbl" | grep '^E700 ')" "ou=Engineering"
+assert_contains "$(printf '%s\n' "$tbl" | grep '^E700 ')" "dept-engineering"
+assert_contains "$(printf '%s\n' "$tbl" | grep '^E702 ')" "DISABLED"
+assert_contains "$(printf '%s\n' "$tbl" | grep '^E704 ')" "cwu"
+assert_contains "$tbl" "5 employees at"
+# The same answer without the index (a scan of identity.desired).
+ids as-of "$between" --json >"$T_DIR/asof.idx"
+mv "$T_DIR/state/index" "$T_DIR/state/index.off"
+ids as-of "$between" --json >"$T_DIR/asof.scan"
+mv "$T_DIR/state/index.off" "$T_DIR/state/index"
+cmp -s "$T_DIR/asof.idx" "$T_DIR/asof.scan" || fail "as-of --json differs without the index"
 
 # A policy deployment: Sales split by region moves E703 from dept-sales to
 # dept-sales-americas.  `why` on that membership names the activation event

@@ -2,7 +2,8 @@
 # runs the indexer), `history` and `why` give the same output with the index
 # as with a partition scan, the debug log says the index was used, and the
 # answer for one employee among 5,000 reads only a few records of the
-# partitions that hold thousands.  While an indexer holds the store (as
+# partitions that hold thousands; `as-of` for everyone decodes one version
+# per employee instead of all of them.  While an indexer holds the store (as
 # `idstream run` does), the commands still read it (a RocksDB secondary
 # instance) and see what it indexes meanwhile, leaving no files behind.
 . "$IDSTREAM_REPO/tests/lib.sh"
@@ -44,6 +45,22 @@ assert_contains "$(cat "$T_DIR/h.scan.log")" "employee $emp: partition scan"
 cmp -s "$T_DIR/h.idx" "$T_DIR/h.scan" || fail "history differs with the index"
 cmp -s "$T_DIR/hj.idx" "$T_DIR/hj.scan" || fail "history --json differs with the index"
 cmp -s "$T_DIR/w.idx" "$T_DIR/w.scan" || fail "why differs with the index"
+
+# as-of for everyone: with the index only each employee's version at the
+# instant is decoded, without it every version; the same answer.
+later=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+ids --set log.level=debug as-of "$later" --json >"$T_DIR/a.idx" 2>"$T_DIR/a.idx.log"
+mv "$T_DIR/state/index" "$T_DIR/state/index.off"
+ids --set log.level=debug as-of "$later" --json >"$T_DIR/a.scan" 2>"$T_DIR/a.scan.log"
+mv "$T_DIR/state/index.off" "$T_DIR/state/index"
+cmp -s "$T_DIR/a.idx" "$T_DIR/a.scan" || fail "as-of of everyone differs with the index"
+asof() { sed -n "s/.*\"$1: \([0-9]*\) employees, \([0-9]*\) versions decoded.*/\1 \2/p" "$2"; }
+set -- $(asof "index used" "$T_DIR/a.idx.log")
+[ "${1:-0}" -ge 5000 ] || fail "as-of with the index: ${1:-no} employees ($(cat "$T_DIR/a.idx.log"))"
+assert_eq "$1" "$2" "versions decoded by as-of with the index = employees"
+assert_eq "$1" "$(grep -c '"employee_id"' "$T_DIR/a.idx")" "employees in as-of --json"
+set -- $(asof "topic scan" "$T_DIR/a.scan.log")
+[ "${2:-0}" -gt "$1" ] || fail "the scan decoded only ${2:-no} versions"
 
 # Records read: with the index a handful, without it whole partitions.
 count() { sed -n "s/.*employee $emp: [a-z ]*, \([0-9]*\) records read, \([0-9]*\) entries.*/\1 \2/p" "$1"; }
