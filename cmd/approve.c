@@ -622,10 +622,16 @@ int cmd_reconcile(cli_t *cli, int argc, char **argv)
 		    "applied, and report the drift made by hand; with --repair it "
 		    "writes\n"
 		    "the differences back (published as APPLIED results). Exit status 1\n"
-		    "when drift remains. Accounts idstream does not manage are not "
-		    "listed:\n"
-		    "the sink cores have no listing of the target yet. Waits up to "
-		    "--wait\n"
+		    "when drift remains.\n"
+		    "\n"
+		    "Without EMPLOYEE_IDs it also lists the accounts of the target's\n"
+		    "managed subtree (people OU, SCIM Users) that no employee of the "
+		    "sink\n"
+		    "owns: a hand-made account, or one whose employee id idstream never\n"
+		    "applied. They are left alone, unless the sink runs with\n"
+		    "reconcile.delete_unmanaged = true: then --repair deletes them, as\n"
+		    "long as their number stays within the mass-change guard's limit\n"
+		    "(sink.guard.*; over it, none is deleted). Waits up to --wait\n"
 		    "seconds (default 600) for the answer.\n");
 		return CLI_EXIT_OK;
 	}
@@ -689,6 +695,40 @@ int cmd_reconcile(cli_t *cli, int argc, char **argv)
 			}
 			putchar('\n');
 		}
+		json_array_foreach(json_object_get(answer, "unmanaged"), i, d)
+		{
+			const char *emp =
+			    json_string_value(json_object_get(d, "employee_id"));
+			const char *name = json_string_value(json_object_get(d, "name"));
+			printf("unmanaged %s: %s (%s%s)\n", name ? name : "-",
+			       json_string_value(json_object_get(d, "ref")),
+			       emp ? "employee id " : "no employee id", emp ? emp : "");
+		}
+		long unmanaged = count_of(answer, "unmanaged");
+		long deleted = count_of(answer, "unmanaged_deleted");
+		if (count_of(answer, "unmanaged_not_ready") > 0)
+			printf("reconcile %s: unmanaged accounts not listed: the sink is "
+			       "still catching up\n",
+			       a.target);
+		else if (count_of(answer, "unmanaged_list_failed") > 0)
+			printf("reconcile %s: unmanaged accounts not listed: listing the "
+			       "target failed (see the sink's log)\n",
+			       a.target);
+		else if (count_of(answer, "unmanaged_held") > 0)
+			printf("reconcile %s: %ld unmanaged accounts, none deleted: more "
+			       "than the mass-change limit of %ld allows\n",
+			       a.target, unmanaged, count_of(answer, "unmanaged_limit"));
+		else if (a.repair && deleted > 0)
+			printf("reconcile %s: %ld unmanaged accounts, %ld deleted, %ld "
+			       "failed\n",
+			       a.target, unmanaged, deleted,
+			       count_of(answer, "unmanaged_failed"));
+		else if (unmanaged > 0)
+			printf("reconcile %s: %ld unmanaged accounts, left alone%s\n",
+			       a.target, unmanaged,
+			       json_is_true(json_object_get(answer, "delete_unmanaged"))
+			           ? " (`--repair` deletes them)"
+			           : " (reconcile.delete_unmanaged is off)");
 		if (a.repair)
 			printf("reconcile %s: %ld accounts checked, %ld repaired, %ld "
 			       "failed\n",
@@ -701,7 +741,8 @@ int cmd_reconcile(cli_t *cli, int argc, char **argv)
 			       drifted > 0 ? "; `--repair` writes the desired values back"
 			                   : "");
 	}
-	if (failed > 0 || (!a.repair && drifted > 0))
+	if (failed > 0 || (!a.repair && drifted > 0) ||
+	    count_of(answer, "unmanaged_failed") > 0)
 		rc = CLI_EXIT_FAIL;
 out:
 	json_decref(answer);

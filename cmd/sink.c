@@ -71,6 +71,15 @@
  * min) costs a rejoin of the consumer group afterwards — re-delivered
  * versions are then skipped by the version check.
  *
+ * Concurrency: with sink.concurrency > 1 the loop gathers live messages
+ * (and the catch-up batch) into batches of distinct employees — a second
+ * message of an employee already in the batch applies the batch first —
+ * and the target calls of a batch run in parallel (cmd/sink_pool.h, one
+ * core handle per thread).  Everything else (version checks, the guard,
+ * recording, parking, results, offsets) happens in this thread, in input
+ * order, so the bookkeeping is exactly the serial one.  Reports whose
+ * manager is created in the same batch are applied again after it.
+ *
  * Rate limit: with sink.rate_limit > 0, the target writes of each apply are
  * paid for at that many per second before the next apply starts (an
  * identity's writes are never split, so bursts are at most one apply).
@@ -82,7 +91,12 @@
  *
  * Drift: `idstream reconcile TARGET` plans (or with --repair applies) every
  * managed employee's last applied desired identity against the live
- * object, so changes made by hand are reported or undone.
+ * object, so changes made by hand are reported or undone.  Without a list
+ * of employees it also lists the accounts of the target's subtree that
+ * carry no employee id this sink has decided a version for (unmanaged);
+ * with reconcile.delete_unmanaged and --repair they are deleted, within
+ * the guard's limit.  Commands wait while a catch-up batch is read, so the
+ * sink knows every employee it manages before it judges an account.
  *
  * State key layout (state.dir/sink-<target>):
  *
@@ -104,7 +118,8 @@
  * batch once the versions' results are acknowledged; 'P', 'H' and 'F' are
  * written when they arise, before their input offset can be committed.
  *
- * Threading: one thread runs the loop; the control consumer is polled from it.
+ * Threading: one thread runs the loop; the control consumer is polled from it;
+ * the pool's threads only call the core (sink_job_run) during a batch.
  */
 #include <ctype.h>
 #include <jansson.h>
@@ -116,6 +131,7 @@
 #include <unistd.h>
 
 #include "cmd/cli.h"
+#include "cmd/sink_pool.h"
 #include "cmd/sink_targets.h"
 #include "common/buf.h"
 #include "common/failpoint.h"
@@ -146,6 +162,26 @@ typedef struct sink_pending {
 	int32_t partition;
 	int64_t offset;
 } sink_pending_t;
+
+/* A desired version read from identity.desired, waiting in a batch. */
+typedef struct sink_msg {
+	unsigned char *payload; /* owned by the batch (streaming) or borrowed */
+	size_t len;
+	int32_t partition;
+	int64_t offset;
+	char *key; /* employee id (the message key), owned like payload */
+} sink_msg_t;
+
+/* One target call of a batch, run on a pool thread (see sink_pool.h). */
+typedef struct sink_job {
+	desired_identity_t d;
+	const void *payload;
+	size_t len;
+	int from; /* the account's state before, as sink_info() says */
+	sink_result_t r;
+	id_err_t err;
+	int rc; /* the core's apply: 0 final, else unreachable */
+} sink_job_t;
 
 /* A take-away version kept back by the guard.  version 0 marks an entry
  * that has been decided (the map has no single-key delete). */
@@ -233,6 +269,16 @@ typedef struct sink_run {
 	 * which no further apply starts. */
 	double rate;
 	double rate_next;
+
+	bool delete_unmanaged; /* reconcile.delete_unmanaged */
+
+	/* sink.concurrency: handles[0] is target_h; the pool calls the core
+	 * through all of them at once for a batch of distinct employees. */
+	void **handles;
+	size_t nhandles;
+	sink_pool_t *pool;
+	sink_msg_t *batch; /* live messages read, not yet applied */
+	size_t nbatch, capbatch;
 } sink_run_t;
 
 #define APPLY_RELINK    1u /* again, now that the manager exists */
@@ -242,6 +288,7 @@ typedef struct sink_run {
 static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                            rd_kafka_topic_partition_list_t *parts, void *opaque);
 static int sink_commit(sink_run_t *s, id_err_t *err);
+static void sink_batch_drop(sink_run_t *s);
 
 static int64_t wall_ms(void)
 {
@@ -700,6 +747,7 @@ static void sink_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 		/* Versions remembered but not applied are read again by whoever
 		 * gets the partitions: their offsets were never committed. */
 		sink_latest_drop(s);
+		sink_batch_drop(s);
 		rd_kafka_assign(rk, NULL);
 	}
 }
@@ -921,6 +969,19 @@ static long sink_backoff(sink_run_t *s, long attempt)
 	return half + (long)(sink_random(s) % (uint64_t)(base - half + 1));
 }
 
+/* The target answered: a failure streak ends, an open circuit closes. */
+static void sink_reached(sink_run_t *s)
+{
+	if (s->circuit_open)
+		id_log_info("sink",
+		            "target %s: circuit closed: reachable again after %.1f s "
+		            "and %ld failed attempts",
+		            s->target, (double)(mono_ms() - s->circuit_since) / 1000.0,
+		            s->failures);
+	s->circuit_open = false;
+	s->failures = 0;
+}
+
 /*
  * Calls the core until it gives the final outcome of d, however long the
  * target stays away (see "Unreachable target" above).  Returns non-zero only
@@ -941,16 +1002,7 @@ static int sink_reach(sink_run_t *s, const desired_identity_t *d, sink_result_t 
 		int rc = call(s->target_h, d, r, &aerr);
 		sink_rate_charge(s, s->ops->writes(s->target_h) - w0);
 		if (rc == 0) {
-			if (s->circuit_open)
-				id_log_info(
-				    "sink",
-				    "target %s: circuit closed: reachable again after "
-				    "%.1f s and %ld failed attempts",
-				    s->target,
-				    (double)(mono_ms() - s->circuit_since) / 1000.0,
-				    s->failures);
-			s->circuit_open = false;
-			s->failures = 0;
+			sink_reached(s);
 			return 0;
 		}
 		if (cli_stop_requested)
@@ -1001,6 +1053,7 @@ static int sink_reach(sink_run_t *s, const desired_identity_t *d, sink_result_t 
 /* ---------------------------------------------------------------- apply */
 
 static int sink_resolve_waiting(sink_run_t *s, const char *manager_id, id_err_t *err);
+static int window_push(sink_run_t *s, int64_t at, id_err_t *err);
 
 /* The key of a report waiting for its manager's entry:
  * 'W' manager_id NUL employee_id. */
@@ -1022,83 +1075,91 @@ static int key_waiting(id_buf_t *b, const char *manager_id, const char *employee
  * manager's id and applied again once the manager's entry is created, so
  * the manager attribute is set as soon as it can be.
  */
-static int sink_apply(sink_run_t *s, const desired_identity_t *d, const void *payload,
-                      size_t len, unsigned flags, sink_outcome_t *outcome, id_err_t *err)
+/*
+ * What follows the core's final answer r for d (see sink_apply): records
+ * the version or parks it, publishes the result, remembers a report whose
+ * manager is missing.  *created says whether the account was created (the
+ * caller then applies the reports waiting for it).  from is the account's
+ * state before, as sink_info() said.
+ */
+static int sink_apply_done(sink_run_t *s, const desired_identity_t *d,
+                           const void *payload, size_t len, unsigned flags, int from,
+                           sink_result_t *r, sink_outcome_t *outcome, bool *created,
+                           id_err_t *err)
 {
-	sink_result_t r;
-	int from = -1;
-	sink_result_init(&r);
-	sink_info(s, d->employee_id, &from);
-	int rc = sink_reach(s, d, &r, s->ops->apply, err);
-	if (rc != 0)
-		goto out;
-	if (r.target == NULL)
-		r.target = strdup(s->target);
-	if (r.employee_id == NULL)
-		r.employee_id = strdup(d->employee_id);
-	r.desired_version = d->version;
+	int rc = 0;
+	*created = false;
+	if (r->target == NULL)
+		r->target = strdup(s->target);
+	if (r->employee_id == NULL)
+		r->employee_id = strdup(d->employee_id);
+	r->desired_version = d->version;
 	if (outcome != NULL)
-		*outcome = r.outcome;
+		*outcome = r->outcome;
 	/* A reconcile that finds nothing to repair leaves no trace. */
-	if ((flags & APPLY_RECONCILE) && r.outcome == SINK_NOOP)
-		goto out;
-	if (r.nops > 0)
+	if ((flags & APPLY_RECONCILE) && r->outcome == SINK_NOOP)
+		return 0;
+	if (r->nops > 0)
 		id_failpoint_crash("sink.after_apply");
-	if (r.outcome != SINK_FAILED) {
+	if (r->outcome != SINK_FAILED) {
 		int64_t at = 0;
 		if (!(flags & (APPLY_APPROVED | APPLY_RECONCILE)) &&
 		    takes_away(from, d->state)) {
 			at = wall_ms();
-			if (s->nwindow == s->capwindow) {
-				size_t nc = s->capwindow ? s->capwindow * 2 : 64;
-				int64_t *nw = realloc(s->window, nc * sizeof(*nw));
-				if (nw == NULL) {
-					rc = id_err_set(err, ID_ENOMEM, "out of memory");
-					goto out;
-				}
-				s->window = nw;
-				s->capwindow = nc;
-			}
-			s->window[s->nwindow++] = at;
+			if ((rc = window_push(s, at, err)) != 0)
+				return rc;
 		}
 		if ((rc = sink_record(s, d->employee_id, d->version, (int)d->state,
 		                      payload, len, at, err)) != 0)
-			goto out;
+			return rc;
 	} else {
 		id_log_kv(ID_LOG_ERROR, "sink",
 		          "apply failed; parked until the next version "
 		          "or `idstream sink retry`",
 		          "target", s->target, "employee", d->employee_id, "error",
-		          r.error ? r.error : "", NULL);
-		if ((rc = sink_park(s, d, payload, len, r.error, err)) != 0)
-			goto out;
+		          r->error ? r->error : "", NULL);
+		if ((rc = sink_park(s, d, payload, len, r->error, err)) != 0)
+			return rc;
 	}
-	if ((flags & APPLY_RELINK) && r.outcome == SINK_APPLIED)
+	if ((flags & APPLY_RELINK) && r->outcome == SINK_APPLIED)
 		s->stats->relinked++;
 	else
-		sink_count(s, &r);
-	if ((rc = sink_publish(s, &r, err)) != 0)
-		goto out;
-	bool created = false;
-	for (size_t i = 0; i < r.nops; i++) {
-		if (strcmp(r.ops[i].op, "add") == 0 ||
-		    strcmp(r.ops[i].op, "create") == 0) {
-			created = true;
-		} else if (strcmp(r.ops[i].op, "manager_pending") == 0 &&
-		           r.ops[i].new_value != NULL) {
+		sink_count(s, r);
+	if ((rc = sink_publish(s, r, err)) != 0)
+		return rc;
+	for (size_t i = 0; i < r->nops; i++) {
+		if (strcmp(r->ops[i].op, "add") == 0 ||
+		    strcmp(r->ops[i].op, "create") == 0) {
+			*created = true;
+		} else if (strcmp(r->ops[i].op, "manager_pending") == 0 &&
+		           r->ops[i].new_value != NULL) {
 			id_buf_t k = ID_BUF_INIT;
-			rc = key_waiting(&k, r.ops[i].new_value, d->employee_id);
+			rc = key_waiting(&k, r->ops[i].new_value, d->employee_id);
 			if (rc == 0)
 				rc = state_store_put(s->db, k.data, k.len, payload, len,
 				                     err);
 			id_buf_fini(&k);
 			if (rc != 0)
-				goto out;
+				return rc;
 		}
 	}
-	if (created)
+	return 0;
+}
+
+static int sink_apply(sink_run_t *s, const desired_identity_t *d, const void *payload,
+                      size_t len, unsigned flags, sink_outcome_t *outcome, id_err_t *err)
+{
+	sink_result_t r;
+	int from = -1;
+	bool created = false;
+	sink_result_init(&r);
+	sink_info(s, d->employee_id, &from);
+	int rc = sink_reach(s, d, &r, s->ops->apply, err);
+	if (rc == 0)
+		rc = sink_apply_done(s, d, payload, len, flags, from, &r, outcome,
+		                     &created, err);
+	if (rc == 0 && created)
 		rc = sink_resolve_waiting(s, d->employee_id, err);
-out:
 	sink_result_fini(&r);
 	return rc;
 }
@@ -1176,6 +1237,21 @@ static long guard_limit(const sink_run_t *s, long in_window, long *base_out)
 	if (base_out != NULL)
 		*base_out = base;
 	return lim;
+}
+
+/* Notes a take-away applied at wall ms `at` in the guard window. */
+static int window_push(sink_run_t *s, int64_t at, id_err_t *err)
+{
+	if (s->nwindow == s->capwindow) {
+		size_t nc = s->capwindow ? s->capwindow * 2 : 64;
+		int64_t *nw = realloc(s->window, nc * sizeof(*nw));
+		if (nw == NULL)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		s->window = nw;
+		s->capwindow = nc;
+	}
+	s->window[s->nwindow++] = at;
+	return 0;
 }
 
 /* Moves every pending entry to the held set (one batch), then publishes a
@@ -1378,60 +1454,223 @@ static int guard_decide(sink_run_t *s, bool force, id_err_t *err)
 
 /* ---------------------------------------------------------------- input */
 
-static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t partition,
-                       int64_t offset, id_err_t *err)
+/*
+ * Everything about a desired version before the target is called: decode
+ * (into d, init'd by the caller), skip what is applied or superseded,
+ * answer for a held one, let the guard keep back a take-away.  *apply is
+ * set when d is to be applied now; *from is then the account's state.
+ */
+static int sink_admit(sink_run_t *s, const void *payload, size_t len, int32_t partition,
+                      int64_t offset, desired_identity_t *d, int *from, bool *apply,
+                      id_err_t *err)
 {
-	desired_identity_t d;
-	int rc = 0, from = -1;
-	desired_identity_init(&d);
 	id_err_t derr = {0};
-	if ((rc = sink_decode(s, payload, len, &d, &derr)) == ID_ENOTFOUND) {
+	*apply = false;
+	*from = -1;
+	int rc = sink_decode(s, payload, len, d, &derr);
+	if (rc == ID_ENOTFOUND) {
 		/* Readable, but the policy has nothing for this target: a
 		 * FAILED result, parked for `idstream sink retry` once the
 		 * target's name or the policy is fixed. */
 		id_log_error("sink", "%s partition %d offset %lld: %s", s->in_topic,
 		             partition, (long long)offset, derr.msg);
 		s->stats->failed++;
-		if ((rc = sink_publish_note(s, d.employee_id, d.version, SINK_FAILED,
-		                            NULL, -1, -1, derr.msg, err)) == 0)
-			rc = sink_park(s, &d, payload, len, derr.msg, err);
-		goto out;
+		if ((rc = sink_publish_note(s, d->employee_id, d->version, SINK_FAILED, NULL,
+		                            -1, -1, derr.msg, err)) == 0)
+			rc = sink_park(s, d, payload, len, derr.msg, err);
+		return rc;
 	}
 	if (rc != 0) {
-		rc = 0;
 		id_log_error("sink", "%s partition %d offset %lld: refused: %s",
 		             s->in_topic, partition, (long long)offset, derr.msg);
 		s->stats->failed++;
-		goto out;
+		return 0;
 	}
 	s->stats->seen++;
-	if (d.version <= sink_info(s, d.employee_id, &from)) {
+	if (d->version <= sink_info(s, d->employee_id, from)) {
 		s->stats->skipped++;
-		goto out;
+		return 0;
 	}
-	guard_entry_t *p = guard_get(&s->pending, d.employee_id);
-	guard_entry_t *h = guard_get(&s->held, d.employee_id);
-	if ((p != NULL && p->version >= d.version) ||
-	    (h != NULL && h->version > d.version)) {
+	guard_entry_t *p = guard_get(&s->pending, d->employee_id);
+	guard_entry_t *h = guard_get(&s->held, d->employee_id);
+	if ((p != NULL && p->version >= d->version) ||
+	    (h != NULL && h->version > d->version)) {
 		s->stats->skipped++;
-		goto out;
+		return 0;
 	}
-	if (h != NULL && h->version == d.version) {
+	if (h != NULL && h->version == d->version) {
 		/* Read again after a restart: its HELD result may not have made
 		 * it out before the crash; a duplicate is harmless. */
-		rc = sink_publish_note(s, d.employee_id, d.version, SINK_HELD, "held",
-		                       h->from, h->to, s->reason[0] ? s->reason : NULL,
-		                       err);
-		goto out;
+		return sink_publish_note(s, d->employee_id, d->version, SINK_HELD, "held",
+		                         h->from, h->to, s->reason[0] ? s->reason : NULL,
+		                         err);
 	}
-	if (s->guard_on && takes_away(from, d.state)) {
-		rc = guard_admit(s, &d, payload, len, from, err);
-		goto out;
-	}
-	rc = sink_apply(s, &d, payload, len, 0, NULL, err);
-out:
+	if (s->guard_on && takes_away(*from, d->state))
+		return guard_admit(s, d, payload, len, *from, err);
+	*apply = true;
+	return 0;
+}
+
+static int sink_handle(sink_run_t *s, const void *payload, size_t len, int32_t partition,
+                       int64_t offset, id_err_t *err)
+{
+	desired_identity_t d;
+	int from = -1;
+	bool apply = false;
+	desired_identity_init(&d);
+	int rc = sink_admit(s, payload, len, partition, offset, &d, &from, &apply, err);
+	if (rc == 0 && apply)
+		rc = sink_apply(s, &d, payload, len, 0, NULL, err);
 	desired_identity_fini(&d);
 	return rc;
+}
+
+/* A pool job: one call of the core through handle h (a pool thread). */
+static void sink_job_run(void *h, void *job, void *ctx)
+{
+	sink_job_t *j = job;
+	const sink_target_ops_t *ops = ctx;
+	j->rc = ops->apply(h, &j->d, &j->r, &j->err);
+}
+
+/*
+ * Handles msgs[0..n) — each of another employee — as sink_handle() would
+ * one after the other, with the target calls made in parallel by the pool.
+ * Decisions before the calls, and everything after them (versions,
+ * results, parking, reports waiting for a manager created in the batch),
+ * are made here, in input order; an employee whose call found the target
+ * unreachable is applied again through sink_apply(), with its backoff and
+ * circuit breaker.
+ */
+static int sink_handle_batch(sink_run_t *s, const sink_msg_t *msgs, size_t n,
+                             id_err_t *err)
+{
+	sink_job_t *jobs = calloc(n ? n : 1, sizeof(*jobs));
+	const char **created = calloc(n ? n : 1, sizeof(*created));
+	size_t nj = 0, nc = 0;
+	int rc = 0;
+	if (jobs == NULL || created == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		sink_job_t *j = &jobs[nj];
+		bool apply = false;
+		desired_identity_init(&j->d);
+		sink_result_init(&j->r);
+		rc = sink_admit(s, msgs[i].payload, msgs[i].len, msgs[i].partition,
+		                msgs[i].offset, &j->d, &j->from, &apply, err);
+		if (rc == 0 && apply) {
+			j->payload = msgs[i].payload;
+			j->len = msgs[i].len;
+			nj++;
+		} else {
+			desired_identity_fini(&j->d);
+			sink_result_fini(&j->r);
+		}
+	}
+	if (rc != 0)
+		goto out;
+	sink_pool_run(s->pool, jobs, nj, sizeof(*jobs), sink_job_run, (void *)s->ops);
+	for (size_t i = 0; i < nj && rc == 0; i++) {
+		sink_job_t *j = &jobs[i];
+		if (j->rc != 0) {
+			/* Unreachable: the serial path waits it out. */
+			rc = sink_apply(s, &j->d, j->payload, j->len, 0, NULL, err);
+			continue;
+		}
+		bool made = false;
+		sink_reached(s);
+		rc = sink_apply_done(s, &j->d, j->payload, j->len, 0, j->from, &j->r,
+		                     NULL, &made, err);
+		if (rc == 0 && made)
+			created[nc++] = j->d.employee_id;
+	}
+	/* After the whole batch: a report applied next to its new manager has
+	 * written its wait by now. */
+	for (size_t i = 0; i < nc && rc == 0; i++)
+		rc = sink_resolve_waiting(s, created[i], err);
+out:
+	for (size_t i = 0; jobs != NULL && i < nj; i++) {
+		desired_identity_fini(&jobs[i].d);
+		sink_result_fini(&jobs[i].r);
+	}
+	free(created);
+	free(jobs);
+	return rc;
+}
+
+/* Drops the live messages of the batch (after they were applied, or when
+ * their partitions are revoked: the new owner reads them again). */
+static void sink_batch_drop(sink_run_t *s)
+{
+	for (size_t i = 0; i < s->nbatch; i++) {
+		free(s->batch[i].payload);
+		free(s->batch[i].key);
+	}
+	s->nbatch = 0;
+}
+
+/* Applies the live messages of the batch, then marks their offsets done. */
+static int sink_batch_flush(sink_run_t *s, id_err_t *err)
+{
+	if (s->nbatch == 0)
+		return 0;
+	int rc = sink_handle_batch(s, s->batch, s->nbatch, err);
+	if (rc == 0) {
+		for (size_t i = 0; i < s->nbatch; i++) {
+			int32_t p = s->batch[i].partition;
+			if (s->batch[i].offset + 1 > s->next[p])
+				s->next[p] = s->batch[i].offset + 1;
+			s->uncommitted++;
+		}
+	}
+	sink_batch_drop(s);
+	return rc;
+}
+
+/* Most live messages in one batch. */
+static size_t sink_batch_max(const sink_run_t *s)
+{
+	size_t n = sink_pool_width(s->pool) * 8;
+	return n > 256 ? 256 : n;
+}
+
+/* Adds a live message to the batch, applying the batch first when it holds
+ * the same employee already (their order matters) or is full. */
+static int sink_batch_add(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
+{
+	int rc = 0;
+	bool same = false;
+	for (size_t i = 0; i < s->nbatch && !same; i++)
+		same = s->batch[i].key != NULL && m->key != NULL &&
+		       strlen(s->batch[i].key) == m->key_len &&
+		       memcmp(s->batch[i].key, m->key, m->key_len) == 0;
+	if (same || s->nbatch >= sink_batch_max(s))
+		if ((rc = sink_batch_flush(s, err)) != 0)
+			return rc;
+	if (s->nbatch == s->capbatch) {
+		size_t nc = s->capbatch ? s->capbatch * 2 : 16;
+		sink_msg_t *nb = realloc(s->batch, nc * sizeof(*nb));
+		if (nb == NULL)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		s->batch = nb;
+		s->capbatch = nc;
+	}
+	sink_msg_t *b = &s->batch[s->nbatch];
+	b->payload = malloc(m->len ? m->len : 1);
+	b->key = m->key != NULL ? strndup(m->key, m->key_len) : NULL;
+	if (b->payload == NULL || (m->key != NULL && b->key == NULL)) {
+		free(b->payload);
+		free(b->key);
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	}
+	memcpy(b->payload, m->payload, m->len);
+	b->len = m->len;
+	b->partition = m->partition;
+	b->offset = m->offset;
+	s->nbatch++;
+	return 0;
 }
 
 /* Remembers the newest version of the message's employee while catching up. */
@@ -1486,9 +1725,25 @@ static int sink_flush_latest(sink_run_t *s, id_err_t *err)
 		            s->target, n);
 	}
 	int64_t persisted = mono_ms();
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		sink_pending_t *pe = id_hmap_get(&s->latest, keys[i]);
-		rc = sink_handle(s, pe->payload, pe->len, pe->partition, pe->offset, err);
+	size_t step = sink_pool_width(s->pool) > 1 ? sink_batch_max(s) : 1;
+	sink_msg_t *chunk = step > 1 ? calloc(step, sizeof(*chunk)) : NULL;
+	if (step > 1 && chunk == NULL)
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n && rc == 0; i += step) {
+		if (step == 1) {
+			sink_pending_t *pe = id_hmap_get(&s->latest, keys[i]);
+			rc = sink_handle(s, pe->payload, pe->len, pe->partition,
+			                 pe->offset, err);
+		} else {
+			/* Distinct employees by construction: one batch. */
+			size_t k = 0;
+			for (; k < step && i + k < n; k++) {
+				sink_pending_t *pe = id_hmap_get(&s->latest, keys[i + k]);
+				chunk[k] = (sink_msg_t){pe->payload, pe->len,
+				                        pe->partition, pe->offset, NULL};
+			}
+			rc = sink_handle_batch(s, chunk, k, err);
+		}
 		/* A catch-up can take minutes (a new target, thousands of
 		 * accounts): record what is done as it goes, so a crash costs
 		 * a restart at most the last few applies read again (and their
@@ -1502,6 +1757,7 @@ static int sink_flush_latest(sink_run_t *s, id_err_t *err)
 			persisted = mono_ms();
 		}
 	}
+	free(chunk);
 	free(keys);
 	if (rc == 0)
 		rc = guard_decide(s, true, err);
@@ -1541,7 +1797,7 @@ static bool sink_catching_up(const sink_run_t *s)
 static bool sink_caught_up(sink_run_t *s, const int64_t *ends)
 {
 	int n = 0;
-	if (s->latest.len > 0 || sink_catching_up(s))
+	if (s->latest.len > 0 || s->nbatch > 0 || sink_catching_up(s))
 		return false;
 	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++) {
 		if (!s->assigned[i])
@@ -1757,10 +2013,134 @@ static json_t *ctl_ops_json(const sink_result_t *r)
 	return ops;
 }
 
+/* True when the sink knows every employee it manages: partitions are
+ * assigned and their catch-up batch is applied.  Before that, an account
+ * whose employee's first version is still unread would look unmanaged. */
+static bool sink_settled(const sink_run_t *s)
+{
+	bool any = false;
+	for (int32_t i = 0; i < SINK_MAX_PARTITIONS; i++)
+		if (s->assigned[i])
+			any = true;
+	return any && !sink_catching_up(s) && s->latest.len == 0;
+}
+
+/* An account is managed when it carries the id of an employee this sink
+ * has decided a version for (or keeps one back, or parked one). */
+static bool sink_manages(sink_run_t *s, const char *employee_id)
+{
+	return employee_id != NULL && (sink_info(s, employee_id, NULL) > 0 ||
+	                               guard_get(&s->pending, employee_id) != NULL ||
+	                               guard_get(&s->held, employee_id) != NULL ||
+	                               parked_get(s, employee_id) != NULL);
+}
+
+/*
+ * The accounts of the target's managed subtree that no employee of this
+ * sink owns: listed in `unmanaged`, counted as "unmanaged"; with repair and
+ * reconcile.delete_unmanaged they are deleted — unless their number, with
+ * the disables and deletes of the guard window and those pending, is over
+ * the mass-change limit (then none is, "unmanaged_held").  Each deletion is
+ * published as an APPLIED SinkResult (op delete_unmanaged) keyed by the
+ * account's employee id, or "unmanaged:<name>" when it carries none.
+ */
+static int ctl_unmanaged(sink_run_t *s, bool repair, json_t *counts, json_t *unmanaged,
+                         id_err_t *err)
+{
+	if (!sink_settled(s)) {
+		json_object_set_new(counts, "unmanaged_not_ready", json_integer(1));
+		return 0;
+	}
+	sink_account_list_t all;
+	sink_account_list_init(&all);
+	id_err_t lerr = {0};
+	size_t *idx = NULL, n = 0;
+	int rc = 0;
+	if (s->ops->accounts(s->target_h, &all, &lerr) != 0) {
+		id_log_warn("sink", "target %s: listing its accounts failed: %s",
+		            s->target, lerr.msg);
+		json_object_set_new(counts, "unmanaged_list_failed", json_integer(1));
+		goto out;
+	}
+	if (all.n > 0 && (idx = malloc(all.n * sizeof(*idx))) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < all.n; i++) {
+		if (sink_manages(s, all.v[i].employee_id))
+			continue;
+		idx[n++] = i;
+		ctl_count(counts, "unmanaged");
+		if (json_array_size(unmanaged) < SINK_DRIFT_LIST_MAX)
+			json_array_append_new(
+			    unmanaged, json_pack("{s:s, s:s?, s:s?}", "ref", all.v[i].ref,
+			                         "name", all.v[i].name, "employee_id",
+			                         all.v[i].employee_id));
+	}
+	if (n == 0 || !repair || !s->delete_unmanaged)
+		goto out;
+	if (s->guard_on) {
+		long in_window = guard_window_count(s), base = 0;
+		long limit = guard_limit(s, in_window, &base);
+		if (in_window + (long)s->pending.live + (long)n > limit) {
+			id_log_warn(
+			    "sink",
+			    "target %s: not deleting %zu unmanaged accounts: with "
+			    "%ld disables/deletes in the last %lld s and %zu "
+			    "pending that is over the mass-change limit of %ld",
+			    s->target, n, in_window, (long long)(s->window_ms / 1000),
+			    s->pending.live, limit);
+			json_object_set_new(counts, "unmanaged_held",
+			                    json_integer((json_int_t)n));
+			json_object_set_new(counts, "unmanaged_limit",
+			                    json_integer(limit));
+			goto out;
+		}
+	}
+	for (size_t k = 0; k < n && rc == 0; k++) {
+		const sink_account_t *a = &all.v[idx[k]];
+		id_err_t rerr = {0};
+		if (s->ops->remove(s->target_h, a->ref, &rerr) != 0) {
+			id_log_warn("sink", "target %s: deleting unmanaged %s failed: %s",
+			            s->target, a->ref, rerr.msg);
+			ctl_count(counts, "unmanaged_failed");
+			continue;
+		}
+		int64_t at = wall_ms();
+		if ((rc = window_push(s, at, err)) != 0)
+			break;
+		ctl_count(counts, "unmanaged_deleted");
+		id_log_kv(ID_LOG_INFO, "sink", "deleted an unmanaged account", "target",
+		          s->target, "account", a->ref, NULL);
+		char key[600];
+		snprintf(key, sizeof(key), "%s%s", a->employee_id ? "" : "unmanaged:",
+		         a->employee_id ? a->employee_id
+		         : a->name      ? a->name
+		                        : a->ref);
+		sink_result_t r;
+		sink_result_init(&r);
+		r.target = strdup(s->target);
+		r.employee_id = strdup(key);
+		r.outcome = SINK_APPLIED;
+		r.at = at;
+		if (r.target == NULL || r.employee_id == NULL ||
+		    sink_result_add_op(&r, "delete_unmanaged", "dn", a->ref, NULL) != 0)
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		else
+			rc = sink_publish(s, &r, err);
+		sink_result_fini(&r);
+	}
+out:
+	free(idx);
+	sink_account_list_fini(&all);
+	return rc;
+}
+
 /* reconcile: plans (or, with repair, applies) every managed employee's last
- * applied desired identity against the live object. */
+ * applied desired identity against the live object, then lists (with
+ * reconcile.delete_unmanaged and repair: deletes) the accounts nobody owns. */
 static int ctl_reconcile(sink_run_t *s, const json_t *employees, bool repair,
-                         json_t *counts, json_t *drift, id_err_t *err)
+                         json_t *counts, json_t *drift, json_t *unmanaged, id_err_t *err)
 {
 	if (!repair && s->ops->plan == NULL) {
 		json_object_set_new(counts, "unsupported", json_integer(1));
@@ -1810,6 +2190,8 @@ static int ctl_reconcile(sink_run_t *s, const json_t *employees, bool repair,
 	sink_result_fini(&r);
 	desired_identity_fini(&d);
 	state_iter_destroy(it);
+	if (rc == 0 && json_array_size(employees) == 0 && s->ops->accounts != NULL)
+		rc = ctl_unmanaged(s, repair, counts, unmanaged, err);
 	return rc;
 }
 
@@ -1836,7 +2218,7 @@ static int ctl_handle(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
 		what = "";
 	if (actor == NULL)
 		actor = "unknown";
-	json_t *counts = json_object(), *drift = json_array();
+	json_t *counts = json_object(), *drift = json_array(), *unmanaged = json_array();
 	int rc = 0;
 	/* Decisions act on state: write what is pending first. */
 	if ((rc = sink_commit(s, err)) != 0)
@@ -1852,7 +2234,7 @@ static int ctl_handle(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
 	else if (strcmp(what, "reconcile") == 0)
 		rc = ctl_reconcile(s, json_object_get(cmd, "employees"),
 		                   json_is_true(json_object_get(cmd, "repair")), counts,
-		                   drift, err);
+		                   drift, unmanaged, err);
 	else
 		json_object_set_new(counts, "unknown_command", json_integer(1));
 	/* The answer comes after the results: whoever reads it finds them. */
@@ -1868,6 +2250,11 @@ static int ctl_handle(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
 	              "can_plan", s->ops->plan != NULL, "kind", s->ops->kind);
 	if (ans != NULL && json_array_size(drift) > 0)
 		json_object_set(ans, "drift", drift);
+	if (ans != NULL && json_array_size(unmanaged) > 0)
+		json_object_set(ans, "unmanaged", unmanaged);
+	if (ans != NULL && strcmp(what, "reconcile") == 0)
+		json_object_set_new(ans, "delete_unmanaged",
+		                    json_boolean(s->delete_unmanaged));
 	char *text = ans != NULL ? json_dumps(ans, JSON_COMPACT) : NULL;
 	char *ctext = json_dumps(counts, JSON_COMPACT);
 	id_log_info("sink", "target %s: %s done: %s; %zu held, %zu parked", s->target,
@@ -1884,6 +2271,7 @@ static int ctl_handle(sink_run_t *s, const rd_kafka_message_t *m, id_err_t *err)
 out:
 	json_decref(counts);
 	json_decref(drift);
+	json_decref(unmanaged);
 	json_decref(cmd);
 	return rc;
 }
@@ -2106,12 +2494,55 @@ static void sink_config(sink_run_t *s, const id_config_t *cfg)
 		s->retry_max_ms = s->retry_initial_ms;
 	s->circuit_failures = (long)id_config_int(cfg, "sink.circuit.failures");
 	s->rate = id_config_double(cfg, "sink.rate_limit");
+	s->delete_unmanaged = id_config_bool(cfg, "reconcile.delete_unmanaged");
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	s->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
 	         ((uint64_t)getpid() << 40) ^ 0x9E3779B97F4A7C15ULL;
 	if (s->rng == 0)
 		s->rng = 1;
+}
+
+/*
+ * sink.concurrency: opens the extra handles and starts the pool.  One
+ * handle (no pool) with sink.rate_limit, whose accounting is per apply, and
+ * with ldap.posix, whose uidNumber counter lives in one handle (and when
+ * the sink.after_apply failpoint of the recovery tests is armed).
+ */
+static int sink_pool_open(sink_run_t *s, const id_config_t *cfg, id_err_t *err)
+{
+	size_t width = (size_t)id_config_int(cfg, "sink.concurrency");
+	const char *why = NULL;
+	const char *fp = getenv("IDSTREAM_FAILPOINTS");
+	if (width > 1 && s->rate > 0)
+		why = "sink.rate_limit is set";
+	else if (width > 1 && fp != NULL && strstr(fp, "sink.after_apply") != NULL)
+		/* The failpoint means "one employee written, nothing recorded":
+		 * a parallel batch would have written several by then. */
+		why = "the sink.after_apply failpoint is armed";
+	else if (width > 1 && strcmp(s->ops->kind, "ldap") == 0 &&
+	         id_config_bool(cfg, "ldap.posix"))
+		why = "ldap.posix allocates uidNumbers in one connection";
+	if (why != NULL) {
+		id_log_info("sink", "target %s: applying one employee at a time: %s",
+		            s->target, why);
+		width = 1;
+	}
+	if (width <= 1)
+		return 0;
+	if ((s->handles = calloc(width, sizeof(*s->handles))) == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	s->handles[0] = s->target_h;
+	s->nhandles = 1;
+	for (; s->nhandles < width; s->nhandles++) {
+		if ((s->handles[s->nhandles] = s->ops->open(cfg, err)) == NULL)
+			return err && err->code ? err->code : ID_EIO;
+	}
+	if ((s->pool = sink_pool_create(width, s->handles, err)) == NULL)
+		return err && err->code ? err->code : ID_ENOMEM;
+	id_log_info("sink", "target %s: applying up to %zu employees at a time",
+	            s->target, width);
+	return 0;
 }
 
 int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
@@ -2153,6 +2584,8 @@ int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
 		rc = err && err->code ? err->code : ID_EIO;
 		goto out;
 	}
+	if ((rc = sink_pool_open(s, cfg, err)) != 0)
+		goto out;
 	if ((rc = state_store_open(path, NULL, &s->db, err)) != 0)
 		goto out;
 	if ((rc = sink_load(s, err)) != 0)
@@ -2187,7 +2620,8 @@ int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
 	s->last_msg = mono_ms();
 
 	while (!cli_stop_requested) {
-		rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 50);
+		rd_kafka_message_t *m =
+		    rd_kafka_consumer_poll(s->consumer, s->nbatch > 0 ? 0 : 50);
 		if (m != NULL) {
 			int32_t p = m->partition;
 			bool ok = p >= 0 && p < SINK_MAX_PARTITIONS && s->assigned[p];
@@ -2206,6 +2640,10 @@ int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
 				s->catchup_next[p] = m->offset + 1;
 				if (m->offset + 1 >= s->catchup_end[p])
 					s->catchup_end[p] = -1;
+			} else if (ok && s->pool != NULL) {
+				s->eof_at[p] = -1;
+				s->last_msg = mono_ms();
+				rc = sink_batch_add(s, m, err);
 			} else if (ok) {
 				s->eof_at[p] = -1;
 				s->last_msg = mono_ms();
@@ -2220,12 +2658,21 @@ int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
 			if (rc != 0)
 				goto out;
 		}
+		/* A batch is applied once the input pauses or it is full. */
+		if ((m == NULL || s->nbatch >= sink_batch_max(s)) &&
+		    (rc = sink_batch_flush(s, err)) != 0)
+			goto out;
+		if (s->nbatch > 0)
+			continue;
 		if (!sink_catching_up(s) &&
 		    (s->latest.len > 0 || sink_pending_catchup(s))) {
 			if ((rc = sink_flush_latest(s, err)) != 0)
 				goto out;
 		}
-		if ((rc = ctl_poll(s, 0, err)) != 0)
+		/* Commands wait for the catch-up batch: a reconcile must know
+		 * every employee the sink manages. */
+		if (!sink_catching_up(s) && s->latest.len == 0 &&
+		    (rc = ctl_poll(s, 0, err)) != 0)
 			goto out;
 		if ((rc = guard_decide(s, false, err)) != 0)
 			goto out;
@@ -2257,11 +2704,20 @@ out:
 		    "them; `idstream approve %s` or `idstream reject %s` decides "
 		    "(a sink of the target must be running)",
 		    s->target, s->held.live, s->target, s->target, s->target);
-	if (s->target_h != NULL)
+	if (s->target_h != NULL) {
 		stats->ldap_ops = (long)s->ops->writes(s->target_h);
+		for (size_t i = 1; i < s->nhandles; i++)
+			stats->ldap_ops += (long)s->ops->writes(s->handles[i]);
+	}
 	id_kafka_destroy(s->consumer);
 	id_kafka_destroy(s->ctl);
 	id_kafka_destroy(s->producer);
+	sink_pool_destroy(s->pool);
+	for (size_t i = 1; i < s->nhandles; i++)
+		s->ops->close(s->handles[i]);
+	free(s->handles);
+	sink_batch_drop(s);
+	free(s->batch);
 	if (s->target_h != NULL)
 		s->ops->close(s->target_h);
 	codec_destroy(s->codec);
@@ -2297,6 +2753,8 @@ static void sink_usage(const sink_target_ops_t *ops)
 	    "or `idstream reject`; an unreachable target is retried with backoff and a\n"
 	    "circuit breaker (sink.retry.*, sink.circuit.*); a version the target\n"
 	    "refuses is parked until `idstream sink retry TARGET` applies it again.\n"
+	    "Up to sink.concurrency employees are applied at once, each employee's\n"
+	    "versions in order.\n"
 	    "\n"
 	    "  --until-idle   stop once every assigned partition is caught up\n",
 	    sink_target_kinds());

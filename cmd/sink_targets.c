@@ -167,6 +167,16 @@ out:
 	return rc;
 }
 
+static int ldap_accounts(void *h, sink_account_list_t *out, id_err_t *err)
+{
+	return sink_ldap_accounts(h, out, err);
+}
+
+static int ldap_remove(void *h, const char *ref, id_err_t *err)
+{
+	return sink_ldap_remove(h, ref, err);
+}
+
 static void *ad_open(const id_config_t *cfg, id_err_t *err)
 {
 	static const char *const checks[] = {"demand", "try", "allow", "never"};
@@ -217,6 +227,76 @@ static uint64_t ad_writes(const void *h)
 static void ad_close(void *h)
 {
 	sink_ad_close(h);
+}
+
+static int ad_plan(void *h, const desired_identity_t *d, sink_result_t *r, id_err_t *err)
+{
+	ad_diff_plan_t plan;
+	bool pending = false;
+	id_err_t perr = {0};
+	ad_diff_plan_init(&plan);
+	int rc = sink_ad_plan(h, d, &plan, &pending, &perr);
+	if (rc == ID_ELDAP || rc == ID_ETIMEOUT) {
+		if (err != NULL)
+			*err = perr;
+		goto out;
+	}
+	if (rc != 0) {
+		rc = plan_failed(r, rc, &perr);
+		goto out;
+	}
+	for (size_t i = 0; i < plan.nops && rc == 0; i++) {
+		const ad_diff_op_t *o = &plan.ops[i];
+		switch (o->kind) {
+		case AD_DIFF_OP_ADD:
+			rc = sink_result_add_op(r, "add", "dn", NULL, o->dn);
+			break;
+		case AD_DIFF_OP_MODRDN:
+			rc = sink_result_add_op(r, "modrdn", "dn", o->old_value,
+			                        o->new_value);
+			break;
+		case AD_DIFF_OP_DELETE:
+			rc = sink_result_add_op(r, "delete", "dn", o->dn, NULL);
+			break;
+		case AD_DIFF_OP_ENSURE_OU:
+			rc =
+			    sink_result_add_op(r, "create_ou", o->dn, NULL, o->new_value);
+			break;
+		case AD_DIFF_OP_GROUP_ADD:
+			rc =
+			    sink_result_add_op(r, "group_add", o->attribute, NULL, o->dn);
+			break;
+		case AD_DIFF_OP_GROUP_REMOVE:
+			rc = sink_result_add_op(r, "group_remove", o->attribute, o->dn,
+			                        NULL);
+			break;
+		default:
+			rc = sink_result_add_op(r, ad_diff_op_kind_name(o->kind),
+			                        o->attribute, o->old_value, o->new_value);
+			break;
+		}
+	}
+	/* As for LDAP: an OU that exists is skipped by the executor. */
+	if (rc == 0)
+		r->outcome = SINK_NOOP;
+	for (size_t i = 0; rc == 0 && i < r->nops; i++)
+		if (strcmp(r->ops[i].op, "create_ou") != 0)
+			r->outcome = SINK_APPLIED;
+	if (rc == ID_ENOMEM)
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+out:
+	ad_diff_plan_fini(&plan);
+	return rc;
+}
+
+static int ad_accounts(void *h, sink_account_list_t *out, id_err_t *err)
+{
+	return sink_ad_accounts(h, out, err);
+}
+
+static int ad_remove(void *h, const char *ref, id_err_t *err)
+{
+	return sink_ad_remove(h, ref, err);
 }
 
 static void *scim_open(const id_config_t *cfg, id_err_t *err)
@@ -318,6 +398,16 @@ out:
 	return rc;
 }
 
+static int scim_accounts(void *h, sink_account_list_t *out, id_err_t *err)
+{
+	return sink_scim_accounts(h, out, err);
+}
+
+static int scim_remove(void *h, const char *ref, id_err_t *err)
+{
+	return sink_scim_remove(h, ref, err);
+}
+
 static const sink_target_ops_t targets[] = {
     {.kind = "ldap",
      .target_key = "sink.ldap.target",
@@ -327,6 +417,8 @@ static const sink_target_ops_t targets[] = {
      .close = ldap_close,
      .retry_after_ms = NULL,
      .plan = ldap_plan,
+     .accounts = ldap_accounts,
+     .remove = ldap_remove,
      .help = "OpenLDAP (ldap.* options). The bind password comes from\n"
              "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file; with\n"
              "ldap.password_file, initial passwords go there (mode 0600).\n"
@@ -338,7 +430,9 @@ static const sink_target_ops_t targets[] = {
      .writes = ad_writes,
      .close = ad_close,
      .retry_after_ms = NULL,
-     .plan = NULL, /* the AD core has no dry run yet */
+     .plan = ad_plan,
+     .accounts = ad_accounts,
+     .remove = ad_remove,
      .help = "Active Directory over LDAPS (ad.* options). The bind password\n"
              "comes from IDSTREAM_AD_BIND_PASSWORD or ad.bind_password_file;\n"
              "initial passwords of new users go to ad.password_file (mode 0600)."},
@@ -350,6 +444,8 @@ static const sink_target_ops_t targets[] = {
      .close = scim_close,
      .retry_after_ms = scim_retry_after,
      .plan = scim_plan,
+     .accounts = scim_accounts,
+     .remove = scim_remove,
      .help = "SCIM 2.0 service provider (scim.* options). The bearer token\n"
              "comes from IDSTREAM_SCIM_BEARER_TOKEN or scim.bearer_token_file;\n"
              "TLS is verified. With scim.password_file, Users are created with\n"

@@ -12,6 +12,10 @@
  * result gets the operations apply would do (outcome APPLIED) or none
  * (NOOP).  A kind whose core cannot plan leaves it NULL.
  *
+ * accounts lists every account of the target's managed subtree (people
+ * OU, SCIM Users) with the employee id it carries, so reconcile can name
+ * the accounts idstream does not manage; remove deletes one of them.
+ *
  * The operator commands that travel to running sinks over
  * <prefix>.sink.control (approve, reject, sink retry, reconcile) are in
  * cmd/approve.c; the message format is described there and in cmd/sink.c.
@@ -25,6 +29,7 @@
 #include "common/config.h"
 #include "common/err.h"
 #include "schemas/model.h"
+#include "sinks/sink_accounts.h"
 
 typedef struct sink_target_ops {
 	const char *kind;       /* "ldap", "ad", "scim" */
@@ -39,6 +44,13 @@ typedef struct sink_target_ops {
 	int64_t (*retry_after_ms)(const void *h);
 	int (*plan)(void *h, const desired_identity_t *d, sink_result_t *r,
 	            id_err_t *err); /* NULL: no dry run */
+	/* The accounts in the target's managed subtree (reconcile); the
+	 * adapter inits and fills out.  0 or non-zero when the target could
+	 * not be reached. */
+	int (*accounts)(void *h, sink_account_list_t *out, id_err_t *err);
+	/* Removes one account listed by accounts (its ref): an account no
+	 * employee owns, with reconcile.delete_unmanaged. */
+	int (*remove)(void *h, const char *ref, id_err_t *err);
 	const char *help; /* what `idstream sink KIND --help` says about options */
 } sink_target_ops_t;
 

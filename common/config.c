@@ -233,6 +233,15 @@ static const opt_def_t opt_table[] = {
     {"sink.circuit.failures", OPT_INT, "5", 1, 1000000,
      "Consecutive failures to reach a target after which its circuit opens: one "
      "warning and one DEFERRED result, then quiet probes until it answers."},
+    {"reconcile.delete_unmanaged", OPT_BOOL, "false", 0, -1,
+     "With `idstream reconcile TARGET --repair`, delete the accounts of the target's "
+     "managed subtree (people OU, SCIM Users) that no employee of the sink owns. Off: "
+     "they are only listed. The mass-change guard still applies: when they are more "
+     "than the limit allows, none is deleted."},
+    {"sink.concurrency", OPT_INT, "4", 1, 64,
+     "Employees a sink applies at the same time, each on its own connection to the "
+     "target (one employee's versions always in order). 1 with `sink.rate_limit` or "
+     "`ldap.posix`."},
     {"ingest.http.listen", OPT_STR, "127.0.0.1:8088", 0, -1,
      "Address and port `idstream ingest http` listens on (port 0 picks a free one)."},
     {"ingest.http.threads", OPT_INT, "4", 1, 256,

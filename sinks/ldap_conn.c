@@ -229,6 +229,94 @@ int ldap_conn_search_unique(ldap_conn_t *c, const char *base, int scope,
 	return 0;
 }
 
+/* The first value of attr of entry e as a C string (malloc'd), NULL when
+ * absent; *oom set when out of memory. */
+static char *first_value(LDAP *ld, LDAPMessage *e, const char *attr, bool *oom)
+{
+	if (attr == NULL)
+		return NULL;
+	struct berval **vals = ldap_get_values_len(ld, e, attr);
+	char *v = NULL;
+	if (vals != NULL && vals[0] != NULL && (v = ldap_conn_bv_strdup(vals[0])) == NULL)
+		*oom = true;
+	ldap_value_free_len(vals);
+	return v;
+}
+
+int ldap_conn_list_accounts(ldap_conn_t *c, const char *base, const char *filter,
+                            const char *name_attr, const char *emp_attr,
+                            sink_account_list_t *out, id_err_t *err)
+{
+	const char *attrs[] = {name_attr ? name_attr : LDAP_NO_ATTRS, emp_attr, NULL};
+	struct berval *cookie = NULL;
+	int rc = 0;
+	do {
+		LDAPControl *page = NULL, **rctrls = NULL;
+		LDAPMessage *res = NULL;
+		int lrc, errcode = 0;
+		if ((rc = ldap_conn_ensure(c, err)) != 0)
+			break;
+		if (ldap_create_page_control(c->ld, 500, cookie, 0, &page) !=
+		    LDAP_SUCCESS) {
+			rc = id_err_set(err, ID_ENOMEM, "%s: out of memory", c->label);
+			break;
+		}
+		LDAPControl *sctrls[] = {page, NULL};
+		struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
+		lrc = ldap_search_ext_s(c->ld, base, LDAP_SCOPE_SUBTREE, filter,
+		                        (char **)attrs, 0, sctrls, NULL, &tv, 0, &res);
+		ldap_control_free(page);
+		if (lrc == LDAP_NO_SUCH_OBJECT) {
+			ldap_msgfree(res);
+			break;
+		}
+		if (lrc == LDAP_SUCCESS)
+			lrc = ldap_parse_result(c->ld, res, &errcode, NULL, NULL, NULL,
+			                        &rctrls, 0);
+		if (lrc == LDAP_SUCCESS)
+			lrc = errcode;
+		if (lrc != LDAP_SUCCESS) {
+			ldap_msgfree(res);
+			ldap_controls_free(rctrls);
+			rc = ldap_conn_fail(c, lrc, err, "%s list %s under \"%s\"",
+			                    c->label, filter, base);
+			break;
+		}
+		for (LDAPMessage *e = ldap_first_entry(c->ld, res); rc == 0 && e != NULL;
+		     e = ldap_next_entry(c->ld, e)) {
+			bool oom = false;
+			char *dn = ldap_get_dn(c->ld, e);
+			char *name = first_value(c->ld, e, name_attr, &oom);
+			char *emp = first_value(c->ld, e, emp_attr, &oom);
+			if (dn == NULL || oom ||
+			    sink_account_list_add(out, dn, name, emp) != 0)
+				rc = id_err_set(err, ID_ENOMEM, "%s: out of memory",
+				                c->label);
+			ldap_memfree(dn);
+			free(name);
+			free(emp);
+		}
+		ldap_msgfree(res);
+		ber_bvfree(cookie);
+		cookie = NULL;
+		LDAPControl *resp =
+		    rctrls ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, rctrls, NULL)
+		           : NULL;
+		if (rc == 0 && resp != NULL) {
+			struct berval ck = {0, NULL};
+			ber_int_t est = 0;
+			if (ldap_parse_pageresponse_control(c->ld, resp, &est, &ck) ==
+			        LDAP_SUCCESS &&
+			    ck.bv_len > 0)
+				cookie = ber_bvdup(&ck);
+			ber_memfree(ck.bv_val);
+		}
+		ldap_controls_free(rctrls);
+	} while (rc == 0 && cookie != NULL);
+	ber_bvfree(cookie);
+	return rc;
+}
+
 /* ---- writes ---- */
 
 int ldap_conn_add(ldap_conn_t *c, const char *dn, LDAPMod **mods)

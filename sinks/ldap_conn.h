@@ -28,6 +28,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "schemas/model.h"
+#include "sinks/sink_accounts.h"
 
 /* TLS settings of a connection (all unused when tls is false). */
 typedef struct ldap_conn_tls {
@@ -104,6 +105,17 @@ int ldap_conn_search_unique(ldap_conn_t *c, const char *base, int scope,
                             const char *filter, const char *const *attrs, const char *id,
                             const char *noun, LDAPMessage **res, LDAPMessage **entry,
                             id_err_t *err);
+
+/*
+ * Appends to out every entry below base (subtree) matching filter, with its
+ * DN as ref and the first values of name_attr and emp_attr (either may be
+ * absent), reading in pages of 500 (RFC 2696) so a server's size limit
+ * (AD: 1000 by default) does not cut the list.  0 or as ldap_conn_fail();
+ * ID_ENOMEM.  A base that does not exist is an empty list.
+ */
+int ldap_conn_list_accounts(ldap_conn_t *c, const char *base, const char *filter,
+                            const char *name_attr, const char *emp_attr,
+                            sink_account_list_t *out, id_err_t *err);
 
 /* ---- writes: each returns the libldap code and counts one write ---- */
 

@@ -653,3 +653,53 @@ int sink_ad_apply(sink_ad_t *s, const desired_identity_t *d, sink_result_t *resu
 	free(c.cur_dn);
 	return rc;
 }
+
+int sink_ad_plan(sink_ad_t *s, const desired_identity_t *d, ad_diff_plan_t *plan,
+                 bool *manager_pending, id_err_t *err)
+{
+	if (s == NULL || d == NULL || plan == NULL || d->employee_id == NULL)
+		return id_err_set(err, ID_EINVALID, "sink_ad_plan: NULL argument");
+	ad_diff_entry_t actual;
+	char *mdn = NULL;
+	bool found = false;
+	ad_diff_entry_init(&actual);
+	int rc = read_state(s, d, &actual, &found, &mdn, err);
+	if (rc == 0)
+		rc = ad_diff_compute(&s->layout, d, found ? &actual : NULL, mdn, plan,
+		                     err);
+	if (manager_pending != NULL)
+		*manager_pending = rc == 0 && d->state != LC_DELETED &&
+		                   d->manager_id != NULL && mdn == NULL;
+	free(mdn);
+	ad_diff_entry_fini(&actual);
+	return rc;
+}
+
+/* ---- the accounts of the subtree (reconcile) ---- */
+
+int sink_ad_accounts(sink_ad_t *s, sink_account_list_t *out, id_err_t *err)
+{
+	if (s == NULL || out == NULL)
+		return id_err_set(err, ID_EINVALID, "sink_ad_accounts: NULL argument");
+	/* Computers are users too (objectClass user); they are not accounts
+	 * of people. */
+	return ldap_conn_list_accounts(&s->conn, s->people_dn,
+	                               "(&(objectClass=user)(!(objectClass=computer)))",
+	                               "sAMAccountName", "employeeID", out, err);
+}
+
+int sink_ad_remove(sink_ad_t *s, const char *dn, id_err_t *err)
+{
+	if (s == NULL || dn == NULL)
+		return id_err_set(err, ID_EINVALID, "sink_ad_remove: NULL argument");
+	int rc = ldap_conn_ensure(&s->conn, err);
+	if (rc != 0)
+		return rc;
+	sink_result_t r;
+	sink_result_init(&r);
+	apply_ctx_t c = {.s = s, .r = &r};
+	ad_diff_op_t op = {.kind = AD_DIFF_OP_DELETE, .dn = (char *)dn};
+	rc = exec_delete(&c, &op, err);
+	sink_result_fini(&r);
+	return rc;
+}

@@ -22,6 +22,8 @@
 
 #include "common/err.h"
 #include "schemas/model.h"
+#include "sinks/ad_diff.h"
+#include "sinks/sink_accounts.h"
 
 typedef struct sink_ad sink_ad_t;
 
@@ -91,5 +93,30 @@ int sink_ad_apply(sink_ad_t *s, const desired_identity_t *d, sink_result_t *resu
 
 /* Number of write requests (add, modify, modrdn, delete) sent so far. */
 uint64_t sink_ad_writes(const sink_ad_t *s);
+
+/*
+ * Computes what sink_ad_apply() would do, without writing: reads the user,
+ * resolves the manager and diffs (plan is the caller's, init'd; the
+ * sAMAccountName check of apply is not made).  *manager_pending (may be
+ * NULL) is set when the manager has no user.  0, ID_ELDAP/ID_ETIMEOUT, or
+ * ID_EINVALID/ID_ECONFLICT (several users carry the employee id).
+ */
+int sink_ad_plan(sink_ad_t *s, const desired_identity_t *d, ad_diff_plan_t *plan,
+                 bool *manager_pending, id_err_t *err);
+
+/*
+ * Lists every user object below people_dn (computers excepted) into out:
+ * ref = DN, name = sAMAccountName, employee_id = employeeID.  Paged, so
+ * the DC's MaxPageSize does not cut it.  0, ID_ELDAP/ID_ETIMEOUT
+ * (unreachable: try later), ID_ENOMEM.
+ */
+int sink_ad_accounts(sink_ad_t *s, sink_account_list_t *out, id_err_t *err);
+
+/*
+ * Deletes the user dn (with its child objects: tree delete), e.g. one
+ * listed by sink_ad_accounts() that no employee owns.  One already gone is
+ * not an error.  0 or as sink_ad_accounts().
+ */
+int sink_ad_remove(sink_ad_t *s, const char *dn, id_err_t *err);
 
 #endif

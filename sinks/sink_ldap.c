@@ -374,13 +374,27 @@ int sink_ldap_read(sink_ldap_t *s, const char *employee_id, ldap_diff_entry_t *o
 	return rc;
 }
 
-/* Reads the entry of d and the manager's DN (*manager_dn malloc'd or NULL). */
+static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
+                             ldap_diff_entry_t *out, bool *found, LDAPMessage **uid_res,
+                             id_err_t *err);
+
+/* Reads the entry of d and the manager's DN (*manager_dn malloc'd or NULL).
+ * With uid_res (may be NULL), the entries holding d's uid are read in the
+ * same request when that can be done (see read_employee_uid); *uid_res is
+ * then the caller's to ldap_msgfree(). */
 static int read_state(sink_ldap_t *s, const desired_identity_t *d,
                       ldap_diff_entry_t *actual, bool *found, char **manager_dn,
-                      id_err_t *err)
+                      LDAPMessage **uid_res, id_err_t *err)
 {
 	*manager_dn = NULL;
-	int rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
+	const char *uid = id_attrs_get(&d->attributes, "uid");
+	int rc;
+	if (uid_res != NULL && s->disabled_dn == NULL && uid != NULL && uid[0] != '\0' &&
+	    d->state != LC_DELETED)
+		rc = read_employee_uid(s, d->employee_id, uid, actual, found, uid_res,
+		                       err);
+	else
+		rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
 	if (rc != 0 || d->manager_id == NULL || d->manager_id[0] == '\0')
 		return rc;
 	static const char *const no_attrs[] = {LDAP_NO_ATTRS, NULL};
@@ -411,7 +425,7 @@ int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t
 	char *mdn = NULL;
 	bool found;
 	ldap_diff_entry_init(&actual);
-	int rc = read_state(s, d, &actual, &found, &mdn, err);
+	int rc = read_state(s, d, &actual, &found, &mdn, NULL, err);
 	if (rc == 0)
 		rc = ldap_diff_compute_posix(&s->layout, s->posix ? &s->posix_cfg : NULL,
 		                             d, found ? &actual : NULL, mdn, plan, err);
@@ -419,6 +433,84 @@ int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t
 		*manager_pending = rc == 0 && d->manager_id != NULL && mdn == NULL;
 	free(mdn);
 	ldap_diff_entry_fini(&actual);
+	return rc;
+}
+
+/*
+ * read_employee() and the uid check's search in one request: the entries
+ * below people_dn whose employeeNumber is id or whose uid is uid.  The one
+ * with the employee number is the employee's (several: ID_ECONFLICT, as
+ * read_employee() says); *uid_res keeps the whole answer for
+ * check_uid_free(), which needs no search of its own then.  A create costs
+ * one round trip less.  Only without disabled_dn (one subtree to read).
+ * *uid_res is the caller's to ldap_msgfree() (NULL on error).
+ */
+static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
+                             ldap_diff_entry_t *out, bool *found, LDAPMessage **uid_res,
+                             id_err_t *err)
+{
+	id_buf_t f = ID_BUF_INIT, dns = ID_BUF_INIT;
+	LDAPMessage *res = NULL, *mine = NULL;
+	int rc, n = 0;
+	*found = false;
+	*uid_res = NULL;
+	ldap_diff_entry_fini(out);
+	if (ldap_conn_filter_eq(&f, NULL, "employeeNumber", id) != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "ldap: employee %s: out of memory", id);
+		goto out;
+	}
+	/* "(|" + (employeeNumber=id) + (uid=uid) + ")" */
+	id_buf_t g = ID_BUF_INIT;
+	rc = ldap_conn_filter_eq(&g, NULL, "uid", uid);
+	if (rc == 0) {
+		id_buf_t both = ID_BUF_INIT;
+		if (id_buf_printf(&both, "(|%s%s)", (const char *)f.data,
+		                  (const char *)g.data) != 0)
+			rc = ID_ENOMEM;
+		id_buf_fini(&f);
+		f = both;
+	}
+	id_buf_fini(&g);
+	if (rc != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "ldap: employee %s: out of memory", id);
+		goto out;
+	}
+	if ((rc = ldap_conn_search(&s->conn, s->people_dn, LDAP_SCOPE_SUBTREE,
+	                           (const char *)f.data, s->read_attrs, &res, err)) != 0)
+		goto out;
+	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL;
+	     e = ldap_next_entry(s->conn.ld, e)) {
+		struct berval **v = ldap_get_values_len(s->conn.ld, e, "employeeNumber");
+		bool his = false;
+		for (int i = 0; v != NULL && v[i] != NULL && !his; i++)
+			his = v[i]->bv_len == strlen(id) &&
+			      strncasecmp(v[i]->bv_val, id, v[i]->bv_len) == 0;
+		ldap_value_free_len(v);
+		if (!his)
+			continue;
+		char *dn = ldap_get_dn(s->conn.ld, e);
+		id_buf_printf(&dns, "%s\"%s\"", n ? ", " : "", dn ? dn : "?");
+		ldap_memfree(dn);
+		mine = e;
+		n++;
+	}
+	if (n > 1) {
+		id_buf_append_u8(&dns, 0);
+		rc = id_err_set(err, ID_ECONFLICT, "employee %s has %d entries: %s", id,
+		                n, dns.data ? (const char *)dns.data : "");
+		goto out;
+	}
+	if (mine != NULL) {
+		if ((rc = entry_convert(s, mine, out, err)) != 0)
+			goto out;
+		*found = true;
+	}
+	*uid_res = res;
+	res = NULL;
+out:
+	ldap_msgfree(res);
+	id_buf_fini(&f);
+	id_buf_fini(&dns);
 	return rc;
 }
 
@@ -430,6 +522,9 @@ typedef struct apply_ctx {
 	sink_result_t *r;
 	size_t changes;  /* ops recorded as done */
 	bool used_cache; /* an ENSURE_OU was skipped thanks to the cache */
+	/* The entries carrying the desired uid, read together with the
+	 * employee's own entry (see read_employee_uid); NULL: not read. */
+	LDAPMessage *uid_res;
 } apply_ctx_t;
 
 static int record(apply_ctx_t *c, const char *op, const char *attribute,
@@ -870,6 +965,11 @@ static int check_uid_free(apply_ctx_t *c, const ldap_diff_entry_t *actual, id_er
 	int rc;
 	if (uid == NULL || uid[0] == '\0')
 		return 0;
+	if (c->uid_res != NULL) {
+		/* Read with the entry itself (read_employee_uid). */
+		rc = uid_owned_by_other(c, actual, uid, c->uid_res, err);
+		goto out;
+	}
 	if ((rc = ldap_conn_filter_eq(&f, NULL, "uid", uid)) != 0) {
 		rc = id_err_set(err, rc, "uid check: out of memory");
 		goto out;
@@ -968,7 +1068,10 @@ static int apply_once(void *ctx, bool *manager_pending, bool *used_cache, id_err
 	for (int round = 1;; round++) {
 		free(mdn);
 		mdn = NULL;
-		if ((rc = read_state(s, c->d, &actual, &found, &mdn, err)) != 0)
+		ldap_msgfree(c->uid_res);
+		c->uid_res = NULL;
+		if ((rc = read_state(s, c->d, &actual, &found, &mdn, &c->uid_res, err)) !=
+		    0)
 			goto out;
 		*manager_pending = c->d->manager_id != NULL && mdn == NULL;
 		if ((rc = ldap_diff_compute_posix(
@@ -1011,6 +1114,8 @@ static int apply_once(void *ctx, bool *manager_pending, bool *used_cache, id_err
 	}
 out:
 	*used_cache = c->used_cache;
+	ldap_msgfree(c->uid_res);
+	c->uid_res = NULL;
 	free(mdn);
 	ldap_diff_plan_fini(&plan);
 	ldap_diff_entry_fini(&actual);
@@ -1025,4 +1130,33 @@ int sink_ldap_apply(sink_ldap_t *s, const desired_identity_t *d, sink_result_t *
 	apply_ctx_t c = {.s = s, .d = d, .r = result};
 	return ldap_conn_apply(&s->conn, "ldap", d, result, apply_once, &c, &c.changes,
 	                       err);
+}
+
+/* ---- the accounts of the subtree (reconcile) ---- */
+
+int sink_ldap_accounts(sink_ldap_t *s, sink_account_list_t *out, id_err_t *err)
+{
+	if (s == NULL || out == NULL)
+		return id_err_set(err, ID_EINVALID, "sink_ldap_accounts: NULL argument");
+	int rc =
+	    ldap_conn_list_accounts(&s->conn, s->people_dn, "(objectClass=inetOrgPerson)",
+	                            "uid", "employeeNumber", out, err);
+	if (rc == 0 && s->disabled_dn != NULL)
+		rc = ldap_conn_list_accounts(&s->conn, s->disabled_dn,
+		                             "(objectClass=inetOrgPerson)", "uid",
+		                             "employeeNumber", out, err);
+	return rc;
+}
+
+int sink_ldap_remove(sink_ldap_t *s, const char *dn, id_err_t *err)
+{
+	if (s == NULL || dn == NULL)
+		return id_err_set(err, ID_EINVALID, "sink_ldap_remove: NULL argument");
+	int rc = ldap_conn_ensure(&s->conn, err);
+	if (rc != 0)
+		return rc;
+	int lrc = ldap_conn_delete(&s->conn, dn, NULL);
+	if (lrc == LDAP_SUCCESS || lrc == LDAP_NO_SUCH_OBJECT)
+		return 0;
+	return ldap_conn_fail(&s->conn, lrc, err, "delete \"%s\"", dn);
 }

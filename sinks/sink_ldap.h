@@ -26,6 +26,7 @@
 
 #include "common/err.h"
 #include "schemas/model.h"
+#include "sinks/sink_accounts.h"
 #include "sinks/ldap_diff.h"
 #include "sinks/sink_password.h"
 
@@ -128,5 +129,19 @@ long long sink_ldap_next_uid_number(const sink_ldap_t *s);
 
 /* Number of write requests (add, modify, modrdn, delete) sent so far. */
 uint64_t sink_ldap_writes(const sink_ldap_t *s);
+
+/*
+ * Lists every inetOrgPerson below people_dn (and disabled_dn with the move
+ * method) into out: ref = DN, name = uid, employee_id = employeeNumber.
+ * 0, ID_ELDAP/ID_ETIMEOUT (unreachable: try later), ID_ENOMEM.
+ */
+int sink_ldap_accounts(sink_ldap_t *s, sink_account_list_t *out, id_err_t *err);
+
+/*
+ * Deletes the entry dn (an account listed by sink_ldap_accounts() that no
+ * employee owns).  One already gone is not an error.  0 or as
+ * sink_ldap_accounts().  Counts one write.
+ */
+int sink_ldap_remove(sink_ldap_t *s, const char *dn, id_err_t *err);
 
 #endif

@@ -1551,3 +1551,105 @@ int sink_scim_apply(sink_scim_t *s, const desired_identity_t *d, sink_result_t *
 		return rc;
 	return rc == ID_ENOMEM ? rc : 0;
 }
+
+/* ---- the Users of the service provider (reconcile) ---- */
+
+int sink_scim_accounts(sink_scim_t *s, sink_account_list_t *out, id_err_t *err)
+{
+	if (s == NULL || out == NULL)
+		return id_err_set(err, ID_EINVALID, "sink_scim_accounts: NULL argument");
+	int rc = 0;
+	/* RFC 7644 §3.4.2.4 pagination: 1-based startIndex, count per page. */
+	for (long start = 1;;) {
+		char q[256];
+		http_resp_t r = {0};
+		snprintf(q, sizeof(q),
+		         "%s?startIndex=%ld&count=200&attributes=userName,externalId",
+		         s->users_ep, start);
+		if ((rc = get_json(s, q, &r, err)) != 0) {
+			resp_fini(&r);
+			break;
+		}
+		json_t *list = list_resources(r.json);
+		size_t n = json_array_size(list);
+		for (size_t i = 0; rc == 0 && i < n; i++) {
+			const json_t *u = json_array_get(list, i);
+			const char *id = res_str(u, "id");
+			if (id != NULL &&
+			    sink_account_list_add(out, id, res_str(u, "userName"),
+			                          res_str(u, "externalId")) != 0)
+				rc = id_err_set(err, ID_ENOMEM,
+				                "SCIM Users: out of memory");
+		}
+		json_int_t total =
+		    json_integer_value(json_object_get(r.json, "totalResults"));
+		resp_fini(&r);
+		start += (long)n;
+		if (rc != 0 || n == 0 || (json_int_t)(start - 1) >= total)
+			break;
+	}
+	return rc;
+}
+
+int sink_scim_remove(sink_scim_t *s, const char *id, id_err_t *err)
+{
+	if (s == NULL || id == NULL)
+		return id_err_set(err, ID_EINVALID, "sink_scim_remove: NULL argument");
+	id_buf_t path = ID_BUF_INIT, url = ID_BUF_INIT;
+	http_resp_t r = {0}, g = {0};
+	json_t *body = NULL;
+	int rc = 0;
+	/* Service providers that keep the ids of deleted Users as members
+	 * (scim2-server does) are cleaned first, when PATCH is there. */
+	if (s->feat.patch) {
+		if ((rc = query_eq(s, s->groups_ep, "members.value", id, "displayName",
+		                   &g, err)) != 0)
+			goto out;
+		json_t *list = list_resources(g.json);
+		for (size_t i = 0; i < json_array_size(list); i++) {
+			const char *gid = res_str(json_array_get(list, i), "id");
+			id_buf_reset(&path);
+			id_buf_reset(&url);
+			json_decref(body);
+			if (gid == NULL)
+				continue;
+			if ((body = scim_diff_member_remove_body(id)) == NULL ||
+			    res_path(s, &path, s->groups_ep, gid) != 0 ||
+			    id_buf_printf(&url, "%s%s", s->base,
+			                  (const char *)path.data) != 0) {
+				body = NULL;
+				rc = id_err_set(err, ID_ENOMEM,
+				                "SCIM remove: out of memory");
+				goto out;
+			}
+			s->writes++;
+			if ((rc = http_do(s, "PATCH", (const char *)url.data, NULL, body,
+			                  &r, err)) != 0 ||
+			    (r.status != 404 &&
+			     (rc = status_check(s, r.status, r.json, r.retry_after_s, err,
+			                        "PATCH %s", (const char *)url.data)) !=
+			         0))
+				goto out;
+		}
+	}
+	id_buf_reset(&path);
+	id_buf_reset(&url);
+	if (res_path(s, &path, s->users_ep, id) != 0 ||
+	    id_buf_printf(&url, "%s%s", s->base, (const char *)path.data) != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "SCIM remove: out of memory");
+		goto out;
+	}
+	s->writes++;
+	if ((rc = http_do(s, "DELETE", (const char *)url.data, NULL, NULL, &r, err)) ==
+	        0 &&
+	    r.status != 404)
+		rc = status_check(s, r.status, r.json, r.retry_after_s, err, "DELETE %s",
+		                  (const char *)url.data);
+out:
+	json_decref(body);
+	resp_fini(&r);
+	resp_fini(&g);
+	id_buf_fini(&path);
+	id_buf_fini(&url);
+	return rc;
+}

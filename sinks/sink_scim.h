@@ -29,6 +29,7 @@
 
 #include "common/err.h"
 #include "schemas/model.h"
+#include "sinks/sink_accounts.h"
 #include "sinks/scim_diff.h"
 #include "sinks/sink_password.h"
 
@@ -127,5 +128,20 @@ typedef struct sink_scim_features {
 } sink_scim_features_t;
 
 void sink_scim_features(const sink_scim_t *s, sink_scim_features_t *out);
+
+/*
+ * Lists every User of the service provider into out (pages of 200, RFC
+ * 7644 §3.4.2.4): ref = id, name = userName, employee_id = externalId.
+ * 0, or as sink_scim_apply() for a retry later (ID_EIO, ID_ETIMEOUT,
+ * ID_ECONFIG).
+ */
+int sink_scim_accounts(sink_scim_t *s, sink_account_list_t *out, id_err_t *err);
+
+/*
+ * Deletes the User id (one no employee owns), after removing it from the
+ * Groups that list it as a member when PATCH is supported.  A User already
+ * gone is not an error.  0 or as sink_scim_accounts().
+ */
+int sink_scim_remove(sink_scim_t *s, const char *id, id_err_t *err);
 
 #endif
