@@ -55,6 +55,7 @@
 #include "cmd/report.h"
 #include "cmd/scan.h"
 #include "cmd/timeline.h"
+#include "common/buf.h"
 #include "common/hmap.h"
 #include "common/kafka.h"
 #include "processors/employee_record.h"
@@ -72,6 +73,12 @@ typedef struct plan_emp {
 	desired_identity_t planned; /* the replay's newest output */
 	desired_identity_t current; /* newest in identity.desired */
 	bool has_planned, has_current;
+	/* While identity.desired is read: the newest version seen and, when
+	 * has_raw, its payload, decoded into current once the topic is read
+	 * (decoding every older version would only to throw it away). */
+	int64_t current_version;
+	bool has_raw;
+	id_buf_t raw;
 	int32_t partition; /* input partition of the employee's events; -1: none */
 } plan_emp_t;
 
@@ -86,6 +93,7 @@ typedef struct plan {
 	employee_event_t switch_ev; /* cause of the switch at `at` */
 	id_hmap_t emps;
 	fold_claims_t claims; /* reported by each fold; only pending ones matter */
+	id_buf_t key;         /* an employee id being looked up */
 	long events, refused, activations, assumed;
 	bool progress;
 	long total_hint;
@@ -141,7 +149,6 @@ static int cmp_key(const void *x, const void *y)
 static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
                            const employee_event_t *ev, id_err_t *err)
 {
-	desired_identity_t d;
 	const char **ids = malloc((p->emps.len ? p->emps.len : 1) * sizeof(*ids));
 	size_t n = 0;
 	int rc = 0;
@@ -153,25 +160,20 @@ static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
 			ids[n++] = p->emps.slots[i].key;
 	}
 	qsort(ids, n, sizeof(*ids), cmp_key);
-	desired_identity_init(&d);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
 		bool emitted = false;
 		fold_claims_clear(&p->claims);
-		int frc = fold_reevaluate_claims(&e->rec, ev, m, &d, &emitted, &p->claims,
-		                                 NULL);
-		if (frc == ID_ENOMEM) {
+		int frc = fold_reevaluate_claims(&e->rec, ev, m, NULL, &emitted,
+		                                 &p->claims, NULL);
+		if (frc == ID_ENOMEM)
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
-		} else if (frc != 0) {
+		else if (frc != 0)
 			p->refused++;
-		} else if (emitted) {
-			desired_identity_fini(&e->planned);
-			e->planned = d;
-			desired_identity_init(&d);
-			e->has_planned = true;
-		}
+		else if (emitted)
+			e->has_planned =
+			    true; /* planned = rec.last, see plan_planned() */
 	}
-	desired_identity_fini(&d);
 	free(ids);
 	return rc;
 }
@@ -187,12 +189,10 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
 	plan_t *p = opaque;
 	employee_event_t ev;
-	desired_identity_t d;
 	bool emitted = false;
 	int rc = 0;
 	int32_t part = m->partition;
 	employee_event_init(&ev);
-	desired_identity_init(&d);
 	p->events++;
 	plan_progress(p, false);
 	if (part < 0 || part >= p->nparts ||
@@ -228,7 +228,9 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 	const mapping_t *map =
 	    candidate ? p->candidate : policy_registry_mapping(p->registry, part);
 	fold_claims_clear(&p->claims);
-	int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted, &p->claims, NULL);
+	/* No copy of each new version: the newest is the record's last one,
+	 * taken once the replay is done (plan_planned()). */
+	int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted, &p->claims, NULL);
 	if (frc == ID_ENOMEM) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -237,14 +239,9 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 		p->refused++;
 		goto out;
 	}
-	if (emitted) {
-		desired_identity_fini(&e->planned);
-		e->planned = d;
-		desired_identity_init(&d);
+	if (emitted)
 		e->has_planned = true;
-	}
 out:
-	desired_identity_fini(&d);
 	employee_event_fini(&ev);
 	return rc;
 }
@@ -327,10 +324,55 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 	return rc;
 }
 
-/* Keeps the newest version of each employee in identity.desired. */
+/* The replay's newest version of each employee is its record's last one. */
+static int plan_planned(plan_t *p, id_err_t *err)
+{
+	for (size_t i = 0; i < p->emps.cap; i++) {
+		plan_emp_t *e = p->emps.slots[i].value;
+		if (p->emps.slots[i].key == NULL || e == NULL || !e->has_planned)
+			continue;
+		desired_identity_fini(&e->planned);
+		if (desired_identity_copy(&e->planned, &e->rec.last) != 0)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/*
+ * Keeps the newest version of each employee in identity.desired.  A
+ * payload is checked in full (codec_peek_desired()), but only the newest
+ * one is kept, as bytes, and decoded by plan_current_decode(); one whose
+ * writer does not allow the peek is decoded right away.  Undecodable
+ * payloads are skipped either way.
+ */
 static int plan_current(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 {
 	plan_t *p = opaque;
+	const char *idp = NULL;
+	size_t idl = 0;
+	int64_t version = 0;
+	int prc =
+	    codec_peek_desired(p->codec, m->payload, m->len, &idp, &idl, &version, NULL);
+	if (prc < 0)
+		return 0;
+	if (prc == 0) {
+		id_buf_reset(&p->key);
+		if (id_buf_append(&p->key, idp, idl) != 0 ||
+		    id_buf_append_u8(&p->key, 0) != 0)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		plan_emp_t *e = plan_emp(p, (const char *)p->key.data, err);
+		if (e == NULL)
+			return ID_ENOMEM;
+		if (e->has_current && version <= e->current_version)
+			return 0;
+		id_buf_reset(&e->raw);
+		if (id_buf_append(&e->raw, m->payload, m->len) != 0)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		e->has_raw = true;
+		e->has_current = true;
+		e->current_version = version;
+		return 0;
+	}
 	desired_identity_t d;
 	desired_identity_init(&d);
 	if (codec_decode_desired(p->codec, m->payload, m->len, &d, NULL) != 0) {
@@ -342,12 +384,32 @@ static int plan_current(void *opaque, const rd_kafka_message_t *m, id_err_t *err
 		desired_identity_fini(&d);
 		return ID_ENOMEM;
 	}
-	if (!e->has_current || d.version > e->current.version) {
+	if (!e->has_current || d.version > e->current_version) {
 		desired_identity_fini(&e->current);
 		e->current = d;
 		e->has_current = true;
+		e->has_raw = false;
+		e->current_version = d.version;
 	} else {
 		desired_identity_fini(&d);
+	}
+	return 0;
+}
+
+/* Decodes the newest payload plan_current() kept of each employee. */
+static int plan_current_decode(plan_t *p, id_err_t *err)
+{
+	for (size_t i = 0; i < p->emps.cap; i++) {
+		plan_emp_t *e = p->emps.slots[i].value;
+		if (p->emps.slots[i].key == NULL || e == NULL || !e->has_raw)
+			continue;
+		/* Checked by the peek already: only memory can fail here. */
+		int rc = codec_decode_desired(p->codec, e->raw.data, e->raw.len,
+		                              &e->current, err);
+		if (rc != 0)
+			return rc;
+		e->has_raw = false;
+		id_buf_fini(&e->raw);
 	}
 	return 0;
 }
@@ -535,6 +597,7 @@ static void plan_fini(plan_t *p)
 			employee_record_fini(&e->rec);
 			desired_identity_fini(&e->planned);
 			desired_identity_fini(&e->current);
+			id_buf_fini(&e->raw);
 			free(e);
 		}
 	}
@@ -543,6 +606,7 @@ static void plan_fini(plan_t *p)
 	codec_destroy(p->codec);
 	employee_event_fini(&p->switch_ev);
 	fold_claims_fini(&p->claims);
+	id_buf_fini(&p->key);
 	free(p->switched);
 	memset(p, 0, sizeof(*p));
 }
@@ -599,6 +663,7 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	id_hmap_init(&s.group_removes);
 	id_hmap_init(&p->emps);
 	fold_claims_init(&p->claims);
+	id_buf_init(&p->key);
 	employee_event_init(&p->switch_ev);
 	p->has_at = has_at;
 	p->at = at;
@@ -643,9 +708,10 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	for (int32_t q = 0; candidate != NULL && has_at && q < nin; q++)
 		if (!p->switched[q] && (rc = plan_switch(p, q, err)) != 0)
 			goto out;
-	if ((rc = plan_assume_grants(p, err)) != 0)
+	if ((rc = plan_assume_grants(p, err)) != 0 || (rc = plan_planned(p, err)) != 0)
 		goto out;
-	if ((rc = scan_topic(rk, out_topic, nout, plan_current, p, &ncur, err)) != 0)
+	if ((rc = scan_topic(rk, out_topic, nout, plan_current, p, &ncur, err)) != 0 ||
+	    (rc = plan_current_decode(p, err)) != 0)
 		goto out;
 	plan_progress(p, true);
 

@@ -22,6 +22,10 @@
 #      hr.events, bench_consume reads them (the raw librdkafka ceiling), then
 #      `process --until-idle` folds them: events/s, CPU µs per event (user +
 #      system time of the process), peak RSS, and the ratio to the raw rate;
+#      then `idstream plan` (no --policy: the history as deployed, so no
+#      changes) replays the same events into scratch state and diffs them
+#      with the desired identities the processor just produced: wall time,
+#      events/s, CPU µs per event, peak RSS (issue 6: <= 15 s);
 #   6. raw slapd: the entries the sink created (read back, moved to an empty
 #      subtree ou=rawbench) with one `ldapadd -c`, then the same group
 #      memberships, one modification each, with one `ldapmodify -c`;
@@ -445,6 +449,13 @@ if [ "$EV" -gt 0 ]; then
 	expect "desired identities produced ($EV)" "$EV" \
 		"$(field "$W/process-events.log" 'desired versions produced')"
 	PE_TXNS=$(field "$W/process-events.log" 'transactions')
+	say "plan: replaying the $EV events with the policy as deployed"
+	measure plan-events "$BIN" --config "$W/events.conf" plan
+	PL_MS=$M_MS
+	PL_RSS=$M_RSS
+	PL_CPU_MS=$M_CPU_MS
+	expect "events replayed by plan ($EV)" "$EV" \
+		"$(sed -n 's/.*replayed \([0-9]*\) events.*/\1/p' "$W/plan-events.log")"
 fi
 
 # ---------------------------------------------------------------- raw slapd
@@ -647,6 +658,12 @@ if [ "$EV" -gt 0 ]; then
 	echo "  processor CPU: ${PE_CPU_US} µs/event (user + system, all threads);" \
 		"${PE_TXNS:-?} transactions; raw consume first-to-last" \
 		"$(rate "$EV" "$RAWE_STEADY") msg/s"
+	PL_R=$(rate "$EV" "$PL_MS")
+	row "plan [replay $EV events, diff; no changes]" "$EV" "$PL_MS" "$PL_R" \
+		"$(ratio "$PL_R" "$RAWE_R")" "$(mb "$PL_RSS")"
+	echo "  plan CPU: $(awk -v ms="${PL_CPU_MS:-0}" -v n="$EV" \
+		'BEGIN { printf "%.1f", ms * 1000 / n }') µs/event (it also reads the" \
+		"$EV desired versions); target (issue 6, not asserted): <= 15 s wall"
 	echo
 fi
 row "raw slapd: ldapadd -c ($RAW_OUS OUs, $RAW_ENTRIES entries)" "$N" "$LADD_MS" \
@@ -730,6 +747,11 @@ How the figures are measured (one run each, wall clock, same services):
     processor runs with processor.batch_max=${EV_BATCH_MAX:-default},
     processor.batch_ms=${EV_BATCH_MS:-default}; CPU µs/event = (user + system
     time of the process, every thread) / events; the broker's CPU is not in it.
+  - plan: \`idstream plan\` without --policy on the same deployment right
+    after the processor: reads the ${EV} events from offset 0 into scratch
+    state in memory (no group, nothing written), then every desired version
+    the processor produced (the newest of each employee is decoded), and
+    diffs the two: no changes.  Wall from exec to exit, start-up included.
   - vs raw = idstream items/s / raw items/s of the row above it.
   - sink: ${N} desired identities into an empty ou=people: entries, their
     department OUs, staff and dept-* memberships, each with a read and diff.
