@@ -156,6 +156,19 @@ typedef struct proc_overlay_rec {
 /* Overlay entries kept for reuse, with their buffers, after a commit. */
 #define PROC_OVERLAY_POOL_MAX 16384
 
+/* Size of the chunks desired identities are produced from. */
+#define PROC_CHUNK_BYTES ((size_t)1 << 20)
+
+/*
+ * Memory the open transaction's desired identities are produced from
+ * without a copy (librdkafka reads it until each message's delivery
+ * report): chunks filled in turn, reused once every report is in.
+ */
+typedef struct proc_chunk {
+	char *data;
+	size_t len, cap;
+} proc_chunk_t;
+
 typedef struct proc {
 	const id_config_t *cfg;
 	rd_kafka_t *consumer;
@@ -198,6 +211,8 @@ typedef struct proc {
 	employee_record_t scratch; /* the record being folded or re-evaluated */
 	proc_overlay_rec_t **pool; /* free overlay entries */
 	size_t npool;
+	proc_chunk_t *chunks; /* payloads of desired identities in flight */
+	size_t nchunks, chunk;
 	int fatal; /* set when the loop must stop with an error */
 	id_err_t fatal_err;
 } proc_t;
@@ -740,6 +755,42 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 	}
 }
 
+/* A copy of data[0..len) in the payload chunks, or NULL (out of memory). */
+static void *proc_payload(proc_t *p, const void *data, size_t len)
+{
+	while (p->chunk < p->nchunks &&
+	       p->chunks[p->chunk].cap - p->chunks[p->chunk].len < len)
+		p->chunk++;
+	if (p->chunk == p->nchunks) {
+		size_t cap = len > PROC_CHUNK_BYTES ? len : PROC_CHUNK_BYTES;
+		proc_chunk_t *n = realloc(p->chunks, (p->nchunks + 1) * sizeof(*n));
+		if (n == NULL)
+			return NULL;
+		p->chunks = n;
+		if ((n[p->nchunks].data = malloc(cap)) == NULL)
+			return NULL;
+		n[p->nchunks].len = 0;
+		n[p->nchunks].cap = cap;
+		p->nchunks++;
+	}
+	proc_chunk_t *c = &p->chunks[p->chunk];
+	void *at = c->data + c->len;
+	memcpy(at, data, len);
+	c->len += len;
+	return at;
+}
+
+/* Makes the payload chunks free for reuse once librdkafka is done with
+ * every message produced from them (all delivery reports served). */
+static void proc_payload_reset(proc_t *p)
+{
+	if (p->delivery.pending > 0)
+		return;
+	for (size_t i = 0; i < p->nchunks; i++)
+		p->chunks[i].len = 0;
+	p->chunk = 0;
+}
+
 /* Produces d (a new desired version) to identity.desired in the open
  * transaction, keyed by its employee id. */
 static int proc_produce(proc_t *p, const desired_identity_t *d, id_err_t *err)
@@ -748,13 +799,17 @@ static int proc_produce(proc_t *p, const desired_identity_t *d, id_err_t *err)
 	id_buf_reset(&p->buf);
 	if ((rc = codec_encode_desired(p->codec, d, &p->buf, err)) != 0)
 		return rc;
+	/* No copy by librdkafka: the bytes stay in the chunks until their
+	 * delivery report (see proc_payload_reset()). */
+	void *value = proc_payload(p, p->buf.data, p->buf.len);
+	if (value == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
 	for (int tries = 0;; tries++) {
 		p->delivery.pending++;
 		rd_kafka_resp_err_t e = rd_kafka_producev(
 		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
 		    RD_KAFKA_V_KEY(d->employee_id, strlen(d->employee_id)),
-		    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
-		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_VALUE(value, p->buf.len), RD_KAFKA_V_MSGFLAGS(0),
 		    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
 		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
 			return 0;
@@ -1179,6 +1234,7 @@ static int proc_txn_begin(proc_t *p, id_err_t *err)
 	}
 	p->txn_open = true;
 	p->txn_events = 0;
+	proc_payload_reset(p);
 	clock_gettime(CLOCK_MONOTONIC, &p->txn_started);
 	return 0;
 }
@@ -1560,6 +1616,10 @@ out:
 	fold_claims_fini(&p->claims);
 	id_kafka_destroy(p->consumer);
 	id_kafka_destroy(p->producer);
+	/* After the producer: its messages pointed into the chunks. */
+	for (size_t i = 0; i < p->nchunks; i++)
+		free(p->chunks[i].data);
+	free(p->chunks);
 	policy_registry_destroy(p->registry);
 	employee_record_fini(&p->scratch);
 	codec_destroy(p->codec);

@@ -1210,12 +1210,13 @@ static bool fast_opt_map(fast_in_t *in, id_attrs_t *a)
 			return true;
 		for (int64_t i = 0; i < count; i++) {
 			char *k = NULL, *v = NULL;
-			bool ok = fast_str(in, &k) && fast_opt_str(in, &v);
-			/* id_attrs_set copies: later duplicates win, as in avro-c. */
-			ok = ok && id_attrs_set(a, k, v) == 0;
-			free(k);
-			free(v);
-			if (!ok)
+			if (!fast_str(in, &k) || !fast_opt_str(in, &v)) {
+				free(k);
+				free(v);
+				return false;
+			}
+			/* Later duplicates win, as in avro-c. */
+			if (id_attrs_set_owned(a, k, v) != 0)
 				return false;
 		}
 	}
