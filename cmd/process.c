@@ -140,11 +140,34 @@ typedef struct proc_partition {
 	bool policy_dirty;    /* the policy changed in the open transaction */
 } proc_partition_t;
 
+/*
+ * An employee's record as the open transaction left it: encoded right
+ * after each fold, while the record is still in the CPU cache, so that
+ * the decoded form (thousands of small allocations) lives for one event
+ * only and a commit writes bytes that are ready.
+ */
 typedef struct proc_overlay_rec {
-	employee_record_t *rec;
+	id_buf_t bytes; /* employee_record_encode() of the record */
 	int32_t partition;
-	int64_t stored_timer; /* rec's timer_at in the state store (0: none) */
+	int64_t stored_timer; /* timer_at in the state store (0: none) */
+	int64_t timer_at;     /* timer_at of bytes */
 } proc_overlay_rec_t;
+
+/* Overlay entries kept for reuse, with their buffers, after a commit. */
+#define PROC_OVERLAY_POOL_MAX 16384
+
+/* Size of the chunks desired identities are produced from. */
+#define PROC_CHUNK_BYTES ((size_t)1 << 20)
+
+/*
+ * Memory the open transaction's desired identities are produced from
+ * without a copy (librdkafka reads it until each message's delivery
+ * report): chunks filled in turn, reused once every report is in.
+ */
+typedef struct proc_chunk {
+	char *data;
+	size_t len, cap;
+} proc_chunk_t;
 
 typedef struct proc {
 	const id_config_t *cfg;
@@ -185,8 +208,12 @@ typedef struct proc {
 	id_buf_t val;
 	state_batch_t *batch;
 	id_buf_t buf;
-	employee_record_t scratch; /* a stored record being re-evaluated */
-	int fatal;                 /* set when the loop must stop with an error */
+	employee_record_t scratch; /* the record being folded or re-evaluated */
+	proc_overlay_rec_t **pool; /* free overlay entries */
+	size_t npool;
+	proc_chunk_t *chunks; /* payloads of desired identities in flight */
+	size_t nchunks, chunk;
+	int fatal; /* set when the loop must stop with an error */
 	id_err_t fatal_err;
 } proc_t;
 
@@ -276,22 +303,6 @@ static id_config_t *proc_kafka_config(const id_config_t *cfg,
 fail:
 	id_config_destroy(c);
 	return NULL;
-}
-
-static employee_record_t *rec_new(void)
-{
-	employee_record_t *r = malloc(sizeof(*r));
-	if (r != NULL)
-		employee_record_init(r);
-	return r;
-}
-
-static void rec_free(employee_record_t *r)
-{
-	if (r == NULL)
-		return;
-	employee_record_fini(r);
-	free(r);
 }
 
 static int key_record(id_buf_t *b, int32_t partition, const char *employee_id)
@@ -397,60 +408,76 @@ static int proc_policy_restore(proc_t *p, int32_t partition, id_err_t *err)
 	return rc;
 }
 
-/* Loads the employee's record: the open transaction's copy first, then
- * RocksDB, else a new empty record.  The returned record is owned by the
- * overlay when *in_overlay, else by the caller. */
+/* Loads the employee's record into rec: the open transaction's copy first
+ * (*entry is then its overlay entry, else NULL), then RocksDB, else a new
+ * empty record. */
 static int proc_load(proc_t *p, int32_t partition, const char *employee_id,
-                     employee_record_t **out, bool *in_overlay, id_err_t *err)
+                     employee_record_t *rec, proc_overlay_rec_t **entry, id_err_t *err)
 {
 	proc_overlay_rec_t *o = id_hmap_get(&p->overlay, employee_id);
-	*in_overlay = false;
+	const id_buf_t *src = &p->stored;
+	int rc;
+	*entry = o;
 	if (o != NULL) {
-		*out = o->rec;
-		*in_overlay = true;
-		return 0;
+		src = &o->bytes;
+	} else {
+		if (key_record(&p->buf, partition, employee_id) != 0)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		rc = state_store_get_buf(p->db, p->buf.data, p->buf.len, &p->stored, err);
+		if (rc == ID_ENOTFOUND) {
+			employee_record_fini(rec);
+			return 0;
+		}
+		if (rc != 0)
+			return rc;
 	}
-	if (key_record(&p->buf, partition, employee_id) != 0)
-		return id_err_set(err, ID_ENOMEM, "out of memory");
-	int rc = state_store_get_buf(p->db, p->buf.data, p->buf.len, &p->stored, err);
-	if (rc != 0 && rc != ID_ENOTFOUND)
-		return rc;
-	if ((*out = rec_new()) == NULL)
-		return id_err_set(err, ID_ENOMEM, "out of memory");
-	if (rc == ID_ENOTFOUND)
-		return 0;
-	rc = employee_record_decode(*out, p->stored.data, p->stored.len, err);
-	if (rc != 0) {
-		rec_free(*out);
-		*out = NULL;
+	rc = employee_record_decode(rec, src->data, src->len, err);
+	if (rc != 0)
 		id_err_wrap(err, "state of employee %s (partition %d)", employee_id,
 		            partition);
-	}
 	return rc;
 }
 
-static int proc_overlay_keep(proc_t *p, int32_t partition, employee_record_t *rec,
-                             const char *employee_id, int64_t stored_timer)
+/* Keeps rec as the open transaction's copy of the employee: into entry
+ * when the overlay has one, else into a new entry whose stored timer is
+ * stored_timer. */
+static int proc_overlay_keep(proc_t *p, int32_t partition, const employee_record_t *rec,
+                             proc_overlay_rec_t *entry, const char *employee_id,
+                             int64_t stored_timer, id_err_t *err)
 {
-	proc_overlay_rec_t *o = malloc(sizeof(*o));
-	if (o == NULL)
-		return ID_ENOMEM;
-	o->rec = rec;
-	o->partition = partition;
-	o->stored_timer = stored_timer;
-	if (id_hmap_put(&p->overlay, employee_id, o) != 0) {
-		free(o);
-		return ID_ENOMEM;
+	proc_overlay_rec_t *o = entry;
+	if (o == NULL) {
+		if (p->npool > 0) {
+			o = p->pool[--p->npool];
+		} else if ((o = malloc(sizeof(*o))) != NULL) {
+			id_buf_init(&o->bytes);
+		} else {
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
+		o->partition = partition;
+		o->stored_timer = stored_timer;
+		id_buf_reset(&o->bytes);
+		if (id_hmap_put(&p->overlay, employee_id, o) != 0) {
+			id_buf_fini(&o->bytes);
+			free(o);
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		}
 	}
-	return 0;
+	id_buf_reset(&o->bytes);
+	o->timer_at = rec->timer_at;
+	return employee_record_encode(rec, &o->bytes, err);
 }
 
 static void proc_overlay_drop(proc_t *p)
 {
 	for (size_t i = 0; i < p->overlay.cap; i++) {
 		proc_overlay_rec_t *o = p->overlay.slots[i].value;
-		if (p->overlay.slots[i].key != NULL && o != NULL) {
-			rec_free(o->rec);
+		if (p->overlay.slots[i].key == NULL || o == NULL)
+			continue;
+		if (p->pool != NULL && p->npool < PROC_OVERLAY_POOL_MAX) {
+			p->pool[p->npool++] = o;
+		} else {
+			id_buf_fini(&o->bytes);
 			free(o);
 		}
 	}
@@ -468,14 +495,11 @@ static int proc_persist(proc_t *p, id_err_t *err)
 		proc_overlay_rec_t *o = p->overlay.slots[i].value;
 		if (p->overlay.slots[i].key == NULL)
 			continue;
-		id_buf_reset(val);
-		if ((rc = employee_record_encode(o->rec, val, err)) != 0)
-			goto out;
 		if ((rc = key_record(&p->buf, o->partition, p->overlay.slots[i].key)) !=
 		    0)
 			goto out;
-		state_batch_put(b, p->buf.data, p->buf.len, val->data, val->len);
-		if (o->rec->timer_at == o->stored_timer)
+		state_batch_put(b, p->buf.data, p->buf.len, o->bytes.data, o->bytes.len);
+		if (o->timer_at == o->stored_timer)
 			continue;
 		const char *eid = p->overlay.slots[i].key;
 		if (o->stored_timer > 0) {
@@ -484,9 +508,9 @@ static int proc_persist(proc_t *p, id_err_t *err)
 				goto out;
 			state_batch_delete(b, p->buf.data, p->buf.len);
 		}
-		if (o->rec->timer_at > 0) {
-			if ((rc = key_timer(&p->buf, o->partition, o->rec->timer_at,
-			                    eid)) != 0)
+		if (o->timer_at > 0) {
+			if ((rc = key_timer(&p->buf, o->partition, o->timer_at, eid)) !=
+			    0)
 				goto out;
 			state_batch_put(b, p->buf.data, p->buf.len, "", 0);
 		}
@@ -731,6 +755,42 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 	}
 }
 
+/* A copy of data[0..len) in the payload chunks, or NULL (out of memory). */
+static void *proc_payload(proc_t *p, const void *data, size_t len)
+{
+	while (p->chunk < p->nchunks &&
+	       p->chunks[p->chunk].cap - p->chunks[p->chunk].len < len)
+		p->chunk++;
+	if (p->chunk == p->nchunks) {
+		size_t cap = len > PROC_CHUNK_BYTES ? len : PROC_CHUNK_BYTES;
+		proc_chunk_t *n = realloc(p->chunks, (p->nchunks + 1) * sizeof(*n));
+		if (n == NULL)
+			return NULL;
+		p->chunks = n;
+		if ((n[p->nchunks].data = malloc(cap)) == NULL)
+			return NULL;
+		n[p->nchunks].len = 0;
+		n[p->nchunks].cap = cap;
+		p->nchunks++;
+	}
+	proc_chunk_t *c = &p->chunks[p->chunk];
+	void *at = c->data + c->len;
+	memcpy(at, data, len);
+	c->len += len;
+	return at;
+}
+
+/* Makes the payload chunks free for reuse once librdkafka is done with
+ * every message produced from them (all delivery reports served). */
+static void proc_payload_reset(proc_t *p)
+{
+	if (p->delivery.pending > 0)
+		return;
+	for (size_t i = 0; i < p->nchunks; i++)
+		p->chunks[i].len = 0;
+	p->chunk = 0;
+}
+
 /* Produces d (a new desired version) to identity.desired in the open
  * transaction, keyed by its employee id. */
 static int proc_produce(proc_t *p, const desired_identity_t *d, id_err_t *err)
@@ -739,13 +799,17 @@ static int proc_produce(proc_t *p, const desired_identity_t *d, id_err_t *err)
 	id_buf_reset(&p->buf);
 	if ((rc = codec_encode_desired(p->codec, d, &p->buf, err)) != 0)
 		return rc;
+	/* No copy by librdkafka: the bytes stay in the chunks until their
+	 * delivery report (see proc_payload_reset()). */
+	void *value = proc_payload(p, p->buf.data, p->buf.len);
+	if (value == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
 	for (int tries = 0;; tries++) {
 		p->delivery.pending++;
 		rd_kafka_resp_err_t e = rd_kafka_producev(
 		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
 		    RD_KAFKA_V_KEY(d->employee_id, strlen(d->employee_id)),
-		    RD_KAFKA_V_VALUE(p->buf.data, p->buf.len),
-		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_VALUE(value, p->buf.len), RD_KAFKA_V_MSGFLAGS(0),
 		    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
 		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
 			return 0;
@@ -868,10 +932,11 @@ static int cmp_cstr_ptr(const void *a, const void *b)
 }
 
 /* Re-evaluates one employee after an activation; produces a new version
- * unless replaying.  rec is the overlay's (in_overlay) or p->scratch. */
+ * unless replaying.  rec (p->scratch) was loaded from entry, the overlay's
+ * copy, or from the state store when entry is NULL. */
 static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employee_id,
-                               employee_record_t *rec, bool in_overlay, bool replay,
-                               long *emitted_n, id_err_t *err)
+                               employee_record_t *rec, proc_overlay_rec_t *entry,
+                               bool replay, long *emitted_n, id_err_t *err)
 {
 	bool emitted = false;
 	id_err_t ferr = {0};
@@ -903,22 +968,10 @@ static int proc_reevaluate_one(proc_t *p, int32_t partition, const char *employe
 	 * the marker's time (and may have applied due changes), exactly as a
 	 * replay of this partition does in memory — dropping it would let
 	 * the two decide later events at different times. */
-	if (!in_overlay) {
-		/* The new version is state to persist: move the record out of
-		 * the scratch slot into the transaction's overlay. */
-		employee_record_t *keep = rec_new();
-		if (keep == NULL)
-			return id_err_set(err, ID_ENOMEM, "out of memory");
-		employee_record_fini(keep);
-		*keep = *rec;
-		employee_record_init(rec);
-		if (proc_overlay_keep(p, partition, keep, employee_id, timer_before) !=
-		    0) {
-			rec_free(keep);
-			return id_err_set(err, ID_ENOMEM, "out of memory");
-		}
-		rec = keep;
-	}
+	int krc =
+	    proc_overlay_keep(p, partition, rec, entry, employee_id, timer_before, err);
+	if (krc != 0)
+		return krc;
 	if (frc != 0)
 		return replay ? 0
 		              : proc_refused(p, employee_id, rec, &p->ev, SINK_HELD,
@@ -1014,8 +1067,14 @@ static int proc_activate(proc_t *p, const rd_kafka_message_t *m, bool replay,
 		if (c >= 0) {
 			/* In the overlay (c == 0: also stored, the overlay is newer). */
 			proc_overlay_rec_t *o = id_hmap_get(&p->overlay, ids[oi]);
-			rc = proc_reevaluate_one(p, part, ids[oi], o->rec, true, replay,
-			                         &emitted_n, err);
+			rc = employee_record_decode(&p->scratch, o->bytes.data,
+			                            o->bytes.len, err);
+			if (rc != 0)
+				id_err_wrap(err, "state of employee %s (partition %d)",
+				            ids[oi], (int)part);
+			else
+				rc = proc_reevaluate_one(p, part, ids[oi], &p->scratch, o,
+				                         replay, &emitted_n, err);
 			oi++;
 		} else {
 			rc = employee_record_decode(&p->scratch, v, vl, err);
@@ -1024,8 +1083,10 @@ static int proc_activate(proc_t *p, const rd_kafka_message_t *m, bool replay,
 				            stored_id, (int)part);
 			else
 				rc = proc_reevaluate_one(p, part, stored_id, &p->scratch,
-				                         false, replay, &emitted_n, err);
+				                         NULL, replay, &emitted_n, err);
 		}
+		/* Freed while still in the cache. */
+		employee_record_fini(&p->scratch);
 		if (rc != 0)
 			break;
 		if (c <= 0)
@@ -1055,8 +1116,9 @@ out:
 static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_err_t *err)
 {
 	employee_event_t *ev = &p->ev;
-	employee_record_t *rec = NULL;
-	bool in_overlay = false, emitted = false;
+	employee_record_t *rec = &p->scratch;
+	proc_overlay_rec_t *entry = NULL;
+	bool emitted = false;
 	int rc = 0;
 
 	id_err_t derr = {0};
@@ -1092,8 +1154,7 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		rc = proc_activate(p, m, replay, err);
 		goto out;
 	}
-	if ((rc = proc_load(p, m->partition, ev->employee_id, &rec, &in_overlay, err)) !=
-	    0)
+	if ((rc = proc_load(p, m->partition, ev->employee_id, rec, &entry, err)) != 0)
 		goto out;
 	id_err_t ferr = {0};
 	int64_t stored_timer = rec->timer_at;
@@ -1103,20 +1164,15 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 	    fold_apply_claims(rec, ev, policy_registry_mapping(p->registry, m->partition),
 	                      NULL, &emitted, &p->claims, &ferr);
 	if (frc == ID_ENOMEM) {
-		if (!in_overlay)
-			rec_free(rec);
 		rc = id_err_set(err, ID_ENOMEM, "out of memory folding %s",
 		                ev->employee_id);
 		goto out;
 	}
 	/* On other fold errors the record holds whatever facts the fold could
 	 * absorb (see fold.h); it is kept, and the event is reported. */
-	if (!in_overlay && (rc = proc_overlay_keep(p, m->partition, rec, ev->employee_id,
-	                                           stored_timer)) != 0) {
-		rec_free(rec);
-		id_err_set(err, rc, "out of memory");
+	if ((rc = proc_overlay_keep(p, m->partition, rec, entry, ev->employee_id,
+	                            stored_timer, err)) != 0)
 		goto out;
-	}
 	/* Claims are outputs like desired versions: made once, by the
 	 * transaction that folds their cause (an answer folded before an error
 	 * may have released a name). */
@@ -1161,6 +1217,8 @@ static int proc_handle(proc_t *p, const rd_kafka_message_t *m, bool replay, id_e
 		p->stats->emitted++;
 	}
 out:
+	/* Freed while still in the cache; the overlay has its bytes. */
+	employee_record_fini(rec);
 	return rc;
 }
 
@@ -1176,6 +1234,7 @@ static int proc_txn_begin(proc_t *p, id_err_t *err)
 	}
 	p->txn_open = true;
 	p->txn_events = 0;
+	proc_payload_reset(p);
 	clock_gettime(CLOCK_MONOTONIC, &p->txn_started);
 	return 0;
 }
@@ -1392,6 +1451,10 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 	employee_event_init(&p->ev);
 	employee_record_init(&p->scratch);
 	fold_claims_init(&p->claims);
+	if ((p->pool = malloc(PROC_OVERLAY_POOL_MAX * sizeof(*p->pool))) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
 	if ((p->batch = state_batch_create()) == NULL) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
@@ -1553,11 +1616,20 @@ out:
 	fold_claims_fini(&p->claims);
 	id_kafka_destroy(p->consumer);
 	id_kafka_destroy(p->producer);
+	/* After the producer: its messages pointed into the chunks. */
+	for (size_t i = 0; i < p->nchunks; i++)
+		free(p->chunks[i].data);
+	free(p->chunks);
 	policy_registry_destroy(p->registry);
 	employee_record_fini(&p->scratch);
 	codec_destroy(p->codec);
 	proc_overlay_drop(p);
 	id_hmap_fini(&p->overlay);
+	for (size_t i = 0; i < p->npool; i++) {
+		id_buf_fini(&p->pool[i]->bytes);
+		free(p->pool[i]);
+	}
+	free(p->pool);
 	id_hmap_fini(&p->inflight);
 	state_batch_destroy(p->batch);
 	state_store_close(p->db);

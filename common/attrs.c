@@ -80,6 +80,34 @@ int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
 	return 0;
 }
 
+int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)
+{
+	long at = attrs_find(a, key);
+	if (at >= 0) {
+		free(key);
+		free(a->items[at].value);
+		a->items[at].value = value;
+		return 0;
+	}
+	size_t pos = (size_t)(-at - 1);
+	if (a->len == a->cap) {
+		size_t ncap = a->cap ? a->cap * 2 : 8;
+		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
+		if (n == NULL) {
+			free(key);
+			free(value);
+			return ID_ENOMEM;
+		}
+		a->items = n;
+		a->cap = ncap;
+	}
+	memmove(&a->items[pos + 1], &a->items[pos], (a->len - pos) * sizeof(*a->items));
+	a->items[pos].key = key;
+	a->items[pos].value = value;
+	a->len++;
+	return 0;
+}
+
 bool id_attrs_remove(id_attrs_t *a, const char *key)
 {
 	long at = attrs_find(a, key);
