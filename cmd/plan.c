@@ -540,6 +540,115 @@ static void sum_free(id_hmap_t *m)
 	id_hmap_fini(m);
 }
 
+/* The summary of each target a plan compares, in first-seen order. */
+typedef struct plan_sums {
+	struct {
+		char *name;
+		plan_sum_t s;
+	} * items;
+	size_t len;
+} plan_sums_t;
+
+static plan_sum_t *sums_get(plan_sums_t *ss, const char *name)
+{
+	for (size_t i = 0; i < ss->len; i++)
+		if (strcmp(ss->items[i].name, name) == 0)
+			return &ss->items[i].s;
+	void *n = realloc(ss->items, (ss->len + 1) * sizeof(*ss->items));
+	if (n == NULL)
+		return NULL;
+	ss->items = n;
+	plan_sum_t *s = &ss->items[ss->len].s;
+	memset(s, 0, sizeof(*s));
+	id_hmap_init(&s->attr_updates);
+	id_hmap_init(&s->group_adds);
+	id_hmap_init(&s->group_removes);
+	if ((ss->items[ss->len].name = strdup(name)) == NULL)
+		return NULL;
+	ss->len++;
+	return s;
+}
+
+static void sums_free(plan_sums_t *ss)
+{
+	for (size_t i = 0; i < ss->len; i++) {
+		free(ss->items[i].name);
+		sum_free(&ss->items[i].s.attr_updates);
+		sum_free(&ss->items[i].s.group_adds);
+		sum_free(&ss->items[i].s.group_removes);
+	}
+	free(ss->items);
+	ss->items = NULL;
+	ss->len = 0;
+}
+
+/* Adds the section names of d to names (unique). */
+static void target_names(const desired_identity_t *d, const char **names, size_t *n,
+                         size_t cap)
+{
+	for (size_t i = 0; d != NULL && i < d->ntargets; i++) {
+		bool seen = false;
+		for (size_t k = 0; k < *n && !seen; k++)
+			seen = strcmp(names[k], d->targets[i].name) == 0;
+		if (!seen && *n < cap)
+			names[(*n)++] = d->targets[i].name;
+	}
+}
+
+/* d's view for target name (desired_identity_target_view()) in *out; false
+ * when d is NULL or its policy has no such target. */
+static bool target_copy(const desired_identity_t *d, const char *name,
+                        desired_identity_t *out)
+{
+	if (d == NULL || desired_identity_copy(out, d) != 0)
+		return false;
+	return desired_identity_target_view(out, name, NULL) == 0;
+}
+
+/*
+ * One employee's changes in every target: each target the two identities'
+ * policies declare (PLAN_TARGET when neither has sections), compared as
+ * that target's sink will see them; every change names its target.  NULL
+ * when nothing changes anywhere.  Counts go to each target's summary.
+ */
+static json_t *plan_diff_targets(const char *id, const desired_identity_t *a,
+                                 const desired_identity_t *b, plan_sums_t *ss)
+{
+	const char *names[64];
+	size_t n = 0;
+	target_names(b, names, &n, 64);
+	target_names(a, names, &n, 64);
+	if (n == 0)
+		names[n++] = PLAN_TARGET;
+	json_t *all = NULL;
+	for (size_t t = 0; t < n; t++) {
+		plan_sum_t *s = sums_get(ss, names[t]);
+		if (s == NULL)
+			continue;
+		desired_identity_t va, vb;
+		desired_identity_init(&va);
+		desired_identity_init(&vb);
+		bool has_a = target_copy(a, names[t], &va);
+		bool has_b = target_copy(b, names[t], &vb);
+		json_t *d = plan_diff(id, has_a ? &va : NULL, has_b ? &vb : NULL, s);
+		desired_identity_fini(&va);
+		desired_identity_fini(&vb);
+		if (d == NULL)
+			continue;
+		json_t *ch = json_object_get(d, "changes");
+		for (size_t k = 0; k < json_array_size(ch); k++)
+			json_object_set_new(json_array_get(ch, k), "target",
+			                    json_string(names[t]));
+		if (all == NULL) {
+			all = d;
+		} else {
+			json_array_extend(json_object_get(all, "changes"), ch);
+			json_decref(d);
+		}
+	}
+	return all;
+}
+
 static void plan_fini(plan_t *p)
 {
 	for (size_t i = 0; i < p->emps.cap; i++) {
@@ -587,6 +696,16 @@ static json_t *plan_summary_json(const plan_sum_t *s)
 	    sum_json((id_hmap_t *)&s->group_removes));
 }
 
+/* Each target's summary, by name. */
+static json_t *plan_targets_json(const plan_sums_t *ss)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; i < ss->len; i++)
+		json_object_set_new(o, ss->items[i].name,
+		                    plan_summary_json(&ss->items[i].s));
+	return o;
+}
+
 /*
  * Replays the history under the candidate (NULL: the log's own policies)
  * into p (zeroed by the caller, plan_fini() after) and returns the plan
@@ -602,13 +721,9 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	mapping_t *builtin = NULL, *candidate = NULL;
 	json_t *diffs = json_array(), *ends = json_array();
 	const char **keys = NULL;
-	plan_sum_t s;
+	plan_sums_t ss = {NULL, 0};
 	int rc = 0;
 
-	memset(&s, 0, sizeof(s));
-	id_hmap_init(&s.attr_updates);
-	id_hmap_init(&s.group_adds);
-	id_hmap_init(&s.group_removes);
 	id_hmap_init(&p->emps);
 	fold_claims_init(&p->claims);
 	employee_event_init(&p->switch_ev);
@@ -669,33 +784,41 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	}
 	for (size_t i = 0; i < n; i++) {
 		const plan_emp_t *e = id_hmap_get(&p->emps, keys[i]);
-		json_t *d = plan_diff(keys[i], e->has_current ? &e->current : NULL,
-		                      e->has_planned ? &e->rec.last : NULL, &s);
+		json_t *d =
+		    plan_diff_targets(keys[i], e->has_current ? &e->current : NULL,
+		                      e->has_planned ? &e->rec.last : NULL, &ss);
 		if (d != NULL)
 			json_array_append_new(diffs, d);
 	}
-	*doc = json_pack(
-	    "{s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:o, s:o}", "format", PLAN_FORMAT,
-	    "policy_version", policy ? policy_version(policy) : "as deployed", "at",
-	    has_at ? json_integer(at) : json_null(), "events_replayed",
-	    (json_int_t)p->events, "policy_activations_followed",
-	    (json_int_t)p->activations, "employees", (json_int_t)n, "current_versions",
-	    (json_int_t)ncur, "hr_end_offsets", ends, "summary", plan_summary_json(&s));
+	/* The primary target's summary is the document's "summary"; every
+	 * target's is under "targets". */
+	plan_sum_t *primary = sums_get(&ss, PLAN_TARGET);
+	if (primary == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	*doc = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:I, s:o, s:o}", "format",
+	                 PLAN_FORMAT, "policy_version",
+	                 policy ? policy_version(policy) : "as deployed", "at",
+	                 has_at ? json_integer(at) : json_null(), "events_replayed",
+	                 (json_int_t)p->events, "policy_activations_followed",
+	                 (json_int_t)p->activations, "employees", (json_int_t)n,
+	                 "current_versions", (json_int_t)ncur, "hr_end_offsets", ends,
+	                 "summary", plan_summary_json(primary));
 	ends = NULL;
 	if (*doc == NULL) {
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
 	}
 	json_object_set_new(*doc, "target", json_string(PLAN_TARGET));
+	json_object_set_new(*doc, "targets", plan_targets_json(&ss));
 	json_object_set_new(*doc, "employees_changed", diffs);
 	diffs = NULL;
 out:
 	free(keys);
 	json_decref(diffs);
 	json_decref(ends);
-	sum_free(&s.attr_updates);
-	sum_free(&s.group_adds);
-	sum_free(&s.group_removes);
+	sums_free(&ss);
 	p->candidate = NULL;
 	mapping_destroy(candidate);
 	id_kafka_destroy(rk);
@@ -721,7 +844,6 @@ static long jint(json_t *o, const char *k)
 /* The human form of a plan document. */
 static void plan_print(json_t *doc)
 {
-	json_t *sum = json_object_get(doc, "summary");
 	json_t *diffs = json_object_get(doc, "employees_changed");
 	size_t changed = json_array_size(diffs);
 	printf("plan for %s: replayed %ld events of %ld employees against %ld current "
@@ -736,16 +858,45 @@ static void plan_print(json_t *doc)
 		printf("no changes\n");
 		return;
 	}
-	printf("%zu employees change in target %s:\n", changed,
-	       json_string_value(json_object_get(doc, "target")));
-	printf("  %6ld creates\n  %6ld with attribute updates\n  %6ld renames\n"
-	       "  %6ld moves\n  %6ld disables\n  %6ld enables\n  %6ld deletes\n",
-	       jint(sum, "creates"), jint(sum, "attribute_updates"), jint(sum, "renames"),
-	       jint(sum, "moves"), jint(sum, "disables"), jint(sum, "enables"),
-	       jint(sum, "deletes"));
-	print_counts(json_object_get(sum, "attributes"), "change", "attribute");
-	print_counts(json_object_get(sum, "group_adds"), "join", "group");
-	print_counts(json_object_get(sum, "group_removes"), "leave", "group");
+	/* The targets with changes, in the order the summaries list them. */
+	json_t *targets = json_object_get(doc, "targets");
+	const char *names[64];
+	size_t nn = 0;
+	const char *tk;
+	json_t *tv;
+	json_object_foreach(targets, tk, tv)
+	{
+		bool any = false;
+		for (size_t i = 0; i < changed && !any; i++) {
+			json_t *ch = json_object_get(json_array_get(diffs, i), "changes");
+			for (size_t k = 0; k < json_array_size(ch) && !any; k++)
+				any = strcmp(json_string_value(json_object_get(
+				                 json_array_get(ch, k), "target")),
+				             tk) == 0;
+		}
+		if (any && nn < 64)
+			names[nn++] = tk;
+	}
+	if (targets == NULL) /* a plan written before per-target summaries */
+		names[nn++] = json_string_value(json_object_get(doc, "target"));
+	printf("%zu employees change in target%s ", changed, nn > 1 ? "s" : "");
+	for (size_t i = 0; i < nn; i++)
+		printf("%s%s", i ? ", " : "", names[i]);
+	printf(":\n");
+	for (size_t t = 0; t < nn; t++) {
+		json_t *sum = targets != NULL ? json_object_get(targets, names[t])
+		                              : json_object_get(doc, "summary");
+		if (nn > 1)
+			printf(" target %s:\n", names[t]);
+		printf("  %6ld creates\n  %6ld with attribute updates\n  %6ld renames\n"
+		       "  %6ld moves\n  %6ld disables\n  %6ld enables\n  %6ld deletes\n",
+		       jint(sum, "creates"), jint(sum, "attribute_updates"),
+		       jint(sum, "renames"), jint(sum, "moves"), jint(sum, "disables"),
+		       jint(sum, "enables"), jint(sum, "deletes"));
+		print_counts(json_object_get(sum, "attributes"), "change", "attribute");
+		print_counts(json_object_get(sum, "group_adds"), "join", "group");
+		print_counts(json_object_get(sum, "group_removes"), "leave", "group");
+	}
 	printf("per employee:\n");
 	for (size_t i = 0; i < changed; i++) {
 		json_t *d = json_array_get(diffs, i);
@@ -759,8 +910,11 @@ static void plan_print(json_t *doc)
 			if (what == NULL)
 				what = json_string_value(json_object_get(c, "group"));
 			const char *nv = json_string_value(json_object_get(c, "new"));
-			printf(" %s%s%s%s", k ? "; " : "", kind, what ? " " : "",
-			       what ? what : "");
+			const char *tg = json_string_value(json_object_get(c, "target"));
+			printf(" %s", k ? "; " : "");
+			if (nn > 1 && tg != NULL)
+				printf("[%s] ", tg);
+			printf("%s%s%s", kind, what ? " " : "", what ? what : "");
 			if (nv != NULL)
 				printf(" → %s", nv);
 		}
@@ -778,8 +932,9 @@ static void plan_usage(void)
 	    "Replays hr.events from the start into scratch state (in memory: no "
 	    "consumer\n"
 	    "group, no state folder, nothing written) and lists what would change\n"
-	    "against the current desired identities of target " PLAN_TARGET
-	    ": a summary per kind\n"
+	    "against the current desired identities, per target (each section of\n"
+	    "the policies, or " PLAN_TARGET
+	    " with the built-in mapping): a summary per kind\n"
 	    "of change (creates, attribute updates, renames, moves, group joins and\n"
 	    "leaves per group, disables, enables, deletes) and each employee's diff.\n"
 	    "Without --policy the replay follows the policies deployed in the log (so "
@@ -788,8 +943,9 @@ static void plan_usage(void)
 	    "start instead. On a terminal a progress bar shows the events replayed, the\n"
 	    "rate and the time left.\n"
 	    "\n"
-	    "  --policy FILE  the candidate Lua policy (its " PLAN_TARGET
-	    " target is compared)\n"
+	    "  --policy FILE  the candidate Lua policy (it must declare " PLAN_TARGET
+	    "; every\n"
+	    "                 target it declares is compared)\n"
 	    "  --at TIME      the log's policies up to TIME, NEW from TIME on, as if\n"
 	    "                 deployed then (YYYY-MM-DD or ISO-8601)\n"
 	    "  --out FILE     also write the plan (JSON) for `idstream apply FILE`\n"
@@ -1117,12 +1273,8 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	apply_after_t after = {{0}};
 	rd_kafka_t *rk = NULL;
 	char topic[256], out_topic[256], reason_buf[512];
-	plan_sum_t s;
+	plan_sums_t ss = {NULL, 0};
 	memset(&p, 0, sizeof(p));
-	memset(&s, 0, sizeof(s));
-	id_hmap_init(&s.attr_updates);
-	id_hmap_init(&s.group_adds);
-	id_hmap_init(&s.group_removes);
 	id_hmap_init(&after.latest);
 	id_config_topic(cli->cfg, "hr.events", topic, sizeof(topic));
 	id_config_topic(cli->cfg, "identity.desired", out_topic, sizeof(out_topic));
@@ -1223,8 +1375,8 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	for (size_t i = 0; keys != NULL && i < n; i++) {
 		plan_emp_t *e = id_hmap_get(&p.emps, keys[i]);
 		desired_identity_t *a = id_hmap_get(&after.latest, keys[i]);
-		json_t *d =
-		    plan_diff(keys[i], e->has_current ? &e->current : NULL, a, &s);
+		json_t *d = plan_diff_targets(
+		    keys[i], e->has_current ? &e->current : NULL, a, &ss);
 		if (d != NULL)
 			json_array_append_new(actual, d);
 	}
@@ -1241,9 +1393,7 @@ int cmd_apply(cli_t *cli, int argc, char **argv)
 	}
 out:
 	asof_latest_free(&after.latest);
-	sum_free(&s.attr_updates);
-	sum_free(&s.group_adds);
-	sum_free(&s.group_removes);
+	sums_free(&ss);
 	id_kafka_destroy(rk);
 	json_decref(actual);
 	json_decref(now);

@@ -583,25 +583,37 @@ int report_plan_html(FILE *f, const json_t *plan)
 		fmt_time(f, json_integer_value(json_object_get(plan, "at")));
 		fputs("</p>\n", f);
 	}
-	fputs("<h2>Summary", f);
-	if (jstr(plan, "target") != NULL) {
-		fputs(" for target ", f);
-		esc(f, jstr(plan, "target"));
+	/* One summary per target (plans before per-target summaries: one). */
+	json_t *targets = json_object_get(plan, "targets");
+	const char *tname = jstr(plan, "target");
+	void *it = json_is_object(targets) ? json_object_iter(targets) : NULL;
+	for (int first = 1; first || it != NULL; first = 0) {
+		if (it != NULL) {
+			tname = json_object_iter_key(it);
+			sum = json_object_iter_value(it);
+			it = json_object_iter_next(targets, it);
+		}
+		fputs("<h2>Summary", f);
+		if (tname != NULL) {
+			fputs(" for target ", f);
+			esc(f, tname);
+		}
+		fputs("</h2><table class=\"counts\">\n", f);
+		for (size_t i = 0; i < sizeof(kinds) / sizeof(*kinds); i++)
+			fprintf(f, "<tr><td>%s</td><td>%lld</td></tr>\n", kinds[i],
+			        (long long)json_integer_value(
+			            json_object_get(sum, kinds[i])));
+		fputs("</table>\n", f);
+		count_map(f, sum, "attributes", "Attribute updates per attribute");
+		count_map(f, sum, "group_adds", "Users joining each group");
+		count_map(f, sum, "group_removes", "Users leaving each group");
 	}
-	fputs("</h2><table class=\"counts\">\n", f);
-	for (size_t i = 0; i < sizeof(kinds) / sizeof(*kinds); i++)
-		fprintf(f, "<tr><td>%s</td><td>%lld</td></tr>\n", kinds[i],
-		        (long long)json_integer_value(json_object_get(sum, kinds[i])));
-	fputs("</table>\n", f);
-	count_map(f, sum, "attributes", "Attribute updates per attribute");
-	count_map(f, sum, "group_adds", "Users joining each group");
-	count_map(f, sum, "group_removes", "Users leaving each group");
 	fputs("<h2>Changes per employee</h2>\n", f);
 	if (json_array_size(diffs) == 0)
 		fputs("<p class=\"muted\">No changes.</p>\n", f);
 	else
-		fputs("<table><tr><th>Employee</th><th>Change</th><th>On</th><th>Before</"
-		      "th><th>After</th></tr>\n",
+		fputs("<table><tr><th>Employee</th><th>Target</th><th>Change</th><th>On</"
+		      "th><th>Before</th><th>After</th></tr>\n",
 		      f);
 	for (size_t i = 0; i < json_array_size(diffs); i++) {
 		json_t *d = json_array_get(diffs, i);
@@ -614,6 +626,9 @@ int report_plan_html(FILE *f, const json_t *plan)
 			fputs("<tr><td>", f);
 			if (k == 0)
 				esc(f, jstr(d, "employee_id"));
+			fputs("</td><td>", f);
+			if (jstr(c, "target") != NULL)
+				esc(f, jstr(c, "target"));
 			fputs("</td><td>", f);
 			tag(f, kind ? kind : "?");
 			fputs("</td><td><code>", f);

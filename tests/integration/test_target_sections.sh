@@ -141,6 +141,20 @@ w=$(ids why E600 --target ad --attr sAMAccountName)
 assert_contains "$w" "x-mjackson" "why --target ad shows the AD value"
 assert_contains "$w" "policy:ad.sAMAccountName" "why --target ad names the ad rule"
 
+# plan, per target: the history as deployed changes nothing; a policy that
+# only renames the AD accounts changes the ad target and nothing else.
+ids plan >"$T_DIR/plan0.out" || fail "plan of the unchanged history: exit $?: $(cat "$T_DIR/plan0.out")"
+assert_contains "$(cat "$T_DIR/plan0.out")" "no changes"
+sed 's/"x-" \.\. uid/"y-" .. uid/' "$T_DIR/policy.lua" >"$T_DIR/policy2.lua"
+rc=0
+ids plan --policy "$T_DIR/policy2.lua" >"$T_DIR/plan2.out" || rc=$?
+assert_eq 2 "$rc" "plan exit status when something changes"
+out=$(cat "$T_DIR/plan2.out")
+assert_contains "$out" "2 employees change in target ad:"
+assert_contains "$out" "E600: attribute sAMAccountName → y-mjackson"
+assert_eq "ad" "$(ids plan --policy "$T_DIR/policy2.lua" --json |
+	jq -r '[.employees_changed[].changes[].target] | unique | join(",")')" "only ad changes"
+
 # A sink whose target name the policy does not declare applies nothing and
 # says which targets it does declare.
 before=$(ldap_get "uid=mjackson,ou=Engineering,$T_LDAP_PEOPLE" title)
