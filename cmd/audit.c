@@ -205,17 +205,19 @@ static const desired_identity_t *why_pick(const timeline_t *t, const char *targe
 }
 
 /*
- * The HR events an answer names (timeline_need_fn; opaque: the target):
- * the causes of the version the target has, and for each of its groups the
- * cause of the version since which it is a member.
+ * What an answer needs (timeline_need_fn; opaque: the target): the version
+ * the target has, and the HR events it names: that version's causes, and
+ * for each of its groups the cause of the version since which it is a
+ * member.
  */
 static int why_need_events(const timeline_t *t, void *opaque, const char ***ids,
-                           size_t *n)
+                           size_t *n, int64_t *explains)
 {
 	int64_t applied;
 	const desired_identity_t *d = why_pick(t, opaque, &applied);
 	*ids = NULL;
 	*n = 0;
+	*explains = d != NULL ? d->version : -1;
 	if (d == NULL)
 		return 0;
 	const char **v = malloc((d->ncauses + d->ngroups + 2) * sizeof(*v));
