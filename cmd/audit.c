@@ -250,6 +250,9 @@ static void why_usage(void)
 	    "a value a policy deployment changed: the activation, with the policy's\n"
 	    "name and version).\n"
 	    "\n"
+	    "With the index (`idstream index`, run by `idstream run`) it reads only the\n"
+	    "records behind the answer; without it, the employee's partitions.\n"
+	    "\n"
 	    "  --target T  a sink target name (sink.<kind>.target)\n"
 	    "  --attr A    one attribute; also @state, @container, @groups, @manager_id\n"
 	    "  --json      machine-readable output\n");

@@ -20,6 +20,12 @@
  * whose unindexed tail is long is scanned by a second consumer with
  * ordinary fetch sizes.  Options the user set under kafka.* win.
  *
+ * For `why` (timeline_load_events()) the read has rounds: the sink results
+ * and, of the desired versions, only those the index's groups per version
+ * show to matter; then the HR events the caller names (the index knows each
+ * event's id).  The index is opened on a thread of its own while the
+ * consumer asks for metadata and watermarks.
+ *
  * Policy activation markers (key "@policy", one per partition of hr.events
  * per deployment) are not keyed by the employee, but the versions they
  * caused name them as causes: those markers are read from the employee's
@@ -870,12 +876,14 @@ static int tl_i64_cmp(const void *a, const void *b)
 }
 
 /*
- * Narrows the desired source d to the versions that explain the newest one
- * (see timeline_load_events()), from the index's versions with their
- * groups: the newest, and per group the start of its membership and the
- * version before.  *full receives the wanted offsets before (caller frees),
- * *newest the newest version.  False (d unchanged) when the index cannot
- * tell.
+ * Narrows the desired source d to the versions that explain the newest
+ * indexed one (see timeline_load_events()), from the index's versions with
+ * their groups: the newest, and per group the start of its membership and
+ * the version before.  The versions past the indexed position are all read
+ * (d's tail), so a version among them is explained too: a membership that
+ * began before them runs through the newest indexed version.  *full
+ * receives the wanted offsets before (caller frees), *newest the newest
+ * indexed version.  False (d unchanged) when the index cannot tell.
  */
 static bool tl_narrow_desired(state_store_t *idx, const char *employee, tl_src_t *d,
                               int64_t **full, size_t *nfull, int64_t *newest)
@@ -885,7 +893,7 @@ static bool tl_narrow_desired(state_store_t *idx, const char *employee, tl_src_t
 	int64_t *keep = NULL;
 	bool ok = false;
 	id_err_t ierr = {0};
-	if (!index_has_version_groups(idx) || d->scan_from < d->hi || d->nwant == 0 ||
+	if (!index_has_version_groups(idx) || d->nwant == 0 ||
 	    index_versions_of(idx, employee, &v, &n, &ierr) != 0)
 		goto out;
 	/* Only what the source would read: this partition, not deleted. */
@@ -1059,7 +1067,7 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 		bool sel[TL_KINDS] = {true, false, false};
 		int64_t explains = -1;
 		rc = need(out, need_opaque, &ids, &nids, &explains);
-		if (rc == 0 && narrowed && explains != newest) {
+		if (rc == 0 && narrowed && explains < newest) {
 			/* Another version is explained (the target's sink is
 			 * behind): the other versions too, then ask again. */
 			tl_src_t *d = &srcs[TL_DESIRED];

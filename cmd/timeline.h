@@ -79,9 +79,9 @@ typedef int (*timeline_need_fn)(const timeline_t *t, void *opaque, const char **
  * timeline_load() for `why`, which explains one version: the sink results;
  * of the desired versions the newest and, for each of its groups, the
  * version that started its membership and the one before (the index's
- * groups per version tell which; all of them when need() explains another
- * version, the index lacks the groups or versions lie past the indexed
- * position); then of the HR events only those need() names (all when the
+ * groups per version tell which), and every version past the indexed
+ * position; all of them when need() explains an older version or the index
+ * lacks the groups; then of the HR events only those need() names (all when the
  * index lacks the event ids), plus any past the indexed position and the
  * policy markers the versions name.  With the membership starts and the
  * versions before them loaded, a walk over the loaded versions finds each

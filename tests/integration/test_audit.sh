@@ -166,15 +166,25 @@ ids index --until-idle >/dev/null 2>"$T_DIR/index5.log"
 out=$(ids why E701)
 assert_contains "$out" "desired v1 (ACTIVE)"
 assert_contains "$(printf '%s\n' "$out" | grep '^title ')" "HIRE effective"
-for e in E700 E701; do
+# Day 5: E703's new title is processed and applied, not indexed: why
+# explains a version past the indexed position.
+sed 's/^E703,Grace,Hopper,Account Executive,/E703,Grace,Hopper,Sales Director,/' \
+	"$T_DIR/day4.csv" >"$T_DIR/day5.csv"
+ids ingest csv "$T_DIR/day5.csv" >/dev/null
+ids process --until-idle >/dev/null 2>"$T_DIR/process6.log"
+ids sink ldap --until-idle >/dev/null 2>"$T_DIR/sink6.log"
+out=$(ids why E703 --attr title)
+assert_contains "$out" "Sales Director"
+assert_contains "$out" "csv:day5.csv"
+for e in E700 E701 E703; do
 	ids why "$e" >"$T_DIR/why-$e.idx"
 done
 mv "$T_DIR/state/index" "$T_DIR/state/index.off"
-for e in E700 E701; do
+for e in E700 E701 E703; do
 	ids why "$e" >"$T_DIR/why-$e.scan"
 done
 mv "$T_DIR/state/index.off" "$T_DIR/state/index"
-for e in E700 E701; do
+for e in E700 E701 E703; do
 	cmp -s "$T_DIR/why-$e.idx" "$T_DIR/why-$e.scan" ||
 		fail "why $e differs without the index: $(diff "$T_DIR/why-$e.scan" "$T_DIR/why-$e.idx")"
 done
