@@ -956,7 +956,7 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 	rd_kafka_t *rk = NULL, *rk_big = NULL;
 	codec_t *codec = NULL;
 	int64_t *full = NULL, newest = -1; /* why: see tl_narrow_desired() */
-	size_t nfull = 0;
+	size_t nfull = 0, ev_nwant = 0;    /* why: indexed events, 2nd round */
 	memset(out, 0, sizeof(*out));
 	memset(srcs, 0, sizeof(srcs));
 	memset(lanes, 0, sizeof(lanes));
@@ -1029,8 +1029,14 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 		}
 		/* A long scan goes to a consumer with ordinary fetches (rk has
 		 * them when there is no index at all). */
-		if ((kinds & TL_KIND_BIT(k)) == 0)
+		if (need != NULL && k == TL_EVENT) {
+			/* why: the events' tail now, the indexed ones it
+			 * names in the second round. */
+			ev_nwant = s->nwant;
+			s->nwant = 0;
+		} else if ((kinds & TL_KIND_BIT(k)) == 0) {
 			continue; /* not asked for: not read */
+		}
 		if (have_index && s->hi - s->scan_from > TL_TAIL_SMALL)
 			big[k] = need_big = true;
 		else
@@ -1058,9 +1064,9 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 			              err);
 	}
 	if (rc == 0 && need != NULL) {
-		/* Second round: the HR events the caller needs, now that it has
-		 * seen the versions and results (all of them when the index does
-		 * not know the events' ids), and the partition's unindexed tail. */
+		/* Second round: the indexed HR events the caller needs, now that
+		 * it has seen the versions and results (all of them when the
+		 * index does not know the events' ids). */
 		const char **ids = NULL;
 		size_t nids = 0;
 		tl_src_t *ev = &srcs[TL_EVENT];
@@ -1082,6 +1088,7 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 			d->want = full;
 			d->nwant = w;
 			d->wi = 0;
+			d->scan_from = d->hi; /* the tail was read */
 			full = NULL;
 			bool dsel[TL_KINDS] = {false, true, false};
 			size_t use_d = w / TL_LANE_MIN_WANTS;
@@ -1093,17 +1100,14 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 			if (rc == 0)
 				rc = need(out, need_opaque, &ids, &nids, &explains);
 		}
+		/* The tail was read in the first round. */
+		ev->nwant = ev_nwant;
+		ev->wi = 0;
+		ev->scan_from = ev->hi;
 		if (rc == 0 && idx != NULL)
 			tl_keep_named(ev, pos, npos, ids, nids);
 		free(ids);
-		if (rc == 0 && have_index && ev->hi - ev->scan_from > TL_TAIL_SMALL) {
-			if (rk_big == NULL &&
-			    (rk_big = tl_consumer(cfg, false, user_fetch, err)) == NULL)
-				rc = err && err->code ? err->code : ID_EKAFKA;
-			else
-				rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, sel, out,
-				              &fetched, err);
-		} else if (rc == 0) {
+		if (rc == 0 && ev->nwant > 0) {
 			size_t use_ev = ev->nwant / TL_LANE_MIN_WANTS;
 			use_ev = use_ev < 1 ? 1 : use_ev > nlanes ? nlanes : use_ev;
 			rc = tl_fetch_lanes(lanes, use_ev, srcs, sel, out, &fetched, err);

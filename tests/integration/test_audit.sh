@@ -176,6 +176,19 @@ ids sink ldap --until-idle >/dev/null 2>"$T_DIR/sink6.log"
 out=$(ids why E703 --attr title)
 assert_contains "$out" "Sales Director"
 assert_contains "$out" "csv:day5.csv"
+# Days 6 and 7: two more changes of E701, processed, not applied; the
+# first indexed, the second not: the target is at v2, behind the indexed
+# v3, and v4 lies past the indexed position.
+sed 's/^E701,Lise,Meitner,Senior Physicist,/E701,Lise,Meitner,Principal Physicist,/' \
+	"$T_DIR/day5.csv" >"$T_DIR/day6.csv"
+ids ingest csv "$T_DIR/day6.csv" >/dev/null
+ids process --until-idle >/dev/null 2>"$T_DIR/process7.log"
+ids index --until-idle >/dev/null 2>"$T_DIR/index7.log"
+sed 's/^E701,Lise,Meitner,Principal Physicist,/E701,Lise,Meitner,Distinguished Physicist,/' \
+	"$T_DIR/day6.csv" >"$T_DIR/day7.csv"
+ids ingest csv "$T_DIR/day7.csv" >/dev/null
+ids process --until-idle >/dev/null 2>"$T_DIR/process8.log"
+assert_contains "$(ids why E701)" "desired v2 (ACTIVE)"
 for e in E700 E701 E703; do
 	ids why "$e" >"$T_DIR/why-$e.idx"
 done
