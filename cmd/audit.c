@@ -205,17 +205,19 @@ static const desired_identity_t *why_pick(const timeline_t *t, const char *targe
 }
 
 /*
- * The HR events an answer names (timeline_need_fn; opaque: the target):
- * the causes of the version the target has, and for each of its groups the
- * cause of the version since which it is a member.
+ * What an answer needs (timeline_need_fn; opaque: the target): the version
+ * the target has, and the HR events it names: that version's causes, and
+ * for each of its groups the cause of the version since which it is a
+ * member.
  */
 static int why_need_events(const timeline_t *t, void *opaque, const char ***ids,
-                           size_t *n)
+                           size_t *n, int64_t *explains)
 {
 	int64_t applied;
 	const desired_identity_t *d = why_pick(t, opaque, &applied);
 	*ids = NULL;
 	*n = 0;
+	*explains = d != NULL ? d->version : -1;
 	if (d == NULL)
 		return 0;
 	const char **v = malloc((d->ncauses + d->ngroups + 2) * sizeof(*v));
@@ -247,6 +249,9 @@ static void why_usage(void)
 	    "and policy version that produced it, and the HR event that caused it (for\n"
 	    "a value a policy deployment changed: the activation, with the policy's\n"
 	    "name and version).\n"
+	    "\n"
+	    "With the index (`idstream index`, run by `idstream run`) it reads only the\n"
+	    "records behind the answer; without it, the employee's partitions.\n"
 	    "\n"
 	    "  --target T  a sink target name (sink.<kind>.target)\n"
 	    "  --attr A    one attribute; also @state, @container, @groups, @manager_id\n"

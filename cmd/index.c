@@ -12,8 +12,9 @@
  *   'e' employee_id 0x00 kind:u8 partition:be32         Kafka timestamp, ms
  *       offset:be64                                     (be64); hr.events:
  *                                                       then the event id
- *   'v' employee_id 0x00 effective_at:be64              version (be64)
- *       partition:be32 offset:be64
+ *   'v' employee_id 0x00 effective_at:be64              version (be64), then
+ *       partition:be32 offset:be64                      its groups, each
+ *                                                       ending in a NUL
  *   0x00 "pos" kind:u8 partition:be32                   next offset not yet
  *                                                       indexed (be64)
  *   0x00 "fmt"                                          INDEX_FORMAT (be32)
@@ -48,8 +49,8 @@
  * - Employee keys start with 'e' or 'v' and meta keys with 0x00, so they
  *   never mix.
  * - A store of an older format has the positions of the topics whose
- *   entries changed since reset on open (no "fmt": identity.desired, for the
- *   'v' entries; below 3: hr.events, for the event ids), so those are
+ *   entries changed since reset on open (below 4: identity.desired, for the
+ *   'v' entries and their groups; below 3: hr.events, for the event ids), so those are
  *   indexed again, their entries rewritten in place.  "fmt" is written in
  *   the same batch as the reset positions.
  * - The event ids let `why` read only the events that caused what it shows
@@ -206,9 +207,76 @@ bool index_has_versions(state_store_t *s)
 
 void index_versions_free(index_version_t *v, size_t n)
 {
-	for (size_t i = 0; v != NULL && i < n; i++)
+	for (size_t i = 0; v != NULL && i < n; i++) {
 		free(v[i].employee);
+		free(v[i].groups);
+	}
 	free(v);
+}
+
+bool index_has_version_groups(state_store_t *s)
+{
+	return index_format(s) >= 4;
+}
+
+int index_versions_of(state_store_t *s, const char *employee, index_version_t **out,
+                      size_t *n, id_err_t *err)
+{
+	size_t elen = strlen(employee), cap = 0;
+	unsigned char *prefix = malloc(elen + 2);
+	state_iter_t *it = NULL;
+	int rc = 0, more;
+	*out = NULL;
+	*n = 0;
+	if (prefix == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "out of memory");
+		goto out;
+	}
+	prefix[0] = 'v';
+	memcpy(prefix + 1, employee, elen);
+	prefix[elen + 1] = 0;
+	if ((rc = state_iter_create(s, prefix, elen + 2, &it, err)) != 0)
+		goto out;
+	const void *kv, *vv;
+	size_t klen, vlen;
+	while ((more = state_iter_next(it, &kv, &klen, &vv, &vlen, err)) == 1) {
+		if (klen != elen + 2 + 20 || vlen < 8)
+			continue;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 32;
+			index_version_t *nv = realloc(*out, cap * sizeof(**out));
+			if (nv == NULL) {
+				rc = id_err_set(err, ID_ENOMEM, "out of memory");
+				goto out;
+			}
+			*out = nv;
+		}
+		const unsigned char *t = (const unsigned char *)kv + elen + 2;
+		index_version_t *e = &(*out)[(*n)++];
+		memset(e, 0, sizeof(*e));
+		e->effective_at = (int64_t)state_be64_get(t);
+		e->partition = (int32_t)state_be32_get(t + 8);
+		e->offset = (int64_t)state_be64_get(t + 12);
+		e->version = (int64_t)state_be64_get(vv);
+		e->groups_len = vlen - 8;
+		if ((e->groups = malloc(e->groups_len + 1)) == NULL) {
+			rc = id_err_set(err, ID_ENOMEM, "out of memory");
+			goto out;
+		}
+		memcpy(e->groups, (const char *)vv + 8, e->groups_len);
+		e->groups[e->groups_len] = 0;
+	}
+	if (more < 0)
+		rc = more;
+out:
+	if (rc != 0) {
+		index_versions_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+	}
+	state_iter_destroy(it);
+	free(prefix);
+	return rc;
 }
 
 int index_versions_at(state_store_t *s, int64_t at, index_version_t **out, size_t *n,
@@ -219,7 +287,7 @@ int index_versions_at(state_store_t *s, int64_t at, index_version_t **out, size_
 	size_t cap = 0;
 	int rc = 0, more;
 	/* The employee of the keys being walked and its best entry so far. */
-	index_version_t best = {.employee = NULL};
+	index_version_t best = {.employee = NULL, .groups = NULL};
 	size_t best_len = 0;
 	bool have = false;
 	*out = NULL;
@@ -238,7 +306,7 @@ int index_versions_at(state_store_t *s, int64_t at, index_version_t **out, size_
 		size_t elen = 0;
 		if (more == 1) {
 			/* 'v' employee 0x00 then 20 bytes. */
-			if (klen < 1 + 1 + 20 || vlen != 8)
+			if (klen < 1 + 1 + 20 || vlen < 8)
 				continue;
 			elen = klen - 1 - 1 - 20;
 			if (k[1 + elen] != 0)
@@ -357,11 +425,37 @@ static bool index_rd_skip_blocks(index_rd_t *r, int per_item)
  * schema whose fingerprint is fast_fp, without decoding it: the fields
  * before effective_at are employee_id, version, state, attributes, groups,
  * container, manager_id, policy_version, cause_event_id (checked by
- * index_fast_fingerprint()).  False when the payload is of another writer
- * or malformed.
+ * index_fast_fingerprint()); the groups are appended to *groups, each
+ * followed by a NUL.  False when the payload is of another writer or
+ * malformed.
  */
+/* Reads an Avro array of strings into out, each followed by a NUL. */
+static bool index_rd_strings(index_rd_t *r, id_buf_t *out)
+{
+	for (;;) {
+		int64_t n, bytes, slen;
+		if (!index_rd_long(r, &n))
+			return false;
+		if (n == 0)
+			return true;
+		if (n < 0) {
+			if (!index_rd_long(r, &bytes))
+				return false;
+			n = -n;
+		}
+		for (int64_t i = 0; i < n; i++) {
+			if (!index_rd_long(r, &slen) || slen < 0 ||
+			    slen > r->end - r->p ||
+			    id_buf_append(out, r->p, (size_t)slen) != 0 ||
+			    id_buf_append_u8(out, 0) != 0)
+				return false;
+			r->p += slen;
+		}
+	}
+}
+
 static bool index_peek_desired(uint64_t fast_fp, const void *data, size_t len,
-                               int64_t *version, int64_t *eff)
+                               int64_t *version, int64_t *eff, id_buf_t *groups)
 {
 	const unsigned char *p = data;
 	uint64_t fp = 0;
@@ -375,7 +469,7 @@ static bool index_peek_desired(uint64_t fast_fp, const void *data, size_t len,
 	index_rd_t r = {p + 10, p + len};
 	if (!index_rd_skip_string(&r) || !index_rd_long(&r, version) ||
 	    !index_rd_long(&r, &x) || !index_rd_skip_blocks(&r, 2) ||
-	    !index_rd_skip_blocks(&r, 1) || !index_rd_skip_string(&r) ||
+	    !index_rd_strings(&r, groups) || !index_rd_skip_string(&r) ||
 	    !index_rd_long(&r, &x) || (x != 0 && x != 1) ||
 	    (x == 1 && !index_rd_skip_string(&r)) || !index_rd_skip_string(&r) ||
 	    !index_rd_skip_string(&r) || !index_rd_long(&r, eff))
@@ -540,24 +634,31 @@ static void index_add(index_run_t *r, int kind, const rd_kafka_message_t *m)
 		return;
 	/* The desired version by effective time, for as-of. */
 	int64_t version = 0, eff = 0;
-	if (!index_peek_desired(r->fast_fp, m->payload, m->len, &version, &eff)) {
+	r->val.len = 0;
+	id_buf_append(&r->val, "\0\0\0\0\0\0\0\0", 8); /* the version, below */
+	if (!index_peek_desired(r->fast_fp, m->payload, m->len, &version, &eff,
+	                        &r->val)) {
 		if (codec_decode_desired(r->codec, m->payload, m->len, &r->d, NULL) != 0)
 			return; /* unreadable: as-of skips it, like history */
 		version = r->d.version;
 		eff = r->d.effective_at;
+		r->val.len = 8;
+		for (size_t g = 0; g < r->d.ngroups; g++)
+			id_buf_append(&r->val, r->d.groups[g],
+			              strlen(r->d.groups[g]) + 1);
 		r->slow_decodes++;
 	}
-	unsigned char vtail[20], vval[8];
+	unsigned char vtail[20];
 	state_be64_put(vtail, (uint64_t)eff);
 	state_be32_put(vtail + 8, (uint32_t)m->partition);
 	state_be64_put(vtail + 12, (uint64_t)m->offset);
-	state_be64_put(vval, (uint64_t)version);
+	state_be64_put((unsigned char *)r->val.data, (uint64_t)version);
 	r->key.len = 0;
 	id_buf_append_u8(&r->key, 'v');
 	id_buf_append(&r->key, m->key, m->key_len);
 	id_buf_append_u8(&r->key, 0);
 	id_buf_append(&r->key, vtail, sizeof(vtail));
-	state_batch_put(r->batch, r->key.data, r->key.len, vval, sizeof(vval));
+	state_batch_put(r->batch, r->key.data, r->key.len, r->val.data, r->val.len);
 }
 
 /* Writes the batch (entries and the advanced positions together), then
@@ -743,7 +844,7 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 		unsigned char fk[4], fv[4];
 		bool reset = false;
 		for (int k = 0; k < 2; k++) {
-			if ((k == 0 && fmt >= 3) || (k == 1 && fmt >= 2))
+			if ((k == 0 && fmt >= 3) || (k == 1 && fmt >= 4))
 				continue;
 			for (int32_t p = 0; p < INDEX_MAX_PARTITIONS; p++) {
 				if (r->pos[k][p] > 0) {

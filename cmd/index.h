@@ -62,8 +62,8 @@ void index_pos_free(index_pos_t *pos, size_t n); /* NULL is a no-op */
 bool index_has_event_ids(state_store_t *s);
 
 /* Layout version of the store (0x00 "fmt"): 2 has the 'v' entries, 3 the
- * event ids of hr.events entries. */
-#define INDEX_FORMAT 3
+ * event ids of hr.events entries, 4 the groups of each 'v' entry. */
+#define INDEX_FORMAT 4
 
 /* True when the store has the 'v' entries (desired versions by effective
  * time) for everything below the identity.desired positions. */
@@ -76,6 +76,9 @@ typedef struct index_version {
 	int64_t offset;
 	int64_t version;
 	int64_t effective_at;
+	char *groups; /* index_versions_of(): the version's groups, each ending
+	                 in a NUL, groups_len bytes in all (owned); else NULL */
+	size_t groups_len;
 } index_version_t;
 
 /*
@@ -87,6 +90,17 @@ typedef struct index_version {
 int index_versions_at(state_store_t *s, int64_t at, index_version_t **out, size_t *n,
                       id_err_t *err);
 void index_versions_free(index_version_t *v, size_t n); /* NULL is a no-op */
+
+/* True when the 'v' entries carry the versions' groups (format 4). */
+bool index_has_version_groups(state_store_t *s);
+
+/*
+ * Every indexed desired version of employee with its groups, in effective
+ * time order (employee set on none of them).  Ownership: free *out with
+ * index_versions_free().  0 or ID_ESTATE / ID_ENOMEM.
+ */
+int index_versions_of(state_store_t *s, const char *employee, index_version_t **out,
+                      size_t *n, id_err_t *err);
 
 /* The offset up to which (kind, partition) is indexed: every record below it
  * is in the index.  0 when nothing is indexed. */

@@ -20,6 +20,12 @@
  * whose unindexed tail is long is scanned by a second consumer with
  * ordinary fetch sizes.  Options the user set under kafka.* win.
  *
+ * For `why` (timeline_load_events()) the read has rounds: the sink results
+ * and, of the desired versions, only those the index's groups per version
+ * show to matter; then the HR events the caller names (the index knows each
+ * event's id).  The index is opened on a thread of its own while the
+ * consumer asks for metadata and watermarks.
+ *
  * Policy activation markers (key "@policy", one per partition of hr.events
  * per deployment) are not keyed by the employee, but the versions they
  * caused name them as causes: those markers are read from the employee's
@@ -843,6 +849,95 @@ static void tl_keep_named(tl_src_t *ev, const index_pos_t *pos, size_t npos,
 	ev->nwant = w;
 }
 
+/* True when the NUL-separated list (len bytes) has g. */
+static bool tl_groups_have(const char *list, size_t len, const char *g)
+{
+	for (size_t i = 0; i < len;) {
+		size_t l = strlen(list + i);
+		if (strcmp(list + i, g) == 0)
+			return true;
+		i += l + 1;
+	}
+	return false;
+}
+
+static int tl_version_cmp(const void *a, const void *b)
+{
+	const index_version_t *x = a, *y = b;
+	if (x->version != y->version)
+		return x->version < y->version ? -1 : 1;
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int tl_i64_cmp(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Narrows the desired source d to the versions that explain the newest
+ * indexed one (see timeline_load_events()), from the index's versions with
+ * their groups: the newest, and per group the start of its membership and
+ * the version before.  The versions past the indexed position are all read
+ * (d's tail), so a version among them is explained too: a membership that
+ * began before them runs through the newest indexed version.  *full
+ * receives the wanted offsets before (caller frees), *newest the newest
+ * indexed version.  False (d unchanged) when the index cannot tell.
+ */
+static bool tl_narrow_desired(state_store_t *idx, const char *employee, tl_src_t *d,
+                              int64_t **full, size_t *nfull, int64_t *newest)
+{
+	index_version_t *v = NULL;
+	size_t n = 0, m = 0;
+	int64_t *keep = NULL;
+	bool ok = false;
+	id_err_t ierr = {0};
+	if (!index_has_version_groups(idx) || d->nwant == 0 ||
+	    index_versions_of(idx, employee, &v, &n, &ierr) != 0)
+		goto out;
+	/* Only what the source would read: this partition, not deleted. */
+	for (size_t i = 0; i < n; i++)
+		if (v[i].partition == d->part && v[i].offset >= d->lo &&
+		    v[i].offset < d->until)
+			v[m++] = v[i];
+		else
+			free(v[i].groups);
+	n = m;
+	if (n == 0 || (keep = malloc((2 * n + 1) * sizeof(*keep))) == NULL)
+		goto out;
+	qsort(v, n, sizeof(*v), tl_version_cmp);
+	const index_version_t *top = &v[n - 1];
+	size_t nkeep = 0;
+	keep[nkeep++] = top->offset;
+	for (size_t i = 0; i < top->groups_len;) {
+		const char *g = top->groups + i;
+		size_t since = n - 1;
+		while (since > 0 &&
+		       tl_groups_have(v[since - 1].groups, v[since - 1].groups_len, g))
+			since--;
+		keep[nkeep++] = v[since].offset;
+		if (since > 0)
+			keep[nkeep++] = v[since - 1].offset;
+		i += strlen(g) + 1;
+	}
+	qsort(keep, nkeep, sizeof(*keep), tl_i64_cmp);
+	size_t u = 0;
+	for (size_t i = 0; i < nkeep; i++)
+		if (u == 0 || keep[u - 1] != keep[i])
+			keep[u++] = keep[i];
+	*full = d->want;
+	*nfull = d->nwant;
+	*newest = top->version;
+	d->want = keep;
+	d->nwant = u;
+	keep = NULL;
+	ok = true;
+out:
+	free(keep);
+	index_versions_free(v, n);
+	return ok;
+}
 static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
                    timeline_need_fn need, void *need_opaque, timeline_t *out,
                    id_err_t *err)
@@ -860,6 +955,8 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 	state_store_t *idx = NULL;
 	rd_kafka_t *rk = NULL, *rk_big = NULL;
 	codec_t *codec = NULL;
+	int64_t *full = NULL, newest = -1; /* why: see tl_narrow_desired() */
+	size_t nfull = 0, ev_nwant = 0;    /* why: indexed events, 2nd round */
 	memset(out, 0, sizeof(*out));
 	memset(srcs, 0, sizeof(srcs));
 	memset(lanes, 0, sizeof(lanes));
@@ -932,13 +1029,24 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 		}
 		/* A long scan goes to a consumer with ordinary fetches (rk has
 		 * them when there is no index at all). */
-		if ((kinds & TL_KIND_BIT(k)) == 0)
+		if (need != NULL && k == TL_EVENT) {
+			/* why: the events' tail now, the indexed ones it
+			 * names in the second round. */
+			ev_nwant = s->nwant;
+			s->nwant = 0;
+		} else if ((kinds & TL_KIND_BIT(k)) == 0) {
 			continue; /* not asked for: not read */
+		}
 		if (have_index && s->hi - s->scan_from > TL_TAIL_SMALL)
 			big[k] = need_big = true;
 		else
 			small[k] = true;
 	}
+	/* why: only the versions that explain the newest, if the index can
+	 * tell which. */
+	bool narrowed =
+	    need != NULL && idx != NULL && rc == 0 &&
+	    tl_narrow_desired(idx, employee, &srcs[TL_DESIRED], &full, &nfull, &newest);
 	/* A few offsets are not worth a lane each. */
 	size_t nwant = 0;
 	for (int k = 0; k < TL_KINDS; k++)
@@ -956,25 +1064,50 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 			              err);
 	}
 	if (rc == 0 && need != NULL) {
-		/* Second round: the HR events the caller needs, now that it has
-		 * seen the versions and results (all of them when the index does
-		 * not know the events' ids), and the partition's unindexed tail. */
+		/* Second round: the indexed HR events the caller needs, now that
+		 * it has seen the versions and results (all of them when the
+		 * index does not know the events' ids). */
 		const char **ids = NULL;
 		size_t nids = 0;
 		tl_src_t *ev = &srcs[TL_EVENT];
 		bool sel[TL_KINDS] = {true, false, false};
-		rc = need(out, need_opaque, &ids, &nids);
+		int64_t explains = -1;
+		rc = need(out, need_opaque, &ids, &nids, &explains);
+		if (rc == 0 && narrowed && explains < newest) {
+			/* Another version is explained (the target's sink is
+			 * behind): the other versions too, then ask again. */
+			tl_src_t *d = &srcs[TL_DESIRED];
+			size_t w = 0;
+			for (size_t i = 0, j = 0; i < nfull; i++) {
+				while (j < d->nwant && d->want[j] < full[i])
+					j++;
+				if (j >= d->nwant || d->want[j] != full[i])
+					full[w++] = full[i];
+			}
+			free(d->want);
+			d->want = full;
+			d->nwant = w;
+			d->wi = 0;
+			d->scan_from = d->hi; /* the tail was read */
+			full = NULL;
+			bool dsel[TL_KINDS] = {false, true, false};
+			size_t use_d = w / TL_LANE_MIN_WANTS;
+			use_d = use_d < 1 ? 1 : use_d > nlanes ? nlanes : use_d;
+			free(ids);
+			ids = NULL;
+			nids = 0;
+			rc = tl_fetch_lanes(lanes, use_d, srcs, dsel, out, &fetched, err);
+			if (rc == 0)
+				rc = need(out, need_opaque, &ids, &nids, &explains);
+		}
+		/* The tail was read in the first round. */
+		ev->nwant = ev_nwant;
+		ev->wi = 0;
+		ev->scan_from = ev->hi;
 		if (rc == 0 && idx != NULL)
 			tl_keep_named(ev, pos, npos, ids, nids);
 		free(ids);
-		if (rc == 0 && have_index && ev->hi - ev->scan_from > TL_TAIL_SMALL) {
-			if (rk_big == NULL &&
-			    (rk_big = tl_consumer(cfg, false, user_fetch, err)) == NULL)
-				rc = err && err->code ? err->code : ID_EKAFKA;
-			else
-				rc = tl_fetch(rk_big, codec, srcs, TL_KINDS, sel, out,
-				              &fetched, err);
-		} else if (rc == 0) {
+		if (rc == 0 && ev->nwant > 0) {
 			size_t use_ev = ev->nwant / TL_LANE_MIN_WANTS;
 			use_ev = use_ev < 1 ? 1 : use_ev > nlanes ? nlanes : use_ev;
 			rc = tl_fetch_lanes(lanes, use_ev, srcs, sel, out, &fetched, err);
@@ -998,6 +1131,7 @@ static int tl_load(id_config_t *cfg, const char *employee, unsigned kinds,
 		             (long long)t_lanes, use);
 	}
 out:
+	free(full);
 	for (int k = 0; k < TL_KINDS; k++)
 		tl_src_fini(&srcs[k]);
 	index_pos_free(pos, npos);

@@ -67,19 +67,25 @@ int timeline_load_kinds(id_config_t *cfg, const char *employee, unsigned kinds,
                         timeline_t *out, id_err_t *err);
 
 /*
- * What HR events a reader needs, given the timeline's desired versions and
- * sink results: *ids (malloc'd array, freed by the loader; the strings are
- * borrowed from t) and *n.  0 or ID_ENOMEM.
+ * What a reader explaining one desired version needs, given the timeline's
+ * sink results and desired versions: *explains, the version it explains
+ * (-1: none), and the HR events it names, *ids (malloc'd array, freed by
+ * the loader; the strings are borrowed from t) and *n.  0 or ID_ENOMEM.
  */
 typedef int (*timeline_need_fn)(const timeline_t *t, void *opaque, const char ***ids,
-                                size_t *n);
+                                size_t *n, int64_t *explains);
 
 /*
- * timeline_load() in two rounds: the desired versions and sink results,
- * then of the HR events only those need() names (with an index of format 3,
- * which knows each event's id; otherwise all of them), plus any past the
- * indexed position and the policy markers the versions name.  For `why`,
- * which explains one version: a few events instead of the whole history.
+ * timeline_load() for `why`, which explains one version: the sink results;
+ * of the desired versions the newest and, for each of its groups, the
+ * version that started its membership and the one before (the index's
+ * groups per version tell which), and every version past the indexed
+ * position; all of them when need() explains an older version or the index
+ * lacks the groups; then of the HR events only those need() names (all when the
+ * index lacks the event ids), plus any past the indexed position and the
+ * policy markers the versions name.  With the membership starts and the
+ * versions before them loaded, a walk over the loaded versions finds each
+ * membership's start as it would over all of them.
  */
 int timeline_load_events(id_config_t *cfg, const char *employee, timeline_need_fn need,
                          void *opaque, timeline_t *out, id_err_t *err);

@@ -145,4 +145,60 @@ ids history E703 --json >"$T_DIR/hist.scan"
 mv "$T_DIR/state/index.off" "$T_DIR/state/index"
 cmp -s "$T_DIR/why.idx" "$T_DIR/why.scan" || fail "why differs without the index"
 cmp -s "$T_DIR/hist.idx" "$T_DIR/hist.scan" || fail "history differs without the index"
+
+# Day 3: E700 returns to Research.  Its dept-research membership broke on
+# day 2, so `why` names the day-3 UPDATE, not the HIRE (why reads only the
+# versions around each membership's start; the scan reads them all).
+sed 's/^E700,Rosalind,Franklin,Lead Chemist,Engineering,$/E700,Rosalind,Franklin,Lead Chemist,Research,/' \
+	"$T_DIR/day2.csv" >"$T_DIR/day3.csv"
+ids ingest csv "$T_DIR/day3.csv" >/dev/null
+ids run --until-idle >/dev/null 2>"$T_DIR/run4.log"
+row=$(ids why E700 --attr @groups | grep ' dept-research ') || fail "no dept-research row"
+assert_contains "$row" "UPDATE effective"
+assert_contains "$row" "csv:day3.csv"
+# Day 4: E701's new title is processed and indexed but not yet applied:
+# why explains the version the target has (v1), with its causes.
+sed 's/^E701,Lise,Meitner,Physicist,/E701,Lise,Meitner,Senior Physicist,/' \
+	"$T_DIR/day3.csv" >"$T_DIR/day4.csv"
+ids ingest csv "$T_DIR/day4.csv" >/dev/null
+ids process --until-idle >/dev/null 2>"$T_DIR/process5.log"
+ids index --until-idle >/dev/null 2>"$T_DIR/index5.log"
+out=$(ids why E701)
+assert_contains "$out" "desired v1 (ACTIVE)"
+assert_contains "$(printf '%s\n' "$out" | grep '^title ')" "HIRE effective"
+# Day 5: E703's new title is processed and applied, not indexed: why
+# explains a version past the indexed position.
+sed 's/^E703,Grace,Hopper,Account Executive,/E703,Grace,Hopper,Sales Director,/' \
+	"$T_DIR/day4.csv" >"$T_DIR/day5.csv"
+ids ingest csv "$T_DIR/day5.csv" >/dev/null
+ids process --until-idle >/dev/null 2>"$T_DIR/process6.log"
+ids sink ldap --until-idle >/dev/null 2>"$T_DIR/sink6.log"
+out=$(ids why E703 --attr title)
+assert_contains "$out" "Sales Director"
+assert_contains "$out" "csv:day5.csv"
+# Days 6 and 7: two more changes of E701, processed, not applied; the
+# first indexed, the second not: the target is at v2, behind the indexed
+# v3, and v4 lies past the indexed position.
+sed 's/^E701,Lise,Meitner,Senior Physicist,/E701,Lise,Meitner,Principal Physicist,/' \
+	"$T_DIR/day5.csv" >"$T_DIR/day6.csv"
+ids ingest csv "$T_DIR/day6.csv" >/dev/null
+ids process --until-idle >/dev/null 2>"$T_DIR/process7.log"
+ids index --until-idle >/dev/null 2>"$T_DIR/index7.log"
+sed 's/^E701,Lise,Meitner,Principal Physicist,/E701,Lise,Meitner,Distinguished Physicist,/' \
+	"$T_DIR/day6.csv" >"$T_DIR/day7.csv"
+ids ingest csv "$T_DIR/day7.csv" >/dev/null
+ids process --until-idle >/dev/null 2>"$T_DIR/process8.log"
+assert_contains "$(ids why E701)" "desired v2 (ACTIVE)"
+for e in E700 E701 E703; do
+	ids why "$e" >"$T_DIR/why-$e.idx"
+done
+mv "$T_DIR/state/index" "$T_DIR/state/index.off"
+for e in E700 E701 E703; do
+	ids why "$e" >"$T_DIR/why-$e.scan"
+done
+mv "$T_DIR/state/index.off" "$T_DIR/state/index"
+for e in E700 E701 E703; do
+	cmp -s "$T_DIR/why-$e.idx" "$T_DIR/why-$e.scan" ||
+		fail "why $e differs without the index: $(diff "$T_DIR/why-$e.scan" "$T_DIR/why-$e.idx")"
+done
 echo ok
