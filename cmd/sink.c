@@ -1753,8 +1753,17 @@ static int sink_flush_latest(sink_run_t *s, id_err_t *err)
 		if (rc == 0 && s->recs.len > 0 &&
 		    (s->recs.len >= SINK_FLUSH_PERSIST_EVERY ||
 		     mono_ms() - persisted >= SINK_FLUSH_PERSIST_MS)) {
-			rc = sink_commit(s, err);
-			persisted = mono_ms();
+			/* Recording waits for the results' acks; rather than
+			 * stall the target's work for them, record once they
+			 * are in (they usually are by the next batch), and
+			 * wait only when that has not happened for a while. */
+			rd_kafka_poll(s->producer, 0);
+			if (s->delivery.pending == 0 ||
+			    s->recs.len >= 4 * SINK_FLUSH_PERSIST_EVERY ||
+			    mono_ms() - persisted >= 2 * SINK_FLUSH_PERSIST_MS) {
+				rc = sink_commit(s, err);
+				persisted = mono_ms();
+			}
 		}
 	}
 	free(chunk);
@@ -2312,6 +2321,39 @@ static bool ctl_at_end(const sink_run_t *s)
 	return true;
 }
 
+/*
+ * A configuration with cfg's kafka.* settings and fetch.wait.max.ms =
+ * wait_ms unless cfg sets it: the end of a partition is only known after a
+ * fetch that waited that long (librdkafka: 500 ms), and the sink waits for
+ * the ends of the control topic and, when it starts, of its input.
+ * Ownership: caller frees with id_config_destroy(); NULL with err set.
+ */
+static id_config_t *sink_kafka_config(const id_config_t *cfg, const char *wait_ms,
+                                      id_err_t *err)
+{
+	id_config_t *c = id_config_create();
+	const id_attrs_t *user = id_config_kafka(cfg);
+	char key[300];
+	if (c == NULL) {
+		id_err_set(err, ID_ENOMEM, "out of memory");
+		return NULL;
+	}
+	for (size_t i = 0; i < user->len; i++) {
+		snprintf(key, sizeof(key), "kafka.%s", user->items[i].key);
+		if (id_config_set(c, key,
+		                  user->items[i].value ? user->items[i].value : "",
+		                  err) != 0)
+			goto fail;
+	}
+	if (!id_attrs_has(user, "fetch.wait.max.ms") &&
+	    id_config_set(c, "kafka.fetch.wait.max.ms", wait_ms, err) != 0)
+		goto fail;
+	return c;
+fail:
+	id_config_destroy(c);
+	return NULL;
+}
+
 /* Assigns every partition of the control topic from the stored position
  * (or its beginning) and carries out what is there, before anything else. */
 static int ctl_open(sink_run_t *s, id_err_t *err)
@@ -2320,8 +2362,12 @@ static int ctl_open(sink_run_t *s, id_err_t *err)
 	id_err_t merr = {0};
 	/* A consumer, not the producer, asks for the metadata: a producer's
 	 * request may make the broker auto-create the topic with its defaults. */
-	s->ctl = id_kafka_consumer_create(s->cfg, "idstream-sink-control", NULL, NULL,
-	                                  NULL, err);
+	id_config_t *kc = sink_kafka_config(s->cfg, "10", err);
+	if (kc == NULL)
+		return err && err->code ? err->code : ID_ENOMEM;
+	s->ctl =
+	    id_kafka_consumer_create(kc, "idstream-sink-control", NULL, NULL, NULL, err);
+	id_config_destroy(kc);
 	if (s->ctl == NULL)
 		return err && err->code ? err->code : ID_EKAFKA;
 	if (id_kafka_partition_count(s->ctl, s->ctl_topic, &n, &merr) != 0) {
@@ -2537,6 +2583,8 @@ static int sink_pool_open(sink_run_t *s, const id_config_t *cfg, id_err_t *err)
 	for (; s->nhandles < width; s->nhandles++) {
 		if ((s->handles[s->nhandles] = s->ops->open(cfg, err)) == NULL)
 			return err && err->code ? err->code : ID_EIO;
+		if (s->ops->share != NULL)
+			s->ops->share(s->handles[s->nhandles], s->target_h);
 	}
 	if ((s->pool = sink_pool_create(width, s->handles, err)) == NULL)
 		return err && err->code ? err->code : ID_ENOMEM;
@@ -2601,8 +2649,14 @@ int sink_loop(const id_config_t *cfg, const char *kind, bool until_idle,
 	}
 	if ((rc = ctl_open(s, err)) != 0)
 		goto out;
+	id_config_t *kc = sink_kafka_config(cfg, "100", err);
+	if (kc == NULL) {
+		rc = err && err->code ? err->code : ID_ENOMEM;
+		goto out;
+	}
 	s->consumer =
-	    id_kafka_consumer_create(cfg, "idstream-sink", group, sink_rebalance, s, err);
+	    id_kafka_consumer_create(kc, "idstream-sink", group, sink_rebalance, s, err);
+	id_config_destroy(kc);
 	if (s->consumer == NULL) {
 		rc = err ? err->code : ID_EKAFKA;
 		goto out;

@@ -177,6 +177,11 @@ static int ldap_remove(void *h, const char *ref, id_err_t *err)
 	return sink_ldap_remove(h, ref, err);
 }
 
+static void ldap_share(void *h, void *h0)
+{
+	sink_ldap_share(h, h0);
+}
+
 static void *ad_open(const id_config_t *cfg, id_err_t *err)
 {
 	static const char *const checks[] = {"demand", "try", "allow", "never"};
@@ -419,6 +424,7 @@ static const sink_target_ops_t targets[] = {
      .plan = ldap_plan,
      .accounts = ldap_accounts,
      .remove = ldap_remove,
+     .share = ldap_share,
      .help = "OpenLDAP (ldap.* options). The bind password comes from\n"
              "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file; with\n"
              "ldap.password_file, initial passwords go there (mode 0600).\n"

@@ -51,6 +51,9 @@ typedef struct sink_target_ops {
 	/* Removes one account listed by accounts (its ref): an account no
 	 * employee owns, with reconcile.delete_unmanaged. */
 	int (*remove)(void *h, const char *ref, id_err_t *err);
+	/* Lets handle h work together with handle h0 of the same sink (each
+	 * used by its own thread); NULL when the kind has nothing to share. */
+	void (*share)(void *h, void *h0);
 	const char *help; /* what `idstream sink KIND --help` says about options */
 } sink_target_ops_t;
 

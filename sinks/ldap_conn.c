@@ -6,6 +6,7 @@
  */
 #include "sinks/ldap_conn.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -625,4 +626,154 @@ const char *ldap_conn_name_in(const char *const *list, const char *attr)
 		if (strcasecmp(*a, attr) == 0)
 			return *a;
 	return NULL;
+}
+
+/* ---- member additions shared by the handles of one sink ---- */
+
+/*
+ * Invariants (under mu): a slot per group DN; busy while a leader's modify
+ * for it is in flight; queue holds the waiters not yet taken by a leader.
+ * A waiter is done once a leader's modify carrying it has returned; when no
+ * leader is busy, the first waiter to wake becomes the leader and takes the
+ * whole queue.  Slots live as long as the joiner (groups are few).
+ */
+typedef struct joiner_waiter {
+	const char *member;
+	int lrc;
+	bool alone; /* the combined modify failed: try on your own */
+	bool done;
+	struct joiner_waiter *next;
+} joiner_waiter_t;
+
+typedef struct joiner_slot {
+	char *dn;
+	bool busy;
+	joiner_waiter_t *queue;
+} joiner_slot_t;
+
+struct ldap_conn_joiner {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	joiner_slot_t **slots; /* each allocated once: waiters hold pointers */
+	size_t n, cap;
+	int refs;
+};
+
+ldap_conn_joiner_t *ldap_conn_joiner_create(void)
+{
+	ldap_conn_joiner_t *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return NULL;
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	j->refs = 1;
+	return j;
+}
+
+ldap_conn_joiner_t *ldap_conn_joiner_ref(ldap_conn_joiner_t *j)
+{
+	if (j != NULL) {
+		pthread_mutex_lock(&j->mu);
+		j->refs++;
+		pthread_mutex_unlock(&j->mu);
+	}
+	return j;
+}
+
+void ldap_conn_joiner_unref(ldap_conn_joiner_t *j)
+{
+	if (j == NULL)
+		return;
+	pthread_mutex_lock(&j->mu);
+	int left = --j->refs;
+	pthread_mutex_unlock(&j->mu);
+	if (left > 0)
+		return;
+	for (size_t i = 0; i < j->n; i++) {
+		free(j->slots[i]->dn);
+		free(j->slots[i]);
+	}
+	free(j->slots);
+	pthread_cond_destroy(&j->cv);
+	pthread_mutex_destroy(&j->mu);
+	free(j);
+}
+
+static joiner_slot_t *joiner_slot(ldap_conn_joiner_t *j, const char *dn)
+{
+	for (size_t i = 0; i < j->n; i++)
+		if (strcmp(j->slots[i]->dn, dn) == 0)
+			return j->slots[i];
+	if (j->n == j->cap) {
+		size_t nc = j->cap ? j->cap * 2 : 16;
+		joiner_slot_t **ns = realloc(j->slots, nc * sizeof(*ns));
+		if (ns == NULL)
+			return NULL;
+		j->slots = ns;
+		j->cap = nc;
+	}
+	joiner_slot_t *sl = calloc(1, sizeof(*sl));
+	if (sl == NULL || (sl->dn = strdup(dn)) == NULL) {
+		free(sl);
+		return NULL;
+	}
+	j->slots[j->n++] = sl;
+	return sl;
+}
+
+int ldap_conn_joiner_add(ldap_conn_joiner_t *j, ldap_conn_t *c, const char *dn,
+                         const char *attr, const char *member, bool *alone)
+{
+	*alone = false;
+	pthread_mutex_lock(&j->mu);
+	joiner_slot_t *sl = joiner_slot(j, dn);
+	if (sl == NULL) {
+		pthread_mutex_unlock(&j->mu);
+		*alone = true; /* out of memory here: the plain path */
+		return LDAP_OTHER;
+	}
+	joiner_waiter_t me = {.member = member};
+	me.next = sl->queue;
+	sl->queue = &me;
+	while (!me.done && sl->busy)
+		pthread_cond_wait(&j->cv, &j->mu);
+	if (me.done) {
+		pthread_mutex_unlock(&j->mu);
+		*alone = me.alone;
+		return me.lrc;
+	}
+	/* Leader: take the queue (this thread's own addition is in it). */
+	sl->busy = true;
+	joiner_waiter_t *batch = sl->queue;
+	sl->queue = NULL;
+	pthread_mutex_unlock(&j->mu);
+
+	size_t n = 0;
+	for (joiner_waiter_t *w = batch; w != NULL; w = w->next)
+		n++;
+	char **vals = calloc(n + 1, sizeof(*vals));
+	int lrc = LDAP_NO_MEMORY;
+	if (vals != NULL) {
+		size_t k = 0;
+		for (joiner_waiter_t *w = batch; w != NULL; w = w->next)
+			vals[k++] = (char *)w->member;
+		LDAPMod mod = {
+		    .mod_op = LDAP_MOD_ADD, .mod_type = (char *)attr, .mod_values = vals};
+		LDAPMod *mods[2] = {&mod, NULL};
+		lrc = ldap_conn_modify(c, dn, mods);
+		free(vals);
+	}
+	pthread_mutex_lock(&j->mu);
+	for (joiner_waiter_t *w = batch; w != NULL;) {
+		joiner_waiter_t *next = w->next; /* w may go once done is seen */
+		w->lrc = lrc;
+		w->alone = lrc != LDAP_SUCCESS && n > 1;
+		w->done = true;
+		w = next;
+	}
+	sl->busy = false;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+	*alone = me.alone;
+	return me.lrc;
 }

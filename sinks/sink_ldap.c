@@ -61,6 +61,9 @@ struct sink_ldap {
 	ldap_diff_posix_t posix_cfg;
 	/* What an employee search asks for: managed + lock + memberOf. */
 	const char *read_attrs[24];
+	/* Member additions, joined with those of the handles it shares it
+	 * with (sink_ldap_share). */
+	ldap_conn_joiner_t *joiner;
 };
 
 /* ---- uidNumber allocation ---- */
@@ -232,6 +235,7 @@ void sink_ldap_close(sink_ldap_t *s)
 	if (s == NULL)
 		return;
 	ldap_conn_fini(&s->conn);
+	ldap_conn_joiner_unref(s->joiner);
 	free(s->people_dn);
 	free(s->groups_dn);
 	free(s->password_file);
@@ -240,6 +244,17 @@ void sink_ldap_close(sink_ldap_t *s)
 	free(s->posix_home);
 	free(s->posix_shell);
 	free(s);
+}
+
+void sink_ldap_share(sink_ldap_t *dst, sink_ldap_t *src)
+{
+	if (dst == NULL || src == NULL || dst == src)
+		return;
+	/* One handle alone joins with nobody: the joiner starts with a pair. */
+	if (src->joiner == NULL && (src->joiner = ldap_conn_joiner_create()) == NULL)
+		return; /* out of memory: dst adds on its own, which is correct */
+	ldap_conn_joiner_unref(dst->joiner);
+	dst->joiner = ldap_conn_joiner_ref(src->joiner);
 }
 
 uint64_t sink_ldap_writes(const sink_ldap_t *s)
@@ -730,8 +745,14 @@ static int exec_group_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *er
 {
 	sink_ldap_t *s = c->s;
 	for (int t = 0; t < GROUP_TRIES; t++) {
-		int lrc = ldap_conn_modify1(&s->conn, op->dn, LDAP_MOD_ADD, "member",
-		                            op->new_value);
+		bool alone = true;
+		int lrc = LDAP_OTHER;
+		if (s->joiner != NULL)
+			lrc = ldap_conn_joiner_add(s->joiner, &s->conn, op->dn, "member",
+			                           op->new_value, &alone);
+		if (alone)
+			lrc = ldap_conn_modify1(&s->conn, op->dn, LDAP_MOD_ADD, "member",
+			                        op->new_value);
 		if (lrc == LDAP_SUCCESS)
 			return record(c, "group_add", op->attribute, NULL, op->dn, err);
 		if (lrc == LDAP_TYPE_OR_VALUE_EXISTS)

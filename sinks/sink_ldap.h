@@ -144,4 +144,13 @@ int sink_ldap_accounts(sink_ldap_t *s, sink_account_list_t *out, id_err_t *err);
  */
 int sink_ldap_remove(sink_ldap_t *s, const char *dn, id_err_t *err);
 
+/*
+ * Makes dst join its member additions with src's (and those of every
+ * handle sharing src's): one modify adds the members several threads want
+ * to add to one group at the same moment (see ldap_conn_joiner_add()).
+ * For the handles of one sink, each used by its own thread.  Both must be
+ * open; either may be closed first.
+ */
+void sink_ldap_share(sink_ldap_t *dst, sink_ldap_t *src);
+
 #endif
