@@ -69,7 +69,12 @@
 #define PLAN_FORMAT "idstream-plan/1"
 
 typedef struct plan_emp {
-	employee_record_t rec;      /* scratch fold state */
+	/* The scratch fold state, employee_record_encode()d (NULL: nothing
+	 * folded yet): decoded into plan_t.scratch for each event and encoded
+	 * again right after, which takes half the memory of a decoded record
+	 * and keeps the fold working on memory still in the cache. */
+	unsigned char *state;
+	size_t nstate, capstate;
 	desired_identity_t planned; /* the replay's newest output */
 	desired_identity_t current; /* newest in identity.desired */
 	bool has_planned, has_current;
@@ -92,8 +97,10 @@ typedef struct plan {
 	int32_t nparts;
 	employee_event_t switch_ev; /* cause of the switch at `at` */
 	id_hmap_t emps;
-	fold_claims_t claims; /* reported by each fold; only pending ones matter */
-	id_buf_t key;         /* an employee id being looked up */
+	fold_claims_t claims;      /* reported by each fold; only pending ones matter */
+	id_buf_t key;              /* an employee id being looked up */
+	employee_record_t scratch; /* the record being folded (plan_rec_load) */
+	id_buf_t enc;              /* its encoding (plan_rec_keep) */
 	long events, refused, activations, assumed;
 	bool progress;
 	long total_hint;
@@ -110,11 +117,44 @@ static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
 		id_err_set(err, ID_ENOMEM, "out of memory");
 		return NULL;
 	}
-	employee_record_init(&e->rec);
 	desired_identity_init(&e->planned);
 	desired_identity_init(&e->current);
 	e->partition = -1;
 	return e;
+}
+
+/* Decodes e's record into p->scratch (empty when nothing was folded). */
+static int plan_rec_load(plan_t *p, const plan_emp_t *e, id_err_t *err)
+{
+	if (e->state == NULL) {
+		employee_record_fini(&p->scratch);
+		return 0;
+	}
+	return employee_record_decode(&p->scratch, e->state, e->nstate, err);
+}
+
+/* Stores p->scratch as e's record and frees the decoded form. */
+static int plan_rec_keep(plan_t *p, plan_emp_t *e, id_err_t *err)
+{
+	id_buf_reset(&p->enc);
+	int rc = employee_record_encode(&p->scratch, &p->enc, err);
+	employee_record_fini(&p->scratch);
+	if (rc != 0)
+		return rc;
+	if (e->capstate < p->enc.len) {
+		/* With room to spare: a record's size moves by a few bytes
+		 * with most events, and a large block reallocated at every
+		 * one of them costs more than the fold. */
+		size_t cap = (p->enc.len + p->enc.len / 8 + 255) & ~(size_t)255;
+		unsigned char *n = realloc(e->state, cap);
+		if (n == NULL)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		e->state = n;
+		e->capstate = cap;
+	}
+	memcpy(e->state, p->enc.data, p->enc.len);
+	e->nstate = p->enc.len;
+	return 0;
 }
 
 static void plan_progress(plan_t *p, bool done)
@@ -163,8 +203,10 @@ static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
 		bool emitted = false;
+		if ((rc = plan_rec_load(p, e, err)) != 0)
+			break;
 		fold_claims_clear(&p->claims);
-		int frc = fold_reevaluate_claims(&e->rec, ev, m, NULL, &emitted,
+		int frc = fold_reevaluate_claims(&p->scratch, ev, m, NULL, &emitted,
 		                                 &p->claims, NULL);
 		if (frc == ID_ENOMEM)
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
@@ -173,6 +215,10 @@ static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
 		else if (emitted)
 			e->has_planned =
 			    true; /* planned = rec.last, see plan_planned() */
+		if (rc == 0)
+			rc = plan_rec_keep(p, e, err);
+		else
+			employee_record_fini(&p->scratch);
 	}
 	free(ids);
 	return rc;
@@ -230,17 +276,21 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 	fold_claims_clear(&p->claims);
 	/* No copy of each new version: the newest is the record's last one,
 	 * taken once the replay is done (plan_planned()). */
-	int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted, &p->claims, NULL);
+	if ((rc = plan_rec_load(p, e, err)) != 0)
+		goto out;
+	int frc =
+	    fold_apply_claims(&p->scratch, &ev, map, NULL, &emitted, &p->claims, NULL);
 	if (frc == ID_ENOMEM) {
+		employee_record_fini(&p->scratch);
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
 	}
-	if (frc != 0) {
+	if (frc != 0)
 		p->refused++;
-		goto out;
-	}
-	if (emitted)
+	else if (emitted)
 		e->has_planned = true;
+	/* Kept whatever came out, as the processor keeps it. */
+	rc = plan_rec_keep(p, e, err);
 out:
 	employee_event_fini(&ev);
 	return rc;
@@ -276,11 +326,15 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 		    p->candidate != NULL && (!p->has_at || p->switched[part])
 		        ? p->candidate
 		        : policy_registry_mapping(p->registry, part);
+		employee_record_t *r = &p->scratch;
+		if ((rc = plan_rec_load(p, e, err)) != 0)
+			break;
+		bool folded = false;
 		for (int round = 0; round < 8 && rc == 0; round++) {
 			const employee_name_t *nm = NULL;
-			for (size_t k = 0; k < e->rec.nnames && nm == NULL; k++)
-				if (e->rec.names[k].pending != NULL)
-					nm = &e->rec.names[k];
+			for (size_t k = 0; k < r->nnames && nm == NULL; k++)
+				if (r->names[k].pending != NULL)
+					nm = &r->names[k];
 			if (nm == NULL)
 				break;
 			char eid[600];
@@ -288,7 +342,7 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 			         nm->pending);
 			employee_event_fini(&ev);
 			ev.type = EV_NAME_GRANTED;
-			ev.occurred_at = ev.effective_at = e->rec.now;
+			ev.occurred_at = ev.effective_at = r->now;
 			if ((ev.event_id = strdup(eid)) == NULL ||
 			    (ev.employee_id = strdup(ids[i])) == NULL ||
 			    id_attrs_set(&ev.attributes, NAME_ATTR_NAMESPACE, nm->ns) !=
@@ -302,9 +356,10 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 			}
 			bool emitted = false;
 			fold_claims_clear(&p->claims);
-			int frc = fold_apply_claims(&e->rec, &ev, map, &d, &emitted,
-			                            &p->claims, NULL);
+			int frc = fold_apply_claims(r, &ev, map, &d, &emitted, &p->claims,
+			                            NULL);
 			p->assumed++;
+			folded = true;
 			if (frc == ID_ENOMEM) {
 				rc = id_err_set(err, ID_ENOMEM, "out of memory");
 			} else if (frc != 0) {
@@ -317,6 +372,10 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 				e->has_planned = true;
 			}
 		}
+		if (folded && rc == 0)
+			rc = plan_rec_keep(p, e, err);
+		else
+			employee_record_fini(r);
 	}
 	employee_event_fini(&ev);
 	desired_identity_fini(&d);
@@ -331,9 +390,14 @@ static int plan_planned(plan_t *p, id_err_t *err)
 		plan_emp_t *e = p->emps.slots[i].value;
 		if (p->emps.slots[i].key == NULL || e == NULL || !e->has_planned)
 			continue;
+		int rc = plan_rec_load(p, e, err);
+		if (rc != 0)
+			return rc;
+		/* Moved out of the decoded record, which is dropped. */
 		desired_identity_fini(&e->planned);
-		if (desired_identity_copy(&e->planned, &e->rec.last) != 0)
-			return id_err_set(err, ID_ENOMEM, "out of memory");
+		e->planned = p->scratch.last;
+		desired_identity_init(&p->scratch.last);
+		employee_record_fini(&p->scratch);
 	}
 	return 0;
 }
@@ -594,7 +658,7 @@ static void plan_fini(plan_t *p)
 	for (size_t i = 0; i < p->emps.cap; i++) {
 		plan_emp_t *e = p->emps.slots[i].value;
 		if (p->emps.slots[i].key != NULL && e != NULL) {
-			employee_record_fini(&e->rec);
+			free(e->state);
 			desired_identity_fini(&e->planned);
 			desired_identity_fini(&e->current);
 			id_buf_fini(&e->raw);
@@ -607,6 +671,8 @@ static void plan_fini(plan_t *p)
 	employee_event_fini(&p->switch_ev);
 	fold_claims_fini(&p->claims);
 	id_buf_fini(&p->key);
+	employee_record_fini(&p->scratch);
+	id_buf_fini(&p->enc);
 	free(p->switched);
 	memset(p, 0, sizeof(*p));
 }
@@ -664,6 +730,8 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	id_hmap_init(&p->emps);
 	fold_claims_init(&p->claims);
 	id_buf_init(&p->key);
+	employee_record_init(&p->scratch);
+	id_buf_init(&p->enc);
 	employee_event_init(&p->switch_ev);
 	p->has_at = has_at;
 	p->at = at;
