@@ -217,6 +217,12 @@ typedef struct proc {
 	id_err_t fatal_err;
 } proc_t;
 
+static double ms_between(const struct timespec *since, const struct timespec *now)
+{
+	return (double)(now->tv_sec - since->tv_sec) * 1e3 +
+	       (double)(now->tv_nsec - since->tv_nsec) / 1e6;
+}
+
 static double elapsed_ms(const struct timespec *since)
 {
 	struct timespec now;
@@ -1536,13 +1542,16 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 	/* Since when the processor has been idle waiting for name answers. */
 	struct timespec names_wait;
 	clock_gettime(CLOCK_MONOTONIC, &names_wait);
+	/* The clock as of the end of the last iteration: read once per event
+	 * (one event takes microseconds, so it is never stale by more). */
+	struct timespec now = names_wait;
 
 	while (!cli_stop_requested && !p->fatal) {
 		/* With a transaction open, wait no longer than what is left of
 		 * batch_ms: a trickle of events must not keep it open. */
 		int timeout = 50;
 		if (p->txn_open) {
-			double left = batch_ms - elapsed_ms(&p->txn_started);
+			double left = batch_ms - ms_between(&p->txn_started, &now);
 			timeout = left <= 0 ? 0 : left < 50 ? (int)left + 1 : 50;
 		}
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout);
@@ -1584,9 +1593,10 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 			}
 			break;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &names_wait);
-		if (elapsed_ms(&p->timers_checked) >= p->timer_check_ms) {
-			clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		names_wait = now;
+		if (ms_between(&p->timers_checked, &now) >= p->timer_check_ms) {
+			p->timers_checked = now;
 			if ((rc = proc_timers(p, err)) != 0)
 				goto out;
 		}
