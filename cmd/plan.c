@@ -72,8 +72,13 @@
 #define PLAN_TARGET "ldap"
 
 typedef struct plan_emp {
-	employee_record_t rec;      /* scratch fold state; rec.last is the
-	                               replay's newest output (has_planned) */
+	/* The scratch fold state, employee_record_encode()d (NULL: nothing
+	 * folded yet): decoded into plan_t.scratch for one event at a time and
+	 * encoded again right after, which takes half the memory of a decoded
+	 * record and keeps the fold on memory still in the cache.  Its last
+	 * identity is the replay's newest output (has_planned). */
+	unsigned char *state;
+	size_t nstate, capstate;
 	desired_identity_t current; /* newest in identity.desired */
 	bool has_planned, has_current;
 	int32_t partition; /* input partition of the employee's events; -1: none */
@@ -89,7 +94,9 @@ typedef struct plan {
 	int32_t nparts;
 	employee_event_t switch_ev; /* cause of the switch at `at` */
 	id_hmap_t emps;
-	fold_claims_t claims; /* reported by each fold; only pending ones matter */
+	fold_claims_t claims;      /* reported by each fold; only pending ones matter */
+	employee_record_t scratch; /* the record being folded (plan_rec_load) */
+	id_buf_t enc;              /* its encoding (plan_rec_keep) */
 	long events, refused, activations, assumed;
 	long current_read;    /* identity.desired records read for `current` */
 	bool current_indexed; /* ... through the index */
@@ -108,10 +115,43 @@ static plan_emp_t *plan_emp(plan_t *p, const char *id, id_err_t *err)
 		id_err_set(err, ID_ENOMEM, "out of memory");
 		return NULL;
 	}
-	employee_record_init(&e->rec);
 	desired_identity_init(&e->current);
 	e->partition = -1;
 	return e;
+}
+
+/* Decodes e's record into p->scratch (empty when nothing was folded). */
+static int plan_rec_load(plan_t *p, const plan_emp_t *e, id_err_t *err)
+{
+	if (e->state == NULL) {
+		employee_record_fini(&p->scratch);
+		return 0;
+	}
+	return employee_record_decode(&p->scratch, e->state, e->nstate, err);
+}
+
+/* Stores p->scratch as e's record and frees the decoded form. */
+static int plan_rec_keep(plan_t *p, plan_emp_t *e, id_err_t *err)
+{
+	id_buf_reset(&p->enc);
+	int rc = employee_record_encode(&p->scratch, &p->enc, err);
+	employee_record_fini(&p->scratch);
+	if (rc != 0)
+		return rc;
+	if (e->capstate < p->enc.len) {
+		/* With room to spare: a record grows by a few bytes with most
+		 * events, and reallocating a large block at every one of them
+		 * costs more than the fold. */
+		size_t cap = (p->enc.len + p->enc.len / 8 + 255) & ~(size_t)255;
+		unsigned char *n = realloc(e->state, cap);
+		if (n == NULL)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		e->state = n;
+		e->capstate = cap;
+	}
+	memcpy(e->state, p->enc.data, p->enc.len);
+	e->nstate = p->enc.len;
+	return 0;
 }
 
 static double plan_now_s(void)
@@ -177,16 +217,21 @@ static int plan_reevaluate(plan_t *p, int32_t part, const mapping_t *m,
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		plan_emp_t *e = id_hmap_get(&p->emps, ids[i]);
 		bool emitted = false;
+		if ((rc = plan_rec_load(p, e, err)) != 0)
+			break;
 		fold_claims_clear(&p->claims);
-		int frc = fold_reevaluate_claims(&e->rec, ev, m, NULL, &emitted,
+		int frc = fold_reevaluate_claims(&p->scratch, ev, m, NULL, &emitted,
 		                                 &p->claims, NULL);
 		if (frc == ID_ENOMEM) {
+			employee_record_fini(&p->scratch);
 			rc = id_err_set(err, ID_ENOMEM, "out of memory");
-		} else if (frc != 0) {
-			p->refused++;
-		} else if (emitted) {
-			e->has_planned = true;
+			break;
 		}
+		if (frc != 0)
+			p->refused++;
+		else if (emitted)
+			e->has_planned = true;
+		rc = plan_rec_keep(p, e, err);
 	}
 	free(ids);
 	return rc;
@@ -241,18 +286,22 @@ static int plan_fold(void *opaque, const rd_kafka_message_t *m, id_err_t *err)
 		e->partition = part;
 	const mapping_t *map =
 	    candidate ? p->candidate : policy_registry_mapping(p->registry, part);
+	if ((rc = plan_rec_load(p, e, err)) != 0)
+		goto out;
 	fold_claims_clear(&p->claims);
-	int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted, &p->claims, NULL);
+	int frc =
+	    fold_apply_claims(&p->scratch, &ev, map, NULL, &emitted, &p->claims, NULL);
 	if (frc == ID_ENOMEM) {
+		employee_record_fini(&p->scratch);
 		rc = id_err_set(err, ID_ENOMEM, "out of memory");
 		goto out;
 	}
-	if (frc != 0) {
+	if (frc != 0)
 		p->refused++;
-		goto out;
-	}
-	if (emitted)
+	else if (emitted)
 		e->has_planned = true;
+	/* Kept whatever came out, as the processor keeps it. */
+	rc = plan_rec_keep(p, e, err);
 out:
 	employee_event_fini(&ev);
 	return rc;
@@ -286,11 +335,15 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 		    p->candidate != NULL && (!p->has_at || p->switched[part])
 		        ? p->candidate
 		        : policy_registry_mapping(p->registry, part);
+		employee_record_t *r = &p->scratch;
+		bool folded = false;
+		if ((rc = plan_rec_load(p, e, err)) != 0)
+			break;
 		for (int round = 0; round < 8 && rc == 0; round++) {
 			const employee_name_t *nm = NULL;
-			for (size_t k = 0; k < e->rec.nnames && nm == NULL; k++)
-				if (e->rec.names[k].pending != NULL)
-					nm = &e->rec.names[k];
+			for (size_t k = 0; k < r->nnames && nm == NULL; k++)
+				if (r->names[k].pending != NULL)
+					nm = &r->names[k];
 			if (nm == NULL)
 				break;
 			char eid[600];
@@ -298,7 +351,7 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 			         nm->pending);
 			employee_event_fini(&ev);
 			ev.type = EV_NAME_GRANTED;
-			ev.occurred_at = ev.effective_at = e->rec.now;
+			ev.occurred_at = ev.effective_at = r->now;
 			if ((ev.event_id = strdup(eid)) == NULL ||
 			    (ev.employee_id = strdup(ids[i])) == NULL ||
 			    id_attrs_set(&ev.attributes, NAME_ATTR_NAMESPACE, nm->ns) !=
@@ -312,18 +365,25 @@ static int plan_assume_grants(plan_t *p, id_err_t *err)
 			}
 			bool emitted = false;
 			fold_claims_clear(&p->claims);
-			int frc = fold_apply_claims(&e->rec, &ev, map, NULL, &emitted,
+			int frc = fold_apply_claims(r, &ev, map, NULL, &emitted,
 			                            &p->claims, NULL);
 			p->assumed++;
 			if (frc == ID_ENOMEM) {
 				rc = id_err_set(err, ID_ENOMEM, "out of memory");
 			} else if (frc != 0) {
 				p->refused++;
+				folded = true;
 				break;
 			} else if (emitted) {
 				e->has_planned = true;
 			}
+			folded = true;
 		}
+		/* Kept only when something was folded into it. */
+		if (rc == 0 && folded)
+			rc = plan_rec_keep(p, e, err);
+		else
+			employee_record_fini(&p->scratch);
 	}
 	employee_event_fini(&ev);
 	free(ids);
@@ -654,12 +714,14 @@ static void plan_fini(plan_t *p)
 	for (size_t i = 0; i < p->emps.cap; i++) {
 		plan_emp_t *e = p->emps.slots[i].value;
 		if (p->emps.slots[i].key != NULL && e != NULL) {
-			employee_record_fini(&e->rec);
+			free(e->state);
 			desired_identity_fini(&e->current);
 			free(e);
 		}
 	}
 	id_hmap_fini(&p->emps);
+	employee_record_fini(&p->scratch);
+	id_buf_fini(&p->enc);
 	policy_registry_destroy(p->registry);
 	codec_destroy(p->codec);
 	employee_event_fini(&p->switch_ev);
@@ -725,6 +787,8 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	int rc = 0;
 
 	id_hmap_init(&p->emps);
+	employee_record_init(&p->scratch);
+	id_buf_init(&p->enc);
 	fold_claims_init(&p->claims);
 	employee_event_init(&p->switch_ev);
 	p->has_at = has_at;
@@ -784,9 +848,14 @@ static int plan_run(const id_config_t *cfg, policy_t *policy, bool has_at, int64
 	}
 	for (size_t i = 0; i < n; i++) {
 		const plan_emp_t *e = id_hmap_get(&p->emps, keys[i]);
+		/* The planned identity is the record's last one, decoded for
+		 * this employee only. */
+		if (e->has_planned && (rc = plan_rec_load(p, e, err)) != 0)
+			goto out;
 		json_t *d =
 		    plan_diff_targets(keys[i], e->has_current ? &e->current : NULL,
-		                      e->has_planned ? &e->rec.last : NULL, &ss);
+		                      e->has_planned ? &p->scratch.last : NULL, &ss);
+		employee_record_fini(&p->scratch);
 		if (d != NULL)
 			json_array_append_new(diffs, d);
 	}
