@@ -1590,37 +1590,6 @@ out:
 	return rc;
 }
 
-int codec_peek_desired(codec_t *c, const void *data, size_t len, const char **employee_id,
-                       size_t *id_len, int64_t *version, id_err_t *err)
-{
-	const codec_kind_t K = CODEC_DESIRED_IDENTITY;
-	const codec_reader_t *r = &c->readers[K];
-	const unsigned char *p = data;
-	codec_writer_t *w;
-	int rc = codec_expect(c, K, p, len, &w, err);
-	if (rc != 0)
-		return rc;
-	/* The same validation as a decode: what passes here decodes. */
-	vstate_t v = {p, p + CODEC_HEADER_LEN, p + len, w, 0, 0, err};
-	if ((rc = v_value(&v, w->schema, NULL)) != 0)
-		return rc;
-	if (v.p != v.end)
-		return v_fail(&v, ID_EPARSE, NULL, "%zu trailing bytes after the record",
-		              v_left(&v));
-	/* Validated: the two leading fields are a string and a long. */
-	if (!r->fast || w != r->current || r->order[0] != DIF_EMPLOYEE_ID ||
-	    r->order[1] != DIF_VERSION)
-		return 1;
-	fast_in_t in = {p + CODEC_HEADER_LEN, p + len};
-	int64_t n;
-	if (!fast_varint(&in, 10, &n) || n < 0 || (uint64_t)n > (size_t)(in.end - in.p))
-		return 1;
-	*employee_id = (const char *)in.p;
-	*id_len = (size_t)n;
-	in.p += n;
-	return fast_varint(&in, 10, version) ? 0 : 1;
-}
-
 static int dec_ops(avro_value_t *rec, int idx, const int *sub, sink_result_t *r)
 {
 	avro_value_t a;

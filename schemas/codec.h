@@ -93,18 +93,6 @@ int codec_encode_name_claim(codec_t *c, const name_claim_t *nc, id_buf_t *out,
  */
 int codec_decode_event(codec_t *c, const void *data, size_t len, employee_event_t *out,
                        id_err_t *err);
-/*
- * Checks a DesiredIdentity payload exactly as codec_decode_desired() does
- * (header, writer, every field) without building the model, and points
- * *employee_id (not NUL-terminated, *id_len bytes, inside data) and
- * *version at its first two fields, for readers that keep only the newest
- * version of each employee and decode that one.  Returns 0; 1 when the
- * payload is valid but its writer schema does not lead with those two
- * fields (decode it instead); or the errors of codec_decode_desired(), in
- * which case a decode fails too.
- */
-int codec_peek_desired(codec_t *c, const void *data, size_t len, const char **employee_id,
-                       size_t *id_len, int64_t *version, id_err_t *err);
 int codec_decode_desired(codec_t *c, const void *data, size_t len,
                          desired_identity_t *out, id_err_t *err);
 int codec_decode_result(codec_t *c, const void *data, size_t len, sink_result_t *out,
