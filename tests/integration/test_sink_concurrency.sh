@@ -76,6 +76,8 @@ out=$(ids sink ldap --until-idle 2>>"$T_DIR/sink2.log")
 assert_contains "$out" "0 created, 0 updated, 0 disabled, 0 enabled, 0 unchanged, 0 failed"
 assert_contains "$out" "; 0 LDAP writes"
 spawn sink3 "$IDSTREAM_BIN" --config "$T_CONF" sink ldap
-out=$(ids reconcile ldap)
+# reconcile is a request to the running sink: once it has its partitions.
+wait_for 60 grep -q "assigned 6 partitions" "$T_DIR/sink3.log"
+out=$(ids reconcile ldap) || fail "reconcile ldap failed (exit $?): $out"
 assert_contains "$out" "$N accounts checked, 0 drifted, 0 failed"
 echo ok

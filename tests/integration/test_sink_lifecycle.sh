@@ -127,7 +127,7 @@ def enc(s, v):
         body = b"".join(enc(s["items"], x) for x in v)
         return (zz(len(v)) + body + zz(0)) if v else zz(0)
     if t == "record":
-        return b"".join(enc(f["type"], v.get(f["name"])) for f in s["fields"])
+        return b"".join(enc(f["type"], v.get(f["name"], f.get("default"))) for f in s["fields"])
     raise SystemExit("unsupported type %r" % (t,))
 
 schema = json.load(open(sys.argv[1]))
