@@ -77,6 +77,8 @@
 #   IDSTREAM_BENCH_E2E_SET    the --set options of `idstream run` in step 8
 #                             (default: processor.batch_ms=5, kafka.linger.ms=1,
 #                             kafka.fetch.wait.max.ms=5, kafka.retry.backoff.ms=5)
+#   IDSTREAM_BENCH_SINK_CONCURRENCY  sink.concurrency of the bench's sinks
+#                             (default 4; the product's default is 1)
 #   IDSTREAM_BIN              the idstream binary (default build/idstream)
 #   IDSTREAM_BENCH_TOOLS      folder of the tools (default build/tools)
 #   IDSTREAM_BENCH_RUN        run folder (default <repo>/run/bench)
@@ -110,6 +112,7 @@ E2E=${IDSTREAM_BENCH_E2E:-1000}
 E2E_C=${IDSTREAM_BENCH_E2E_CONCURRENCY:-1}
 E2E_B=${IDSTREAM_BENCH_E2E_BURST:-200}
 E2E_BC=${IDSTREAM_BENCH_E2E_BURST_CONCURRENCY:-4}
+SINK_CONC=${IDSTREAM_BENCH_SINK_CONCURRENCY:-4}
 E2E_SET=${IDSTREAM_BENCH_E2E_SET-processor.batch_ms=5 kafka.linger.ms=1 kafka.fetch.wait.max.ms=5 kafka.retry.backoff.ms=5}
 # The bench has its own run folder so it never touches the services of the
 # tests or the demo (run/ and the test runner's folders).
@@ -324,6 +327,8 @@ ldap.groups_dn = $GROUPS
 # figures do not depend on the day the bench runs.
 mapping.create_days_before_start = 3650
 mapping.enable = create
+# Sinks apply ${SINK_CONC} employees at a time (sink.concurrency).
+sink.concurrency = ${SINK_CONC}
 EOF
 }
 
@@ -819,8 +824,9 @@ How the figures are measured (one run each, wall clock, same services):
     is timed per command for ${WHY_K} employees drawn with a fixed seed.
   - vs raw = idstream items/s / raw items/s of the row above it.
   - sink: ${N} desired identities into an empty ou=people: entries, their
-    department OUs, staff and dept-* memberships, each with a read and diff.
-    Raw slapd: the entries the sink created, read back and moved under
+    department OUs, staff and dept-* memberships, each with a read and diff,
+    ${SINK_CONC} employees at a time (sink.concurrency; group changes one at
+    a time). Raw slapd: the entries the sink created, read back and moved under
     ${RAW}:
     one \`ldapadd -c\` (synchronous, one add per entry, OUs first), then one
     \`ldapmodify -c\` with one modify per membership (a group's first member
