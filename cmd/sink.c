@@ -1753,17 +1753,12 @@ static int sink_flush_latest(sink_run_t *s, id_err_t *err)
 		if (rc == 0 && s->recs.len > 0 &&
 		    (s->recs.len >= SINK_FLUSH_PERSIST_EVERY ||
 		     mono_ms() - persisted >= SINK_FLUSH_PERSIST_MS)) {
-			/* Recording waits for the results' acks; rather than
-			 * stall the target's work for them, record once they
-			 * are in (they usually are by the next batch), and
-			 * wait only when that has not happened for a while. */
-			rd_kafka_poll(s->producer, 0);
-			if (s->delivery.pending == 0 ||
-			    s->recs.len >= 4 * SINK_FLUSH_PERSIST_EVERY ||
-			    mono_ms() - persisted >= 2 * SINK_FLUSH_PERSIST_MS) {
-				rc = sink_commit(s, err);
-				persisted = mono_ms();
-			}
+			/* Recording waits for the results' acks (a few
+			 * milliseconds): waiting for a moment when none is in
+			 * flight would rarely come while applies go on, and a
+			 * crash would then read everything again. */
+			rc = sink_commit(s, err);
+			persisted = mono_ms();
 		}
 	}
 	free(chunk);
