@@ -184,17 +184,29 @@ static int names_decide(employee_record_t *rec, const mapping_uniques_t *u,
 	*held = false;
 	if (state == LC_DELETED)
 		return names_release_all(rec, now, ev, c);
+	/* A list with every candidate denied is final only when no other
+	 * list can still move: its candidates may depend on another list's
+	 * answer (an e-mail built from the username), and the policy shows
+	 * the first username until one is granted. */
+	const mapping_unique_t *exhausted = NULL;
+	bool progress = false;
 	for (size_t i = 0; i < u->len; i++) {
 		const mapping_unique_t *l = &u->items[i];
 		const employee_name_t *n = employee_record_name(rec, l->ns);
 		if (name_held(n) && in_list(l, n->granted))
 			continue;
-		if (first_free(l, n) == NULL)
-			return id_err_set(err, ID_ECONFLICT,
-			                  "employee %s: no free %s among %zu candidates "
-			                  "(every one was denied)",
-			                  rec->employee_id, l->ns, l->nvalues);
+		if (first_free(l, n) == NULL) {
+			if (exhausted == NULL)
+				exhausted = l;
+		} else {
+			progress = true;
+		}
 	}
+	if (exhausted != NULL && !progress)
+		return id_err_set(err, ID_ECONFLICT,
+		                  "employee %s: no free %s among %zu candidates "
+		                  "(every one was denied)",
+		                  rec->employee_id, exhausted->ns, exhausted->nvalues);
 	for (size_t i = 0; i < u->len; i++) {
 		const mapping_unique_t *l = &u->items[i];
 		employee_name_t *n = employee_record_name_add(rec, l->ns);
@@ -206,6 +218,8 @@ static int names_decide(employee_record_t *rec, const mapping_uniques_t *u,
 		}
 		*held = true;
 		const char *want = first_free(l, n);
+		if (want == NULL)
+			continue; /* waits for the other lists (above) */
 		if (n->pending != NULL && ascii_ieq(n->pending, want))
 			continue; /* claimed already, the answer is on its way */
 		if (employee_record_set_str(&n->pending, want) != 0 ||
