@@ -113,15 +113,50 @@ void desired_identity_init(desired_identity_t *d)
 	id_attrs_init(&d->attributes);
 }
 
+/* Group lists (sorted, unique strings), shared by identities and their
+ * target sections. */
+static void groups_free(char ***groups, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*groups)[i]);
+	free(*groups);
+	*groups = NULL;
+	*n = 0;
+}
+
+/* Copies n sorted groups into *dst (found empty).  0 or ID_ENOMEM; on
+ * failure *dst holds what was copied, for the caller's fini. */
+static int groups_copy(char ***dst, size_t *ndst, char *const *src, size_t n)
+{
+	if (n == 0)
+		return 0;
+	if ((*dst = malloc(n * sizeof(**dst))) == NULL)
+		return ID_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (((*dst)[i] = strdup(src[i])) == NULL)
+			return ID_ENOMEM;
+		(*ndst)++;
+	}
+	return 0;
+}
+
+static bool groups_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return false;
+	return true;
+}
+
 void desired_identity_fini(desired_identity_t *d)
 {
 	if (d == NULL)
 		return;
 	free(d->employee_id);
 	id_attrs_fini(&d->attributes);
-	for (size_t i = 0; i < d->ngroups; i++)
-		free(d->groups[i]);
-	free(d->groups);
+	groups_free(&d->groups, &d->ngroups);
 	free(d->container);
 	free(d->manager_id);
 	free(d->policy_version);
@@ -150,9 +185,7 @@ void target_identity_fini(target_identity_t *t)
 		return;
 	free(t->name);
 	id_attrs_fini(&t->attributes);
-	for (size_t i = 0; i < t->ngroups; i++)
-		free(t->groups[i]);
-	free(t->groups);
+	groups_free(&t->groups, &t->ngroups);
 	free(t->container);
 	target_identity_init(t);
 }
@@ -239,14 +272,10 @@ int desired_identity_copy(desired_identity_t *dst, const desired_identity_t *src
 	} else if (id_attrs_copy(&dst->attributes, &src->attributes) != 0) {
 		goto nomem;
 	}
-	if (src->ngroups > 0 && groups_sorted(src)) {
-		if ((dst->groups = malloc(src->ngroups * sizeof(*dst->groups))) == NULL)
+	if (groups_sorted(src)) {
+		if (groups_copy(&dst->groups, &dst->ngroups, src->groups, src->ngroups) !=
+		    0)
 			goto nomem;
-		for (size_t i = 0; i < src->ngroups; i++) {
-			if ((dst->groups[i] = strdup(src->groups[i])) == NULL)
-				goto nomem;
-			dst->ngroups++;
-		}
 	} else {
 		for (size_t i = 0; i < src->ngroups; i++)
 			if (desired_identity_add_group(dst, src->groups[i]) != 0)
@@ -295,17 +324,9 @@ int target_identity_copy(target_identity_t *dst, const target_identity_t *src)
 	target_identity_fini(dst);
 	dst->in_scope = src->in_scope;
 	if (dup_opt(&dst->name, src->name) || dup_opt(&dst->container, src->container) ||
-	    copy_attrs(&dst->attributes, &src->attributes) != 0)
+	    copy_attrs(&dst->attributes, &src->attributes) != 0 ||
+	    groups_copy(&dst->groups, &dst->ngroups, src->groups, src->ngroups) != 0)
 		goto nomem;
-	if (src->ngroups > 0) {
-		if ((dst->groups = malloc(src->ngroups * sizeof(*dst->groups))) == NULL)
-			goto nomem;
-		for (size_t i = 0; i < src->ngroups; i++) {
-			if ((dst->groups[i] = strdup(src->groups[i])) == NULL)
-				goto nomem;
-			dst->ngroups++;
-		}
-	}
 	return 0;
 nomem:
 	target_identity_fini(dst);
@@ -463,11 +484,9 @@ bool desired_identity_same_target_state(const desired_identity_t *a,
 	    !str_eq(a->container, b->container) ||
 	    !str_eq(a->manager_id, b->manager_id) ||
 	    !str_eq(a->policy_version, b->policy_version) ||
-	    !id_attrs_equal(&a->attributes, &b->attributes) || a->ngroups != b->ngroups)
+	    !id_attrs_equal(&a->attributes, &b->attributes) ||
+	    !groups_equal(a->groups, a->ngroups, b->groups, b->ngroups))
 		return false;
-	for (size_t i = 0; i < a->ngroups; i++)
-		if (strcmp(a->groups[i], b->groups[i]) != 0)
-			return false;
 	return same_sections(a, b) && same_sections(b, a);
 }
 
@@ -475,12 +494,9 @@ bool target_identity_equal(const target_identity_t *a, const target_identity_t *
 {
 	if (a->in_scope != b->in_scope || !str_eq(a->name, b->name) ||
 	    !str_eq(a->container, b->container) ||
-	    !id_attrs_equal(&a->attributes, &b->attributes) || a->ngroups != b->ngroups)
+	    !id_attrs_equal(&a->attributes, &b->attributes))
 		return false;
-	for (size_t i = 0; i < a->ngroups; i++)
-		if (strcmp(a->groups[i], b->groups[i]) != 0)
-			return false;
-	return true;
+	return groups_equal(a->groups, a->ngroups, b->groups, b->ngroups);
 }
 
 static int cmp_cause_attr(const void *a, const void *b)
@@ -548,9 +564,7 @@ int desired_identity_target_view(desired_identity_t *d, const char *name, id_err
 	id_attrs_fini(&d->attributes);
 	d->attributes = t->attributes;
 	id_attrs_init(&t->attributes);
-	for (size_t i = 0; i < d->ngroups; i++)
-		free(d->groups[i]);
-	free(d->groups);
+	groups_free(&d->groups, &d->ngroups);
 	d->groups = t->groups;
 	d->ngroups = t->ngroups;
 	t->groups = NULL;
@@ -561,11 +575,7 @@ int desired_identity_target_view(desired_identity_t *d, const char *name, id_err
 	if (d->container == NULL)
 		return ID_ENOMEM;
 	if (!t->in_scope) {
-		for (size_t i = 0; i < d->ngroups; i++)
-			free(d->groups[i]);
-		free(d->groups);
-		d->groups = NULL;
-		d->ngroups = 0;
+		groups_free(&d->groups, &d->ngroups);
 		if (d->attributes.len == 0)
 			d->state = LC_PENDING;
 		else if (d->state != LC_PENDING && d->state != LC_DELETED)
