@@ -35,6 +35,9 @@ LIB      := $(BUILD)/libidstream.a
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Helpers shared by several unit tests (linked into each of them).
+UNIT_SUP := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/unit/support/*.c))
+.SECONDARY: $(UNIT_SUP)
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 
@@ -64,9 +67,9 @@ $(BUILD)/gen/avsc_embed.c: $(wildcard schemas/*.avsc) scripts/embed-avsc.sh
 $(BUILD)/gen/avsc_embed.o: $(BUILD)/gen/avsc_embed.c
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+$(BUILD)/tests/%: tests/unit/%.c $(UNIT_SUP) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(PKG_LIBS) -lcmocka
+	$(CC) $(CFLAGS) -o $@ $< $(UNIT_SUP) $(LIB) $(PKG_LIBS) -lcmocka
 
 $(BUILD)/tools/%: tests/tools/%.c $(LIB)
 	@mkdir -p $(dir $@)

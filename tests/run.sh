@@ -23,6 +23,8 @@
 #   IDSTREAM_REPO           the repository root (also the working directory)
 #   IDSTREAM_TEST_NAME      the test's name, IDSTREAM_TEST_DIR its empty
 #                           scratch folder, IDSTREAM_TEST_LOG its log file
+# IDSTREAM_TEST_SAMBA=0 skips starting the Samba AD DC (its ports are fixed, so
+# only one runs per machine; IDSTREAM_SAMBA_DIR shares another folder's).
 # Each test gets at most IDSTREAM_TEST_TIMEOUT seconds (default 600); a
 # test's leftover background processes are ended when it finishes.
 
@@ -171,8 +173,11 @@ if ! sh "$REPO/scripts/services.sh" start all 8>&-; then
 fi
 # The Samba AD DC listens on fixed ports (389/636), so only one can run per
 # machine: when it cannot start here, the AD tests fail and say why, the
-# others still run.
-if sh "$REPO/scripts/samba.sh" start 8>&-; then
+# others still run.  IDSTREAM_TEST_SAMBA=0 does not try (another run on this
+# machine holds those ports): the AD tests then fail, saying so.
+if [ "${IDSTREAM_TEST_SAMBA:-1}" = 0 ]; then
+	say "tests: IDSTREAM_TEST_SAMBA=0: no Samba AD DC; the AD tests will fail" >&2
+elif sh "$REPO/scripts/samba.sh" start 8>&-; then
 	[ -n "${IDSTREAM_SAMBA_DIR:-}" ] || SAMBA_STARTED=1
 	eval "$(sh "$REPO/scripts/samba.sh" env | sed 's/^/export /')"
 else

@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tests/unit/support/tcp_relay.h"
 #include "sinks/sink_ldap.h"
 
 #define ADMIN_DN "cn=admin,dc=example,dc=com"
@@ -853,148 +854,29 @@ static void test_open_errors(void **state)
 	assert_null(strstr(err.msg, "wrong-secret-xyz"));
 }
 
-/* ---- reconnect: a TCP relay to slapd whose connections the test can cut ---- */
-
-typedef struct relay {
-	int lfd;
-	struct sockaddr_in up;
-	int pipe_cut[2]; /* a byte here closes every relayed connection */
-	int pipe_stop[2];
-	pthread_t th;
-	int port;
-} relay_t;
-
-static void *relay_main(void *arg)
-{
-	relay_t *r = arg;
-	enum { MAXC = 16 };
-	int a[MAXC], b[MAXC], n = 0;
-	char buf[16384];
-	for (;;) {
-		struct pollfd p[3 + 2 * MAXC];
-		p[0] = (struct pollfd){r->lfd, POLLIN, 0};
-		p[1] = (struct pollfd){r->pipe_cut[0], POLLIN, 0};
-		p[2] = (struct pollfd){r->pipe_stop[0], POLLIN, 0};
-		for (int i = 0; i < n; i++) {
-			p[3 + 2 * i] = (struct pollfd){a[i], POLLIN, 0};
-			p[4 + 2 * i] = (struct pollfd){b[i], POLLIN, 0};
-		}
-		if (poll(p, (nfds_t)(3 + 2 * n), -1) < 0 && errno != EINTR)
-			break;
-		if (p[2].revents)
-			break;
-		if (p[1].revents) {
-			char c;
-			if (read(r->pipe_cut[0], &c, 1) < 0)
-				break;
-			for (int i = 0; i < n; i++) {
-				close(a[i]);
-				close(b[i]);
-			}
-			n = 0;
-			continue;
-		}
-		if (p[0].revents && n < MAXC) {
-			int c = accept(r->lfd, NULL, NULL);
-			int u = socket(AF_INET, SOCK_STREAM, 0);
-			if (c >= 0 && u >= 0 &&
-			    connect(u, (struct sockaddr *)&r->up, sizeof(r->up)) == 0) {
-				a[n] = c;
-				b[n] = u;
-				n++;
-			} else {
-				if (c >= 0)
-					close(c);
-				if (u >= 0)
-					close(u);
-			}
-			continue;
-		}
-		for (int i = 0; i < n; i++) {
-			for (int side = 0; side < 2; side++) {
-				struct pollfd *q = &p[3 + 2 * i + side];
-				if (!q->revents)
-					continue;
-				int from = side ? b[i] : a[i], to = side ? a[i] : b[i];
-				ssize_t k = read(from, buf, sizeof(buf));
-				if (k <= 0 || write(to, buf, (size_t)k) != k) {
-					close(a[i]);
-					close(b[i]);
-					a[i] = a[n - 1];
-					b[i] = b[n - 1];
-					n--;
-					goto next_round;
-				}
-			}
-		}
-	next_round:;
-	}
-	for (int i = 0; i < n; i++) {
-		close(a[i]);
-		close(b[i]);
-	}
-	return NULL;
-}
-
-static void relay_start(relay_t *r)
-{
-	LDAPURLDesc *lud = NULL;
-	assert_int_equal(ldap_url_parse(url, &lud), LDAP_SUCCESS);
-	memset(&r->up, 0, sizeof(r->up));
-	r->up.sin_family = AF_INET;
-	r->up.sin_port = htons((uint16_t)(lud->lud_port ? lud->lud_port : 389));
-	assert_int_equal(inet_pton(AF_INET, lud->lud_host, &r->up.sin_addr), 1);
-	ldap_free_urldesc(lud);
-	r->lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = 0};
-	me.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(r->lfd, (struct sockaddr *)&me, sizeof(me)), 0);
-	assert_int_equal(listen(r->lfd, 8), 0);
-	socklen_t len = sizeof(me);
-	getsockname(r->lfd, (struct sockaddr *)&me, &len);
-	r->port = ntohs(me.sin_port);
-	assert_int_equal(pipe(r->pipe_cut), 0);
-	assert_int_equal(pipe(r->pipe_stop), 0);
-	assert_int_equal(pthread_create(&r->th, NULL, relay_main, r), 0);
-}
-
-static void relay_cut(relay_t *r)
-{
-	assert_int_equal(write(r->pipe_cut[1], "x", 1), 1);
-	usleep(100 * 1000);
-}
-
-static void relay_stop(relay_t *r)
-{
-	assert_int_equal(write(r->pipe_stop[1], "x", 1), 1);
-	pthread_join(r->th, NULL);
-	close(r->lfd);
-	close(r->pipe_cut[0]);
-	close(r->pipe_cut[1]);
-	close(r->pipe_stop[0]);
-	close(r->pipe_stop[1]);
-}
+/* ---- reconnect: through a relay whose connections the test can cut ---- */
 
 static void test_reconnects_after_connection_loss(void **state)
 {
 	t_t *t = *state;
-	relay_t r;
+	tcp_relay_t r;
 	char rurl[64], dn[512];
-	relay_start(&r);
+	assert_int_equal(tcp_relay_start(&r, url, 389), 0);
 	snprintf(rurl, sizeof(rurl), "ldap://127.0.0.1:%d/", r.port);
 	sink_ldap_close(t->sink);
 	t->sink = open_sink(t, rurl);
 
 	mk(&t->d, "E1001", "asmith", "Ann", "Smith", "Sales", LC_ACTIVE);
 	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
-	relay_cut(&r); /* the server side "went away" while we were idle */
+	assert_int_equal(tcp_relay_cut(&r),
+	                 0); /* the server side "went away" while we were idle */
 	id_attrs_set(&t->d.attributes, "title", "Manager");
 	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
 	dn_of(dn, sizeof(dn), "uid=asmith", "ou=Sales", t);
 	assert_attr(dn, "title", "Manager");
 
 	/* Unreachable for good: a transient error, and the result says FAILED. */
-	relay_stop(&r);
+	assert_int_equal(tcp_relay_stop(&r), 0);
 	id_attrs_set(&t->d.attributes, "title", "Director");
 	id_err_t err = {0};
 	int rc = sink_ldap_apply(t->sink, &t->d, &t->r, &err);
