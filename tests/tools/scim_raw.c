@@ -33,7 +33,7 @@
 #include <string.h>
 #include <time.h>
 
-#define SCIM_CT "application/scim+json"
+#define SCIM_CT      "application/scim+json"
 #define PATCH_SCHEMA "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 typedef struct buf {
@@ -42,8 +42,8 @@ typedef struct buf {
 } buf_t;
 
 typedef struct user {
-	char *body;     /* POST /Users body */
-	char **groups;  /* ids of the copies' Groups it joins */
+	char *body;    /* POST /Users body */
+	char **groups; /* ids of the copies' Groups it joins */
 	size_t ngroups;
 } user_t;
 
@@ -166,13 +166,15 @@ static void *worker(void *arg)
 		if (id == NULL) {
 			bad++;
 			if (bad == 1 && b.p != NULL)
-				fprintf(stderr, "scim_raw: POST /Users: %ld %.200s\n", st, b.p);
+				fprintf(stderr, "scim_raw: POST /Users: %ld %.200s\n", st,
+				        b.p);
 		}
 		for (size_t g = 0; id != NULL && g < u->ngroups; g++) {
 			char path[512], *body;
-			json_t *p = json_pack("{s:[s],s:[{s:s,s:s,s:[{s:s}]}]}", "schemas",
-			                      PATCH_SCHEMA, "Operations", "op", "add", "path",
-			                      "members", "value", "value", id);
+			json_t *p =
+			    json_pack("{s:[s],s:[{s:s,s:s,s:[{s:s}]}]}", "schemas",
+			              PATCH_SCHEMA, "Operations", "op", "add", "path",
+			              "members", "value", "value", id);
 			body = json_dumps(p, JSON_COMPACT);
 			json_decref(p);
 			snprintf(path, sizeof(path), "/Groups/%s", u->groups[g]);
@@ -276,11 +278,13 @@ int main(int argc, char **argv)
 		user_t *x = &r.users[r.nusers++];
 		x->groups = calloc(ng + 1, sizeof(*x->groups));
 		for (size_t k = 0; uid != NULL && k < ng; k++) {
-			json_t *m, *mem = json_object_get(json_array_get(groups, k), "members");
+			json_t *m,
+			    *mem = json_object_get(json_array_get(groups, k), "members");
 			size_t mi;
 			json_array_foreach(mem, mi, m)
 			{
-				const char *v = json_string_value(json_object_get(m, "value"));
+				const char *v =
+				    json_string_value(json_object_get(m, "value"));
 				if (v != NULL && strcmp(v, uid) == 0 && gid[k] != NULL) {
 					x->groups[x->ngroups++] = gid[k];
 					break;
