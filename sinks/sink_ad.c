@@ -52,8 +52,18 @@ struct sink_ad {
 	bool must_change;
 	ad_diff_layout_t layout;
 	ldap_diff_layout_t glayout; /* for the shared group-DN helpers */
-	/* What an employee search asks for. */
-	const char *read_attrs[24];
+	/*
+	 * Extra attributes (ad_diff.h) seen in desired identities since open,
+	 * each checked once against the schema and spelled as the schema
+	 * does; given to every diff.  Read with every employee, so
+	 * one the policy stops producing is cleared.
+	 */
+	char **extras;
+	size_t nextras;
+	char *schema_dn; /* the schema naming context, read at first need */
+	/* What an employee search asks for: the managed attributes,
+	 * userAccountControl, memberOf, then the extras (rebuilt as they grow). */
+	const char **read_attrs;
 };
 
 /* AD's default password rule (see ad_diff_password_complex()). */
@@ -81,6 +91,28 @@ static int dup_opt(char **dst, const char *src)
 	return (*dst = strdup(src)) != NULL ? 0 : ID_ENOMEM;
 }
 
+/* (Re)builds s->read_attrs from the managed attributes and s->extras. */
+static int read_attrs_build(sink_ad_t *s)
+{
+	size_t n = 0;
+	while (ad_diff_managed_attrs[n] != NULL)
+		n++;
+	const char **a = calloc(n + 3 + s->nextras, sizeof(*a));
+	if (a == NULL)
+		return ID_ENOMEM;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		a[k++] = ad_diff_managed_attrs[i];
+	a[k++] = "userAccountControl";
+	a[k++] = "memberOf";
+	for (size_t i = 0; i < s->nextras; i++)
+		a[k++] = s->extras[i];
+	a[k] = NULL;
+	free(s->read_attrs);
+	s->read_attrs = a;
+	return 0;
+}
+
 sink_ad_t *sink_ad_open(const sink_ad_opts_t *opts, id_err_t *err)
 {
 	sink_ad_t *s = NULL;
@@ -104,12 +136,8 @@ sink_ad_t *sink_ad_open(const sink_ad_opts_t *opts, id_err_t *err)
 	    dup_opt(&s->upn_suffix, opts->upn_suffix) != 0 ||
 	    dup_opt(&s->password_file, opts->password_file) != 0)
 		goto nomem;
-	size_t k = 0;
-	for (const char *const *a = ad_diff_managed_attrs; *a != NULL && k + 3 < 24; a++)
-		s->read_attrs[k++] = *a;
-	s->read_attrs[k++] = "userAccountControl";
-	s->read_attrs[k++] = "memberOf";
-	s->read_attrs[k] = NULL;
+	if (read_attrs_build(s) != 0)
+		goto nomem;
 	s->layout.people_dn = s->people_dn;
 	s->layout.groups_dn = s->groups_dn;
 	s->layout.upn_suffix = s->upn_suffix;
@@ -139,6 +167,11 @@ void sink_ad_close(sink_ad_t *s)
 	free(s->groups_dn);
 	free(s->upn_suffix);
 	free(s->password_file);
+	for (size_t i = 0; i < s->nextras; i++)
+		free(s->extras[i]);
+	free(s->extras);
+	free(s->schema_dn);
+	free(s->read_attrs);
 	free(s);
 }
 
@@ -158,7 +191,10 @@ static int entry_dn(void *out, const char *dn)
 static int entry_attr(void *out, const char *a, struct berval **vals, size_t n)
 {
 	ad_diff_entry_t *e = out;
+	/* Anything else the search returns is an extra attribute asked for. */
 	const char *name = ldap_conn_name_in(ad_diff_managed_attrs, a);
+	if (name == NULL && ad_diff_is_extra(a))
+		name = a;
 	int r = 0;
 	if (strcasecmp(a, "memberOf") == 0) {
 		for (size_t i = 0; r == 0 && i < n; i++) {
@@ -221,12 +257,124 @@ out:
 	return rc;
 }
 
+/* The schema naming context (rootDSE schemaNamingContext) into s->schema_dn. */
+static int schema_dn_read(sink_ad_t *s, id_err_t *err)
+{
+	static const char *const attrs[] = {"schemaNamingContext", NULL};
+	LDAPMessage *res = NULL;
+	int rc = ldap_conn_search(&s->conn, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs,
+	                          &res, err);
+	LDAPMessage *e = rc == 0 ? ldap_first_entry(s->conn.ld, res) : NULL;
+	struct berval **v =
+	    e != NULL ? ldap_get_values_len(s->conn.ld, e, "schemaNamingContext") : NULL;
+	if (rc == 0 && ldap_count_values_len(v) > 0) {
+		if ((s->schema_dn = ldap_conn_bv_strdup(v[0])) == NULL)
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+	} else if (rc == 0) {
+		/* Not announced: where AD keeps it. */
+		size_t len = strlen(s->base_dn) + 32;
+		if ((s->schema_dn = malloc(len)) == NULL)
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+		else
+			snprintf(s->schema_dn, len, "CN=Schema,CN=Configuration,%s",
+			         s->base_dn);
+	}
+	ldap_value_free_len(v);
+	ldap_msgfree(res);
+	return rc;
+}
+
+/*
+ * Makes every extra attribute of d known (s->extras): a name not seen yet
+ * is looked up in the schema first.  One the directory does not define, or
+ * defines as system-only, is ID_EINVALID naming it and the employee, before
+ * anything is written for that employee.
+ */
+static int extras_learn(sink_ad_t *s, const desired_identity_t *d, id_err_t *err)
+{
+	static const char *const attrs[] = {"lDAPDisplayName", "systemOnly", NULL};
+	id_buf_t f = ID_BUF_INIT;
+	LDAPMessage *res = NULL;
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < d->attributes.len; i++) {
+		const char *k = d->attributes.items[i].key;
+		if (!ad_diff_is_extra(k))
+			continue;
+		bool known = false;
+		for (size_t j = 0; !known && j < s->nextras; j++)
+			known = strcasecmp(s->extras[j], k) == 0;
+		if (known)
+			continue;
+		if (s->schema_dn == NULL && (rc = schema_dn_read(s, err)) != 0)
+			break;
+		ldap_msgfree(res);
+		res = NULL;
+		LDAPMessage *e = NULL;
+		if ((rc = ldap_conn_filter_eq(&f, "(objectClass=attributeSchema)",
+		                              "lDAPDisplayName", k)) != 0) {
+			rc = id_err_set(err, rc, "ad: out of memory");
+			break;
+		}
+		if ((rc = ldap_conn_search_unique(&s->conn, s->schema_dn,
+		                                  LDAP_SCOPE_ONELEVEL,
+		                                  (const char *)f.data, attrs, k,
+		                                  "schema entries", &res, &e, err)) != 0)
+			break;
+		struct berval **name =
+		    e != NULL ? ldap_get_values_len(s->conn.ld, e, "lDAPDisplayName")
+		              : NULL;
+		struct berval **sys =
+		    e != NULL ? ldap_get_values_len(s->conn.ld, e, "systemOnly") : NULL;
+		bool system_only =
+		    ldap_count_values_len(sys) > 0 &&
+		    strncasecmp(sys[0]->bv_val, "TRUE", sys[0]->bv_len) == 0;
+		char *canon =
+		    ldap_count_values_len(name) > 0 ? ldap_conn_bv_strdup(name[0]) : NULL;
+		ldap_value_free_len(name);
+		ldap_value_free_len(sys);
+		if (e == NULL || system_only) {
+			free(canon);
+			rc = id_err_set(err, ID_EINVALID,
+			                "employee %s: attribute %s %s; nothing written "
+			                "(fix the policy's ad section or the schema)",
+			                d->employee_id, k,
+			                e == NULL ? "is not defined in the AD schema"
+			                          : "is system-only in the AD schema");
+			break;
+		}
+		char **n = canon != NULL
+		               ? realloc(s->extras, (s->nextras + 1) * sizeof(*n))
+		               : NULL;
+		if (n == NULL) {
+			free(canon);
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+			break;
+		}
+		s->extras = n;
+		s->extras[s->nextras++] = canon;
+		if (read_attrs_build(s) != 0) {
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+			break;
+		}
+		id_log_info(LOG_COMP,
+		            "attribute %s is managed from now on (extra attribute "
+		            "of the policy's ad section)",
+		            canon);
+	}
+	ldap_msgfree(res);
+	id_buf_fini(&f);
+	return rc;
+}
+
 /* Reads the user of d and the manager's DN (*manager_dn malloc'd or NULL). */
 static int read_state(sink_ad_t *s, const desired_identity_t *d, ad_diff_entry_t *actual,
                       bool *found, char **manager_dn, id_err_t *err)
 {
 	*manager_dn = NULL;
-	int rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
+	int rc = d->state != LC_DELETED ? extras_learn(s, d, err) : 0;
+	if (rc != 0)
+		return rc;
+	rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
 	if (rc != 0 || d->manager_id == NULL || d->manager_id[0] == '\0' ||
 	    d->state == LC_DELETED)
 		return rc;
@@ -331,7 +479,8 @@ static int exec_add(apply_ctx_t *c, const ad_diff_op_t *op, id_err_t *err)
 			goto nomem;
 	}
 	if (lrc != LDAP_SUCCESS) {
-		rc = ldap_conn_fail(&s->conn, lrc, err, "add \"%s\"", dn);
+		rc = ldap_conn_fail(&s->conn, lrc, err, "employee %s: add \"%s\"",
+		                    c->d->employee_id, dn);
 		goto out;
 	}
 	if ((rc = set_cur_dn(c, dn, err)) != 0 ||
@@ -370,9 +519,19 @@ static int exec_modify_batch(apply_ctx_t *c, const ad_diff_op_t *ops, size_t n,
 	if (ldap_conn_modify_many(&s->conn, c->cur_dn, n, modify_value, ops, &lrc) != 0)
 		return id_err_set(err, ID_ENOMEM, "modify \"%s\": out of memory",
 		                  c->cur_dn);
-	if (lrc != LDAP_SUCCESS)
-		return ldap_conn_fail(&s->conn, lrc, err, "modify \"%s\" (%s%s)",
-		                      c->cur_dn, ops[0].attribute, n > 1 ? ", ..." : "");
+	if (lrc != LDAP_SUCCESS) {
+		/* Every attribute of the request: the refused one is among them. */
+		id_buf_t names = ID_BUF_INIT;
+		for (size_t i = 0; i < n; i++)
+			(void)id_buf_printf(&names, "%s%s", i > 0 ? ", " : "",
+			                    ops[i].attribute);
+		(void)id_buf_append_u8(&names, 0);
+		rc = ldap_conn_fail(&s->conn, lrc, err, "employee %s: modify \"%s\" (%s)",
+		                    c->d->employee_id, c->cur_dn,
+		                    names.data != NULL ? (const char *)names.data : "?");
+		id_buf_fini(&names);
+		return rc;
+	}
 	for (size_t i = 0; i < n; i++)
 		if ((rc = record(c, "modify", ops[i].attribute, ops[i].old_value,
 		                 ops[i].new_value, err)) != 0)
@@ -621,8 +780,9 @@ static int apply_once(void *ctx, bool *manager_pending, bool *used_cache, id_err
 		goto out;
 	*manager_pending =
 	    c->d->state != LC_DELETED && c->d->manager_id != NULL && mdn == NULL;
-	if ((rc = ad_diff_compute(&s->layout, c->d, found ? &actual : NULL, mdn, &plan,
-	                          err)) != 0)
+	if ((rc = ad_diff_compute_extra(&s->layout, (const char *const *)s->extras,
+	                                s->nextras, c->d, found ? &actual : NULL, mdn,
+	                                &plan, err)) != 0)
 		goto out;
 	c->sam = plan.sam;
 	if (plan.sam != NULL && plan_sets_sam(&plan) &&
@@ -665,8 +825,9 @@ int sink_ad_plan(sink_ad_t *s, const desired_identity_t *d, ad_diff_plan_t *plan
 	ad_diff_entry_init(&actual);
 	int rc = read_state(s, d, &actual, &found, &mdn, err);
 	if (rc == 0)
-		rc = ad_diff_compute(&s->layout, d, found ? &actual : NULL, mdn, plan,
-		                     err);
+		rc = ad_diff_compute_extra(&s->layout, (const char *const *)s->extras,
+		                           s->nextras, d, found ? &actual : NULL, mdn,
+		                           plan, err);
 	if (manager_pending != NULL)
 		*manager_pending = rc == 0 && d->state != LC_DELETED &&
 		                   d->manager_id != NULL && mdn == NULL;
