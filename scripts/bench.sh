@@ -189,6 +189,9 @@ cleanup() {
 	if [ "$SERVICES_UP" = 1 ]; then
 		sh scripts/services.sh stop all >&2 || true
 	fi
+	if [ -n "${AD_OU:-}" ]; then
+		ad_ldap ldapdelete -r "$AD_OU" >/dev/null 2>&1 || true
+	fi
 	if [ "$SAMBA_UP" = 1 ]; then
 		sh scripts/samba.sh stop >&2 || true
 	fi
@@ -643,6 +646,13 @@ if [ "$AD_N" -gt 0 ]; then
 	AD_BIND=$IDSTREAM_TEST_AD_BIND
 	AD_PWFILE=$IDSTREAM_TEST_AD_PASSWORD_FILE
 	AD_BASE=$IDSTREAM_TEST_AD_BASE
+	# sAMAccountNames are unique in the whole domain: users an interrupted
+	# bench left behind (OU=bench<stamp>) would collide with this run's.
+	ad_ldap ldapsearch -LLL -o ldif-wrap=no -b "$AD_BASE" -s one \
+		'(&(objectClass=organizationalUnit)(ou=bench*))' 1.1 2>/dev/null |
+		sed -n 's/^dn: //p' | while read -r _ou; do
+		ad_ldap ldapdelete -r "$_ou" >/dev/null 2>&1 || true
+	done
 	AD_OU="OU=bench${stamp},$AD_BASE"
 	AD_RAW="OU=raw,$AD_OU"
 	printf 'dn: %s\nobjectClass: organizationalUnit\n\n' "$AD_OU" "OU=people,$AD_OU" \
@@ -692,7 +702,7 @@ EOC
 		userAccountControl pwdLastSet memberOf >"$W/ad-dump.ldif"
 	perl -MMIME::Base64 -e '
 use strict;
-my ($from, $to, $entries, $mods, $suffix) = @ARGV[1 .. 5];
+my ($from, $to, $entries, $mods, $suffix, $tag) = @ARGV[1 .. 6];
 my $gfrom = $from =~ s/^OU=people,/OU=groups,/r;
 my $gto = $to =~ s/^OU=people,/OU=groups,/r;
 sub val { my ($l) = @_; my ($a, $b64, $v) = $l =~ /^([^:]+):(:?) ?(.*)$/ or return;
@@ -715,7 +725,7 @@ while (my $r = <$in>) {
   if ($oc =~ /organizationalUnit/i) { $out .= "objectClass: organizationalUnit\n"; }
   else {
     $i++;
-    my $sam = sprintf("rb%06d", $i);
+    my $sam = sprintf("rb%s%06d", $tag, $i);
     $out .= "objectClass: user\n";
     for my $k (@order) { my $lk = lc $k;
       next if $lk =~ /^(dn|objectclass|memberof|manager|samaccountname|userprincipalname|pwdlastset)$/;
@@ -734,7 +744,7 @@ while (my $r = <$in>) {
     for my $g (@{$a{memberof} || []}) {
       my $gdn = mv($g); next if $gdn eq $g;
       if (!$seen{lc $gdn}++) { my ($cn) = $gdn =~ /^CN=((?:[^,\\]|\\.)*)/i;
-        print $m line("dn", $gdn), "changetype: add\nobjectClass: group\n", line("cn", $cn), line("sAMAccountName", "rb-$cn"), line("member", mv($dn)), "\n"; }
+        print $m line("dn", $gdn), "changetype: add\nobjectClass: group\n", line("cn", $cn), line("sAMAccountName", "rb$tag-$cn"), line("member", mv($dn)), "\n"; }
       else { print $m line("dn", $gdn), "changetype: modify\nadd: member\n", line("member", mv($dn)), "-\n\n"; }
     }
   }
@@ -743,7 +753,8 @@ while (my $r = <$in>) {
 }
 print $e $_->[1], "\n" for sort { $a->[0] <=> $b->[0] } @recs;
 ' "$W/ad-dump.ldif" "OU=people,$AD_OU" "OU=people,$AD_RAW" "$W/ad-raw-entries.ldif" \
-		"$W/ad-raw-mods.ldif" "$(printf '%s' "$AD_BASE" | sed 's/DC=//g; s/,/./g' | tr 'A-Z' 'a-z')" ||
+		"$W/ad-raw-mods.ldif" "$(printf '%s' "$AD_BASE" | sed 's/DC=//g; s/,/./g' | tr 'A-Z' 'a-z')" \
+		"$((stamp % 10000))" ||
 		die "preparing the raw AD LDIF failed"
 	AD_RAW_USERS=$(grep -c '^objectClass: user' "$W/ad-raw-entries.ldif" || true)
 	AD_RAW_OUS=$(grep -c '^objectClass: organizationalUnit' "$W/ad-raw-entries.ldif" || true)
@@ -969,7 +980,7 @@ row "raw slapd: ldapadd + ldapmodify" "$N" "$LRAW_MS" "$LRAW_R" "" ""
 row "sink ldap --until-idle (creates the entries)" "$N" "$SINK_MS" "$SINK_R" \
 	"$(ratio "$SINK_R" "$LRAW_R")" "$(mb "$SINK_RSS")"
 echo
-if [ "$AD_ITEMS" -gt 0 ]; then
+if [ "$AD_N" -gt 0 ]; then
 	ADR_MS=$((ADA_MS + ADM_MS))
 	ADR_R=$(rate "$AD_ITEMS" "$ADR_MS")
 	ADS_R=$(rate "$AD_ITEMS" "$ADS_MS")
@@ -984,7 +995,7 @@ if [ "$AD_ITEMS" -gt 0 ]; then
 		'BEGIN { printf "%.0f", ms * 1000 / n }') µs/user (user + system); target >= 0.8"
 	echo
 fi
-if [ "$SCIM_ITEMS" -gt 0 ]; then
+if [ "$SCIM_N" -gt 0 ]; then
 	SCR_R=$(rate "$SCIM_ITEMS" "$SCR_MS")
 	SCS_R=$(rate "$SCIM_ITEMS" "$SCS_MS")
 	row "raw SCIM: POST /Users + group PATCHes ($SINK_CONC)" "$SCIM_ITEMS" "$SCR_MS" "$SCR_R" "" ""
