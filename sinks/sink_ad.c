@@ -2,10 +2,13 @@
  * sink_ad.c — executes ad_diff plans against Active Directory with libldap
  * over TLS.
  *
- * Flow of one apply: search the user by employeeID below people_dn
- * (managed attributes, userAccountControl, memberOf), resolve the manager's
- * DN the same way, diff, refuse a sAMAccountName another object of the
- * domain already has, then run the plan in order.  Each op tolerates the
+ * Flow of one apply: one search of the domain finds the user by employeeID
+ * below people_dn (managed and extra attributes, userAccountControl,
+ * memberOf), the manager's user the same way, and any object holding the
+ * sAMAccountName the employee gets; diff; refuse a sAMAccountName another
+ * object of the domain already has; then run the plan in order.  A new
+ * extra attribute name is first looked up in the schema (once per
+ * process).  Each op tolerates the
  * state a half-finished earlier apply left behind ("already a member",
  * "already gone"), so re-running converges.
  *
@@ -226,37 +229,6 @@ static int entry_convert(sink_ad_t *s, LDAPMessage *e, ad_diff_entry_t *out,
 	return ldap_conn_entry_walk(&s->conn, e, entry_dn, entry_attr, out, err);
 }
 
-/*
- * Searches people_dn for the user whose employeeID is id.  0 with *found
- * set; ID_ECONFLICT (naming every DN) when several carry it.
- */
-static int read_employee(sink_ad_t *s, const char *id, const char *const *attrs,
-                         ad_diff_entry_t *out, bool *found, id_err_t *err)
-{
-	id_buf_t f = ID_BUF_INIT;
-	LDAPMessage *res = NULL, *e = NULL;
-	int rc;
-	*found = false;
-	ad_diff_entry_fini(out);
-	if ((rc = ldap_conn_filter_eq(&f, "(objectClass=user)", "employeeID", id)) != 0) {
-		rc = id_err_set(err, rc, "ad: employee %s: out of memory", id);
-		goto out;
-	}
-	if ((rc = ldap_conn_search_unique(&s->conn, s->people_dn, LDAP_SCOPE_SUBTREE,
-	                                  (const char *)f.data, attrs, id, "users", &res,
-	                                  &e, err)) != 0)
-		goto out;
-	if (e != NULL) {
-		if ((rc = entry_convert(s, e, out, err)) != 0)
-			goto out;
-		*found = true;
-	}
-out:
-	ldap_msgfree(res);
-	id_buf_fini(&f);
-	return rc;
-}
-
 /* The schema naming context (rootDSE schemaNamingContext) into s->schema_dn. */
 static int schema_dn_read(sink_ad_t *s, id_err_t *err)
 {
@@ -366,34 +338,211 @@ static int extras_learn(sink_ad_t *s, const desired_identity_t *d, id_err_t *err
 	return rc;
 }
 
-/* Reads the user of d and the manager's DN (*manager_dn malloc'd or NULL). */
-static int read_state(sink_ad_t *s, const desired_identity_t *d, ad_diff_entry_t *actual,
-                      bool *found, char **manager_dn, id_err_t *err)
+/* True when dn is strictly below base (compared as DNs, not as strings). */
+static bool dn_below(const char *dn, const char *base)
 {
-	*manager_dn = NULL;
-	int rc = d->state != LC_DELETED ? extras_learn(s, d, err) : 0;
-	if (rc != 0)
-		return rc;
-	rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
-	if (rc != 0 || d->manager_id == NULL || d->manager_id[0] == '\0' ||
-	    d->state == LC_DELETED)
-		return rc;
-	static const char *const no_attrs[] = {LDAP_NO_ATTRS, NULL};
-	ad_diff_entry_t mgr;
-	bool mfound;
-	ad_diff_entry_init(&mgr);
-	rc = read_employee(s, d->manager_id, no_attrs, &mgr, &mfound, err);
-	if (rc == 0 && mfound) {
-		*manager_dn = mgr.dn;
-		mgr.dn = NULL;
-	} else if (rc == ID_ECONFLICT) {
-		/* Ambiguous manager: leave the attribute alone, like a missing one. */
-		id_log_warn(LOG_COMP, "employee %s: manager %s is ambiguous: %s",
-		            d->employee_id, d->manager_id, err ? err->msg : "");
-		id_err_clear(err);
-		rc = 0;
+	for (size_t i = 0; dn[i] != '\0'; i++) {
+		if (dn[i] == '\\' && dn[i + 1] != '\0')
+			i++;
+		else if (dn[i] == ',' && ldap_diff_dn_equal(dn + i + 1, base))
+			return true;
 	}
-	ad_diff_entry_fini(&mgr);
+	return false;
+}
+
+/* The first value of attribute a of entry e equals v (ignoring case, as
+ * AD's matching rules for employeeID and sAMAccountName do). */
+static bool value_is(LDAP *ld, LDAPMessage *e, const char *a, const char *v)
+{
+	struct berval **vals = ldap_get_values_len(ld, e, a);
+	bool hit = ldap_count_values_len(vals) > 0 && strlen(v) == vals[0]->bv_len &&
+	           strncasecmp(vals[0]->bv_val, v, vals[0]->bv_len) == 0;
+	ldap_value_free_len(vals);
+	return hit;
+}
+
+/* Appends one RFC 4515 term (built by ldap_conn_filter_eq) to f. */
+static int filter_term(id_buf_t *f, id_buf_t *tmp, const char *prefix, const char *attr,
+                       const char *value)
+{
+	if (ldap_conn_filter_eq(tmp, prefix, attr, value) != 0)
+		return ID_ENOMEM;
+	return id_buf_append(f, tmp->data, tmp->len - 1) != 0 ? ID_ENOMEM : 0;
+}
+
+/*
+ * What one apply reads, in one search of the domain (the terms are
+ * indexed): the user of the employee and the manager's user (by employeeID,
+ * below people_dn), and any object holding the sAMAccountName the employee
+ * gets (sAMAccountName is unique in the whole domain).  Three searches
+ * before; one round trip now, which is most of an apply's reads.
+ */
+typedef struct ad_state {
+	ad_diff_entry_t actual;
+	bool found;
+	char *manager_dn;   /* NULL: no manager, or none found (or ambiguous) */
+	char *sam_conflict; /* another object holds the sAMAccountName: why */
+} ad_state_t;
+
+static void ad_state_init(ad_state_t *st)
+{
+	memset(st, 0, sizeof(*st));
+	ad_diff_entry_init(&st->actual);
+}
+
+static void ad_state_fini(ad_state_t *st)
+{
+	ad_diff_entry_fini(&st->actual);
+	free(st->manager_dn);
+	free(st->sam_conflict);
+	ad_state_init(st);
+}
+
+/* Entry e is the user of employee id: below people_dn, employeeID id. */
+static bool role_employee(sink_ad_t *s, LDAPMessage *e, const char *id)
+{
+	char *dn = ldap_get_dn(s->conn.ld, e);
+	bool hit = dn != NULL && dn_below(dn, s->people_dn) &&
+	           value_is(s->conn.ld, e, "employeeID", id);
+	ldap_memfree(dn);
+	return hit;
+}
+
+/* The entries of res in role for id: how many, the first in *first, and
+ * their DNs in dns when more than one. */
+static int role_entries(sink_ad_t *s, LDAPMessage *res, const char *id,
+                        LDAPMessage **first, id_buf_t *dns)
+{
+	int n = 0;
+	*first = NULL;
+	id_buf_reset(dns);
+	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL;
+	     e = ldap_next_entry(s->conn.ld, e)) {
+		if (!role_employee(s, e, id))
+			continue;
+		char *dn = ldap_get_dn(s->conn.ld, e);
+		(void)id_buf_printf(dns, "%s\"%s\"", n > 0 ? ", " : "", dn ? dn : "?");
+		ldap_memfree(dn);
+		if (n++ == 0)
+			*first = e;
+	}
+	(void)id_buf_append_u8(dns, 0);
+	return n;
+}
+
+/*
+ * Reads the state of one apply into st (init'd by the caller; fini'd and
+ * refilled).  Several users below people_dn with the employee's id is
+ * ID_ECONFLICT naming every DN; an ambiguous manager is left alone (a
+ * warning), like a missing one.
+ */
+static int read_state(sink_ad_t *s, const desired_identity_t *d, ad_state_t *st,
+                      id_err_t *err)
+{
+	id_buf_t f = ID_BUF_INIT, tmp = ID_BUF_INIT, dns = ID_BUF_INIT;
+	LDAPMessage *res = NULL, *e;
+	char *sam = NULL;
+	int rc;
+	ad_state_fini(st);
+	if ((rc = d->state != LC_DELETED ? extras_learn(s, d, err) : 0) != 0)
+		goto out;
+	bool live = d->state != LC_DELETED;
+	const char *mid = live && d->manager_id != NULL && d->manager_id[0] != '\0' &&
+	                          strcasecmp(d->manager_id, d->employee_id) != 0
+	                      ? d->manager_id
+	                      : NULL;
+	if (live)
+		sam = ad_diff_sam_account_name(d);
+	if (id_buf_append_str(&f, "(|") != 0 ||
+	    filter_term(&f, &tmp, "(objectClass=user)", "employeeID", d->employee_id) ||
+	    (mid != NULL &&
+	     filter_term(&f, &tmp, "(objectClass=user)", "employeeID", mid) != 0) ||
+	    (sam != NULL && filter_term(&f, &tmp, NULL, "sAMAccountName", sam) != 0) ||
+	    id_buf_append_str(&f, ")") != 0 || id_buf_append_u8(&f, 0) != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "ad: employee %s: out of memory",
+		                d->employee_id);
+		goto out;
+	}
+	if ((rc = ldap_conn_search(&s->conn, s->base_dn, LDAP_SCOPE_SUBTREE,
+	                           (const char *)f.data, s->read_attrs, &res, err)) != 0)
+		goto out;
+
+	int n = role_entries(s, res, d->employee_id, &e, &dns);
+	if (n > 1) {
+		rc = id_err_set(err, ID_ECONFLICT, "employee %s has %d users: %s",
+		                d->employee_id, n, (const char *)dns.data);
+		goto out;
+	}
+	if (e != NULL) {
+		if ((rc = entry_convert(s, e, &st->actual, err)) != 0)
+			goto out;
+		st->found = true;
+	}
+	if (d->manager_id != NULL && live && mid == NULL && st->found &&
+	    strcasecmp(d->manager_id, d->employee_id) == 0 &&
+	    (st->manager_dn = strdup(st->actual.dn)) == NULL)
+		goto nomem;
+	if (mid != NULL) {
+		n = role_entries(s, res, mid, &e, &dns);
+		if (n > 1) {
+			id_log_warn(
+			    LOG_COMP,
+			    "employee %s: manager %s is ambiguous: employee %s has "
+			    "%d users: %s",
+			    d->employee_id, mid, mid, n, (const char *)dns.data);
+		} else if (e != NULL) {
+			char *dn = ldap_get_dn(s->conn.ld, e);
+			st->manager_dn = dn != NULL ? strdup(dn) : NULL;
+			ldap_memfree(dn);
+			if (st->manager_dn == NULL)
+				goto nomem;
+		}
+	}
+	/* Another object with the sAMAccountName: the result names its owner
+	 * (AD would refuse the write anyway). */
+	for (e = ldap_first_entry(s->conn.ld, res); sam != NULL && e != NULL;
+	     e = ldap_next_entry(s->conn.ld, e)) {
+		if (!value_is(s->conn.ld, e, "sAMAccountName", sam))
+			continue;
+		char *dn = ldap_get_dn(s->conn.ld, e);
+		if (dn != NULL && !(st->found && ldap_diff_dn_equal(dn, st->actual.dn))) {
+			struct berval **v =
+			    ldap_get_values_len(s->conn.ld, e, "employeeID");
+			char *owner = ldap_count_values_len(v) > 0
+			                  ? ldap_conn_bv_strdup(v[0])
+			                  : NULL;
+			id_buf_reset(&tmp);
+			rc = owner != NULL
+			         ? id_buf_printf(&tmp,
+			                         "sAMAccountName %s already used by "
+			                         "employee %s",
+			                         sam, owner)
+			         : id_buf_printf(&tmp,
+			                         "sAMAccountName %s already used by "
+			                         "\"%s\"",
+			                         sam, dn);
+			free(owner);
+			ldap_value_free_len(v);
+			if (rc != 0 || id_buf_append_u8(&tmp, 0) != 0 ||
+			    (st->sam_conflict = strdup((const char *)tmp.data)) == NULL) {
+				ldap_memfree(dn);
+				goto nomem;
+			}
+			rc = 0;
+		}
+		ldap_memfree(dn);
+		if (st->sam_conflict != NULL)
+			break;
+	}
+	goto out;
+nomem:
+	rc = id_err_set(err, ID_ENOMEM, "ad: employee %s: out of memory", d->employee_id);
+out:
+	free(sam);
+	ldap_msgfree(res);
+	id_buf_fini(&f);
+	id_buf_fini(&tmp);
+	id_buf_fini(&dns);
 	return rc;
 }
 
@@ -403,7 +552,6 @@ typedef struct apply_ctx {
 	sink_ad_t *s;
 	const desired_identity_t *d;
 	sink_result_t *r;
-	const char *sam; /* the plan's sAMAccountName (borrowed) */
 	char *cur_dn;    /* where the user is right now (owned) */
 	size_t changes;  /* ops recorded as done */
 	bool used_cache; /* an ENSURE_OU was skipped thanks to the cache */
@@ -657,56 +805,6 @@ static int exec_delete(apply_ctx_t *c, const ad_diff_op_t *op, id_err_t *err)
 	return record(c, "delete", "dn", op->dn, NULL, err);
 }
 
-/*
- * Refuses a sAMAccountName that another object of the domain (user, group
- * or computer) already has: AD would refuse the write anyway, and this way
- * the result names the owner.  ID_ECONFLICT.
- */
-static int check_sam_free(apply_ctx_t *c, const ad_diff_entry_t *actual, id_err_t *err)
-{
-	sink_ad_t *s = c->s;
-	static const char *const attrs[] = {"employeeID", NULL};
-	id_buf_t f = ID_BUF_INIT;
-	LDAPMessage *res = NULL;
-	int rc;
-	if ((rc = ldap_conn_filter_eq(&f, "", "sAMAccountName", c->sam)) != 0) {
-		rc = id_err_set(err, rc, "sAMAccountName check: out of memory");
-		goto out;
-	}
-	if ((rc = ldap_conn_search(&s->conn, s->base_dn, LDAP_SCOPE_SUBTREE,
-	                           (const char *)f.data, attrs, &res, err)) != 0)
-		goto out;
-	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL && rc == 0;
-	     e = ldap_next_entry(s->conn.ld, e)) {
-		char *dn = ldap_get_dn(s->conn.ld, e);
-		if (dn != NULL &&
-		    !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn))) {
-			struct berval **v =
-			    ldap_get_values_len(s->conn.ld, e, "employeeID");
-			char *owner = ldap_count_values_len(v) > 0
-			                  ? ldap_conn_bv_strdup(v[0])
-			                  : NULL;
-			if (owner != NULL)
-				rc = id_err_set(
-				    err, ID_ECONFLICT,
-				    "sAMAccountName %s already used by employee %s",
-				    c->sam, owner);
-			else
-				rc =
-				    id_err_set(err, ID_ECONFLICT,
-				               "sAMAccountName %s already used by \"%s\"",
-				               c->sam, dn);
-			free(owner);
-			ldap_value_free_len(v);
-		}
-		ldap_memfree(dn);
-	}
-out:
-	ldap_msgfree(res);
-	id_buf_fini(&f);
-	return rc;
-}
-
 static bool plan_sets_sam(const ad_diff_plan_t *p)
 {
 	for (size_t i = 0; i < p->nops; i++)
@@ -767,38 +865,35 @@ static int apply_once(void *ctx, bool *manager_pending, bool *used_cache, id_err
 {
 	apply_ctx_t *c = ctx;
 	sink_ad_t *s = c->s;
-	ad_diff_entry_t actual;
+	ad_state_t st;
 	ad_diff_plan_t plan;
-	char *mdn = NULL;
-	bool found = false;
 	int rc;
 
-	ad_diff_entry_init(&actual);
+	ad_state_init(&st);
 	ad_diff_plan_init(&plan);
 	c->used_cache = false;
-	if ((rc = read_state(s, c->d, &actual, &found, &mdn, err)) != 0)
+	if ((rc = read_state(s, c->d, &st, err)) != 0)
 		goto out;
-	*manager_pending =
-	    c->d->state != LC_DELETED && c->d->manager_id != NULL && mdn == NULL;
+	*manager_pending = c->d->state != LC_DELETED && c->d->manager_id != NULL &&
+	                   st.manager_dn == NULL;
 	if ((rc = ad_diff_compute_extra(&s->layout, (const char *const *)s->extras,
-	                                s->nextras, c->d, found ? &actual : NULL, mdn,
-	                                &plan, err)) != 0)
+	                                s->nextras, c->d, st.found ? &st.actual : NULL,
+	                                st.manager_dn, &plan, err)) != 0)
 		goto out;
-	c->sam = plan.sam;
-	if (plan.sam != NULL && plan_sets_sam(&plan) &&
-	    (rc = check_sam_free(c, found ? &actual : NULL, err)) != 0)
+	/* Refused before anything is written: the result names the owner. */
+	if (plan.sam != NULL && plan_sets_sam(&plan) && st.sam_conflict != NULL) {
+		rc = id_err_set(err, ID_ECONFLICT, "%s", st.sam_conflict);
 		goto out;
+	}
 	free(c->cur_dn);
 	c->cur_dn = NULL;
-	if (found && (rc = set_cur_dn(c, actual.dn, err)) != 0)
+	if (st.found && (rc = set_cur_dn(c, st.actual.dn, err)) != 0)
 		goto out;
 	rc = exec_plan(c, &plan, err);
 out:
 	*used_cache = c->used_cache;
-	c->sam = NULL;
-	free(mdn);
 	ad_diff_plan_fini(&plan);
-	ad_diff_entry_fini(&actual);
+	ad_state_fini(&st);
 	return rc;
 }
 
@@ -819,20 +914,17 @@ int sink_ad_plan(sink_ad_t *s, const desired_identity_t *d, ad_diff_plan_t *plan
 {
 	if (s == NULL || d == NULL || plan == NULL || d->employee_id == NULL)
 		return id_err_set(err, ID_EINVALID, "sink_ad_plan: NULL argument");
-	ad_diff_entry_t actual;
-	char *mdn = NULL;
-	bool found = false;
-	ad_diff_entry_init(&actual);
-	int rc = read_state(s, d, &actual, &found, &mdn, err);
+	ad_state_t st;
+	ad_state_init(&st);
+	int rc = read_state(s, d, &st, err);
 	if (rc == 0)
 		rc = ad_diff_compute_extra(&s->layout, (const char *const *)s->extras,
-		                           s->nextras, d, found ? &actual : NULL, mdn,
-		                           plan, err);
+		                           s->nextras, d, st.found ? &st.actual : NULL,
+		                           st.manager_dn, plan, err);
 	if (manager_pending != NULL)
 		*manager_pending = rc == 0 && d->state != LC_DELETED &&
-		                   d->manager_id != NULL && mdn == NULL;
-	free(mdn);
-	ad_diff_entry_fini(&actual);
+		                   d->manager_id != NULL && st.manager_dn == NULL;
+	ad_state_fini(&st);
 	return rc;
 }
 
