@@ -297,9 +297,9 @@ static int extras_learn(sink_ad_t *s, const desired_identity_t *d, id_err_t *err
 		              : NULL;
 		struct berval **sys =
 		    e != NULL ? ldap_get_values_len(s->conn.ld, e, "systemOnly") : NULL;
-		bool system_only =
-		    ldap_count_values_len(sys) > 0 &&
-		    strncasecmp(sys[0]->bv_val, "TRUE", sys[0]->bv_len) == 0;
+		bool system_only = ldap_count_values_len(sys) > 0 &&
+		                   sys[0]->bv_len == 4 &&
+		                   strncasecmp(sys[0]->bv_val, "TRUE", 4) == 0;
 		char *canon =
 		    ldap_count_values_len(name) > 0 ? ldap_conn_bv_strdup(name[0]) : NULL;
 		ldap_value_free_len(name);
