@@ -1118,7 +1118,11 @@ How the figures are measured (one run each, wall clock, same services):
     creates it) and the remaining managers; one connection, no reads.
   - sink scim: ${SCIM_N} desired identities (seed 6) into scim2-server (in
     memory, Python): Users created with their group memberships, each with
-    its reads and diff, ${SINK_CONC} at a time.  Raw SCIM: build/tools/scim_raw
+    its read (GET /Users?filter=externalId eq ...: idempotency; the
+    manager's User only when this sink has not seen its id yet) and diff,
+    ${SINK_CONC} at a time.  scim2-server answers a filter by scanning
+    every User, so that one read per User grows with the server's size and
+    is most of the gap to the raw loop (compare its CPU per User).  Raw SCIM: build/tools/scim_raw
     reads back what the sink made (untimed), then creates the Groups again
     and sends the same POST /Users bodies (userName/externalId prefixed) and
     one PATCH (add members) per membership, ${SINK_CONC} keep-alive
