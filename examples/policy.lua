@@ -211,7 +211,11 @@ local function identity(emp, ctx)
 		container = "ou=" .. dn_escape(dept or "Unassigned"),
 	}
 
-	-- Active Directory: its own names, OU tree and group naming.
+	-- Active Directory: its own names, OU tree and group naming.  Every
+	-- attribute listed here reaches the user object (and is cleared when it
+	-- turns nil); one the DC's schema does not define fails the employee
+	-- with a FAILED result naming it: extensionAttribute1 needs the Exchange
+	-- schema extension (a plain Samba DC has none; drop the line there).
 	local tenure_years = start and math.floor(date_diff_days(start, ctx.now) / 365) or 0
 	local contract_end = date_parse(emp.contract_end_date)
 	local ad = {

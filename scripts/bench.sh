@@ -32,6 +32,24 @@
 #   6. raw slapd: the entries the sink created (read back, moved to an empty
 #      subtree ou=rawbench) with one `ldapadd -c`, then the same group
 #      memberships, one modification each, with one `ldapmodify -c`;
+#   6b. Active Directory (IDSTREAM_BENCH_AD users; 0 skips it): a Samba AD DC
+#      provisioned into <run>/samba for this run (scripts/samba.sh; fixed
+#      ports 389/636, so no other DC may run on the machine; with
+#      IDSTREAM_SAMBA_DIR, the running DC of that folder), its own
+#      deployment (gen_export seed 5): `sink ad --until-idle` creates the
+#      users (LDAPS, unicodePwd, userAccountControl, department OUs, staff
+#      and dept-* groups, managers); then the raw side: the users it created
+#      read back and copied under OU=raw (new sAMAccountName/UPN, a new
+#      password each, same userAccountControl and pwdLastSet) with one
+#      `ldapadd -c` over the same LDAPS, then the same memberships (a group's
+#      first member creates it) and the managers that were not there yet
+#      with one `ldapmodify -c`;
+#   6c. SCIM (IDSTREAM_BENCH_SCIM Users; 0 skips it), against the
+#      scim2-server services.sh started: `sink scim --until-idle` creates
+#      the Users and their group memberships; then build/tools/scim_raw
+#      sends the same POST /Users bodies (userName and externalId prefixed)
+#      and one group PATCH per membership, keep-alive, as many in flight as
+#      the sink (sink.concurrency), without any read;
 #   7. webhooks (issue 5): `idstream ingest http` in its own topics, loaded
 #      by build/tools/webhook_load (signed generic webhooks, keep-alive,
 #      IDSTREAM_BENCH_WEBHOOK_CONCURRENCY in flight): 2xx/s (2xx = durable in
@@ -77,13 +95,21 @@
 #   IDSTREAM_BENCH_E2E_SET    the --set options of `idstream run` in step 8
 #                             (default: processor.batch_ms=5, kafka.linger.ms=1,
 #                             kafka.fetch.wait.max.ms=5, kafka.retry.backoff.ms=5)
+#   IDSTREAM_BENCH_AD         users of the Active Directory rows (default 400,
+#                             about 30 s a side here; 0 skips step 6b and the DC)
+#   IDSTREAM_BENCH_SCIM       Users of the SCIM rows (default 600, about 20 s a
+#                             side: scim2-server's filters and group PATCHes
+#                             grow with its size; 0 skips step 6c)
+#   IDSTREAM_SCIM_PORT        port of the bench's scim2-server (default 18080)
+#   IDSTREAM_SAMBA_DIR        folder of a running Samba AD DC to use (scripts/
+#                             samba.sh); default: one provisioned in <run>/samba
 #   IDSTREAM_BENCH_SINK_CONCURRENCY  sink.concurrency of the bench's sinks
 #                             (default 4; the product's default is 1)
 #   IDSTREAM_BIN              the idstream binary (default build/idstream)
 #   IDSTREAM_BENCH_TOOLS      folder of the tools (default build/tools)
 #   IDSTREAM_BENCH_RUN        run folder (default <repo>/run/bench)
 # The tools come from build/tools (gen_export, gen_events, bench_consume,
-# webhook_load, e2e_latency: `make tools`).
+# webhook_load, e2e_latency, scim_raw: `make tools`).
 #
 # Services are stopped by PID (services.sh) on every exit path.  A lock on
 # run/bench/bench.lock keeps two benches from sharing the folder.
@@ -98,6 +124,9 @@ GEN_EVENTS=$TOOLS/gen_events
 CONSUME=$TOOLS/bench_consume
 LOAD=$TOOLS/webhook_load
 E2E_TOOL=$TOOLS/e2e_latency
+SCIM_TOOL=$TOOLS/scim_raw
+AD_N=${IDSTREAM_BENCH_AD:-400}
+SCIM_N=${IDSTREAM_BENCH_SCIM:-600}
 N=${IDSTREAM_BENCH_EMPLOYEES:-5000}
 BIG=${IDSTREAM_BENCH_BIG:-50000}
 EV=${IDSTREAM_BENCH_EVENTS:-1000000}
@@ -121,6 +150,8 @@ KAFKA_PORT=${IDSTREAM_KAFKA_PORT:-19092}
 export IDSTREAM_KAFKA_PORT="$KAFKA_PORT"
 export IDSTREAM_KAFKA_CTRL_PORT="${IDSTREAM_KAFKA_CTRL_PORT:-$((KAFKA_PORT + 1))}"
 export IDSTREAM_LDAP_PORT="${IDSTREAM_LDAP_PORT:-13890}"
+export IDSTREAM_SCIM_PORT="${IDSTREAM_SCIM_PORT:-18080}"
+SCIM_URL=http://127.0.0.1:$IDSTREAM_SCIM_PORT/v2
 KAFKA=127.0.0.1:$KAFKA_PORT
 LDAP_URL=ldap://127.0.0.1:$IDSTREAM_LDAP_PORT/
 BASE=dc=example,dc=com
@@ -137,7 +168,7 @@ die() {
 }
 now_ms() { date +%s%3N; }
 
-for f in "$BIN" "$GEN" "$GEN_EVENTS" "$CONSUME" "$LOAD" "$E2E_TOOL"; do
+for f in "$BIN" "$GEN" "$GEN_EVENTS" "$CONSUME" "$LOAD" "$E2E_TOOL" "$SCIM_TOOL"; do
 	[ -x "$f" ] || die "$f missing; run: make all tools (or make bench)"
 done
 for c in ldapadd ldapmodify ldapsearch flock; do
@@ -149,6 +180,7 @@ exec 9>"$IDSTREAM_RUN/bench.lock"
 flock -n 9 || die "another bench is running (lock $IDSTREAM_RUN/bench.lock)"
 
 SERVICES_UP=0
+SAMBA_UP=0
 BG_PIDS=""
 cleanup() {
 	_rc=$?
@@ -158,6 +190,12 @@ cleanup() {
 	done
 	if [ "$SERVICES_UP" = 1 ]; then
 		sh scripts/services.sh stop all >&2 || true
+	fi
+	if [ -n "${AD_OU:-}" ]; then
+		ad_ldap ldapdelete -r "$AD_OU" >/dev/null 2>&1 || true
+	fi
+	if [ "$SAMBA_UP" = 1 ]; then
+		sh scripts/samba.sh stop >&2 || true
 	fi
 	exit $_rc
 }
@@ -583,6 +621,206 @@ LMOD_MS=$M_MS
 expect "entries in ou=rawbench after ldapadd" "$N" \
 	"$(ldap ldapsearch -LLL -b "ou=people,$RAW" '(objectClass=inetOrgPerson)' 1.1 | grep -c '^dn:' || true)"
 
+# ---------------------------------------------------------------- Active Directory
+
+# ad_ldap CMD ARGS...: an ldap-utils command against the bench's Samba AD DC over LDAPS.
+ad_ldap() {
+	_c=$1
+	shift
+	LDAPTLS_REQCERT=never "$_c" -x -H "$AD_URL" -D "$AD_BIND" -y "$AD_PWFILE" \
+		-o nettimeout=60 "$@"
+}
+
+if [ "$AD_N" -gt 0 ]; then
+	# A DC provisioned into the bench's run folder for this run (wiped
+	# first, like Kafka and slapd), or the running one of the folder
+	# IDSTREAM_SAMBA_DIR names (its ports are machine-wide): it is left
+	# running, and this run's OU is deleted at the end.
+	[ -n "${IDSTREAM_SAMBA_DIR:-}" ] || rm -rf "$IDSTREAM_RUN/samba"
+	if ! sh scripts/samba.sh status >/dev/null 2>&1; then
+		say "starting the Samba AD DC (scripts/samba.sh; fixed ports 389/636)"
+		SAMBA_UP=1
+		sh scripts/samba.sh start >"$W/samba.log" 2>&1 ||
+			die "the Samba AD DC did not start (another one on this machine? set IDSTREAM_SAMBA_DIR to its folder, or IDSTREAM_BENCH_AD=0; log $W/samba.log)"
+	fi
+	eval "$(sh scripts/samba.sh env)"
+	AD_URL=$IDSTREAM_TEST_AD_URL
+	AD_BIND=$IDSTREAM_TEST_AD_BIND
+	AD_PWFILE=$IDSTREAM_TEST_AD_PASSWORD_FILE
+	AD_BASE=$IDSTREAM_TEST_AD_BASE
+	# sAMAccountNames are unique in the whole domain: users an interrupted
+	# bench left behind (OU=bench<stamp>) would collide with this run's.
+	ad_ldap ldapsearch -LLL -o ldif-wrap=no -b "$AD_BASE" -s one \
+		'(&(objectClass=organizationalUnit)(ou=bench*))' 1.1 2>/dev/null |
+		sed -n 's/^dn: //p' | while read -r _ou; do
+		ad_ldap ldapdelete -r "$_ou" >/dev/null 2>&1 || true
+	done
+	AD_OU="OU=bench${stamp},$AD_BASE"
+	AD_RAW="OU=raw,$AD_OU"
+	printf 'dn: %s\nobjectClass: organizationalUnit\n\n' "$AD_OU" "OU=people,$AD_OU" \
+		"OU=groups,$AD_OU" "$AD_RAW" "OU=people,$AD_RAW" "OU=groups,$AD_RAW" |
+		ad_ldap ldapadd >/dev/null
+	AP=bench${stamp}a
+	config "$W/ad.conf" "$AP"
+	cat >>"$W/ad.conf" <<EOC
+ad.url = $AD_URL
+ad.bind_dn = $AD_BIND
+ad.bind_password_file = $AD_PWFILE
+ad.base_dn = $AD_BASE
+ad.people_dn = OU=people,$AD_OU
+ad.groups_dn = OU=groups,$AD_OU
+ad.tls_verify = never
+ad.password_file = $W/ad-passwords
+EOC
+	"$GEN" --employees "$AD_N" --seed 5 >"$W/ad.csv"
+	for step in "topics create" "ingest csv $W/ad.csv" "process --until-idle"; do
+		# shellcheck disable=SC2086 # step is a list of words
+		"$BIN" --config "$W/ad.conf" $step >>"$W/ad-prepare.log" 2>&1 ||
+			die "AD deployment \"$step\" failed (log $W/ad-prepare.log)"
+	done
+	AD_DESIRED=$(field "$W/ad-prepare.log" 'desired versions produced')
+	wait_committed "$AP.identity.desired" "${AD_DESIRED:-$AD_N}"
+	say "AD sink: $AD_N users into Samba"
+	measure sink-ad "$BIN" --config "$W/ad.conf" sink ad --until-idle
+	ADS_MS=$M_MS
+	ADS_RSS=$M_RSS
+	ADS_CPU_MS=$M_CPU_MS
+	# Items = the users the sink created (gen_export's hires whose desired
+	# identity exists; the raw side copies exactly those).
+	AD_ITEMS=$(field "$W/sink-ad.log" created)
+	AD_ITEMS=${AD_ITEMS:-0}
+	expect "users created by the AD sink" "$AD_DESIRED" "$AD_ITEMS"
+	ADS_WRITES=$(field "$W/sink-ad.log" 'AD writes')
+
+	# The users the sink created, read back and copied under $AD_RAW with
+	# new sAMAccountNames and UPNs (unique in the domain), a new password
+	# each and the sink's userAccountControl and pwdLastSet: the same adds
+	# and the same memberships, over the same LDAPS.
+	say "raw Samba: ldapadd of the same $AD_N users, ldapmodify of the same memberships"
+	ad_ldap ldapsearch -LLL -o ldif-wrap=no -b "OU=people,$AD_OU" -s sub \
+		'(|(objectClass=user)(objectClass=organizationalUnit))' objectClass ou cn \
+		sAMAccountName userPrincipalName givenName sn displayName mail title \
+		department employeeID employeeNumber employeeType l manager accountExpires \
+		userAccountControl pwdLastSet memberOf >"$W/ad-dump.ldif"
+	perl -MMIME::Base64 -e '
+use strict;
+my ($from, $to, $entries, $mods, $suffix, $tag) = @ARGV[1 .. 6];
+my $gfrom = $from =~ s/^OU=people,/OU=groups,/r;
+my $gto = $to =~ s/^OU=people,/OU=groups,/r;
+sub val { my ($l) = @_; my ($a, $b64, $v) = $l =~ /^([^:]+):(:?) ?(.*)$/ or return;
+  return ($a, $b64 ? decode_base64($v) : $v); }
+sub line { my ($a, $v) = @_;
+  return ($v =~ /[^\x20-\x7e]/ || $v =~ /^[ :<]/) ? "${a}:: " . encode_base64($v, "") . "\n" : "${a}: $v\n"; }
+sub mv { my ($dn) = @_; $dn =~ s/\Q$from\E$/$to/i; $dn =~ s/\Q$gfrom\E$/$gto/i; return $dn; }
+open(my $in, "<", $ARGV[0]) or die; open(my $e, ">", $entries) or die; open(my $m, ">", $mods) or die;
+local $/ = ""; my (@recs, %made, %seen); my $i = 0;
+srand(11);
+my @al = ("A" .. "Z", "a" .. "z", 0 .. 9);
+while (my $r = <$in>) {
+  my (%a, @order);
+  for my $l (split /\n/, $r) { my ($k, $v) = val($l) or next; push @order, $k unless exists $a{lc $k}; push @{$a{lc $k}}, $v; }
+  my $dn = $a{dn}[0]; next if !defined $dn || lc $dn eq lc $from;
+  my $oc = join(",", @{$a{objectclass} || []});
+  my $depth = () = $dn =~ /,/g;
+  my $out = line("dn", mv($dn));
+  my @post;
+  if ($oc =~ /organizationalUnit/i) { $out .= "objectClass: organizationalUnit\n"; }
+  else {
+    $i++;
+    my $sam = sprintf("rb%s%06d", $tag, $i);
+    $out .= "objectClass: user\n";
+    for my $k (@order) { my $lk = lc $k;
+      next if $lk =~ /^(dn|objectclass|memberof|manager|samaccountname|userprincipalname|pwdlastset)$/;
+      $out .= line($k, $_) for @{$a{$lk}}; }
+    $out .= "sAMAccountName: $sam\nuserPrincipalName: $sam\@$suffix\n";
+    my $pw = "Rb-" . join("", map { $al[int rand @al] } 1 .. 14) . ".7a";
+    my $u = "\"$pw\""; $u =~ s/(.)/$1\0/g;
+    $out .= "unicodePwd:: " . encode_base64($u, "") . "\n";
+    $out .= "pwdLastSet: 0\n" if defined $a{pwdlastset} && $a{pwdlastset}[0] eq "0";
+    if (my $mg = $a{manager}) {
+      my $mdn = mv($mg->[0]);
+      if ($made{lc $mdn}) { $out .= line("manager", $mdn); }
+      else { push @post, line("dn", mv($dn)) . "changetype: modify\nreplace: manager\n" . line("manager", $mdn) . "-\n"; }
+    }
+    $made{lc mv($dn)} = 1;
+    for my $g (@{$a{memberof} || []}) {
+      my $gdn = mv($g); next if $gdn eq $g;
+      if (!$seen{lc $gdn}++) { my ($cn) = $gdn =~ /^CN=((?:[^,\\]|\\.)*)/i;
+        print $m line("dn", $gdn), "changetype: add\nobjectClass: group\n", line("cn", $cn), line("sAMAccountName", "rb$tag-$cn"), line("member", mv($dn)), "\n"; }
+      else { print $m line("dn", $gdn), "changetype: modify\nadd: member\n", line("member", mv($dn)), "-\n\n"; }
+    }
+  }
+  push @recs, [$depth, $out];
+  print $m "$_\n" for @post;
+}
+print $e $_->[1], "\n" for sort { $a->[0] <=> $b->[0] } @recs;
+' "$W/ad-dump.ldif" "OU=people,$AD_OU" "OU=people,$AD_RAW" "$W/ad-raw-entries.ldif" \
+		"$W/ad-raw-mods.ldif" "$(printf '%s' "$AD_BASE" | sed 's/DC=//g; s/,/./g' | tr 'A-Z' 'a-z')" \
+		"$((stamp % 10000))" ||
+		die "preparing the raw AD LDIF failed"
+	AD_RAW_USERS=$(grep -c '^objectClass: user' "$W/ad-raw-entries.ldif" || true)
+	AD_RAW_OUS=$(grep -c '^objectClass: organizationalUnit' "$W/ad-raw-entries.ldif" || true)
+	AD_RAW_MEMBERS=$(grep -c '^member:' "$W/ad-raw-mods.ldif" || true)
+	AD_RAW_MGRS=$(grep -c '^replace: manager' "$W/ad-raw-mods.ldif" || true)
+	expect "users read back for the raw AD ldapadd" "$AD_ITEMS" "$AD_RAW_USERS"
+	measure ad-ldapadd env LDAPTLS_REQCERT=never ldapadd -x -H "$AD_URL" -D "$AD_BIND" \
+		-y "$AD_PWFILE" -c -f "$W/ad-raw-entries.ldif"
+	ADA_MS=$M_MS
+	measure ad-ldapmodify env LDAPTLS_REQCERT=never ldapmodify -x -H "$AD_URL" \
+		-D "$AD_BIND" -y "$AD_PWFILE" -c -f "$W/ad-raw-mods.ldif"
+	ADM_MS=$M_MS
+	expect "users in $AD_RAW after ldapadd" "$AD_ITEMS" \
+		"$(ad_ldap ldapsearch -LLL -b "OU=people,$AD_RAW" '(objectClass=user)' 1.1 | grep -c '^dn:' || true)"
+	expect "memberships in $AD_RAW after ldapmodify" "$AD_RAW_MEMBERS" \
+		"$(ad_ldap ldapsearch -LLL -o ldif-wrap=no -b "OU=groups,$AD_RAW" '(objectClass=group)' member | grep -c '^member:' || true)"
+	ad_ldap ldapdelete -r "$AD_OU" >>"$W/samba.log" 2>&1 ||
+		say "warning: deleting $AD_OU failed"
+	if [ "$SAMBA_UP" = 1 ]; then
+		sh scripts/samba.sh stop >>"$W/samba.log" 2>&1 ||
+			say "warning: stopping the Samba AD DC failed"
+		SAMBA_UP=0
+	fi
+fi
+
+# ---------------------------------------------------------------- SCIM
+
+if [ "$SCIM_N" -gt 0 ]; then
+	CP=bench${stamp}c
+	config "$W/scim.conf" "$CP"
+	cat >>"$W/scim.conf" <<EOC
+scim.url = $SCIM_URL
+scim.bearer_token_file = $IDSTREAM_RUN/scim/token
+EOC
+	"$GEN" --employees "$SCIM_N" --seed 6 >"$W/scim.csv"
+	for step in "topics create" "ingest csv $W/scim.csv" "process --until-idle"; do
+		# shellcheck disable=SC2086 # step is a list of words
+		"$BIN" --config "$W/scim.conf" $step >>"$W/scim-prepare.log" 2>&1 ||
+			die "SCIM deployment \"$step\" failed (log $W/scim-prepare.log)"
+	done
+	SCIM_DESIRED=$(field "$W/scim-prepare.log" 'desired versions produced')
+	wait_committed "$CP.identity.desired" "${SCIM_DESIRED:-$SCIM_N}"
+	say "SCIM sink: $SCIM_N Users into scim2-server"
+	SCIM_PID=$(cat "$IDSTREAM_RUN/scim/scim.pid" 2>/dev/null || echo 0)
+	SCS_SCPU0=$(cpu_ms "$SCIM_PID")
+	measure sink-scim "$BIN" --config "$W/scim.conf" sink scim --until-idle
+	SCS_MS=$M_MS
+	SCS_RSS=$M_RSS
+	SCS_CPU_MS=$M_CPU_MS
+	SCS_SCPU=$(($(cpu_ms "$SCIM_PID") - SCS_SCPU0))
+	SCIM_ITEMS=$(field "$W/sink-scim.log" created)
+	SCIM_ITEMS=${SCIM_ITEMS:-0}
+	expect "Users created by the SCIM sink" "$SCIM_DESIRED" "$SCIM_ITEMS"
+	SCS_WRITES=$(field "$W/sink-scim.log" 'SCIM writes')
+	say "raw SCIM: the same POST /Users bodies and group PATCHes, $SINK_CONC in flight"
+	SCR_SCPU0=$(cpu_ms "$SCIM_PID")
+	"$SCIM_TOOL" --url "$SCIM_URL" --token-file "$IDSTREAM_RUN/scim/token" \
+		--concurrency "$SINK_CONC" >"$W/scim-raw.log" 2>&1 ||
+		say "warning: scim_raw: not every request succeeded ($(tail -n 3 "$W/scim-raw.log"))"
+	SCR_SCPU=$(($(cpu_ms "$SCIM_PID") - SCR_SCPU0))
+	SCR_MS=$(kv "$W/scim-raw.log" users= elapsed_ms)
+	expect "Users posted by scim_raw" "$SCIM_ITEMS" "$(kv "$W/scim-raw.log" users= users)"
+fi
+
 # ---------------------------------------------------------------- webhooks
 
 # A test-only secret of the generic source, in a file (never in argv).
@@ -671,7 +909,8 @@ LRAW_R=$(rate "$N" "$LRAW_MS")
 row() { printf '  %-46s %6s %8s %8s %7s %9s\n' "$@"; }
 echo
 echo "idstream bench — $(date -u +%FT%TZ), $(nproc) CPUs, 12 partitions per topic,"
-echo "Kafka $KAFKA and slapd $LDAP_URL started by this run (${IDSTREAM_RUN#"$REPO"/});"
+echo "Kafka $KAFKA, slapd $LDAP_URL, scim2-server $SCIM_URL and (AD rows) a Samba AD DC"
+echo "started by this run (${IDSTREAM_RUN#"$REPO"/});"
 echo "load average $LOAD_START when it started (other processes share the CPUs)"
 echo
 row "stage" "items" "wall ms" "items/s" "vs raw" "peak RSS"
@@ -743,6 +982,35 @@ row "raw slapd: ldapadd + ldapmodify" "$N" "$LRAW_MS" "$LRAW_R" "" ""
 row "sink ldap --until-idle (creates the entries)" "$N" "$SINK_MS" "$SINK_R" \
 	"$(ratio "$SINK_R" "$LRAW_R")" "$(mb "$SINK_RSS")"
 echo
+if [ "$AD_N" -gt 0 ]; then
+	ADR_MS=$((ADA_MS + ADM_MS))
+	ADR_R=$(rate "$AD_ITEMS" "$ADR_MS")
+	ADS_R=$(rate "$AD_ITEMS" "$ADS_MS")
+	row "raw Samba: ldapadd -c ($AD_RAW_OUS OUs, $AD_RAW_USERS users)" "$AD_ITEMS" "$ADA_MS" \
+		"$(rate "$AD_ITEMS" "$ADA_MS")" "" ""
+	row "raw Samba: ldapmodify -c ($AD_RAW_MEMBERS members, $AD_RAW_MGRS mgrs)" "$AD_ITEMS" \
+		"$ADM_MS" "$(rate "$AD_ITEMS" "$ADM_MS")" "" ""
+	row "raw Samba: ldapadd + ldapmodify (LDAPS)" "$AD_ITEMS" "$ADR_MS" "$ADR_R" "" ""
+	row "sink ad --until-idle (creates the users)" "$AD_ITEMS" "$ADS_MS" "$ADS_R" \
+		"$(ratio "$ADR_MS" "$ADS_MS")" "$(mb "$ADS_RSS")"
+	echo "  sink ad: ${ADS_WRITES:-?} AD writes, CPU $(awk -v ms="${ADS_CPU_MS:-0}" -v n="$AD_ITEMS" \
+		'BEGIN { printf "%.0f", ms * 1000 / n }') µs/user (user + system); target >= 0.8"
+	echo
+fi
+if [ "$SCIM_N" -gt 0 ]; then
+	SCR_R=$(rate "$SCIM_ITEMS" "$SCR_MS")
+	SCS_R=$(rate "$SCIM_ITEMS" "$SCS_MS")
+	row "raw SCIM: POST /Users + group PATCHes ($SINK_CONC)" "$SCIM_ITEMS" "$SCR_MS" "$SCR_R" "" ""
+	row "sink scim --until-idle (creates the Users)" "$SCIM_ITEMS" "$SCS_MS" "$SCS_R" \
+		"$(ratio "$SCR_MS" "$SCS_MS")" "$(mb "$SCS_RSS")"
+	echo "  sink scim: ${SCS_WRITES:-?} SCIM writes, $(kv "$W/scim-raw.log" users= requests) raw" \
+		"requests; CPU µs/User: sink $(awk -v ms="${SCS_CPU_MS:-0}" -v n="$SCIM_ITEMS" \
+		'BEGIN { printf "%.0f", ms * 1000 / n }'), scim2-server during the sink" \
+		"$(awk -v ms="$SCS_SCPU" -v n="$SCIM_ITEMS" 'BEGIN { printf "%.0f", ms * 1000 / n }')," \
+		"during the raw loop $(awk -v ms="$SCR_SCPU" -v n="$SCIM_ITEMS" \
+		'BEGIN { printf "%.0f", ms * 1000 / n }'); target >= 0.8"
+	echo
+fi
 if [ "$WH" -gt 0 ]; then
 	ms_of() { awk -v s="$1" 'BEGIN { printf "%d", s * 1000 }'; }
 	RAWU_R=$(kv "$W/raw-produce.log" raw_unbounded: rate_per_s)
@@ -822,7 +1090,9 @@ How the figures are measured (one run each, wall clock, same services):
     employee against its current identity (read through the index), wall
     time from exec to exit; \`as-of 2100-01-01\` lists every employee; \`why\`
     is timed per command for ${WHY_K} employees drawn with a fixed seed.
-  - vs raw = idstream items/s / raw items/s of the row above it.
+  - vs raw = idstream items/s / raw items/s of the row above it (for the AD
+    and SCIM sinks: raw wall time / sink wall time, the same ratio without
+    the rounding of small rates).
   - sink: ${N} desired identities into an empty ou=people: entries, their
     department OUs, staff and dept-* memberships, each with a read and diff,
     ${SINK_CONC} employees at a time (sink.concurrency; group changes one at
@@ -832,6 +1102,31 @@ How the figures are measured (one run each, wall clock, same services):
     \`ldapmodify -c\` with one modify per membership (a group's first member
     creates it, as the sink does): ${RAW_OPS} operations; the sink reported
     ${SINK_WRITES:-?} LDAP writes for the same result.
+  - sink ad: ${AD_N} desired identities (gen_export seed 5) into an empty
+    OU of a Samba AD DC provisioned for this run, over LDAPS (unicodePwd needs
+    TLS): users created disabled-or-enabled in one add with their initial
+    password (written to the delivery file first), department OUs, staff and
+    dept-* groups (created by their first member), managers (set in the add,
+    or by a later modify when the manager came after), each user with its
+    read (one search: the user, its manager, the holder of its
+    sAMAccountName) and diff,
+    ${SINK_CONC} at a time.  Raw Samba: the users it created read back and
+    copied under OU=raw: one \`ldapadd -c\` over LDAPS (OUs first; new
+    sAMAccountName/UPN, a new password each, the same userAccountControl,
+    accountExpires and pwdLastSet; managers already copied in the add), then
+    one \`ldapmodify -c\`: one modify per membership (a group's first member
+    creates it) and the remaining managers; one connection, no reads.
+  - sink scim: ${SCIM_N} desired identities (seed 6) into scim2-server (in
+    memory, Python): Users created with their group memberships, each with
+    its read (GET /Users?filter=externalId eq ...: idempotency; the
+    manager's User only when this sink has not seen its id yet) and diff,
+    ${SINK_CONC} at a time.  scim2-server answers a filter by scanning
+    every User, so that one read per User grows with the server's size and
+    is most of the gap to the raw loop (compare its CPU per User).  Raw SCIM: build/tools/scim_raw
+    reads back what the sink made (untimed), then creates the Groups again
+    and sends the same POST /Users bodies (userName/externalId prefixed) and
+    one PATCH (add members) per membership, ${SINK_CONC} keep-alive
+    connections, no reads; CPU of scim2-server is /proc of its process.
   - peak RSS: ${RSS_HOW}.
   - webhooks: \`idstream ingest http\` (defaults: 4 threads, linger.ms 1),
     own topics; build/tools/webhook_load sends signed generic deliveries

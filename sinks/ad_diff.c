@@ -39,6 +39,49 @@ const char *const ad_diff_managed_attrs[] = {
     NULL,
 };
 
+const char *const ad_diff_internal_attrs[] = {
+    /* sources of computed values */
+    "uid",
+    "cn",
+    "departmentNumber",
+    "terminationDate",
+    /* the sink's own, or the directory's */
+    "objectClass",
+    "userAccountControl",
+    "unicodePwd",
+    "userPassword",
+    "pwdLastSet",
+    "memberOf",
+    "member",
+    "distinguishedName",
+    "dn",
+    "name",
+    "objectGUID",
+    "objectSid",
+    NULL,
+};
+
+static bool name_in(const char *const *list, const char *name)
+{
+	for (; *list != NULL; list++)
+		if (strcasecmp(*list, name) == 0)
+			return true;
+	return false;
+}
+
+bool ad_diff_is_extra(const char *name)
+{
+	if (name == NULL ||
+	    !((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z')))
+		return false;
+	for (const char *p = name; *p != '\0'; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '-'))
+			return false;
+	return !name_in(ad_diff_managed_attrs, name) &&
+	       !name_in(ad_diff_internal_attrs, name);
+}
+
 static const char *const op_kind_names[] = {
 #define AD_DIFF_OP_NAME_(n, s) s,
     AD_DIFF_OP_MAP(AD_DIFF_OP_NAME_)
@@ -723,6 +766,14 @@ static int want_compute(const ad_diff_layout_t *layout, const desired_identity_t
 		if (v != NULL && id_attrs_set(want, *a, v) != 0)
 			goto nomem;
 	}
+	/* The extra attributes, under the desired identity's names. */
+	for (size_t i = 0; i < d->attributes.len; i++) {
+		const char *k = d->attributes.items[i].key;
+		const char *v = nonempty(d->attributes.items[i].value);
+		if (v != NULL && ad_diff_is_extra(k) && attrs_get_ci(want, k) == NULL &&
+		    id_attrs_set(want, k, v) != 0)
+			goto nomem;
+	}
 	goto out;
 nomem:
 	rc = id_err_set(err, ID_ENOMEM, "ad diff: employee %s: out of memory",
@@ -730,6 +781,24 @@ nomem:
 out:
 	id_buf_fini(&upn);
 	return rc;
+}
+
+/*
+ * Appends a MODIFY for extra attribute name when the object's value differs
+ * from the wanted one (absent on either side included).
+ */
+static int diff_extra(ad_diff_plan_t *plan, const char *target,
+                      const ad_diff_entry_t *actual, const id_attrs_t *want,
+                      const char *name)
+{
+	const char *have = attrs_get_ci(&actual->attrs, name);
+	const char *w = attrs_get_ci(want, name);
+	bool same = (have == NULL || w == NULL) ? have == w : strcmp(have, w) == 0;
+	if (same)
+		return 0;
+	return plan_push(plan, AD_DIFF_OP_MODIFY, target, name, have, w) != NULL
+	           ? 0
+	           : ID_ENOMEM;
 }
 
 #define PUSH(...)                                                                        \
@@ -741,6 +810,14 @@ out:
 int ad_diff_compute(const ad_diff_layout_t *layout, const desired_identity_t *d,
                     const ad_diff_entry_t *actual, const char *manager_dn,
                     ad_diff_plan_t *plan, id_err_t *err)
+{
+	return ad_diff_compute_extra(layout, NULL, 0, d, actual, manager_dn, plan, err);
+}
+
+int ad_diff_compute_extra(const ad_diff_layout_t *layout, const char *const *extra_attrs,
+                          size_t nextra_attrs, const desired_identity_t *d,
+                          const ad_diff_entry_t *actual, const char *manager_dn,
+                          ad_diff_plan_t *plan, id_err_t *err)
 {
 	ou_list_t ous = {NULL, 0};
 	id_attrs_t want = ID_ATTRS_INIT;
@@ -933,6 +1010,22 @@ int ad_diff_compute(const ad_diff_layout_t *layout, const desired_identity_t *d,
 		}
 		if (!same)
 			PUSH(plan, AD_DIFF_OP_MODIFY, target, *a, have, w);
+	}
+	/* Extra attributes: the desired identity's, then the others known. */
+	for (size_t i = 0; i < d->attributes.len; i++) {
+		const char *k = d->attributes.items[i].key;
+		bool dup = false;
+		for (size_t j = 0; !dup && j < i; j++)
+			dup = strcasecmp(d->attributes.items[j].key, k) == 0;
+		if (!dup && ad_diff_is_extra(k) &&
+		    diff_extra(plan, target, actual, &want, k) != 0)
+			goto nomem;
+	}
+	for (size_t i = 0; extra_attrs != NULL && i < nextra_attrs; i++) {
+		const char *k = extra_attrs[i];
+		if (ad_diff_is_extra(k) && attrs_get_ci(&d->attributes, k) == NULL &&
+		    diff_extra(plan, target, actual, &want, k) != 0)
+			goto nomem;
 	}
 
 	for (size_t i = 0; i < d->ngroups; i++) {

@@ -7,9 +7,16 @@
  * libldap.
  *
  * Invariants:
- *  - Only the attributes in ad_diff_managed_attrs, the CN (the RDN), the
- *    ACCOUNTDISABLE bit of userAccountControl, and memberships of groups
- *    directly below layout->groups_dn are ever compared or written.
+ *  - Only the attributes in ad_diff_managed_attrs, the extra attributes
+ *    (below), the CN (the RDN), the ACCOUNTDISABLE bit of
+ *    userAccountControl, and memberships of groups directly below
+ *    layout->groups_dn are ever compared or written.
+ *  - Extra attributes: every attribute of the desired identity that is
+ *    neither in ad_diff_managed_attrs nor in ad_diff_internal_attrs
+ *    (telephoneNumber, company, extensionAttribute1...) is written as it is,
+ *    and so is the absence of each name in the extra_attrs given to
+ *    ad_diff_compute_extra() (names other identities declare): the attribute is cleared
+ * when the policy stops producing a value for it.
  *  - employeeID is always the employee id: it is how the object is found.
  *  - Applying the plan and diffing again yields an empty plan.
  *  - DNs are built here with RFC 4514 escaping; DNs read from the server are
@@ -46,6 +53,21 @@
 
 /* Managed attribute names, NULL-terminated, in the case used on the wire. */
 extern const char *const ad_diff_managed_attrs[];
+/*
+ * Desired attributes that are never written under their own name,
+ * NULL-terminated: the sources of computed values (uid → sAMAccountName
+ * and UPN, cn → the RDN, departmentNumber → department, terminationDate →
+ * accountExpires) and what the sink or the directory owns (objectClass,
+ * userAccountControl, unicodePwd, pwdLastSet, memberOf, member, ...).
+ */
+extern const char *const ad_diff_internal_attrs[];
+
+/*
+ * True when name, an attribute of a desired identity, is an extra
+ * attribute: not managed, not internal, and a valid LDAP attribute type
+ * name (a letter, then letters, digits and '-').
+ */
+bool ad_diff_is_extra(const char *name);
 
 typedef struct ad_diff_layout {
 	const char *people_dn;  /* e.g. "OU=people,DC=example,DC=test" */
@@ -55,9 +77,9 @@ typedef struct ad_diff_layout {
 
 /*
  * The user object as it is in the directory.  attrs holds managed
- * attributes only, keyed by the names in ad_diff_managed_attrs; several
- * values are joined by '\n'.  member_of holds every memberOf DN.  uac is
- * userAccountControl (has_uac false when it was not readable).
+ * attributes only, keyed by the names in ad_diff_managed_attrs, and the
+ * extra attributes read (any case); several values are joined by '\n'.  member_of holds
+ * every memberOf DN.  uac is userAccountControl (has_uac false when it was not readable).
  * Ownership: the struct owns every string; ad_diff_entry_fini() frees.
  */
 typedef struct ad_diff_entry {
@@ -172,6 +194,16 @@ void ad_diff_plan_fini(ad_diff_plan_t *p);
 int ad_diff_compute(const ad_diff_layout_t *layout, const desired_identity_t *desired,
                     const ad_diff_entry_t *actual, const char *manager_dn,
                     ad_diff_plan_t *plan, id_err_t *err);
+
+/*
+ * As ad_diff_compute(), with extra attribute names managed besides the
+ * desired identity's own (extra_attrs, n of them, may be NULL): one the
+ * desired identity has no value for is cleared on the object.
+ */
+int ad_diff_compute_extra(const ad_diff_layout_t *layout, const char *const *extra_attrs,
+                          size_t nextra_attrs, const desired_identity_t *desired,
+                          const ad_diff_entry_t *actual, const char *manager_dn,
+                          ad_diff_plan_t *plan, id_err_t *err);
 
 /*
  * The sAMAccountName desired gives: attribute "sAMAccountName" if set,

@@ -2,10 +2,13 @@
  * sink_ad.c — executes ad_diff plans against Active Directory with libldap
  * over TLS.
  *
- * Flow of one apply: search the user by employeeID below people_dn
- * (managed attributes, userAccountControl, memberOf), resolve the manager's
- * DN the same way, diff, refuse a sAMAccountName another object of the
- * domain already has, then run the plan in order.  Each op tolerates the
+ * Flow of one apply: one search of the domain finds the user by employeeID
+ * below people_dn (managed and extra attributes, userAccountControl,
+ * memberOf), the manager's user the same way, and any object holding the
+ * sAMAccountName the employee gets; diff; refuse a sAMAccountName another
+ * object of the domain already has; then run the plan in order.  A new
+ * extra attribute name is first looked up in the schema (once per
+ * process).  Each op tolerates the
  * state a half-finished earlier apply left behind ("already a member",
  * "already gone"), so re-running converges.
  *
@@ -52,8 +55,18 @@ struct sink_ad {
 	bool must_change;
 	ad_diff_layout_t layout;
 	ldap_diff_layout_t glayout; /* for the shared group-DN helpers */
-	/* What an employee search asks for. */
-	const char *read_attrs[24];
+	/*
+	 * Extra attributes (ad_diff.h) seen in desired identities since open,
+	 * each checked once against the schema and spelled as the schema
+	 * does; given to every diff.  Read with every employee, so
+	 * one the policy stops producing is cleared.
+	 */
+	char **extras;
+	size_t nextras;
+	char *schema_dn; /* the schema naming context, read at first need */
+	/* What an employee search asks for: the managed attributes,
+	 * userAccountControl, memberOf, then the extras (rebuilt as they grow). */
+	const char **read_attrs;
 };
 
 /* AD's default password rule (see ad_diff_password_complex()). */
@@ -81,6 +94,28 @@ static int dup_opt(char **dst, const char *src)
 	return (*dst = strdup(src)) != NULL ? 0 : ID_ENOMEM;
 }
 
+/* (Re)builds s->read_attrs from the managed attributes and s->extras. */
+static int read_attrs_build(sink_ad_t *s)
+{
+	size_t n = 0;
+	while (ad_diff_managed_attrs[n] != NULL)
+		n++;
+	const char **a = calloc(n + 3 + s->nextras, sizeof(*a));
+	if (a == NULL)
+		return ID_ENOMEM;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		a[k++] = ad_diff_managed_attrs[i];
+	a[k++] = "userAccountControl";
+	a[k++] = "memberOf";
+	for (size_t i = 0; i < s->nextras; i++)
+		a[k++] = s->extras[i];
+	a[k] = NULL;
+	free(s->read_attrs);
+	s->read_attrs = a;
+	return 0;
+}
+
 sink_ad_t *sink_ad_open(const sink_ad_opts_t *opts, id_err_t *err)
 {
 	sink_ad_t *s = NULL;
@@ -104,12 +139,8 @@ sink_ad_t *sink_ad_open(const sink_ad_opts_t *opts, id_err_t *err)
 	    dup_opt(&s->upn_suffix, opts->upn_suffix) != 0 ||
 	    dup_opt(&s->password_file, opts->password_file) != 0)
 		goto nomem;
-	size_t k = 0;
-	for (const char *const *a = ad_diff_managed_attrs; *a != NULL && k + 3 < 24; a++)
-		s->read_attrs[k++] = *a;
-	s->read_attrs[k++] = "userAccountControl";
-	s->read_attrs[k++] = "memberOf";
-	s->read_attrs[k] = NULL;
+	if (read_attrs_build(s) != 0)
+		goto nomem;
 	s->layout.people_dn = s->people_dn;
 	s->layout.groups_dn = s->groups_dn;
 	s->layout.upn_suffix = s->upn_suffix;
@@ -139,6 +170,11 @@ void sink_ad_close(sink_ad_t *s)
 	free(s->groups_dn);
 	free(s->upn_suffix);
 	free(s->password_file);
+	for (size_t i = 0; i < s->nextras; i++)
+		free(s->extras[i]);
+	free(s->extras);
+	free(s->schema_dn);
+	free(s->read_attrs);
 	free(s);
 }
 
@@ -158,7 +194,10 @@ static int entry_dn(void *out, const char *dn)
 static int entry_attr(void *out, const char *a, struct berval **vals, size_t n)
 {
 	ad_diff_entry_t *e = out;
+	/* Anything else the search returns is an extra attribute asked for. */
 	const char *name = ldap_conn_name_in(ad_diff_managed_attrs, a);
+	if (name == NULL && ad_diff_is_extra(a))
+		name = a;
 	int r = 0;
 	if (strcasecmp(a, "memberOf") == 0) {
 		for (size_t i = 0; r == 0 && i < n; i++) {
@@ -190,62 +229,320 @@ static int entry_convert(sink_ad_t *s, LDAPMessage *e, ad_diff_entry_t *out,
 	return ldap_conn_entry_walk(&s->conn, e, entry_dn, entry_attr, out, err);
 }
 
-/*
- * Searches people_dn for the user whose employeeID is id.  0 with *found
- * set; ID_ECONFLICT (naming every DN) when several carry it.
- */
-static int read_employee(sink_ad_t *s, const char *id, const char *const *attrs,
-                         ad_diff_entry_t *out, bool *found, id_err_t *err)
+/* The schema naming context (rootDSE schemaNamingContext) into s->schema_dn. */
+static int schema_dn_read(sink_ad_t *s, id_err_t *err)
 {
+	static const char *const attrs[] = {"schemaNamingContext", NULL};
+	LDAPMessage *res = NULL;
+	int rc = ldap_conn_search(&s->conn, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs,
+	                          &res, err);
+	LDAPMessage *e = rc == 0 ? ldap_first_entry(s->conn.ld, res) : NULL;
+	struct berval **v =
+	    e != NULL ? ldap_get_values_len(s->conn.ld, e, "schemaNamingContext") : NULL;
+	if (rc == 0 && ldap_count_values_len(v) > 0) {
+		if ((s->schema_dn = ldap_conn_bv_strdup(v[0])) == NULL)
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+	} else if (rc == 0) {
+		/* Not announced: where AD keeps it. */
+		size_t len = strlen(s->base_dn) + 32;
+		if ((s->schema_dn = malloc(len)) == NULL)
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+		else
+			snprintf(s->schema_dn, len, "CN=Schema,CN=Configuration,%s",
+			         s->base_dn);
+	}
+	ldap_value_free_len(v);
+	ldap_msgfree(res);
+	return rc;
+}
+
+/*
+ * Makes every extra attribute of d known (s->extras): a name not seen yet
+ * is looked up in the schema first.  One the directory does not define, or
+ * defines as system-only, is ID_EINVALID naming it and the employee, before
+ * anything is written for that employee.
+ */
+static int extras_learn(sink_ad_t *s, const desired_identity_t *d, id_err_t *err)
+{
+	static const char *const attrs[] = {"lDAPDisplayName", "systemOnly", NULL};
 	id_buf_t f = ID_BUF_INIT;
-	LDAPMessage *res = NULL, *e = NULL;
-	int rc;
-	*found = false;
-	ad_diff_entry_fini(out);
-	if ((rc = ldap_conn_filter_eq(&f, "(objectClass=user)", "employeeID", id)) != 0) {
-		rc = id_err_set(err, rc, "ad: employee %s: out of memory", id);
-		goto out;
+	LDAPMessage *res = NULL;
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < d->attributes.len; i++) {
+		const char *k = d->attributes.items[i].key;
+		if (!ad_diff_is_extra(k))
+			continue;
+		bool known = false;
+		for (size_t j = 0; !known && j < s->nextras; j++)
+			known = strcasecmp(s->extras[j], k) == 0;
+		if (known)
+			continue;
+		if (s->schema_dn == NULL && (rc = schema_dn_read(s, err)) != 0)
+			break;
+		ldap_msgfree(res);
+		res = NULL;
+		LDAPMessage *e = NULL;
+		if ((rc = ldap_conn_filter_eq(&f, "(objectClass=attributeSchema)",
+		                              "lDAPDisplayName", k)) != 0) {
+			rc = id_err_set(err, rc, "ad: out of memory");
+			break;
+		}
+		if ((rc = ldap_conn_search_unique(&s->conn, s->schema_dn,
+		                                  LDAP_SCOPE_ONELEVEL,
+		                                  (const char *)f.data, attrs, k,
+		                                  "schema entries", &res, &e, err)) != 0)
+			break;
+		struct berval **name =
+		    e != NULL ? ldap_get_values_len(s->conn.ld, e, "lDAPDisplayName")
+		              : NULL;
+		struct berval **sys =
+		    e != NULL ? ldap_get_values_len(s->conn.ld, e, "systemOnly") : NULL;
+		bool system_only = ldap_count_values_len(sys) > 0 &&
+		                   sys[0]->bv_len == 4 &&
+		                   strncasecmp(sys[0]->bv_val, "TRUE", 4) == 0;
+		char *canon =
+		    ldap_count_values_len(name) > 0 ? ldap_conn_bv_strdup(name[0]) : NULL;
+		ldap_value_free_len(name);
+		ldap_value_free_len(sys);
+		if (e == NULL || system_only) {
+			free(canon);
+			rc = id_err_set(err, ID_EINVALID,
+			                "employee %s: attribute %s %s; nothing written "
+			                "(fix the policy's ad section or the schema)",
+			                d->employee_id, k,
+			                e == NULL ? "is not defined in the AD schema"
+			                          : "is system-only in the AD schema");
+			break;
+		}
+		char **n = canon != NULL
+		               ? realloc(s->extras, (s->nextras + 1) * sizeof(*n))
+		               : NULL;
+		if (n == NULL) {
+			free(canon);
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+			break;
+		}
+		s->extras = n;
+		s->extras[s->nextras++] = canon;
+		if (read_attrs_build(s) != 0) {
+			rc = id_err_set(err, ID_ENOMEM, "ad: out of memory");
+			break;
+		}
+		id_log_info(LOG_COMP,
+		            "attribute %s is managed from now on (extra attribute "
+		            "of the policy's ad section)",
+		            canon);
 	}
-	if ((rc = ldap_conn_search_unique(&s->conn, s->people_dn, LDAP_SCOPE_SUBTREE,
-	                                  (const char *)f.data, attrs, id, "users", &res,
-	                                  &e, err)) != 0)
-		goto out;
-	if (e != NULL) {
-		if ((rc = entry_convert(s, e, out, err)) != 0)
-			goto out;
-		*found = true;
-	}
-out:
 	ldap_msgfree(res);
 	id_buf_fini(&f);
 	return rc;
 }
 
-/* Reads the user of d and the manager's DN (*manager_dn malloc'd or NULL). */
-static int read_state(sink_ad_t *s, const desired_identity_t *d, ad_diff_entry_t *actual,
-                      bool *found, char **manager_dn, id_err_t *err)
+/* True when dn is strictly below base (compared as DNs, not as strings). */
+static bool dn_below(const char *dn, const char *base)
 {
-	*manager_dn = NULL;
-	int rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
-	if (rc != 0 || d->manager_id == NULL || d->manager_id[0] == '\0' ||
-	    d->state == LC_DELETED)
-		return rc;
-	static const char *const no_attrs[] = {LDAP_NO_ATTRS, NULL};
-	ad_diff_entry_t mgr;
-	bool mfound;
-	ad_diff_entry_init(&mgr);
-	rc = read_employee(s, d->manager_id, no_attrs, &mgr, &mfound, err);
-	if (rc == 0 && mfound) {
-		*manager_dn = mgr.dn;
-		mgr.dn = NULL;
-	} else if (rc == ID_ECONFLICT) {
-		/* Ambiguous manager: leave the attribute alone, like a missing one. */
-		id_log_warn(LOG_COMP, "employee %s: manager %s is ambiguous: %s",
-		            d->employee_id, d->manager_id, err ? err->msg : "");
-		id_err_clear(err);
-		rc = 0;
+	for (size_t i = 0; dn[i] != '\0'; i++) {
+		if (dn[i] == '\\' && dn[i + 1] != '\0')
+			i++;
+		else if (dn[i] == ',' && ldap_diff_dn_equal(dn + i + 1, base))
+			return true;
 	}
-	ad_diff_entry_fini(&mgr);
+	return false;
+}
+
+/* The first value of attribute a of entry e equals v (ignoring case, as
+ * AD's matching rules for employeeID and sAMAccountName do). */
+static bool value_is(LDAP *ld, LDAPMessage *e, const char *a, const char *v)
+{
+	struct berval **vals = ldap_get_values_len(ld, e, a);
+	bool hit = ldap_count_values_len(vals) > 0 && strlen(v) == vals[0]->bv_len &&
+	           strncasecmp(vals[0]->bv_val, v, vals[0]->bv_len) == 0;
+	ldap_value_free_len(vals);
+	return hit;
+}
+
+/* Appends one RFC 4515 term (built by ldap_conn_filter_eq) to f. */
+static int filter_term(id_buf_t *f, id_buf_t *tmp, const char *prefix, const char *attr,
+                       const char *value)
+{
+	if (ldap_conn_filter_eq(tmp, prefix, attr, value) != 0)
+		return ID_ENOMEM;
+	return id_buf_append(f, tmp->data, tmp->len - 1) != 0 ? ID_ENOMEM : 0;
+}
+
+/*
+ * What one apply reads, in one search of the domain (the terms are
+ * indexed): the user of the employee and the manager's user (by employeeID,
+ * below people_dn), and any object holding the sAMAccountName the employee
+ * gets (sAMAccountName is unique in the whole domain).  Three searches
+ * before; one round trip now, which is most of an apply's reads.
+ */
+typedef struct ad_state {
+	ad_diff_entry_t actual;
+	bool found;
+	char *manager_dn;   /* NULL: no manager, or none found (or ambiguous) */
+	char *sam_conflict; /* another object holds the sAMAccountName: why */
+} ad_state_t;
+
+static void ad_state_init(ad_state_t *st)
+{
+	memset(st, 0, sizeof(*st));
+	ad_diff_entry_init(&st->actual);
+}
+
+static void ad_state_fini(ad_state_t *st)
+{
+	ad_diff_entry_fini(&st->actual);
+	free(st->manager_dn);
+	free(st->sam_conflict);
+	ad_state_init(st);
+}
+
+/* Entry e is the user of employee id: below people_dn, employeeID id. */
+static bool role_employee(sink_ad_t *s, LDAPMessage *e, const char *id)
+{
+	char *dn = ldap_get_dn(s->conn.ld, e);
+	bool hit = dn != NULL && dn_below(dn, s->people_dn) &&
+	           value_is(s->conn.ld, e, "employeeID", id);
+	ldap_memfree(dn);
+	return hit;
+}
+
+/* The entries of res in role for id: how many, the first in *first, and
+ * their DNs in dns when more than one. */
+static int role_entries(sink_ad_t *s, LDAPMessage *res, const char *id,
+                        LDAPMessage **first, id_buf_t *dns)
+{
+	int n = 0;
+	*first = NULL;
+	id_buf_reset(dns);
+	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL;
+	     e = ldap_next_entry(s->conn.ld, e)) {
+		if (!role_employee(s, e, id))
+			continue;
+		char *dn = ldap_get_dn(s->conn.ld, e);
+		(void)id_buf_printf(dns, "%s\"%s\"", n > 0 ? ", " : "", dn ? dn : "?");
+		ldap_memfree(dn);
+		if (n++ == 0)
+			*first = e;
+	}
+	(void)id_buf_append_u8(dns, 0);
+	return n;
+}
+
+/*
+ * Reads the state of one apply into st (init'd by the caller; fini'd and
+ * refilled).  Several users below people_dn with the employee's id is
+ * ID_ECONFLICT naming every DN; an ambiguous manager is left alone (a
+ * warning), like a missing one.
+ */
+static int read_state(sink_ad_t *s, const desired_identity_t *d, ad_state_t *st,
+                      id_err_t *err)
+{
+	id_buf_t f = ID_BUF_INIT, tmp = ID_BUF_INIT, dns = ID_BUF_INIT;
+	LDAPMessage *res = NULL, *e;
+	char *sam = NULL;
+	int rc;
+	ad_state_fini(st);
+	if ((rc = d->state != LC_DELETED ? extras_learn(s, d, err) : 0) != 0)
+		goto out;
+	bool live = d->state != LC_DELETED;
+	const char *mid = live && d->manager_id != NULL && d->manager_id[0] != '\0' &&
+	                          strcasecmp(d->manager_id, d->employee_id) != 0
+	                      ? d->manager_id
+	                      : NULL;
+	if (live)
+		sam = ad_diff_sam_account_name(d);
+	if (id_buf_append_str(&f, "(|") != 0 ||
+	    filter_term(&f, &tmp, "(objectClass=user)", "employeeID", d->employee_id) ||
+	    (mid != NULL &&
+	     filter_term(&f, &tmp, "(objectClass=user)", "employeeID", mid) != 0) ||
+	    (sam != NULL && filter_term(&f, &tmp, NULL, "sAMAccountName", sam) != 0) ||
+	    id_buf_append_str(&f, ")") != 0 || id_buf_append_u8(&f, 0) != 0) {
+		rc = id_err_set(err, ID_ENOMEM, "ad: employee %s: out of memory",
+		                d->employee_id);
+		goto out;
+	}
+	if ((rc = ldap_conn_search(&s->conn, s->base_dn, LDAP_SCOPE_SUBTREE,
+	                           (const char *)f.data, s->read_attrs, &res, err)) != 0)
+		goto out;
+
+	int n = role_entries(s, res, d->employee_id, &e, &dns);
+	if (n > 1) {
+		rc = id_err_set(err, ID_ECONFLICT, "employee %s has %d users: %s",
+		                d->employee_id, n, (const char *)dns.data);
+		goto out;
+	}
+	if (e != NULL) {
+		if ((rc = entry_convert(s, e, &st->actual, err)) != 0)
+			goto out;
+		st->found = true;
+	}
+	if (d->manager_id != NULL && live && mid == NULL && st->found &&
+	    strcasecmp(d->manager_id, d->employee_id) == 0 &&
+	    (st->manager_dn = strdup(st->actual.dn)) == NULL)
+		goto nomem;
+	if (mid != NULL) {
+		n = role_entries(s, res, mid, &e, &dns);
+		if (n > 1) {
+			id_log_warn(
+			    LOG_COMP,
+			    "employee %s: manager %s is ambiguous: employee %s has "
+			    "%d users: %s",
+			    d->employee_id, mid, mid, n, (const char *)dns.data);
+		} else if (e != NULL) {
+			char *dn = ldap_get_dn(s->conn.ld, e);
+			st->manager_dn = dn != NULL ? strdup(dn) : NULL;
+			ldap_memfree(dn);
+			if (st->manager_dn == NULL)
+				goto nomem;
+		}
+	}
+	/* Another object with the sAMAccountName: the result names its owner
+	 * (AD would refuse the write anyway). */
+	for (e = ldap_first_entry(s->conn.ld, res); sam != NULL && e != NULL;
+	     e = ldap_next_entry(s->conn.ld, e)) {
+		if (!value_is(s->conn.ld, e, "sAMAccountName", sam))
+			continue;
+		char *dn = ldap_get_dn(s->conn.ld, e);
+		if (dn != NULL && !(st->found && ldap_diff_dn_equal(dn, st->actual.dn))) {
+			struct berval **v =
+			    ldap_get_values_len(s->conn.ld, e, "employeeID");
+			char *owner = ldap_count_values_len(v) > 0
+			                  ? ldap_conn_bv_strdup(v[0])
+			                  : NULL;
+			id_buf_reset(&tmp);
+			rc = owner != NULL
+			         ? id_buf_printf(&tmp,
+			                         "sAMAccountName %s already used by "
+			                         "employee %s",
+			                         sam, owner)
+			         : id_buf_printf(&tmp,
+			                         "sAMAccountName %s already used by "
+			                         "\"%s\"",
+			                         sam, dn);
+			free(owner);
+			ldap_value_free_len(v);
+			if (rc != 0 || id_buf_append_u8(&tmp, 0) != 0 ||
+			    (st->sam_conflict = strdup((const char *)tmp.data)) == NULL) {
+				ldap_memfree(dn);
+				goto nomem;
+			}
+			rc = 0;
+		}
+		ldap_memfree(dn);
+		if (st->sam_conflict != NULL)
+			break;
+	}
+	goto out;
+nomem:
+	rc = id_err_set(err, ID_ENOMEM, "ad: employee %s: out of memory", d->employee_id);
+out:
+	free(sam);
+	ldap_msgfree(res);
+	id_buf_fini(&f);
+	id_buf_fini(&tmp);
+	id_buf_fini(&dns);
 	return rc;
 }
 
@@ -255,7 +552,6 @@ typedef struct apply_ctx {
 	sink_ad_t *s;
 	const desired_identity_t *d;
 	sink_result_t *r;
-	const char *sam; /* the plan's sAMAccountName (borrowed) */
 	char *cur_dn;    /* where the user is right now (owned) */
 	size_t changes;  /* ops recorded as done */
 	bool used_cache; /* an ENSURE_OU was skipped thanks to the cache */
@@ -331,7 +627,8 @@ static int exec_add(apply_ctx_t *c, const ad_diff_op_t *op, id_err_t *err)
 			goto nomem;
 	}
 	if (lrc != LDAP_SUCCESS) {
-		rc = ldap_conn_fail(&s->conn, lrc, err, "add \"%s\"", dn);
+		rc = ldap_conn_fail(&s->conn, lrc, err, "employee %s: add \"%s\"",
+		                    c->d->employee_id, dn);
 		goto out;
 	}
 	if ((rc = set_cur_dn(c, dn, err)) != 0 ||
@@ -370,9 +667,19 @@ static int exec_modify_batch(apply_ctx_t *c, const ad_diff_op_t *ops, size_t n,
 	if (ldap_conn_modify_many(&s->conn, c->cur_dn, n, modify_value, ops, &lrc) != 0)
 		return id_err_set(err, ID_ENOMEM, "modify \"%s\": out of memory",
 		                  c->cur_dn);
-	if (lrc != LDAP_SUCCESS)
-		return ldap_conn_fail(&s->conn, lrc, err, "modify \"%s\" (%s%s)",
-		                      c->cur_dn, ops[0].attribute, n > 1 ? ", ..." : "");
+	if (lrc != LDAP_SUCCESS) {
+		/* Every attribute of the request: the refused one is among them. */
+		id_buf_t names = ID_BUF_INIT;
+		for (size_t i = 0; i < n; i++)
+			(void)id_buf_printf(&names, "%s%s", i > 0 ? ", " : "",
+			                    ops[i].attribute);
+		(void)id_buf_append_u8(&names, 0);
+		rc = ldap_conn_fail(&s->conn, lrc, err, "employee %s: modify \"%s\" (%s)",
+		                    c->d->employee_id, c->cur_dn,
+		                    names.data != NULL ? (const char *)names.data : "?");
+		id_buf_fini(&names);
+		return rc;
+	}
 	for (size_t i = 0; i < n; i++)
 		if ((rc = record(c, "modify", ops[i].attribute, ops[i].old_value,
 		                 ops[i].new_value, err)) != 0)
@@ -498,56 +805,6 @@ static int exec_delete(apply_ctx_t *c, const ad_diff_op_t *op, id_err_t *err)
 	return record(c, "delete", "dn", op->dn, NULL, err);
 }
 
-/*
- * Refuses a sAMAccountName that another object of the domain (user, group
- * or computer) already has: AD would refuse the write anyway, and this way
- * the result names the owner.  ID_ECONFLICT.
- */
-static int check_sam_free(apply_ctx_t *c, const ad_diff_entry_t *actual, id_err_t *err)
-{
-	sink_ad_t *s = c->s;
-	static const char *const attrs[] = {"employeeID", NULL};
-	id_buf_t f = ID_BUF_INIT;
-	LDAPMessage *res = NULL;
-	int rc;
-	if ((rc = ldap_conn_filter_eq(&f, "", "sAMAccountName", c->sam)) != 0) {
-		rc = id_err_set(err, rc, "sAMAccountName check: out of memory");
-		goto out;
-	}
-	if ((rc = ldap_conn_search(&s->conn, s->base_dn, LDAP_SCOPE_SUBTREE,
-	                           (const char *)f.data, attrs, &res, err)) != 0)
-		goto out;
-	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL && rc == 0;
-	     e = ldap_next_entry(s->conn.ld, e)) {
-		char *dn = ldap_get_dn(s->conn.ld, e);
-		if (dn != NULL &&
-		    !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn))) {
-			struct berval **v =
-			    ldap_get_values_len(s->conn.ld, e, "employeeID");
-			char *owner = ldap_count_values_len(v) > 0
-			                  ? ldap_conn_bv_strdup(v[0])
-			                  : NULL;
-			if (owner != NULL)
-				rc = id_err_set(
-				    err, ID_ECONFLICT,
-				    "sAMAccountName %s already used by employee %s",
-				    c->sam, owner);
-			else
-				rc =
-				    id_err_set(err, ID_ECONFLICT,
-				               "sAMAccountName %s already used by \"%s\"",
-				               c->sam, dn);
-			free(owner);
-			ldap_value_free_len(v);
-		}
-		ldap_memfree(dn);
-	}
-out:
-	ldap_msgfree(res);
-	id_buf_fini(&f);
-	return rc;
-}
-
 static bool plan_sets_sam(const ad_diff_plan_t *p)
 {
 	for (size_t i = 0; i < p->nops; i++)
@@ -608,37 +865,35 @@ static int apply_once(void *ctx, bool *manager_pending, bool *used_cache, id_err
 {
 	apply_ctx_t *c = ctx;
 	sink_ad_t *s = c->s;
-	ad_diff_entry_t actual;
+	ad_state_t st;
 	ad_diff_plan_t plan;
-	char *mdn = NULL;
-	bool found = false;
 	int rc;
 
-	ad_diff_entry_init(&actual);
+	ad_state_init(&st);
 	ad_diff_plan_init(&plan);
 	c->used_cache = false;
-	if ((rc = read_state(s, c->d, &actual, &found, &mdn, err)) != 0)
+	if ((rc = read_state(s, c->d, &st, err)) != 0)
 		goto out;
-	*manager_pending =
-	    c->d->state != LC_DELETED && c->d->manager_id != NULL && mdn == NULL;
-	if ((rc = ad_diff_compute(&s->layout, c->d, found ? &actual : NULL, mdn, &plan,
-	                          err)) != 0)
+	*manager_pending = c->d->state != LC_DELETED && c->d->manager_id != NULL &&
+	                   st.manager_dn == NULL;
+	if ((rc = ad_diff_compute_extra(&s->layout, (const char *const *)s->extras,
+	                                s->nextras, c->d, st.found ? &st.actual : NULL,
+	                                st.manager_dn, &plan, err)) != 0)
 		goto out;
-	c->sam = plan.sam;
-	if (plan.sam != NULL && plan_sets_sam(&plan) &&
-	    (rc = check_sam_free(c, found ? &actual : NULL, err)) != 0)
+	/* Refused before anything is written: the result names the owner. */
+	if (plan.sam != NULL && plan_sets_sam(&plan) && st.sam_conflict != NULL) {
+		rc = id_err_set(err, ID_ECONFLICT, "%s", st.sam_conflict);
 		goto out;
+	}
 	free(c->cur_dn);
 	c->cur_dn = NULL;
-	if (found && (rc = set_cur_dn(c, actual.dn, err)) != 0)
+	if (st.found && (rc = set_cur_dn(c, st.actual.dn, err)) != 0)
 		goto out;
 	rc = exec_plan(c, &plan, err);
 out:
 	*used_cache = c->used_cache;
-	c->sam = NULL;
-	free(mdn);
 	ad_diff_plan_fini(&plan);
-	ad_diff_entry_fini(&actual);
+	ad_state_fini(&st);
 	return rc;
 }
 
@@ -659,19 +914,17 @@ int sink_ad_plan(sink_ad_t *s, const desired_identity_t *d, ad_diff_plan_t *plan
 {
 	if (s == NULL || d == NULL || plan == NULL || d->employee_id == NULL)
 		return id_err_set(err, ID_EINVALID, "sink_ad_plan: NULL argument");
-	ad_diff_entry_t actual;
-	char *mdn = NULL;
-	bool found = false;
-	ad_diff_entry_init(&actual);
-	int rc = read_state(s, d, &actual, &found, &mdn, err);
+	ad_state_t st;
+	ad_state_init(&st);
+	int rc = read_state(s, d, &st, err);
 	if (rc == 0)
-		rc = ad_diff_compute(&s->layout, d, found ? &actual : NULL, mdn, plan,
-		                     err);
+		rc = ad_diff_compute_extra(&s->layout, (const char *const *)s->extras,
+		                           s->nextras, d, st.found ? &st.actual : NULL,
+		                           st.manager_dn, plan, err);
 	if (manager_pending != NULL)
 		*manager_pending = rc == 0 && d->state != LC_DELETED &&
-		                   d->manager_id != NULL && mdn == NULL;
-	free(mdn);
-	ad_diff_entry_fini(&actual);
+		                   d->manager_id != NULL && st.manager_dn == NULL;
+	ad_state_fini(&st);
 	return rc;
 }
 

@@ -4,7 +4,8 @@
  *
  * Flow of one apply: filtered GETs (single `eq` comparisons) find the User
  * by externalId = employee id (else by userName = uid, for an account made
- * before the sink knew it), the manager's User, and the Groups the User is
+ * before the sink knew it), the manager's User (unless this handle already
+ * knows its id: see ids in struct sink_scim), and the Groups the User is
  * a member of; desired Groups not yet known are looked up by displayName
  * (and cached); then the plan goes out either request by request or as one
  * /Bulk request.  Every request tolerates what a half-finished earlier
@@ -61,6 +62,15 @@ struct sink_scim {
 	int64_t retry_after_ms;
 	scim_diff_group_t *gcache; /* known Groups, by display name */
 	size_t ngcache;
+	/*
+	 * employee id → SCIM id of its User, as this handle last saw it (a
+	 * lookup by externalId, or its own create; dropped when a lookup finds
+	 * none or it deletes the User).  A manager found here is not looked up
+	 * again: ids never change, and one lookup per report of a manager was a
+	 * full filter query each.  A manager deleted behind the sink's back is
+	 * noticed when the manager's own identity is applied next.
+	 */
+	json_t *ids;
 	char *password_file; /* NULL: Users are created without a password */
 	sink_password_policy_t policy;
 };
@@ -448,7 +458,7 @@ sink_scim_t *sink_scim_open(const sink_scim_opts_t *opts, id_err_t *err)
 	while (n > 0 && opts->base_url[n - 1] == '/')
 		n--;
 	if ((s->base = strndup(opts->base_url, n)) == NULL ||
-	    (s->curl = curl_easy_init()) == NULL)
+	    (s->ids = json_object()) == NULL || (s->curl = curl_easy_init()) == NULL)
 		goto nomem;
 	if (opts->bearer_token != NULL && opts->bearer_token[0] != '\0') {
 		s->token_len = strlen(opts->bearer_token);
@@ -511,6 +521,7 @@ void sink_scim_close(sink_scim_t *s)
 	free(s->users_ep);
 	free(s->groups_ep);
 	gcache_clear(s);
+	json_decref(s->ids);
 	free(s);
 	curl_global_cleanup(); /* pairs with the init in open */
 }
@@ -537,6 +548,29 @@ void sink_scim_features(const sink_scim_t *s, sink_scim_features_t *out)
 }
 
 /* ---- group cache ---- */
+
+/* Most employee → User ids kept (about 100 bytes each). */
+#define IDS_MAX 200000
+
+/* The User id of employee eid this handle knows, or NULL.  Borrowed. */
+static const char *ids_get(const sink_scim_t *s, const char *eid)
+{
+	return json_string_value(json_object_get(s->ids, eid));
+}
+
+/* Remembers (id != NULL) or forgets the User id of eid.  A cache: out of
+ * memory only means the next apply looks it up again. */
+static void ids_set(sink_scim_t *s, const char *eid, const char *id)
+{
+	if (s->ids == NULL || eid == NULL)
+		return;
+	if (id != NULL && json_object_size(s->ids) >= IDS_MAX)
+		(void)json_object_clear(s->ids); /* bounded memory; refilled as used */
+	if (id != NULL)
+		(void)json_object_set_new(s->ids, eid, json_string(id));
+	else
+		(void)json_object_del(s->ids, eid);
+}
 
 static scim_diff_group_t *gcache_find_id(sink_scim_t *s, const char *id)
 {
@@ -733,7 +767,16 @@ static int read_users(sink_scim_t *s, const desired_identity_t *d, bool by_name_
 			goto out;
 		st->found = true;
 	}
-	if (mid != NULL) {
+	/* Only the User that carries the externalId is this employee's. */
+	ids_set(s, eid,
+	        self != NULL && res_str(self, "externalId") != NULL &&
+	                strcmp(res_str(self, "externalId"), eid) == 0
+	            ? res_str(self, "id")
+	            : NULL);
+	if (mid != NULL && strcmp(mid, eid) != 0 && ids_get(s, mid) != NULL) {
+		if ((st->manager_id = strdup(ids_get(s, mid))) == NULL)
+			goto nomem;
+	} else if (mid != NULL) {
 		if (strcmp(mid, eid) == 0) {
 			mgr = self;
 		} else {
@@ -742,6 +785,7 @@ static int read_users(sink_scim_t *s, const desired_identity_t *d, bool by_name_
 				goto out;
 			match_users(list_resources(r3.json), "externalId", mid, false,
 			            &mgr, NULL);
+			ids_set(s, mid, mgr != NULL ? res_str(mgr, "id") : NULL);
 		}
 		if (mgr != NULL && (st->manager_id = strdup(res_str(mgr, "id"))) == NULL)
 			goto nomem;
@@ -921,6 +965,8 @@ static int unit_done(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t *u,
 		if (set_str(&c->user_id, new_id) != 0 ||
 		    set_str(&c->version, new_version) != 0)
 			return id_err_set(err, ID_ENOMEM, "SCIM sink: out of memory");
+		if (new_id != NULL)
+			ids_set(s, c->d->employee_id, new_id);
 		rc = record(c, "create", "id", NULL, new_id, err);
 		for (int f = 0; rc == 0 && f < SCIM_F_COUNT; f++)
 			if (p->want[f] != NULL &&
@@ -974,6 +1020,7 @@ static int unit_done(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t *u,
 	case SCIM_DIFF_OP_GROUP_REMOVE:
 		return record(c, "group_remove", op->group, op->group_id, NULL, err);
 	case SCIM_DIFF_OP_DELETE:
+		ids_set(s, c->d->employee_id, NULL);
 		return record(c, "delete", "id", op->old_value, NULL, err);
 	default:
 		return id_err_set(err, ID_EINVALID, "SCIM sink: unknown plan op %d",

@@ -16,6 +16,12 @@
 #      applied.  Samba's ports are fixed and machine-wide: when another
 #      suite on this machine takes them while the DC is down, the start is
 #      retried for up to 5 minutes.
+#   C. extra attributes: a policy whose ad section declares telephoneNumber,
+#      company and physicalDeliveryOfficeName: written (ldapsearch shows
+#      them), a value the policy stops producing cleared, hand edits
+#      repaired by `reconcile ad --repair`; then an attribute the schema does
+#      not define: a FAILED result per employee naming it and the employee,
+#      nothing of that version written, the sink still running.
 . "$IDSTREAM_REPO/tests/lib.sh"
 
 : "${IDSTREAM_TEST_AD_URL:?the Samba AD DC is not running (tests/run.sh starts it)}"
@@ -240,6 +246,108 @@ ids A sink ad --until-idle >"$T_DIR/A-sink4.out" 2>"$T_DIR/A-sink4.log" ||
 check_users A "$T_DIR/A2.exp" "after the kills during the changes"
 check_results A "after the kills during the changes"
 step "A: 15 changes + 5 terminations exact after two more kills ($at_kill at the random kill)"
+
+# ---------------------------------------------------------------- C. extra attributes
+# A policy whose ad section declares attributes beyond the built-in ones:
+# they are written, repaired by reconcile and cleared when the policy stops
+# producing a value; one the schema does not define fails each employee,
+# naming it, with nothing written.
+D=C
+deployment 'sink.guard.enabled = false'
+cat >"$T_DIR/C-policy.lua" <<'LUA'
+local function identity(emp, ctx)
+	local uid = lower(alnum(fold(left(emp.first_name, 1) .. emp.last_name)))
+	local full = emp.first_name .. " " .. emp.last_name
+	return {
+		targets = { ldap = { attributes = { uid = uid, cn = full, sn = emp.last_name } },
+		ad = { attributes = {
+			sAMAccountName = uid, givenName = emp.first_name, sn = emp.last_name,
+			displayName = full, title = emp.title, department = emp.department,
+			employeeID = emp.employee_id, company = "Example Corp",
+			telephoneNumber = emp.phone, physicalDeliveryOfficeName = emp.location,
+			EXTRA
+		}, groups = {} } },
+		timing = { create_days_before_start = 3650, enable = "create" },
+	}
+end
+return { targets = { "ldap", "ad" }, identity = identity }
+LUA
+sed 's/EXTRA//' "$T_DIR/C-policy.lua" >"$T_DIR/C-policy1.lua"
+ids C policy deploy "$T_DIR/C-policy1.lua" --reason "extra AD attributes" >/dev/null
+c_csv() { # FILE then rows "n,location,phone"
+	_f=$1
+	shift
+	echo "employee_id,first_name,last_name,title,department,location,phone" >"$_f"
+	for _r in "$@"; do
+		_n=${_r%%,*}
+		echo "E${K}C$_n,Ada,Cdt${K}C$_n,Engineer,Engineering,${_r#*,}" >>"$_f"
+	done
+}
+# c_attrs N: "telephoneNumber|company|physicalDeliveryOfficeName|title" of E<K>C<N>.
+c_attrs() {
+	ad ldapsearch -LLL -b "OU=people,$AD_OU" "(employeeID=E${K}C$1)" telephoneNumber \
+		company physicalDeliveryOfficeName title 2>/dev/null | awk '
+		/^telephoneNumber: / { t = substr($0, 18) } /^company: / { c = substr($0, 10) }
+		/^physicalDeliveryOfficeName: / { o = substr($0, 29) } /^title: / { ti = substr($0, 8) }
+		END { print t "|" c "|" o "|" ti }'
+}
+is_attrs() { [ "$(c_attrs "$1")" = "$2" ]; }
+spawn C-sink "$IDSTREAM_BIN" --config "$T_DIR/C.conf" sink ad
+C_SINK=$SPAWNED_PID
+c_csv "$T_DIR/C1.csv" "001,Berlin,+49 30 1234" "002,Paris," "003,Oslo,+47 22 5555"
+ids C ingest csv "$T_DIR/C1.csv" >/dev/null
+ids C process --until-idle >"$T_DIR/C-process1.log" 2>&1 || fail "process C1: $(tail -3 "$T_DIR/C-process1.log")"
+wait_for 60 is_attrs 003 "+47 22 5555|Example Corp|Oslo|Engineer"
+assert_eq "+49 30 1234|Example Corp|Berlin|Engineer" "$(c_attrs 001)" "extra attributes of E${K}C001 in AD"
+assert_eq "|Example Corp|Paris|Engineer" "$(c_attrs 002)" "extra attributes of E${K}C002 (no phone) in AD"
+assert_eq "+47 22 5555|Example Corp|Oslo|Engineer" "$(c_attrs 003)" "extra attributes of E${K}C003 in AD"
+step "C: telephoneNumber, company, physicalDeliveryOfficeName written"
+
+# The phone of C001 leaves the HR record, C003 moves office.
+c_csv "$T_DIR/C2.csv" "001,Berlin," "002,Paris," "003,Bergen,+47 22 5555"
+ids C ingest csv "$T_DIR/C2.csv" >/dev/null
+ids C process --until-idle >"$T_DIR/C-process2.log" 2>&1 || fail "process C2: $(tail -3 "$T_DIR/C-process2.log")"
+wait_for 60 is_attrs 003 "+47 22 5555|Example Corp|Bergen|Engineer"
+wait_for 30 is_attrs 001 "|Example Corp|Berlin|Engineer"
+assert_eq "|Example Corp|Berlin|Engineer" "$(c_attrs 001)" \
+	"E${K}C001 after its phone left the HR record (telephoneNumber cleared)"
+step "C: a value the policy stops producing is cleared, a changed one replaced"
+
+# Drift by hand, repaired by reconcile.
+dn3=$(ad ldapsearch -LLL -b "OU=people,$AD_OU" "(employeeID=E${K}C003)" 1.1 | sed -n 's/^dn: //p')
+dn2=$(ad ldapsearch -LLL -b "OU=people,$AD_OU" "(employeeID=E${K}C002)" 1.1 | sed -n 's/^dn: //p')
+printf 'dn: %s\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: 000\n\ndn: %s\nchangetype: modify\ndelete: company\n\ndn: %s\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: 111\n' \
+	"$dn3" "$dn2" "$dn2" | ad ldapmodify >/dev/null
+assert_eq "111||Paris|Engineer" "$(c_attrs 002)" "E${K}C002 edited by hand"
+set +e
+out=$(ids C reconcile ad --repair 2>&1)
+set -e
+assert_contains "$out" "2 repaired, 0 failed" "reconcile --repair of the extra attributes"
+assert_eq "+47 22 5555|Example Corp|Bergen|Engineer" "$(c_attrs 003)" "E${K}C003 after reconcile"
+assert_eq "|Example Corp|Paris|Engineer" "$(c_attrs 002)" "E${K}C002 after reconcile"
+step "C: hand edits of extra attributes repaired by reconcile"
+
+# An attribute the schema does not define: every employee FAILED, naming it
+# and the employee; nothing written (the title change of the same version
+# is not applied either), and the sink keeps running.
+sed -e 's/EXTRA/noSuchAttr'"$K"' = "x",/' -e 's/title = emp.title/title = upper(emp.title)/' \
+	"$T_DIR/C-policy.lua" >"$T_DIR/C-policy2.lua"
+ids C policy deploy "$T_DIR/C-policy2.lua" --reason "an attribute AD does not know" >/dev/null
+ids C process --until-idle >"$T_DIR/C-process3.log" 2>&1 || fail "process C3: $(tail -3 "$T_DIR/C-process3.log")"
+failed_for() { # N: the FAILED result of E<K>C<N> names the attribute and the employee
+	kcat -C -b "$IDSTREAM_TEST_KAFKA" -t "${T_PREFIX}_C.sink.results" -e -q -f '%s\n' 2>/dev/null |
+		grep -a "E${K}C$1: attribute noSuchAttr$K is not defined in the AD schema" >/dev/null
+}
+wait_for 60 failed_for 001
+wait_for 30 failed_for 002
+wait_for 30 failed_for 003
+alive "$C_SINK" || fail "the sink exited on an undefined attribute: $(tail -5 "$T_DIR/C-sink.log")"
+results C >"$T_DIR/results-C.txt"
+assert_eq 3 "$(awk '$3 == "FAILED"' "$T_DIR/results-C.txt" | wc -l | tr -d ' ')" "FAILED results"
+assert_eq "|Example Corp|Berlin|Engineer" "$(c_attrs 001)" "E${K}C001 untouched by the failed version"
+assert_eq "+47 22 5555|Example Corp|Bergen|Engineer" "$(c_attrs 003)" "E${K}C003 untouched by the failed version"
+stop_pid "$C_SINK"
+step "C: an undefined attribute fails each employee by name, nothing half-applied"
 
 # ---------------------------------------------------------------- B. outage
 D=B
