@@ -539,6 +539,9 @@ typedef struct reader {
 	size_t pos;
 	id_err_t *err;
 	bool compact; /* format 5: varints and a string table */
+	/* Non-NULL while decoding the last identity: its parts come from
+	 * this arena (desired_identity_t.arena), freed whole. */
+	desired_arena_t **arena;
 	size_t ntable;
 	uint32_t off[STR_TABLE_MAX]; /* format 5: literals, offsets into p */
 	uint32_t slen[STR_TABLE_MAX];
@@ -556,6 +559,18 @@ static int get_u8(reader_t *r, const char *field, uint8_t *v)
 		return bad(r, field, "truncated");
 	*v = r->p[r->pos++];
 	return 0;
+}
+
+/* Memory for a decoded string or array: from the arena when one is set. */
+static void *r_alloc(reader_t *r, size_t n)
+{
+	return r->arena != NULL ? desired_arena_alloc(r->arena, n) : malloc(n);
+}
+
+static void r_free(reader_t *r, void *p)
+{
+	if (r->arena == NULL)
+		free(p);
 }
 
 /* A LEB128 varint of at most 64 bits (format 5). */
@@ -660,7 +675,7 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 		}
 		r->pos += n;
 	}
-	if ((*out = malloc(n + 1)) == NULL)
+	if ((*out = r_alloc(r, n + 1)) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	memcpy(*out, at, n);
 	(*out)[n] = '\0';
@@ -688,7 +703,7 @@ static int get_str(reader_t *r, const char *field, bool nullable, char **out)
 		return bad(r, field, "string longer than the record");
 	if (memchr(r->p + r->pos, '\0', n) != NULL)
 		return bad(r, field, "NUL byte inside a string");
-	if ((*out = malloc((size_t)n + 1)) == NULL)
+	if ((*out = r_alloc(r, (size_t)n + 1)) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	memcpy(*out, r->p + r->pos, n);
 	(*out)[n] = '\0';
@@ -702,11 +717,12 @@ static int attrs_push(reader_t *r, const char *field, id_attrs_t *a, char *key,
                       char *value)
 {
 	if (a->len > 0 && strcmp(a->items[a->len - 1].key, key) >= 0) {
-		free(key);
-		free(value);
+		r_free(r, key);
+		r_free(r, value);
 		return bad(r, field, "keys not in strictly ascending order");
 	}
 	if (a->len == a->cap) {
+		/* Not in an arena: get_attrs() sized the array for the count. */
 		size_t ncap = a->cap ? a->cap * 2 : 8;
 		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
 		if (n == NULL) {
@@ -728,11 +744,17 @@ static int get_attrs(reader_t *r, const char *field, bool null_values, id_attrs_
 {
 	size_t n = 0;
 	int rc = get_count(r, field, 8, &n);
+	if (rc == 0 && n > 0 && a->cap == 0) {
+		if ((a->items = r_alloc(r, n * sizeof(*a->items))) == NULL)
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
+		a->cap = n;
+	}
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		char *k = NULL, *v = NULL;
 		if ((rc = get_str(r, field, false, &k)) != 0 ||
 		    (rc = get_str(r, field, null_values, &v)) != 0) {
-			free(k);
+			r_free(r, k);
 			break;
 		}
 		rc = attrs_push(r, field, a, k, v);
@@ -761,14 +783,14 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 	if ((rc = get_attrs(r, "last.attributes", true, &d->attributes)) != 0 ||
 	    (rc = get_count(r, "last.groups", 4, &n)) != 0)
 		return rc;
-	if (n > 0 && (d->groups = calloc(n, sizeof(*d->groups))) == NULL)
+	if (n > 0 && (d->groups = r_alloc(r, n * sizeof(*d->groups))) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	for (size_t i = 0; i < n; i++) {
 		char *g;
 		if ((rc = get_str(r, "last.groups", false, &g)) != 0)
 			return rc;
 		if (i > 0 && strcmp(d->groups[i - 1], g) >= 0) {
-			free(g);
+			r_free(r, g);
 			return bad(r, "last.groups", "groups not sorted and unique");
 		}
 		d->groups[d->ngroups++] = g;
@@ -782,8 +804,10 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 	d->effective_at = (int64_t)u;
 	if ((rc = get_count(r, "last.causes", 12, &n)) != 0)
 		return rc;
-	if (n > 0 && (d->causes = calloc(n, sizeof(*d->causes))) == NULL)
+	if (n > 0 && (d->causes = r_alloc(r, n * sizeof(*d->causes))) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	if (n > 0)
+		memset(d->causes, 0, n * sizeof(*d->causes));
 	for (size_t i = 0; i < n; i++) {
 		attr_cause_t *c = &d->causes[i];
 		/* Count first, so desired_identity_fini() frees a partial entry. */
@@ -935,56 +959,38 @@ static int get_targets(reader_t *r, desired_identity_t *d)
 	int rc;
 	if ((rc = get_count(r, "last.targets", 14, &n)) != 0)
 		return rc;
+	if (n > 0 && (d->targets = r_alloc(r, n * sizeof(*d->targets))) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	for (size_t i = 0; i < n; i++) {
-		target_identity_t t;
+		/* Counted first, so desired_identity_fini() frees a partial one. */
+		target_identity_t *t = &d->targets[i];
 		size_t ng = 0;
 		uint8_t sc = 0;
-		target_identity_init(&t);
-		if ((rc = get_str(r, "last.targets", false, &t.name)) != 0 ||
+		target_identity_init(t);
+		d->ntargets++;
+		if ((rc = get_str(r, "last.targets", false, &t->name)) != 0 ||
 		    (rc = get_u8(r, "last.targets", &sc)) != 0 ||
-		    (rc = get_attrs(r, "last.targets", false, &t.attributes)) != 0 ||
+		    (rc = get_attrs(r, "last.targets", false, &t->attributes)) != 0 ||
 		    (rc = get_count(r, "last.targets", 4, &ng)) != 0)
-			goto bad_item;
-		if (sc > 1) {
-			rc = bad(r, "last.targets", "in_scope not 0 or 1");
-			goto bad_item;
-		}
-		t.in_scope = sc == 1;
-		if (ng > 0 && (t.groups = calloc(ng, sizeof(*t.groups))) == NULL) {
-			rc = id_err_set(r->err, ID_ENOMEM,
-			                "employee record: out of memory");
-			goto bad_item;
-		}
+			return rc;
+		if (sc > 1)
+			return bad(r, "last.targets", "in_scope not 0 or 1");
+		t->in_scope = sc == 1;
+		if (ng > 0 && (t->groups = r_alloc(r, ng * sizeof(*t->groups))) == NULL)
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
 		for (size_t k = 0; k < ng; k++) {
-			if ((rc = get_str(r, "last.targets", false, &t.groups[k])) != 0)
-				goto bad_item;
-			t.ngroups = k + 1;
-			if (k > 0 && strcmp(t.groups[k - 1], t.groups[k]) >= 0) {
-				rc = bad(r, "last.targets",
-				         "groups not sorted and unique");
-				goto bad_item;
-			}
+			if ((rc = get_str(r, "last.targets", false, &t->groups[k])) != 0)
+				return rc;
+			t->ngroups = k + 1;
+			if (k > 0 && strcmp(t->groups[k - 1], t->groups[k]) >= 0)
+				return bad(r, "last.targets",
+				           "groups not sorted and unique");
 		}
-		if ((rc = get_str(r, "last.targets", true, &t.container)) != 0)
-			goto bad_item;
-		if (d->ntargets > 0 &&
-		    strcmp(d->targets[d->ntargets - 1].name, t.name) >= 0) {
-			rc = bad(r, "last.targets", "targets not sorted and unique");
-			goto bad_item;
-		}
-		target_identity_t *nt =
-		    realloc(d->targets, (d->ntargets + 1) * sizeof(*nt));
-		if (nt == NULL) {
-			rc = id_err_set(r->err, ID_ENOMEM,
-			                "employee record: out of memory");
-			goto bad_item;
-		}
-		d->targets = nt;
-		d->targets[d->ntargets++] = t;
-		continue;
-	bad_item:
-		target_identity_fini(&t);
-		return rc;
+		if ((rc = get_str(r, "last.targets", true, &t->container)) != 0)
+			return rc;
+		if (i > 0 && strcmp(d->targets[i - 1].name, t->name) >= 0)
+			return bad(r, "last.targets", "targets not sorted and unique");
 	}
 	return 0;
 }
@@ -1002,6 +1008,7 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 	r.pos = 0;
 	r.err = err;
 	r.compact = false;
+	r.arena = NULL;
 	r.ntable = 0;
 	employee_record_fini(rec);
 	if (len == 0 || r.p[0] < 0x01 || r.p[0] > EMPLOYEE_RECORD_FORMAT) {
@@ -1051,16 +1058,22 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		rc = bad(&r, "has_last", "not 0 or 1");
 		goto out;
 	}
+	/* The last identity is read-only until the fold replaces it whole:
+	 * one arena holds it (see desired_identity_t.arena). */
+	r.arena = &rec->last.arena;
 	if (u8 == 1 && (rc = get_desired(&r, &rec->last)) != 0)
 		goto out;
+	r.arena = NULL;
 	if (r.p[0] == 0x01)
 		rec->now = rec->last.effective_at; /* format 1: no lifecycle facts */
 	else if ((rc = get_lifecycle(&r, rec)) != 0)
 		goto out;
 	if (r.p[0] >= 0x03 && (rc = get_names(&r, rec)) != 0)
 		goto out;
+	r.arena = &rec->last.arena;
 	if (r.p[0] >= 0x04 && (rc = get_targets(&r, &rec->last)) != 0)
 		goto out;
+	r.arena = NULL;
 	if (r.pos != len)
 		rc = bad(&r, "end", "trailing bytes after the record");
 out:
