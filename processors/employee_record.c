@@ -291,7 +291,7 @@ int employee_name_deny(employee_name_t *n, const char *value)
  *
  * Event ids, attribute names, rules and values recur many times in one
  * record (HR facts, their changes, the last identity, its causes and its
- * target sections), so this roughly halves a record: more of them fit in
+ * target sections), so a record is about a third of format 4: more fit in
  * the block cache, and memtables and compactions move less.
  */
 #define STR_TABLE_MAX  1024
