@@ -141,20 +141,38 @@ typedef struct proc_partition {
 } proc_partition_t;
 
 /*
- * An employee's record as the open transaction left it: encoded right
+ * An employee's record, encoded, in the record cache (the overlay): right
  * after each fold, while the record is still in the CPU cache, so that
- * the decoded form (thousands of small allocations) lives for one event
- * only and a commit writes bytes that are ready.
+ * the decoded form (hundreds of small allocations) lives for one event
+ * only and a commit writes bytes that are ready.  A dirty entry is the
+ * open transaction's copy, newer than the state store; a clean one holds
+ * the store's bytes, kept after the commit that wrote them so that the
+ * next event of the employee reads no RocksDB (see proc_cache_trim()).
  */
 typedef struct proc_overlay_rec {
 	id_buf_t bytes; /* employee_record_encode() of the record */
+	char *employee_id;
 	int32_t partition;
 	int64_t stored_timer; /* timer_at in the state store (0: none) */
 	int64_t timer_at;     /* timer_at of bytes */
+	bool dirty;           /* changed in the open transaction */
+	bool used;            /* read since the last trim */
 } proc_overlay_rec_t;
 
 /* Overlay entries kept for reuse, with their buffers, after a commit. */
-#define PROC_OVERLAY_POOL_MAX 16384
+#define PROC_OVERLAY_POOL_MAX 4096
+
+/*
+ * Bytes of clean records the overlay keeps between transactions.  Enough
+ * for ~50,000 employees of the default mapping (format-5 records are
+ * ~0.8 KB); the state store's own block cache is small in exchange
+ * (PROC_BLOCK_CACHE_BYTES): it holds index and filter blocks and the
+ * records of employees the overlay does not.
+ */
+#define PROC_CACHE_BYTES       ((size_t)64 << 20)
+#define PROC_BLOCK_CACHE_BYTES ((size_t)8 << 20)
+/* Accounted per entry beside its bytes: the entry, its key, its slot. */
+#define PROC_CACHE_ENTRY_COST 96
 
 /* Size of the chunks desired identities are produced from. */
 #define PROC_CHUNK_BYTES ((size_t)1 << 20)
@@ -193,8 +211,12 @@ typedef struct proc {
 	struct timespec timers_checked;
 	double timer_check_ms;
 	proc_partition_t parts[PROC_MAX_PARTITIONS];
-	id_hmap_t
-	    overlay; /* employee id → proc_overlay_rec_t*, records of the open txn */
+	/* employee id → proc_overlay_rec_t*: the record cache, with the open
+	 * transaction's records (dirty) */
+	id_hmap_t overlay;
+	size_t cache_bytes;         /* accounted size of the overlay's entries */
+	proc_overlay_rec_t **dirty; /* the overlay's dirty entries */
+	size_t ndirty, capdirty;
 	bool txn_open;
 	long txn_events;
 	struct timespec txn_started;
@@ -426,6 +448,7 @@ static int proc_load(proc_t *p, int32_t partition, const char *employee_id,
 	*entry = o;
 	if (o != NULL) {
 		src = &o->bytes;
+		o->used = true;
 	} else {
 		if (key_record(&p->buf, partition, employee_id) != 0)
 			return id_err_set(err, ID_ENOMEM, "out of memory");
@@ -462,52 +485,127 @@ static int proc_overlay_keep(proc_t *p, int32_t partition, const employee_record
 		}
 		o->partition = partition;
 		o->stored_timer = stored_timer;
+		o->used = true;
+		o->dirty = false;
 		id_buf_reset(&o->bytes);
-		if (id_hmap_put(&p->overlay, employee_id, o) != 0) {
+		if ((o->employee_id = strdup(employee_id)) == NULL ||
+		    id_hmap_put(&p->overlay, employee_id, o) != 0) {
+			free(o->employee_id);
 			id_buf_fini(&o->bytes);
 			free(o);
 			return id_err_set(err, ID_ENOMEM, "out of memory");
 		}
+		p->cache_bytes += PROC_CACHE_ENTRY_COST + 2 * strlen(employee_id);
+	} else {
+		p->cache_bytes -= o->bytes.cap;
+	}
+	if (!o->dirty) {
+		if (p->ndirty == p->capdirty) {
+			size_t ncap = p->capdirty ? 2 * p->capdirty : 1024;
+			proc_overlay_rec_t **n = realloc(p->dirty, ncap * sizeof(*n));
+			if (n == NULL)
+				return id_err_set(err, ID_ENOMEM, "out of memory");
+			p->dirty = n;
+			p->capdirty = ncap;
+		}
+		p->dirty[p->ndirty++] = o;
+		o->dirty = true;
 	}
 	id_buf_reset(&o->bytes);
 	o->timer_at = rec->timer_at;
-	return employee_record_encode(rec, &o->bytes, err);
+	int rc = employee_record_encode(rec, &o->bytes, err);
+	p->cache_bytes += o->bytes.cap;
+	return rc;
 }
 
+static void proc_entry_release(proc_t *p, proc_overlay_rec_t *o)
+{
+	free(o->employee_id);
+	o->employee_id = NULL;
+	if (p->pool != NULL && p->npool < PROC_OVERLAY_POOL_MAX) {
+		p->pool[p->npool++] = o;
+	} else {
+		id_buf_fini(&o->bytes);
+		free(o);
+	}
+}
+
+/*
+ * Keeps the record cache within PROC_CACHE_BYTES, after a commit (every
+ * entry clean): when it is over, the entries not read since the last trim
+ * go, then others until a quarter is free (a clock: employees read again
+ * soon stay).  The map is rebuilt from the survivors.
+ */
+static void proc_cache_trim(proc_t *p)
+{
+	if (p->cache_bytes <= PROC_CACHE_BYTES)
+		return;
+	id_hmap_t keep;
+	size_t kept = 0, limit = PROC_CACHE_BYTES / 4 * 3;
+	id_hmap_init(&keep);
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < p->overlay.cap; i++) {
+			proc_overlay_rec_t *o = p->overlay.slots[i].value;
+			const char *key = p->overlay.slots[i].key;
+			if (key == NULL || o == NULL || (pass == 0 && !o->used))
+				continue;
+			size_t cost =
+			    PROC_CACHE_ENTRY_COST + 2 * strlen(key) + o->bytes.cap;
+			p->overlay.slots[i].value = NULL;
+			if (kept + cost <= limit && id_hmap_put(&keep, key, o) == 0) {
+				o->used = false;
+				kept += cost;
+			} else {
+				proc_entry_release(p, o);
+			}
+		}
+	id_hmap_fini(&p->overlay);
+	p->overlay = keep;
+	p->cache_bytes = kept;
+}
+
+/* Empties the record cache, the open transaction's records included. */
 static void proc_overlay_drop(proc_t *p)
 {
 	for (size_t i = 0; i < p->overlay.cap; i++) {
 		proc_overlay_rec_t *o = p->overlay.slots[i].value;
 		if (p->overlay.slots[i].key == NULL || o == NULL)
 			continue;
-		if (p->pool != NULL && p->npool < PROC_OVERLAY_POOL_MAX) {
-			p->pool[p->npool++] = o;
-		} else {
-			id_buf_fini(&o->bytes);
-			free(o);
-		}
+		proc_entry_release(p, o);
 	}
 	id_hmap_clear(&p->overlay);
+	p->cache_bytes = 0;
+	p->ndirty = 0;
 }
 
-/* Writes the overlay's records and every partition's next offset in one
- * atomic batch, then empties the overlay. */
+/* State key order: partition, then employee id bytewise. */
+static int cmp_dirty(const void *a, const void *b)
+{
+	const proc_overlay_rec_t *x = *(const proc_overlay_rec_t *const *)a;
+	const proc_overlay_rec_t *y = *(const proc_overlay_rec_t *const *)b;
+	if (x->partition != y->partition)
+		return x->partition < y->partition ? -1 : 1;
+	return strcmp(x->employee_id, y->employee_id);
+}
+
+/* Writes the overlay's dirty records and every partition's next offset in
+ * one atomic batch; the records are clean after it. */
 static int proc_persist(proc_t *p, id_err_t *err)
 {
 	int rc = 0;
 	state_batch_t *b = p->batch;
 	id_buf_t *val = &p->val;
-	for (size_t i = 0; i < p->overlay.cap; i++) {
-		proc_overlay_rec_t *o = p->overlay.slots[i].value;
-		if (p->overlay.slots[i].key == NULL)
-			continue;
-		if ((rc = key_record(&p->buf, o->partition, p->overlay.slots[i].key)) !=
-		    0)
+	/* In key order: the memtable's skip list inserts sorted keys fastest
+	 * (each insert starts from where the last one ended). */
+	qsort(p->dirty, p->ndirty, sizeof(*p->dirty), cmp_dirty);
+	for (size_t i = 0; i < p->ndirty; i++) {
+		proc_overlay_rec_t *o = p->dirty[i];
+		const char *eid = o->employee_id;
+		if ((rc = key_record(&p->buf, o->partition, eid)) != 0)
 			goto out;
 		state_batch_put(b, p->buf.data, p->buf.len, o->bytes.data, o->bytes.len);
 		if (o->timer_at == o->stored_timer)
 			continue;
-		const char *eid = p->overlay.slots[i].key;
 		if (o->stored_timer > 0) {
 			if ((rc = key_timer(&p->buf, o->partition, o->stored_timer,
 			                    eid)) != 0)
@@ -557,7 +655,12 @@ static int proc_persist(proc_t *p, id_err_t *err)
 			p->parts[i].stored = p->parts[i].next_offset;
 			p->parts[i].policy_dirty = false;
 		}
-	proc_overlay_drop(p);
+	for (size_t i = 0; i < p->ndirty; i++) {
+		p->dirty[i]->dirty = false;
+		p->dirty[i]->stored_timer = p->dirty[i]->timer_at;
+	}
+	p->ndirty = 0;
+	proc_cache_trim(p);
 out:
 	state_batch_clear(b);
 	return rc;
@@ -1328,8 +1431,9 @@ static int proc_timers(proc_t *p, id_err_t *err)
 			/* Published and not folded yet; or folded in the open
 			 * transaction, whose new timer the index shows only
 			 * after the commit. */
+			proc_overlay_rec_t *o = id_hmap_get(&p->overlay, emp);
 			if (id_hmap_get(&p->inflight, p->ev.event_id) != NULL ||
-			    id_hmap_get(&p->overlay, emp) != NULL)
+			    (o != NULL && o->dirty))
 				continue;
 			if ((rc = proc_txn_begin(p, err)) != 0 ||
 			    (rc = codec_encode_event(p->codec, &p->ev, &p->val, err)) !=
@@ -1487,9 +1591,10 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 	         id_config_str(cfg, "processor.instance_id"));
 	long batch_max = (long)id_config_int(cfg, "processor.batch_max");
 	double batch_ms = (double)id_config_int(cfg, "processor.batch_ms");
-	/* Two memtables of 16 MB: a transaction's records (a few KB each) fit
-	 * in one, so writing them does not wait for the flush of the last. */
-	state_store_opts_t store_opts = {NULL, 0, (size_t)32 << 20};
+	/* Two memtables of 16 MB: a transaction's records (about a KB each)
+	 * fit in one, so writing them does not wait for the flush of the
+	 * last.  A small block cache: the record cache is in front of it. */
+	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES, (size_t)32 << 20};
 
 	if ((rc = state_store_open(path, &store_opts, &p->db, err)) != 0)
 		goto out;
@@ -1640,6 +1745,7 @@ out:
 		free(p->pool[i]);
 	}
 	free(p->pool);
+	free(p->dirty);
 	id_hmap_fini(&p->inflight);
 	state_batch_destroy(p->batch);
 	state_store_close(p->db);

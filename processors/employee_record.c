@@ -277,159 +277,258 @@ int employee_name_deny(employee_name_t *n, const char *value)
 
 /* ---- encoding ----------------------------------------------------------- */
 
-static int put_str(id_buf_t *b, const char *s)
+/*
+ * Format 5 writes integers as LEB128 varints (signed ones zigzagged) and
+ * every string once: a string equal to one already written in the record
+ * is a reference to it.  A string is a varint tag:
+ *
+ *   | tag          | meaning                                         |
+ *   |--------------|-------------------------------------------------|
+ *   | 0            | NULL                                            |
+ *   | 2 × (n + 1)  | a literal of n bytes follows; it gets the next  |
+ *   |              | table index (up to STR_TABLE_MAX literals)      |
+ *   | 2 × i + 1    | the literal of table index i                    |
+ *
+ * Event ids, attribute names, rules and values recur many times in one
+ * record (HR facts, their changes, the last identity, its causes and its
+ * target sections), so a record is about a third of format 4: more fit in
+ * the block cache, and memtables and compactions move less.
+ */
+#define STR_TABLE_MAX  1024
+#define STR_HASH_SLOTS 2048 /* power of two, twice the table */
+
+typedef struct writer {
+	id_buf_t *b;
+	bool fixed; /* format 4: fixed-width integers, no string table */
+	size_t ntable;
+	uint32_t off[STR_TABLE_MAX]; /* literal bytes, as offsets into b */
+	uint32_t len[STR_TABLE_MAX];
+	uint16_t slots[STR_HASH_SLOTS]; /* table index + 1; 0: empty */
+} writer_t;
+
+static int put_u8(writer_t *w, uint8_t v)
 {
-	if (s == NULL)
-		return id_buf_append_be32(b, STR_NULL);
-	size_t n = strlen(s);
-	if (id_buf_append_be32(b, (uint32_t)n) != 0)
-		return ID_ENOMEM;
-	return id_buf_append(b, s, n);
+	return id_buf_append_u8(w->b, v);
 }
 
-static int put_attrs(id_buf_t *b, const id_attrs_t *a)
+static int put_u64(writer_t *w, uint64_t v)
 {
-	if (id_buf_append_be32(b, (uint32_t)a->len) != 0)
+	if (w->fixed)
+		return id_buf_append_be64(w->b, v);
+	unsigned char tmp[10];
+	size_t n = 0;
+	while (v >= 0x80) {
+		tmp[n++] = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	tmp[n++] = (unsigned char)v;
+	return id_buf_append(w->b, tmp, n);
+}
+
+static int put_u32(writer_t *w, uint32_t v)
+{
+	if (w->fixed)
+		return id_buf_append_be32(w->b, v);
+	return put_u64(w, v);
+}
+
+static int put_i64(writer_t *w, int64_t v)
+{
+	if (w->fixed)
+		return id_buf_append_be64(w->b, (uint64_t)v);
+	return put_u64(w, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+/* A cheap hash: length and the first and last 8 bytes (ids that share a
+ * prefix differ at the end).  A collision costs a memcmp, never a wrong
+ * reference. */
+static uint32_t str_hash(const char *s, size_t n)
+{
+	uint64_t a = 0, b = 0;
+	if (n >= 8) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+	} else {
+		memcpy(&a, s, n);
+	}
+	uint64_t h = (a * 0x9E3779B97F4A7C15u) ^ (b + n) * 0xC2B2AE3D27D4EB4Fu;
+	return (uint32_t)(h >> 32) ^ (uint32_t)h;
+}
+
+static int put_str(writer_t *w, const char *s)
+{
+	if (w->fixed) {
+		if (s == NULL)
+			return id_buf_append_be32(w->b, STR_NULL);
+		size_t n = strlen(s);
+		if (id_buf_append_be32(w->b, (uint32_t)n) != 0)
+			return ID_ENOMEM;
+		return id_buf_append(w->b, s, n);
+	}
+	if (s == NULL)
+		return put_u64(w, 0);
+	size_t n = strlen(s);
+	size_t j = str_hash(s, n) & (STR_HASH_SLOTS - 1);
+	for (; w->slots[j] != 0; j = (j + 1) & (STR_HASH_SLOTS - 1)) {
+		size_t i = w->slots[j] - 1u;
+		if (w->len[i] == n && memcmp(w->b->data + w->off[i], s, n) == 0)
+			return put_u64(w, (uint64_t)i << 1 | 1);
+	}
+	if (put_u64(w, ((uint64_t)n + 1) << 1) != 0)
+		return ID_ENOMEM;
+	if (w->ntable < STR_TABLE_MAX) {
+		w->off[w->ntable] = (uint32_t)w->b->len;
+		w->len[w->ntable] = (uint32_t)n;
+		w->slots[j] = (uint16_t)++w->ntable;
+	}
+	return id_buf_append(w->b, s, n);
+}
+
+static int put_attrs(writer_t *w, const id_attrs_t *a)
+{
+	if (put_u32(w, (uint32_t)a->len) != 0)
 		return ID_ENOMEM;
 	for (size_t i = 0; i < a->len; i++)
-		if (put_str(b, a->items[i].key) != 0 ||
-		    put_str(b, a->items[i].value) != 0)
+		if (put_str(w, a->items[i].key) != 0 ||
+		    put_str(w, a->items[i].value) != 0)
 			return ID_ENOMEM;
 	return 0;
 }
 
-static int put_desired(id_buf_t *b, const desired_identity_t *d)
+static int put_desired(writer_t *w, const desired_identity_t *d)
 {
-	if (put_str(b, d->employee_id) != 0 ||
-	    id_buf_append_be64(b, (uint64_t)d->version) ||
-	    id_buf_append_u8(b, (uint8_t)d->state) != 0 ||
-	    put_attrs(b, &d->attributes) != 0 ||
-	    id_buf_append_be32(b, (uint32_t)d->ngroups) != 0)
+	if (put_str(w, d->employee_id) != 0 || put_u64(w, (uint64_t)d->version) ||
+	    put_u8(w, (uint8_t)d->state) != 0 || put_attrs(w, &d->attributes) != 0 ||
+	    put_u32(w, (uint32_t)d->ngroups) != 0)
 		return ID_ENOMEM;
 	for (size_t i = 0; i < d->ngroups; i++)
-		if (put_str(b, d->groups[i]) != 0)
+		if (put_str(w, d->groups[i]) != 0)
 			return ID_ENOMEM;
-	if (put_str(b, d->container) != 0 || put_str(b, d->manager_id) != 0 ||
-	    put_str(b, d->policy_version) != 0 || put_str(b, d->cause_event_id) != 0 ||
-	    id_buf_append_be64(b, (uint64_t)d->effective_at) != 0 ||
-	    id_buf_append_be32(b, (uint32_t)d->ncauses) != 0)
+	if (put_str(w, d->container) != 0 || put_str(w, d->manager_id) != 0 ||
+	    put_str(w, d->policy_version) != 0 || put_str(w, d->cause_event_id) != 0 ||
+	    put_u64(w, (uint64_t)d->effective_at) != 0 ||
+	    put_u32(w, (uint32_t)d->ncauses) != 0)
 		return ID_ENOMEM;
 	for (size_t i = 0; i < d->ncauses; i++)
-		if (put_str(b, d->causes[i].attribute) != 0 ||
-		    put_str(b, d->causes[i].event_id) != 0 ||
-		    put_str(b, d->causes[i].rule) != 0)
+		if (put_str(w, d->causes[i].attribute) != 0 ||
+		    put_str(w, d->causes[i].event_id) != 0 ||
+		    put_str(w, d->causes[i].rule) != 0)
 			return ID_ENOMEM;
 	return 0;
-}
-
-static int put_i64(id_buf_t *b, int64_t v)
-{
-	return id_buf_append_be64(b, (uint64_t)v);
 }
 
 /* The format-2 trailer (see employee_record.h). */
-static int put_lifecycle(id_buf_t *b, const employee_record_t *rec)
+static int put_lifecycle(writer_t *w, const employee_record_t *rec)
 {
 	const mapping_timing_t *t = &rec->timing;
-	if (put_i64(b, rec->now) != 0 || put_i64(b, rec->employment_at) != 0 ||
-	    put_str(b, rec->employment_event) != 0 || put_i64(b, rec->term_at) != 0 ||
-	    put_i64(b, rec->term_known_at) != 0 || put_str(b, rec->term_event) != 0 ||
-	    put_str(b, rec->term_reason) != 0 ||
-	    id_buf_append_u8(b, rec->on_leave) != 0 ||
-	    put_str(b, rec->leave_event) != 0 || put_i64(b, rec->timer_at) != 0 ||
-	    id_buf_append_u8(b, rec->has_timing) != 0)
+	if (put_i64(w, rec->now) != 0 || put_i64(w, rec->employment_at) != 0 ||
+	    put_str(w, rec->employment_event) != 0 || put_i64(w, rec->term_at) != 0 ||
+	    put_i64(w, rec->term_known_at) != 0 || put_str(w, rec->term_event) != 0 ||
+	    put_str(w, rec->term_reason) != 0 || put_u8(w, rec->on_leave) != 0 ||
+	    put_str(w, rec->leave_event) != 0 || put_i64(w, rec->timer_at) != 0 ||
+	    put_u8(w, rec->has_timing) != 0)
 		return ID_ENOMEM;
 	if (rec->has_timing) {
 		uint8_t flags = (uint8_t)((t->enable_at_create ? 1 : 0) |
 		                          (t->disable_immediately ? 2 : 0) |
 		                          (t->suspend_on_leave ? 4 : 0) |
 		                          (t->reuse_name_after_delete ? 8 : 0));
-		if (id_buf_append_be32(b, (uint32_t)t->create_days_before_start) != 0 ||
-		    id_buf_append_u8(b, flags) != 0 ||
-		    id_buf_append_be32(b, (uint32_t)t->delete_after_days) != 0 ||
-		    id_buf_append_be32(b, (uint32_t)t->name_quarantine_days) != 0 ||
-		    put_str(b, t->timezone) != 0)
+		if (put_u32(w, (uint32_t)t->create_days_before_start) != 0 ||
+		    put_u8(w, flags) != 0 ||
+		    put_u32(w, (uint32_t)t->delete_after_days) != 0 ||
+		    put_u32(w, (uint32_t)t->name_quarantine_days) != 0 ||
+		    put_str(w, t->timezone) != 0)
 			return ID_ENOMEM;
 	}
-	if (id_buf_append_be32(b, (uint32_t)rec->npending) != 0)
+	if (put_u32(w, (uint32_t)rec->npending) != 0)
 		return ID_ENOMEM;
 	for (size_t i = 0; i < rec->npending; i++) {
 		const employee_pending_t *pc = &rec->pending[i];
-		if (put_i64(b, pc->effective_at) != 0 ||
-		    id_buf_append_be64(b, pc->seq) != 0 ||
-		    id_buf_append_u8(b, (uint8_t)pc->type) != 0 ||
-		    put_str(b, pc->event_id) != 0 || put_str(b, pc->reason) != 0 ||
-		    put_attrs(b, &pc->attributes) != 0)
+		if (put_i64(w, pc->effective_at) != 0 || put_u64(w, pc->seq) != 0 ||
+		    put_u8(w, (uint8_t)pc->type) != 0 || put_str(w, pc->event_id) != 0 ||
+		    put_str(w, pc->reason) != 0 || put_attrs(w, &pc->attributes) != 0)
 			return ID_ENOMEM;
 	}
 	return 0;
 }
 
 /* The format-3 trailer: the unique names (see employee_record.h). */
-static int put_names(id_buf_t *b, const employee_record_t *rec)
+static int put_names(writer_t *w, const employee_record_t *rec)
 {
-	if (id_buf_append_be32(b, (uint32_t)rec->nnames) != 0)
+	if (put_u32(w, (uint32_t)rec->nnames) != 0)
 		return ID_ENOMEM;
 	for (size_t i = 0; i < rec->nnames; i++) {
 		const employee_name_t *n = &rec->names[i];
-		if (put_str(b, n->ns) != 0 || put_str(b, n->granted) != 0 ||
-		    id_buf_append_u8(b, n->released) != 0 ||
-		    put_str(b, n->pending) != 0 ||
-		    id_buf_append_be32(b, (uint32_t)n->ndenied) != 0)
+		if (put_str(w, n->ns) != 0 || put_str(w, n->granted) != 0 ||
+		    put_u8(w, n->released) != 0 || put_str(w, n->pending) != 0 ||
+		    put_u32(w, (uint32_t)n->ndenied) != 0)
 			return ID_ENOMEM;
 		for (size_t k = 0; k < n->ndenied; k++)
-			if (put_str(b, n->denied[k]) != 0)
+			if (put_str(w, n->denied[k]) != 0)
 				return ID_ENOMEM;
 	}
 	return 0;
 }
 
 /* The format-4 trailer: the last desired identity's target sections. */
-static int put_targets(id_buf_t *b, const desired_identity_t *d)
+static int put_targets(writer_t *w, const desired_identity_t *d)
 {
-	if (id_buf_append_be32(b, (uint32_t)d->ntargets) != 0)
+	if (put_u32(w, (uint32_t)d->ntargets) != 0)
 		return ID_ENOMEM;
 	for (size_t i = 0; i < d->ntargets; i++) {
 		const target_identity_t *t = &d->targets[i];
-		if (put_str(b, t->name) != 0 || id_buf_append_u8(b, t->in_scope) != 0 ||
-		    put_attrs(b, &t->attributes) != 0 ||
-		    id_buf_append_be32(b, (uint32_t)t->ngroups) != 0)
+		if (put_str(w, t->name) != 0 || put_u8(w, t->in_scope) != 0 ||
+		    put_attrs(w, &t->attributes) != 0 ||
+		    put_u32(w, (uint32_t)t->ngroups) != 0)
 			return ID_ENOMEM;
 		for (size_t k = 0; k < t->ngroups; k++)
-			if (put_str(b, t->groups[k]) != 0)
+			if (put_str(w, t->groups[k]) != 0)
 				return ID_ENOMEM;
-		if (put_str(b, t->container) != 0)
+		if (put_str(w, t->container) != 0)
 			return ID_ENOMEM;
 	}
 	return 0;
 }
 
-int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err)
+static int record_encode(const employee_record_t *rec, bool fixed, id_buf_t *out,
+                         id_err_t *err)
 {
 	size_t start = out->len;
-	if (id_buf_append_u8(out, EMPLOYEE_RECORD_FORMAT) != 0 ||
-	    put_str(out, rec->employee_id) != 0 ||
-	    id_buf_append_u8(out, (uint8_t)rec->status) ||
-	    id_buf_append_be64(out, rec->seq) != 0 || put_attrs(out, &rec->hr) != 0 ||
-	    id_buf_append_be32(out, (uint32_t)rec->nchanges) != 0)
+	writer_t wr = {.b = out, .fixed = fixed}; /* an empty string table */
+	writer_t *w = &wr;
+	if (put_u8(w, fixed ? 0x04 : EMPLOYEE_RECORD_FORMAT) != 0 ||
+	    put_str(w, rec->employee_id) != 0 || put_u8(w, (uint8_t)rec->status) ||
+	    put_u64(w, rec->seq) != 0 || put_attrs(w, &rec->hr) != 0 ||
+	    put_u32(w, (uint32_t)rec->nchanges) != 0)
 		goto nomem;
 	for (size_t i = 0; i < rec->nchanges; i++)
-		if (put_str(out, rec->changes[i].key) != 0 ||
-		    put_str(out, rec->changes[i].event_id) != 0 ||
-		    id_buf_append_be64(out, rec->changes[i].seq) != 0)
+		if (put_str(w, rec->changes[i].key) != 0 ||
+		    put_str(w, rec->changes[i].event_id) != 0 ||
+		    put_u64(w, rec->changes[i].seq) != 0)
 			goto nomem;
-	if (id_buf_append_u8(out, rec->last.version > 0) != 0)
+	if (put_u8(w, rec->last.version > 0) != 0)
 		goto nomem;
-	if (rec->last.version > 0 && put_desired(out, &rec->last) != 0)
+	if (rec->last.version > 0 && put_desired(w, &rec->last) != 0)
 		goto nomem;
-	if (put_lifecycle(out, rec) != 0 || put_names(out, rec) != 0 ||
-	    put_targets(out, &rec->last) != 0)
+	if (put_lifecycle(w, rec) != 0 || put_names(w, rec) != 0 ||
+	    put_targets(w, &rec->last) != 0)
 		goto nomem;
 	return 0;
 nomem:
 	out->len = start;
 	return id_err_set(err, ID_ENOMEM, "employee %s: out of memory encoding record",
 	                  rec->employee_id ? rec->employee_id : "(none)");
+}
+
+int employee_record_encode(const employee_record_t *rec, id_buf_t *out, id_err_t *err)
+{
+	return record_encode(rec, false, out, err);
+}
+
+int employee_record_encode_format4(const employee_record_t *rec, id_buf_t *out,
+                                   id_err_t *err)
+{
+	return record_encode(rec, true, out, err);
 }
 
 /* ---- decoding ----------------------------------------------------------- */
@@ -439,6 +538,13 @@ typedef struct reader {
 	size_t len;
 	size_t pos;
 	id_err_t *err;
+	bool compact; /* format 5: varints and a string table */
+	/* Non-NULL while decoding the last identity: its parts come from
+	 * this arena (desired_identity_t.arena), freed whole. */
+	desired_arena_t **arena;
+	size_t ntable;
+	uint32_t off[STR_TABLE_MAX]; /* format 5: literals, offsets into p */
+	uint32_t slen[STR_TABLE_MAX];
 } reader_t;
 
 static int bad(reader_t *r, const char *field, const char *what)
@@ -455,8 +561,48 @@ static int get_u8(reader_t *r, const char *field, uint8_t *v)
 	return 0;
 }
 
+/* Memory for a decoded string or array: from the arena when one is set. */
+static void *r_alloc(reader_t *r, size_t n)
+{
+	return r->arena != NULL ? desired_arena_alloc(r->arena, n) : malloc(n);
+}
+
+static void r_free(reader_t *r, void *p)
+{
+	if (r->arena == NULL)
+		free(p);
+}
+
+/* A LEB128 varint of at most 64 bits (format 5). */
+static int get_varint(reader_t *r, const char *field, uint64_t *v)
+{
+	uint64_t x = 0;
+	for (unsigned shift = 0;; shift += 7) {
+		if (r->pos >= r->len)
+			return bad(r, field, "truncated");
+		unsigned char c = r->p[r->pos++];
+		if (shift == 63 && c > 1)
+			return bad(r, field, "integer too large");
+		x |= (uint64_t)(c & 0x7f) << shift;
+		if ((c & 0x80) == 0)
+			break;
+		if (shift == 63)
+			return bad(r, field, "integer too large");
+	}
+	*v = x;
+	return 0;
+}
+
 static int get_u32(reader_t *r, const char *field, uint32_t *v)
 {
+	if (r->compact) {
+		uint64_t x = 0;
+		int rc = get_varint(r, field, &x);
+		if (rc == 0 && x > UINT32_MAX)
+			return bad(r, field, "integer too large");
+		*v = (uint32_t)x;
+		return rc;
+	}
 	if (r->len - r->pos < 4)
 		return bad(r, field, "truncated");
 	const unsigned char *p = r->p + r->pos;
@@ -467,6 +613,8 @@ static int get_u32(reader_t *r, const char *field, uint32_t *v)
 
 static int get_u64(reader_t *r, const char *field, uint64_t *v)
 {
+	if (r->compact)
+		return get_varint(r, field, v);
 	if (r->len - r->pos < 8)
 		return bad(r, field, "truncated");
 	uint64_t x = 0;
@@ -477,17 +625,60 @@ static int get_u64(reader_t *r, const char *field, uint64_t *v)
 	return 0;
 }
 
-/* A count of items each at least min_size bytes long, bounded by what is
- * left, so a corrupt count cannot make us allocate gigabytes. */
+/* A count of items each at least min_size bytes long (1 in format 5),
+ * bounded by what is left, so a corrupt count cannot make us allocate
+ * gigabytes. */
 static int get_count(reader_t *r, const char *field, size_t min_size, size_t *n)
 {
 	uint32_t v = 0;
 	int rc = get_u32(r, field, &v);
 	if (rc != 0)
 		return rc;
+	if (r->compact)
+		min_size = 1;
 	if ((size_t)v > (r->len - r->pos) / min_size)
 		return bad(r, field, "count larger than the record");
 	*n = v;
+	return 0;
+}
+
+/* A format-5 string tag and what it designates (see put_str()). */
+static int get_str_compact(reader_t *r, const char *field, bool nullable, char **out)
+{
+	uint64_t tag = 0;
+	const unsigned char *at;
+	size_t n;
+	int rc;
+	if ((rc = get_varint(r, field, &tag)) != 0)
+		return rc;
+	if (tag == 0) {
+		if (!nullable)
+			return bad(r, field, "null where a string is required");
+		return 0;
+	}
+	if (tag & 1) {
+		if ((tag >> 1) >= r->ntable)
+			return bad(r, field, "reference to an unknown string");
+		at = r->p + r->off[tag >> 1];
+		n = r->slen[tag >> 1];
+	} else {
+		if ((tag >> 1) - 1 > r->len - r->pos)
+			return bad(r, field, "string longer than the record");
+		n = (size_t)(tag >> 1) - 1;
+		at = r->p + r->pos;
+		if (memchr(at, '\0', n) != NULL)
+			return bad(r, field, "NUL byte inside a string");
+		if (r->ntable < STR_TABLE_MAX) {
+			r->off[r->ntable] = (uint32_t)r->pos;
+			r->slen[r->ntable] = (uint32_t)n;
+			r->ntable++;
+		}
+		r->pos += n;
+	}
+	if ((*out = r_alloc(r, n + 1)) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	memcpy(*out, at, n);
+	(*out)[n] = '\0';
 	return 0;
 }
 
@@ -497,6 +688,8 @@ static int get_str(reader_t *r, const char *field, bool nullable, char **out)
 	uint32_t n = 0;
 	int rc;
 	*out = NULL;
+	if (r->compact)
+		return get_str_compact(r, field, nullable, out);
 	if ((rc = get_u32(r, field, &n)) != 0)
 		return rc;
 	if (n == STR_NULL) {
@@ -510,7 +703,7 @@ static int get_str(reader_t *r, const char *field, bool nullable, char **out)
 		return bad(r, field, "string longer than the record");
 	if (memchr(r->p + r->pos, '\0', n) != NULL)
 		return bad(r, field, "NUL byte inside a string");
-	if ((*out = malloc((size_t)n + 1)) == NULL)
+	if ((*out = r_alloc(r, (size_t)n + 1)) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	memcpy(*out, r->p + r->pos, n);
 	(*out)[n] = '\0';
@@ -524,11 +717,12 @@ static int attrs_push(reader_t *r, const char *field, id_attrs_t *a, char *key,
                       char *value)
 {
 	if (a->len > 0 && strcmp(a->items[a->len - 1].key, key) >= 0) {
-		free(key);
-		free(value);
+		r_free(r, key);
+		r_free(r, value);
 		return bad(r, field, "keys not in strictly ascending order");
 	}
 	if (a->len == a->cap) {
+		/* Not in an arena: get_attrs() sized the array for the count. */
 		size_t ncap = a->cap ? a->cap * 2 : 8;
 		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
 		if (n == NULL) {
@@ -550,11 +744,17 @@ static int get_attrs(reader_t *r, const char *field, bool null_values, id_attrs_
 {
 	size_t n = 0;
 	int rc = get_count(r, field, 8, &n);
+	if (rc == 0 && n > 0 && a->cap == 0) {
+		if ((a->items = r_alloc(r, n * sizeof(*a->items))) == NULL)
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
+		a->cap = n;
+	}
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		char *k = NULL, *v = NULL;
 		if ((rc = get_str(r, field, false, &k)) != 0 ||
 		    (rc = get_str(r, field, null_values, &v)) != 0) {
-			free(k);
+			r_free(r, k);
 			break;
 		}
 		rc = attrs_push(r, field, a, k, v);
@@ -583,14 +783,14 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 	if ((rc = get_attrs(r, "last.attributes", true, &d->attributes)) != 0 ||
 	    (rc = get_count(r, "last.groups", 4, &n)) != 0)
 		return rc;
-	if (n > 0 && (d->groups = calloc(n, sizeof(*d->groups))) == NULL)
+	if (n > 0 && (d->groups = r_alloc(r, n * sizeof(*d->groups))) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	for (size_t i = 0; i < n; i++) {
 		char *g;
 		if ((rc = get_str(r, "last.groups", false, &g)) != 0)
 			return rc;
 		if (i > 0 && strcmp(d->groups[i - 1], g) >= 0) {
-			free(g);
+			r_free(r, g);
 			return bad(r, "last.groups", "groups not sorted and unique");
 		}
 		d->groups[d->ngroups++] = g;
@@ -604,8 +804,10 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 	d->effective_at = (int64_t)u;
 	if ((rc = get_count(r, "last.causes", 12, &n)) != 0)
 		return rc;
-	if (n > 0 && (d->causes = calloc(n, sizeof(*d->causes))) == NULL)
+	if (n > 0 && (d->causes = r_alloc(r, n * sizeof(*d->causes))) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
+	if (n > 0)
+		memset(d->causes, 0, n * sizeof(*d->causes));
 	for (size_t i = 0; i < n; i++) {
 		attr_cause_t *c = &d->causes[i];
 		/* Count first, so desired_identity_fini() frees a partial entry. */
@@ -624,7 +826,8 @@ static int get_i64(reader_t *r, const char *field, int64_t *v)
 {
 	uint64_t u = 0;
 	int rc = get_u64(r, field, &u);
-	*v = (int64_t)u;
+	/* Format 5 zigzags signed integers (put_i64()). */
+	*v = r->compact ? (int64_t)(u >> 1) ^ -(int64_t)(u & 1) : (int64_t)u;
 	return rc;
 }
 
@@ -756,56 +959,38 @@ static int get_targets(reader_t *r, desired_identity_t *d)
 	int rc;
 	if ((rc = get_count(r, "last.targets", 14, &n)) != 0)
 		return rc;
+	if (n > 0 && (d->targets = r_alloc(r, n * sizeof(*d->targets))) == NULL)
+		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	for (size_t i = 0; i < n; i++) {
-		target_identity_t t;
+		/* Counted first, so desired_identity_fini() frees a partial one. */
+		target_identity_t *t = &d->targets[i];
 		size_t ng = 0;
 		uint8_t sc = 0;
-		target_identity_init(&t);
-		if ((rc = get_str(r, "last.targets", false, &t.name)) != 0 ||
+		target_identity_init(t);
+		d->ntargets++;
+		if ((rc = get_str(r, "last.targets", false, &t->name)) != 0 ||
 		    (rc = get_u8(r, "last.targets", &sc)) != 0 ||
-		    (rc = get_attrs(r, "last.targets", false, &t.attributes)) != 0 ||
+		    (rc = get_attrs(r, "last.targets", false, &t->attributes)) != 0 ||
 		    (rc = get_count(r, "last.targets", 4, &ng)) != 0)
-			goto bad_item;
-		if (sc > 1) {
-			rc = bad(r, "last.targets", "in_scope not 0 or 1");
-			goto bad_item;
-		}
-		t.in_scope = sc == 1;
-		if (ng > 0 && (t.groups = calloc(ng, sizeof(*t.groups))) == NULL) {
-			rc = id_err_set(r->err, ID_ENOMEM,
-			                "employee record: out of memory");
-			goto bad_item;
-		}
+			return rc;
+		if (sc > 1)
+			return bad(r, "last.targets", "in_scope not 0 or 1");
+		t->in_scope = sc == 1;
+		if (ng > 0 && (t->groups = r_alloc(r, ng * sizeof(*t->groups))) == NULL)
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
 		for (size_t k = 0; k < ng; k++) {
-			if ((rc = get_str(r, "last.targets", false, &t.groups[k])) != 0)
-				goto bad_item;
-			t.ngroups = k + 1;
-			if (k > 0 && strcmp(t.groups[k - 1], t.groups[k]) >= 0) {
-				rc = bad(r, "last.targets",
-				         "groups not sorted and unique");
-				goto bad_item;
-			}
+			if ((rc = get_str(r, "last.targets", false, &t->groups[k])) != 0)
+				return rc;
+			t->ngroups = k + 1;
+			if (k > 0 && strcmp(t->groups[k - 1], t->groups[k]) >= 0)
+				return bad(r, "last.targets",
+				           "groups not sorted and unique");
 		}
-		if ((rc = get_str(r, "last.targets", true, &t.container)) != 0)
-			goto bad_item;
-		if (d->ntargets > 0 &&
-		    strcmp(d->targets[d->ntargets - 1].name, t.name) >= 0) {
-			rc = bad(r, "last.targets", "targets not sorted and unique");
-			goto bad_item;
-		}
-		target_identity_t *nt =
-		    realloc(d->targets, (d->ntargets + 1) * sizeof(*nt));
-		if (nt == NULL) {
-			rc = id_err_set(r->err, ID_ENOMEM,
-			                "employee record: out of memory");
-			goto bad_item;
-		}
-		d->targets = nt;
-		d->targets[d->ntargets++] = t;
-		continue;
-	bad_item:
-		target_identity_fini(&t);
-		return rc;
+		if ((rc = get_str(r, "last.targets", true, &t->container)) != 0)
+			return rc;
+		if (i > 0 && strcmp(d->targets[i - 1].name, t->name) >= 0)
+			return bad(r, "last.targets", "targets not sorted and unique");
 	}
 	return 0;
 }
@@ -813,11 +998,18 @@ static int get_targets(reader_t *r, desired_identity_t *d)
 int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
                            id_err_t *err)
 {
-	reader_t r = {data, len, 0, err};
+	reader_t r; /* not zeroed whole: its string table is 8 KB */
 	uint8_t u8 = 0;
 	size_t n = 0;
 	int rc;
 
+	r.p = data;
+	r.len = len;
+	r.pos = 0;
+	r.err = err;
+	r.compact = false;
+	r.arena = NULL;
+	r.ntable = 0;
 	employee_record_fini(rec);
 	if (len == 0 || r.p[0] < 0x01 || r.p[0] > EMPLOYEE_RECORD_FORMAT) {
 		rc = id_err_set(err, ID_ESCHEMA,
@@ -826,6 +1018,7 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		goto out;
 	}
 	r.pos = 1;
+	r.compact = r.p[0] >= 0x05;
 	if ((rc = get_str(&r, "employee_id", true, &rec->employee_id)) != 0 ||
 	    (rc = get_u8(&r, "status", &u8)) != 0)
 		goto out;
@@ -865,16 +1058,22 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		rc = bad(&r, "has_last", "not 0 or 1");
 		goto out;
 	}
+	/* The last identity is read-only until the fold replaces it whole:
+	 * one arena holds it (see desired_identity_t.arena). */
+	r.arena = &rec->last.arena;
 	if (u8 == 1 && (rc = get_desired(&r, &rec->last)) != 0)
 		goto out;
+	r.arena = NULL;
 	if (r.p[0] == 0x01)
 		rec->now = rec->last.effective_at; /* format 1: no lifecycle facts */
 	else if ((rc = get_lifecycle(&r, rec)) != 0)
 		goto out;
 	if (r.p[0] >= 0x03 && (rc = get_names(&r, rec)) != 0)
 		goto out;
+	r.arena = &rec->last.arena;
 	if (r.p[0] >= 0x04 && (rc = get_targets(&r, &rec->last)) != 0)
 		goto out;
+	r.arena = NULL;
 	if (r.pos != len)
 		rc = bad(&r, "end", "trailing bytes after the record");
 out:

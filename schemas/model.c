@@ -150,10 +150,50 @@ static bool groups_equal(char *const *a, size_t na, char *const *b, size_t nb)
 	return true;
 }
 
+struct desired_arena {
+	desired_arena_t *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+#define DESIRED_ARENA_BLOCK 4096
+
+void *desired_arena_alloc(desired_arena_t **a, size_t n)
+{
+	n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+	desired_arena_t *b = *a;
+	if (b == NULL || b->cap - b->used < n) {
+		size_t cap = n > DESIRED_ARENA_BLOCK ? n : DESIRED_ARENA_BLOCK;
+		if ((b = malloc(sizeof(*b) + cap)) == NULL)
+			return NULL;
+		b->next = *a;
+		b->used = 0;
+		b->cap = cap;
+		*a = b;
+	}
+	void *p = (char *)b->data + b->used;
+	b->used += n;
+	return p;
+}
+
+void desired_arena_free(desired_arena_t *a)
+{
+	while (a != NULL) {
+		desired_arena_t *next = a->next;
+		free(a);
+		a = next;
+	}
+}
+
 void desired_identity_fini(desired_identity_t *d)
 {
 	if (d == NULL)
 		return;
+	if (d->arena != NULL) {
+		desired_arena_free(d->arena);
+		desired_identity_init(d);
+		return;
+	}
 	free(d->employee_id);
 	id_attrs_fini(&d->attributes);
 	groups_free(&d->groups, &d->ngroups);

@@ -25,8 +25,9 @@
 	X(HIRE)                                                                          \
 	X(UPDATE)                                                                        \
 	X(TERMINATE)                                                                     \
-	X(REHIRE) X(LEAVE_START) X(LEAVE_END) X(CONVERSION) X(REEVALUATE)                \
-	    X(NAME_GRANTED) X(NAME_DENIED) X(POLICY_ACTIVATED)
+	X(REHIRE)                                                                        \
+	X(LEAVE_START) X(LEAVE_END) X(CONVERSION) X(REEVALUATE) X(NAME_GRANTED)          \
+	    X(NAME_DENIED) X(POLICY_ACTIVATED)
 
 typedef enum {
 #define EV_ENUM_(n) EV_##n,
@@ -104,6 +105,18 @@ typedef struct target_identity {
 void target_identity_init(target_identity_t *t);
 void target_identity_fini(target_identity_t *t);
 
+/*
+ * A bump allocator for a desired identity decoded in one go (the last
+ * identity of an employee record): its strings and arrays are carved from
+ * a few blocks and freed together, instead of one malloc and free each.
+ */
+typedef struct desired_arena desired_arena_t;
+/* n bytes (max_align_t aligned) from *a, a new block when it is full.
+ * NULL when out of memory. */
+void *desired_arena_alloc(desired_arena_t **a, size_t n);
+/* Frees every block; NULL is a no-op. */
+void desired_arena_free(desired_arena_t *a);
+
 typedef struct desired_identity {
 	char *employee_id;
 	int64_t version; /* monotonic per employee, starts at 1 */
@@ -125,6 +138,11 @@ typedef struct desired_identity {
 	 * of the processor's primary target (processor.target). */
 	target_identity_t *targets;
 	size_t ntargets;
+	/* When non-NULL, every string and array above lives in this arena:
+	 * the identity is read-only (nothing may free, replace or grow a
+	 * part of it) and desired_identity_fini() frees the arena whole.
+	 * desired_identity_copy() of it makes an ordinary, malloc'd copy. */
+	desired_arena_t *arena;
 } desired_identity_t;
 
 void desired_identity_init(desired_identity_t *d);

@@ -552,15 +552,20 @@ static void test_record_corrupt_bytes_refused(void **state)
 	a.data[0] = EMPLOYEE_RECORD_FORMAT + 1;
 	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), ID_ESCHEMA);
 	a.data[0] = EMPLOYEE_RECORD_FORMAT;
-	/* Status out of range: byte after format + len(4) + "E1001". */
-	a.data[1 + 4 + 5] = 7;
+	/* Status out of range: byte after format + tag(1) + "E1001". */
+	assert_int_equal(a.data[1], (5 + 1) << 1); /* a literal of 5 bytes */
+	a.data[1 + 1 + 5] = 7;
 	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), ID_EPARSE);
 	assert_non_null(strstr(err.msg, "status"));
-	a.data[1 + 4 + 5] = EMPLOYEE_STATUS_ACTIVE;
-	/* A string length past the end. */
+	a.data[1 + 1 + 5] = EMPLOYEE_STATUS_ACTIVE;
+	/* A reference to a string not written before it. */
 	a.data[1] = 0x7f;
 	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), ID_EPARSE);
-	a.data[1] = 0;
+	assert_non_null(strstr(err.msg, "unknown string"));
+	/* A string length past the end (two-byte tag). */
+	a.data[1] = 0xfe;
+	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), ID_EPARSE);
+	a.data[1] = (5 + 1) << 1;
 	assert_int_equal(employee_record_decode(&r, a.data, a.len, &err), 0);
 
 	/* Hand-made: keys out of order, a NUL inside a string, a huge count. */

@@ -376,24 +376,35 @@ static void test_deterministic_and_record_bytes(void **state)
 	r->names = NULL;
 	r->nnames = 0;
 	id_buf_reset(&bc);
-	assert_int_equal(employee_record_encode(r, &bc, NULL), 0);
+	assert_int_equal(employee_record_encode_format4(r, &bc, NULL), 0);
 	bc.len -= 8; /* the empty names count, the empty targets count */
 	bc.data[0] = 0x02;
 	assert_int_equal(employee_record_decode(&old, bc.data, bc.len, &err), 0);
 	assert_int_equal(old.nnames, 0);
 	assert_int_equal(old.last.version, a.last.version);
+	/* Format 4 (fixed-width, no string table) decodes to the same record. */
+	id_buf_t b4 = ID_BUF_INIT;
+	assert_int_equal(employee_record_encode_format4(&a, &b4, NULL), 0);
+	assert_int_equal(b4.data[0], 0x04);
+	assert_true(b4.len > ba.len);
+	assert_int_equal(employee_record_decode(&old, b4.data, b4.len, &err), 0);
+	id_buf_reset(&bc);
+	assert_int_equal(employee_record_encode(&old, &bc, NULL), 0);
+	assert_int_equal(bc.len, ba.len);
+	assert_memory_equal(bc.data, ba.data, ba.len);
 	/* Format 3: with names, without the targets trailer. */
 	id_buf_reset(&bc);
-	assert_int_equal(id_buf_append(&bc, ba.data, ba.len - 4), 0);
+	assert_int_equal(id_buf_append(&bc, b4.data, b4.len - 4), 0);
 	bc.data[0] = 0x03;
 	assert_int_equal(employee_record_decode(&old, bc.data, bc.len, &err), 0);
 	assert_string_equal(employee_record_name(&old, "username")->granted, "smith2");
 	assert_int_equal(old.last.ntargets, 0);
 	/* A format-2 record is not allowed a names trailer. */
-	assert_int_equal(employee_record_decode(&old, ba.data, ba.len, &err), 0);
-	ba.data[0] = 0x02;
-	assert_int_equal(employee_record_decode(&old, ba.data, ba.len, &err), ID_EPARSE);
+	assert_int_equal(employee_record_decode(&old, b4.data, b4.len, &err), 0);
+	b4.data[0] = 0x02;
+	assert_int_equal(employee_record_decode(&old, b4.data, b4.len, &err), ID_EPARSE);
 	assert_non_null(strstr(err.msg, "trailing"));
+	id_buf_fini(&b4);
 
 	employee_record_fini(&old);
 	employee_record_fini(&a);
