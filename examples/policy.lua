@@ -214,8 +214,8 @@ local function identity(emp, ctx)
 	-- Active Directory: its own names, OU tree and group naming.  Every
 	-- attribute listed here reaches the user object (and is cleared when it
 	-- turns nil); one the DC's schema does not define fails the employee
-	-- with a FAILED result naming it: extensionAttribute1 needs the Exchange
-	-- schema extension (a plain Samba DC has none; drop the line there).
+	-- with a FAILED result naming it (extensionAttribute1..15, for example,
+	-- exist only where the Exchange schema extension is installed).
 	local tenure_years = start and math.floor(date_diff_days(start, ctx.now) / 365) or 0
 	local contract_end = date_parse(emp.contract_end_date)
 	local ad = {
@@ -237,7 +237,7 @@ local function identity(emp, ctx)
 			-- (AD counts 100 ns intervals since 1601-01-01).
 			accountExpires = contractor and contract_end
 				and (date_add_days(contract_end, 1) + 11644473600000) * 10000,
-			extensionAttribute1 = start and date_format(start, "%Y%m%d"),
+			info = start and ("Started " .. date_format(start, "%Y-%m-%d")),
 		},
 		groups = active and {
 			"GG-All-Staff",

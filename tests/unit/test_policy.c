@@ -155,7 +155,7 @@ static void test_example_full_employee(void **state)
 	assert_string_equal(attr(&o, "ad", "givenName"), "Asa");
 	assert_string_equal(attr(&o, "ad", "initials"), "AN");
 	assert_string_equal(attr(&o, "ad", "employeeType"), "FTE");
-	assert_string_equal(attr(&o, "ad", "extensionAttribute1"), "20120102");
+	assert_string_equal(attr(&o, "ad", "info"), "Started 2012-01-02");
 	assert_null(attr(&o, "ad", "accountExpires"));
 	const policy_target_t *ad = policy_output_target(&o, "ad");
 	assert_string_equal(ad->container, "OU=Operations,OU=Staff");
