@@ -3,7 +3,9 @@
 # `idstream process` and the sink running as services:
 #   A. 120 hires whose manager (E001) is hired in the same export: every
 #      entry is there with its manager's DN (a report applied next to its
-#      new manager is applied again once the manager exists);
+#      new manager is applied again once the manager exists), and in both
+#      of its groups (staff, dept-engineering: created by these hires),
+#      seen from the groups (member) and from the entries (memberOf);
 #   B. three more exports right after each other change every title: each
 #      employee ends with the last one (its versions were applied in
 #      order), and sink.results has exactly one result per employee and
@@ -49,6 +51,30 @@ wait_for 120 eq $N people
 MGR="uid=cconc001,ou=Engineering,$P"
 with_manager() { ldap_count "(manager=$MGR)" "$P"; }
 wait_for 60 eq $((N - 1)) with_manager
+# The memberships, both ways: the groups' member values and the entries'
+# memberOf (kept by slapd's memberof overlay), for each of the two groups.
+members() { # GROUP_DN: its member values that are entries of $P
+	_ldap ldapsearch -LLL -o ldif-wrap=no -b "$1" -s base '(objectClass=*)' member |
+		grep -ci "^member: uid=.*,$P\$" || true
+}
+of_members() { ldap_count "(memberOf=$1)" "$P"; }
+assert_members() {
+	for _g in staff dept-engineering; do
+		_dn="cn=$_g,$T_LDAP_GROUPS"
+		_i=0
+		while { [ "$(members "$_dn")" != $N ] || [ "$(of_members "$_dn")" != $N ]; } &&
+			[ $_i -lt 150 ]; do
+			sleep 0.2
+			_i=$((_i + 1))
+		done
+		assert_eq $N "$(members "$_dn")" "member values of $_dn ($1)"
+		assert_eq $N "$(of_members "$_dn")" \
+			"entries whose memberOf has $_dn ($1); without it: $(_ldap ldapsearch \
+				-LLL -b "$P" "(&(employeeNumber=*)(!(memberOf=$_dn)))" memberOf |
+				tr '\n' ' ')"
+	done
+}
+assert_members "after the hires"
 
 # ---------------------------------------------------------------- B. order
 for t in Lead Principal Fellow; do
@@ -80,4 +106,5 @@ spawn sink3 "$IDSTREAM_BIN" --config "$T_CONF" sink ldap
 wait_for 60 grep -q "assigned 6 partitions" "$T_DIR/sink3.log"
 out=$(ids reconcile ldap) || fail "reconcile ldap failed (exit $?): $out"
 assert_contains "$out" "$N accounts checked, 0 drifted, 0 failed"
+assert_members "at the end"
 echo ok
