@@ -20,7 +20,17 @@
  * the whole read-diff-apply, which is safe because the diff starts from
  * what is really there.  libldap error strings are turned into id_err_t
  * messages here and nowhere else.
- * Threading: one thread per handle (see sink_ldap.h).
+ *
+ * Batches (sink_ldap_batch_begin/end): the member additions that end a
+ * plan are queued with the apply's result and made at the batch's end,
+ * one modify per group for all the batch's new members, which is what a
+ * large group's write costs slapd for one member (the entry is rewritten
+ * whole).  The results are completed then; a crash before leaves the
+ * memberships to the next apply's diff.
+ *
+ * Threading: one thread per handle (see sink_ldap.h); the handles of one
+ * sink share the batch queue and a per-group lock (group_lock: why it is
+ * needed is said there).
  */
 #include "sinks/sink_ldap.h"
 
@@ -241,7 +251,7 @@ static bool group_lock(sink_shared_t *q, const char *dn)
 	for (;;) {
 		bool busy = false;
 		for (size_t i = 0; i < q->nbusy && !busy; i++)
-			busy = strcmp(q->busy[i], dn) == 0;
+			busy = ldap_diff_dn_equal(q->busy[i], dn);
 		if (!busy)
 			break;
 		pthread_cond_wait(&q->cv, &q->mu);
