@@ -75,9 +75,12 @@
  * (and the catch-up batch) into batches of distinct employees — a second
  * message of an employee already in the batch applies the batch first —
  * and the target calls of a batch run in parallel (cmd/sink_pool.h, one
- * core handle per thread).  Everything else (version checks, the guard,
- * recording, parking, results, offsets) happens in this thread, in input
- * order, so the bookkeeping is exactly the serial one.  Reports whose
+ * core handle per thread).  A core with batch hooks (sink_targets.h:
+ * ldap) may finish some writes of the batch's applies once they are all
+ * done (the ldap core: each group's new members in one modify), before
+ * any result of the batch is used.  Everything else (version checks, the
+ * guard, recording, parking, results, offsets) happens in this thread, in
+ * input order, so the bookkeeping is exactly the serial one.  Reports whose
  * manager is created in the same batch are applied again after it.
  *
  * Rate limit: with sink.rate_limit > 0, the target writes of each apply are
