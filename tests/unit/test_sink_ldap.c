@@ -1074,6 +1074,43 @@ static void test_batch_members(void **state)
 	sink_ldap_close(s2);
 }
 
+/*
+ * The directory goes away between a batch's applies and its end: the
+ * result whose memberships could not be made says DEFERRED (the loop
+ * applies that version again), and the next apply makes them.
+ */
+static void test_batch_unreachable(void **state)
+{
+	t_t *t = *state;
+	tcp_relay_t rl;
+	char rurl[64], dn[512], staff[256];
+	id_err_t err = {0};
+	assert_int_equal(tcp_relay_start(&rl, url, 389), 0);
+	snprintf(rurl, sizeof(rurl), "ldap://127.0.0.1:%d/", rl.port);
+	sink_ldap_t *s = open_sink(t, rurl);
+	dn_of(dn, sizeof(dn), "uid=asmith", "ou=Sales", t);
+	group_dn(staff, sizeof(staff), "staff", t);
+	mk(&t->d, "E1001", "asmith", "Ann", "Smith", "Sales", LC_ACTIVE);
+
+	sink_ldap_batch_begin(s);
+	assert_int_equal(sink_ldap_apply(s, &t->d, &t->r, &err), 0);
+	assert_int_equal(t->r.outcome, SINK_APPLIED); /* the entry, so far */
+	assert_true(exists(dn));
+	assert_int_equal(tcp_relay_stop(&rl), 0);
+	assert_int_equal(sink_ldap_batch_end(s, &err), 0);
+	assert_int_equal(t->r.outcome, SINK_DEFERRED);
+	assert_non_null(t->r.error);
+	assert_int_equal(count_ops(&t->r, "group_add"), 0);
+	assert_false(exists(staff));
+
+	/* Applied again (here through a handle that reaches the directory). */
+	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
+	assert_int_equal(count_ops(&t->r, "add"), 0);
+	assert_int_equal(count_ops(&t->r, "group_add"), 2);
+	assert_true(has_value(dn, "memberOf", staff));
+	sink_ldap_close(s);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1094,6 +1131,7 @@ int main(void)
 	    T(test_reconnects_after_connection_loss),
 	    T(test_posix),
 	    T(test_batch_members),
+	    T(test_batch_unreachable),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
