@@ -545,7 +545,8 @@ int sink_ldap_read(sink_ldap_t *s, const char *employee_id, ldap_diff_entry_t *o
 }
 
 static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
-                             ldap_diff_entry_t *out, bool *found, LDAPMessage **uid_res,
+                             const char *manager_id, ldap_diff_entry_t *out, bool *found,
+                             char **manager_dn, int *nmanagers, LDAPMessage **uid_res,
                              id_err_t *err);
 
 /* Reads the entry of d and the manager's DN (*manager_dn malloc'd or NULL).
@@ -558,14 +559,23 @@ static int read_state(sink_ldap_t *s, const desired_identity_t *d,
 {
 	*manager_dn = NULL;
 	const char *uid = id_attrs_get(&d->attributes, "uid");
-	int rc;
+	const char *mid =
+	    d->manager_id != NULL && d->manager_id[0] != '\0' ? d->manager_id : NULL;
+	int rc, nmgr = 0;
 	if (uid_res != NULL && s->disabled_dn == NULL && uid != NULL && uid[0] != '\0' &&
-	    d->state != LC_DELETED)
-		rc = read_employee_uid(s, d->employee_id, uid, actual, found, uid_res,
-		                       err);
-	else
-		rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
-	if (rc != 0 || d->manager_id == NULL || d->manager_id[0] == '\0')
+	    d->state != LC_DELETED) {
+		rc = read_employee_uid(s, d->employee_id, uid, mid, actual, found,
+		                       manager_dn, &nmgr, uid_res, err);
+		if (rc != 0 || mid == NULL)
+			return rc;
+		if (nmgr > 1) /* as read_employee() would say */
+			id_log_warn(LOG_COMP,
+			            "employee %s: manager %s is ambiguous: %d entries",
+			            d->employee_id, mid, nmgr);
+		return 0;
+	}
+	rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
+	if (rc != 0 || mid == NULL)
 		return rc;
 	static const char *const no_attrs[] = {LDAP_NO_ATTRS, NULL};
 	ldap_diff_entry_t mgr;
@@ -611,12 +621,18 @@ int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t
  * below people_dn whose employeeNumber is id or whose uid is uid.  The one
  * with the employee number is the employee's (several: ID_ECONFLICT, as
  * read_employee() says); *uid_res keeps the whole answer for
- * check_uid_free(), which needs no search of its own then.  A create costs
- * one round trip less.  Only without disabled_dn (one subtree to read).
- * *uid_res is the caller's to ldap_msgfree() (NULL on error).
+ * check_uid_free(), which needs no search of its own then.  With
+ * manager_id (may be NULL), the manager's entry is read in the same
+ * request too: *manager_dn is its DN (malloc'd) when exactly one entry has
+ * that employee number, else NULL, and *nmanagers how many do.  A create
+ * costs two round trips less.  Only without disabled_dn (one subtree to
+ * read).  *uid_res is the caller's to ldap_msgfree() (NULL on error); it
+ * may hold entries that do not carry uid (the employee's, the manager's):
+ * uid_owned_by_other() looks at the uid values.
  */
 static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
-                             ldap_diff_entry_t *out, bool *found, LDAPMessage **uid_res,
+                             const char *manager_id, ldap_diff_entry_t *out, bool *found,
+                             char **manager_dn, int *nmanagers, LDAPMessage **uid_res,
                              id_err_t *err)
 {
 	id_buf_t f = ID_BUF_INIT, dns = ID_BUF_INIT;
@@ -629,18 +645,24 @@ static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
 		rc = id_err_set(err, ID_ENOMEM, "ldap: employee %s: out of memory", id);
 		goto out;
 	}
-	/* "(|" + (employeeNumber=id) + (uid=uid) + ")" */
-	id_buf_t g = ID_BUF_INIT;
+	/* "(|" + (employeeNumber=id) + (uid=uid) [+ (employeeNumber=mgr)] + ")" */
+	*manager_dn = NULL;
+	*nmanagers = 0;
+	id_buf_t g = ID_BUF_INIT, m = ID_BUF_INIT;
 	rc = ldap_conn_filter_eq(&g, NULL, "uid", uid);
+	if (rc == 0 && manager_id != NULL)
+		rc = ldap_conn_filter_eq(&m, NULL, "employeeNumber", manager_id);
 	if (rc == 0) {
 		id_buf_t both = ID_BUF_INIT;
-		if (id_buf_printf(&both, "(|%s%s)", (const char *)f.data,
-		                  (const char *)g.data) != 0)
+		if (id_buf_printf(&both, "(|%s%s%s)", (const char *)f.data,
+		                  (const char *)g.data,
+		                  manager_id != NULL ? (const char *)m.data : "") != 0)
 			rc = ID_ENOMEM;
 		id_buf_fini(&f);
 		f = both;
 	}
 	id_buf_fini(&g);
+	id_buf_fini(&m);
 	if (rc != 0) {
 		rc = id_err_set(err, ID_ENOMEM, "ldap: employee %s: out of memory", id);
 		goto out;
@@ -651,11 +673,27 @@ static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
 	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL;
 	     e = ldap_next_entry(s->conn.ld, e)) {
 		struct berval **v = ldap_get_values_len(s->conn.ld, e, "employeeNumber");
-		bool his = false;
-		for (int i = 0; v != NULL && v[i] != NULL && !his; i++)
-			his = v[i]->bv_len == strlen(id) &&
-			      strncasecmp(v[i]->bv_val, id, v[i]->bv_len) == 0;
+		bool his = false, boss = false;
+		for (int i = 0; v != NULL && v[i] != NULL; i++) {
+			his = his || (v[i]->bv_len == strlen(id) &&
+			              strncasecmp(v[i]->bv_val, id, v[i]->bv_len) == 0);
+			boss =
+			    boss ||
+			    (manager_id != NULL && v[i]->bv_len == strlen(manager_id) &&
+			     strncasecmp(v[i]->bv_val, manager_id, v[i]->bv_len) == 0);
+		}
 		ldap_value_free_len(v);
+		if (boss && ++*nmanagers == 1) {
+			char *mdn = ldap_get_dn(s->conn.ld, e);
+			if (mdn != NULL && (*manager_dn = strdup(mdn)) == NULL)
+				rc = ID_ENOMEM;
+			ldap_memfree(mdn);
+			if (rc != 0) {
+				rc = id_err_set(err, rc,
+				                "ldap: employee %s: out of memory", id);
+				goto out;
+			}
+		}
 		if (!his)
 			continue;
 		char *dn = ldap_get_dn(s->conn.ld, e);
@@ -675,9 +713,17 @@ static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
 			goto out;
 		*found = true;
 	}
+	if (*nmanagers > 1) { /* ambiguous: left alone, like a missing one */
+		free(*manager_dn);
+		*manager_dn = NULL;
+	}
 	*uid_res = res;
 	res = NULL;
 out:
+	if (rc != 0) {
+		free(*manager_dn);
+		*manager_dn = NULL;
+	}
 	ldap_msgfree(res);
 	id_buf_fini(&f);
 	id_buf_fini(&dns);
@@ -1092,6 +1138,22 @@ static int exec_delete(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 	return record(c, "delete", "dn", op->dn, NULL, err);
 }
 
+/*
+ * False when e came with its uid values and none is uid (an entry read
+ * with the employee's for another reason: its manager); an entry read
+ * without them (the uid check's own search) matched (uid=uid).
+ */
+static bool carries_uid(sink_ldap_t *s, LDAPMessage *e, const char *uid)
+{
+	struct berval **v = ldap_get_values_len(s->conn.ld, e, "uid");
+	bool yes = v == NULL; /* not asked for */
+	for (int i = 0; v != NULL && v[i] != NULL && !yes; i++)
+		yes = v[i]->bv_len == strlen(uid) &&
+		      strncasecmp(v[i]->bv_val, uid, v[i]->bv_len) == 0;
+	ldap_value_free_len(v);
+	return yes;
+}
+
 /* ID_ECONFLICT when an entry of res other than actual carries uid. */
 static int uid_owned_by_other(apply_ctx_t *c, const ldap_diff_entry_t *actual,
                               const char *uid, LDAPMessage *res, id_err_t *err)
@@ -1102,7 +1164,8 @@ static int uid_owned_by_other(apply_ctx_t *c, const ldap_diff_entry_t *actual,
 	     e = ldap_next_entry(s->conn.ld, e)) {
 		char *dn = ldap_get_dn(s->conn.ld, e);
 		if (dn != NULL &&
-		    !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn))) {
+		    !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn)) &&
+		    carries_uid(s, e, uid)) {
 			struct berval **v =
 			    ldap_get_values_len(s->conn.ld, e, "employeeNumber");
 			char *owner = ldap_count_values_len(v) > 0
