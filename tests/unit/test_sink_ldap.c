@@ -1111,6 +1111,37 @@ static void test_batch_unreachable(void **state)
 	sink_ldap_close(s);
 }
 
+/*
+ * A create reads its manager in the same search as its own entry and the
+ * holders of its uid: the manager's entry is the manager, not a holder of
+ * the uid — unless it really holds it.
+ */
+static void test_create_reads_manager(void **state)
+{
+	t_t *t = *state;
+	char dn[512], boss[512];
+	mk(&t->d2, "E1", "aboss", "Alice", "Boss", "Sales", LC_ACTIVE);
+	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
+	dn_of(boss, sizeof(boss), "uid=aboss", "ou=Sales", t);
+
+	mk(&t->d, "E2", "bjones", "Bob", "Jones", "Sales", LC_ACTIVE);
+	t->d.manager_id = strdup("E1");
+	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
+	dn_of(dn, sizeof(dn), "uid=bjones", "ou=Sales", t);
+	assert_true(has_value(dn, "manager", boss));
+	assert_null(find_op(&t->r, "manager_pending", NULL));
+
+	/* A third one whose uid is the manager's: refused, naming him. */
+	desired_identity_t d3;
+	desired_identity_init(&d3);
+	mk(&d3, "E3", "aboss", "Al", "Boss", "Sales", LC_ACTIVE);
+	d3.manager_id = strdup("E1");
+	assert_int_equal(apply(t, &d3), SINK_FAILED);
+	assert_non_null(strstr(t->r.error, "uid aboss already used by employee E1"));
+	assert_int_equal(count_entries(t->people, "(employeeNumber=E3)"), 0);
+	desired_identity_fini(&d3);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1132,6 +1163,7 @@ int main(void)
 	    T(test_posix),
 	    T(test_batch_members),
 	    T(test_batch_unreachable),
+	    T(test_create_reads_manager),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
