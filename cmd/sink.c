@@ -75,9 +75,12 @@
  * (and the catch-up batch) into batches of distinct employees — a second
  * message of an employee already in the batch applies the batch first —
  * and the target calls of a batch run in parallel (cmd/sink_pool.h, one
- * core handle per thread).  Everything else (version checks, the guard,
- * recording, parking, results, offsets) happens in this thread, in input
- * order, so the bookkeeping is exactly the serial one.  Reports whose
+ * core handle per thread).  A core with batch hooks (sink_targets.h:
+ * ldap) may finish some writes of the batch's applies once they are all
+ * done (the ldap core: each group's new members in one modify), before
+ * any result of the batch is used.  Everything else (version checks, the
+ * guard, recording, parking, results, offsets) happens in this thread, in
+ * input order, so the bookkeeping is exactly the serial one.  Reports whose
  * manager is created in the same batch are applied again after it.
  *
  * Rate limit: with sink.rate_limit > 0, the target writes of each apply are
@@ -1475,8 +1478,8 @@ static int sink_admit(sink_run_t *s, const void *payload, size_t len, int32_t pa
 		id_log_error("sink", "%s partition %d offset %lld: %s", s->in_topic,
 		             partition, (long long)offset, derr.msg);
 		s->stats->failed++;
-		if ((rc = sink_publish_note(s, d->employee_id, d->version, SINK_FAILED, NULL,
-		                            -1, -1, derr.msg, err)) == 0)
+		if ((rc = sink_publish_note(s, d->employee_id, d->version, SINK_FAILED,
+		                            NULL, -1, -1, derr.msg, err)) == 0)
 			rc = sink_park(s, d, payload, len, derr.msg, err);
 		return rc;
 	}
@@ -1571,10 +1574,16 @@ static int sink_handle_batch(sink_run_t *s, const sink_msg_t *msgs, size_t n,
 	}
 	if (rc != 0)
 		goto out;
+	/* The core may leave writes of the batch's applies to batch_end (see
+	 * sink_targets.h), which completes their results. */
+	if (s->ops->batch_begin != NULL)
+		s->ops->batch_begin(s->target_h);
 	sink_pool_run(s->pool, jobs, nj, sizeof(*jobs), sink_job_run, (void *)s->ops);
+	if (s->ops->batch_end != NULL && (rc = s->ops->batch_end(s->target_h, err)) != 0)
+		goto out;
 	for (size_t i = 0; i < nj && rc == 0; i++) {
 		sink_job_t *j = &jobs[i];
-		if (j->rc != 0) {
+		if (j->rc != 0 || j->r.outcome == SINK_DEFERRED) {
 			/* Unreachable: the serial path waits it out. */
 			rc = sink_apply(s, &j->d, j->payload, j->len, 0, NULL, err);
 			continue;

@@ -182,6 +182,16 @@ static void ldap_share(void *h, void *h0)
 	sink_ldap_share(h, h0);
 }
 
+static void ldap_batch_begin(void *h0)
+{
+	sink_ldap_batch_begin(h0);
+}
+
+static int ldap_batch_end(void *h0, id_err_t *err)
+{
+	return sink_ldap_batch_end(h0, err);
+}
+
 static void *ad_open(const id_config_t *cfg, id_err_t *err)
 {
 	static const char *const checks[] = {"demand", "try", "allow", "never"};
@@ -425,6 +435,8 @@ static const sink_target_ops_t targets[] = {
      .accounts = ldap_accounts,
      .remove = ldap_remove,
      .share = ldap_share,
+     .batch_begin = ldap_batch_begin,
+     .batch_end = ldap_batch_end,
      .help = "OpenLDAP (ldap.* options). The bind password comes from\n"
              "IDSTREAM_LDAP_BIND_PASSWORD or ldap.bind_password_file; with\n"
              "ldap.password_file, initial passwords go there (mode 0600).\n"

@@ -54,6 +54,16 @@ typedef struct sink_target_ops {
 	/* Lets handle h work together with handle h0 of the same sink (each
 	 * used by its own thread); NULL when the kind has nothing to share. */
 	void (*share)(void *h, void *h0);
+	/* Batches (both NULL when the kind has none): batch_begin(h0) before
+	 * the applies of a batch of distinct employees run (through h0 and
+	 * the handles shared with it), batch_end(h0) after them, in the
+	 * loop's thread.  A core may leave writes of those applies to
+	 * batch_end (ldap: member additions, one modify per group), which
+	 * then completes their results; a result it left DEFERRED is applied
+	 * again (the target became unreachable before its writes were made).
+	 * batch_end returns 0 or ID_ENOMEM. */
+	void (*batch_begin)(void *h0);
+	int (*batch_end)(void *h0, id_err_t *err);
 	const char *help; /* what `idstream sink KIND --help` says about options */
 } sink_target_ops_t;
 

@@ -241,8 +241,9 @@ static const opt_def_t opt_table[] = {
     {"sink.concurrency", OPT_INT, "1", 1, 64,
      "Employees a sink applies at the same time, each on its own connection to the "
      "target (one employee's versions always in order). 1 with `sink.rate_limit` or "
-     "`ldap.posix`. The ldap sink runs group changes one at a time (parallel group "
-     "creation lost a membership in testing); above 1 is tested for ldap only."},
+     "`ldap.posix`. The ldap sink adds each group's new members of a batch in one "
+     "modify and changes one group from one connection at a time; above 1 is "
+     "tested for ldap only."},
     {"ingest.http.listen", OPT_STR, "127.0.0.1:8088", 0, -1,
      "Address and port `idstream ingest http` listens on (port 0 picks a free one)."},
     {"ingest.http.threads", OPT_INT, "4", 1, 256,

@@ -1095,8 +1095,9 @@ How the figures are measured (one run each, wall clock, same services):
     the rounding of small rates).
   - sink: ${N} desired identities into an empty ou=people: entries, their
     department OUs, staff and dept-* memberships, each with a read and diff,
-    ${SINK_CONC} employees at a time (sink.concurrency; group changes one at
-    a time). Raw slapd: the entries the sink created, read back and moved under
+    ${SINK_CONC} employees at a time (sink.concurrency; the new members of a
+    group in each batch of employees added in one modify). Raw slapd: the
+    entries the sink created, read back and moved under
     ${RAW}:
     one \`ldapadd -c\` (synchronous, one add per entry, OUs first), then one
     \`ldapmodify -c\` with one modify per membership (a group's first member

@@ -174,35 +174,6 @@ typedef int (*ldap_conn_attr_fn)(void *out, const char *name, struct berval **va
 int ldap_conn_entry_walk(ldap_conn_t *c, LDAPMessage *e, ldap_conn_dn_fn set_dn,
                          ldap_conn_attr_fn attr, void *out, id_err_t *err);
 
-/* ---- member additions shared by the handles of one sink ---- */
-
-/*
- * Group commit for member additions: while one thread's modify adding a
- * member to group dn is in flight, other threads wanting to add members to
- * the same group queue up, and the next modify adds all of them at once.
- * Under parallel applies most memberships go to a few large groups
- * (birthright groups), whose modifies the directory serialises anyway; one
- * request for several members saves a write transaction each.
- *
- * Threading: shared by the handles (threads) of one sink; internally locked.
- * Ownership: refcounted; create gives one reference, unref drops one.
- */
-typedef struct ldap_conn_joiner ldap_conn_joiner_t;
-
-ldap_conn_joiner_t *ldap_conn_joiner_create(void); /* NULL: out of memory */
-ldap_conn_joiner_t *ldap_conn_joiner_ref(ldap_conn_joiner_t *j);
-void ldap_conn_joiner_unref(ldap_conn_joiner_t *j); /* NULL is a no-op */
-
-/*
- * Adds member to attribute attr of group dn over c, together with what
- * other threads add to that group at the moment.  Returns the libldap code;
- * when a modify carrying several members failed, *alone is set and nothing
- * was written for member: the caller sends its own modify (which says
- * which member made it fail: already there, group missing...).
- */
-int ldap_conn_joiner_add(ldap_conn_joiner_t *j, ldap_conn_t *c, const char *dn,
-                         const char *attr, const char *member, bool *alone);
-
 /* ---- the apply loop of both sinks ---- */
 
 /*

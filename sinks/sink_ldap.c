@@ -20,7 +20,17 @@
  * the whole read-diff-apply, which is safe because the diff starts from
  * what is really there.  libldap error strings are turned into id_err_t
  * messages here and nowhere else.
- * Threading: one thread per handle (see sink_ldap.h).
+ *
+ * Batches (sink_ldap_batch_begin/end): the member additions that end a
+ * plan are queued with the apply's result and made at the batch's end,
+ * one modify per group for all the batch's new members, which is what a
+ * large group's write costs slapd for one member (the entry is rewritten
+ * whole).  The results are completed then; a crash before leaves the
+ * memberships to the next apply's diff.
+ *
+ * Threading: one thread per handle (see sink_ldap.h); the handles of one
+ * sink share the batch queue and a per-group lock (group_lock: why it is
+ * needed is said there).
  */
 #include "sinks/sink_ldap.h"
 
@@ -44,6 +54,40 @@
 #define SSHA_SALT_LEN 8
 /* Rounds of an apply whose new uidNumber was taken meanwhile. */
 #define UID_TRIES 8
+/* Most members one request adds to a group at the end of a batch. */
+#define MEMBERS_PER_MODIFY 500
+
+/*
+ * A member addition left to the end of the batch (sink_ldap_batch_end):
+ * add member to group dn (name cn), then complete result r with it.
+ */
+typedef struct deferred_add {
+	char *dn;
+	char *cn;
+	char *member;
+	sink_result_t *r; /* NULL while the apply that made it runs */
+} deferred_add_t;
+
+/*
+ * What the handles of one sink share (sink_ldap_share): the member
+ * additions of a batch, and which groups a handle is changing.
+ * Invariants (under mu): open between sink_ldap_batch_begin() and
+ * sink_ldap_batch_end(); items are the additions of applies that have
+ * finished successfully, in the order they finished (each handle's thread
+ * appends; only batch_end, with no apply running, takes them).  busy holds
+ * the DNs of the groups a handle is writing (group_lock); cv is signalled
+ * when one is released.
+ */
+typedef struct sink_shared {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs;
+	bool open;
+	deferred_add_t *items;
+	size_t n, cap;
+	char **busy;
+	size_t nbusy, capbusy;
+} sink_shared_t;
 
 struct sink_ldap {
 	ldap_conn_t conn;
@@ -62,9 +106,9 @@ struct sink_ldap {
 	ldap_diff_posix_t posix_cfg;
 	/* What an employee search asks for: managed + lock + memberOf. */
 	const char *read_attrs[24];
-	/* Member additions, joined with those of the handles it shares it
-	 * with (sink_ldap_share). */
-	ldap_conn_joiner_t *joiner;
+	/* The member additions left to the end of a batch, shared by the
+	 * handles of one sink (sink_ldap_share); NULL until first needed. */
+	sink_shared_t *shared;
 };
 
 /* ---- uidNumber allocation ---- */
@@ -141,6 +185,114 @@ static int uid_taken(sink_ldap_t *s, long long n, bool *taken, id_err_t *err)
 		*taken = ldap_count_entries(s->conn.ld, res) > 0;
 	ldap_msgfree(res);
 	return rc;
+}
+
+/* ---- the member additions of a batch ---- */
+
+static void deferred_free(deferred_add_t *a)
+{
+	free(a->dn);
+	free(a->cn);
+	free(a->member);
+	memset(a, 0, sizeof(*a));
+}
+
+static sink_shared_t *shared_create(void)
+{
+	sink_shared_t *q = calloc(1, sizeof(*q));
+	if (q == NULL)
+		return NULL;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	q->refs = 1;
+	return q;
+}
+
+static void shared_unref(sink_shared_t *q)
+{
+	if (q == NULL)
+		return;
+	pthread_mutex_lock(&q->mu);
+	int left = --q->refs;
+	pthread_mutex_unlock(&q->mu);
+	if (left > 0)
+		return;
+	for (size_t i = 0; i < q->n; i++)
+		deferred_free(&q->items[i]);
+	free(q->items);
+	free(q->busy); /* empty: no handle is left to hold a group */
+	pthread_cond_destroy(&q->cv);
+	pthread_mutex_destroy(&q->mu);
+	free(q);
+}
+
+/*
+ * Group changes of the handles applying in parallel are made one group at
+ * a time: while a handle adds to, removes from, creates or deletes group
+ * dn, the others wait for that group (other groups stay parallel).
+ *
+ * Why: slapd's memberof overlay decides whether the target of a modify is
+ * a group with a search made before the modify runs, and keeps members'
+ * memberOf only when it was.  A modify adding a member to a group whose
+ * creation is committing at that moment (the add-first-member-creates
+ * path of another handle) finds no group in that search, then succeeds:
+ * the member is in the group's member values, but its memberOf never
+ * gets the group, and the sink, which reads memberships from memberOf,
+ * would report drift for ever.  Likewise a member added while the group is
+ * deleted and created again.  One writer per group at a time rules both
+ * out.  Returns false when out of memory (the caller then goes ahead
+ * unlocked: correct but for that race).
+ */
+static bool group_lock(sink_shared_t *q, const char *dn)
+{
+	if (q == NULL)
+		return false; /* one handle: nobody to race with */
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		bool busy = false;
+		for (size_t i = 0; i < q->nbusy && !busy; i++)
+			busy = ldap_diff_dn_equal(q->busy[i], dn);
+		if (!busy)
+			break;
+		pthread_cond_wait(&q->cv, &q->mu);
+	}
+	bool ok = true;
+	if (q->nbusy == q->capbusy) {
+		size_t nc = q->capbusy ? q->capbusy * 2 : 8;
+		char **n = realloc(q->busy, nc * sizeof(*n));
+		if (n == NULL)
+			ok = false;
+		else {
+			q->busy = n;
+			q->capbusy = nc;
+		}
+	}
+	if (ok)
+		q->busy[q->nbusy++] = (char *)dn; /* the caller keeps dn alive */
+	pthread_mutex_unlock(&q->mu);
+	return ok;
+}
+
+static void group_unlock(sink_shared_t *q, const char *dn)
+{
+	pthread_mutex_lock(&q->mu);
+	for (size_t i = 0; i < q->nbusy; i++)
+		if (q->busy[i] == dn) {
+			q->busy[i] = q->busy[--q->nbusy];
+			break;
+		}
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static bool batch_is_open(sink_shared_t *q)
+{
+	if (q == NULL)
+		return false;
+	pthread_mutex_lock(&q->mu);
+	bool open = q->open;
+	pthread_mutex_unlock(&q->mu);
+	return open;
 }
 
 sink_ldap_t *sink_ldap_open(const sink_ldap_opts_t *opts, id_err_t *err)
@@ -236,7 +388,7 @@ void sink_ldap_close(sink_ldap_t *s)
 	if (s == NULL)
 		return;
 	ldap_conn_fini(&s->conn);
-	ldap_conn_joiner_unref(s->joiner);
+	shared_unref(s->shared);
 	free(s->people_dn);
 	free(s->groups_dn);
 	free(s->password_file);
@@ -251,11 +403,13 @@ void sink_ldap_share(sink_ldap_t *dst, sink_ldap_t *src)
 {
 	if (dst == NULL || src == NULL || dst == src)
 		return;
-	/* One handle alone joins with nobody: the joiner starts with a pair. */
-	if (src->joiner == NULL && (src->joiner = ldap_conn_joiner_create()) == NULL)
-		return; /* out of memory: dst adds on its own, which is correct */
-	ldap_conn_joiner_unref(dst->joiner);
-	dst->joiner = ldap_conn_joiner_ref(src->joiner);
+	if (src->shared == NULL && (src->shared = shared_create()) == NULL)
+		return; /* out of memory: dst adds its members itself, correctly */
+	shared_unref(dst->shared);
+	dst->shared = src->shared;
+	pthread_mutex_lock(&src->shared->mu);
+	src->shared->refs++;
+	pthread_mutex_unlock(&src->shared->mu);
 }
 
 uint64_t sink_ldap_writes(const sink_ldap_t *s)
@@ -391,7 +545,8 @@ int sink_ldap_read(sink_ldap_t *s, const char *employee_id, ldap_diff_entry_t *o
 }
 
 static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
-                             ldap_diff_entry_t *out, bool *found, LDAPMessage **uid_res,
+                             const char *manager_id, ldap_diff_entry_t *out, bool *found,
+                             char **manager_dn, int *nmanagers, LDAPMessage **uid_res,
                              id_err_t *err);
 
 /* Reads the entry of d and the manager's DN (*manager_dn malloc'd or NULL).
@@ -404,14 +559,23 @@ static int read_state(sink_ldap_t *s, const desired_identity_t *d,
 {
 	*manager_dn = NULL;
 	const char *uid = id_attrs_get(&d->attributes, "uid");
-	int rc;
+	const char *mid =
+	    d->manager_id != NULL && d->manager_id[0] != '\0' ? d->manager_id : NULL;
+	int rc, nmgr = 0;
 	if (uid_res != NULL && s->disabled_dn == NULL && uid != NULL && uid[0] != '\0' &&
-	    d->state != LC_DELETED)
-		rc = read_employee_uid(s, d->employee_id, uid, actual, found, uid_res,
-		                       err);
-	else
-		rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
-	if (rc != 0 || d->manager_id == NULL || d->manager_id[0] == '\0')
+	    d->state != LC_DELETED) {
+		rc = read_employee_uid(s, d->employee_id, uid, mid, actual, found,
+		                       manager_dn, &nmgr, uid_res, err);
+		if (rc != 0 || mid == NULL)
+			return rc;
+		if (nmgr > 1) /* as read_employee() would say */
+			id_log_warn(LOG_COMP,
+			            "employee %s: manager %s is ambiguous: %d entries",
+			            d->employee_id, mid, nmgr);
+		return 0;
+	}
+	rc = read_employee(s, d->employee_id, s->read_attrs, actual, found, err);
+	if (rc != 0 || mid == NULL)
 		return rc;
 	static const char *const no_attrs[] = {LDAP_NO_ATTRS, NULL};
 	ldap_diff_entry_t mgr;
@@ -457,12 +621,18 @@ int sink_ldap_plan(sink_ldap_t *s, const desired_identity_t *d, ldap_diff_plan_t
  * below people_dn whose employeeNumber is id or whose uid is uid.  The one
  * with the employee number is the employee's (several: ID_ECONFLICT, as
  * read_employee() says); *uid_res keeps the whole answer for
- * check_uid_free(), which needs no search of its own then.  A create costs
- * one round trip less.  Only without disabled_dn (one subtree to read).
- * *uid_res is the caller's to ldap_msgfree() (NULL on error).
+ * check_uid_free(), which needs no search of its own then.  With
+ * manager_id (may be NULL), the manager's entry is read in the same
+ * request too: *manager_dn is its DN (malloc'd) when exactly one entry has
+ * that employee number, else NULL, and *nmanagers how many do.  A create
+ * costs two round trips less.  Only without disabled_dn (one subtree to
+ * read).  *uid_res is the caller's to ldap_msgfree() (NULL on error); it
+ * may hold entries that do not carry uid (the employee's, the manager's):
+ * uid_owned_by_other() looks at the uid values.
  */
 static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
-                             ldap_diff_entry_t *out, bool *found, LDAPMessage **uid_res,
+                             const char *manager_id, ldap_diff_entry_t *out, bool *found,
+                             char **manager_dn, int *nmanagers, LDAPMessage **uid_res,
                              id_err_t *err)
 {
 	id_buf_t f = ID_BUF_INIT, dns = ID_BUF_INIT;
@@ -475,18 +645,24 @@ static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
 		rc = id_err_set(err, ID_ENOMEM, "ldap: employee %s: out of memory", id);
 		goto out;
 	}
-	/* "(|" + (employeeNumber=id) + (uid=uid) + ")" */
-	id_buf_t g = ID_BUF_INIT;
+	/* "(|" + (employeeNumber=id) + (uid=uid) [+ (employeeNumber=mgr)] + ")" */
+	*manager_dn = NULL;
+	*nmanagers = 0;
+	id_buf_t g = ID_BUF_INIT, m = ID_BUF_INIT;
 	rc = ldap_conn_filter_eq(&g, NULL, "uid", uid);
+	if (rc == 0 && manager_id != NULL)
+		rc = ldap_conn_filter_eq(&m, NULL, "employeeNumber", manager_id);
 	if (rc == 0) {
 		id_buf_t both = ID_BUF_INIT;
-		if (id_buf_printf(&both, "(|%s%s)", (const char *)f.data,
-		                  (const char *)g.data) != 0)
+		if (id_buf_printf(&both, "(|%s%s%s)", (const char *)f.data,
+		                  (const char *)g.data,
+		                  manager_id != NULL ? (const char *)m.data : "") != 0)
 			rc = ID_ENOMEM;
 		id_buf_fini(&f);
 		f = both;
 	}
 	id_buf_fini(&g);
+	id_buf_fini(&m);
 	if (rc != 0) {
 		rc = id_err_set(err, ID_ENOMEM, "ldap: employee %s: out of memory", id);
 		goto out;
@@ -497,11 +673,27 @@ static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
 	for (LDAPMessage *e = ldap_first_entry(s->conn.ld, res); e != NULL;
 	     e = ldap_next_entry(s->conn.ld, e)) {
 		struct berval **v = ldap_get_values_len(s->conn.ld, e, "employeeNumber");
-		bool his = false;
-		for (int i = 0; v != NULL && v[i] != NULL && !his; i++)
-			his = v[i]->bv_len == strlen(id) &&
-			      strncasecmp(v[i]->bv_val, id, v[i]->bv_len) == 0;
+		bool his = false, boss = false;
+		for (int i = 0; v != NULL && v[i] != NULL; i++) {
+			his = his || (v[i]->bv_len == strlen(id) &&
+			              strncasecmp(v[i]->bv_val, id, v[i]->bv_len) == 0);
+			boss =
+			    boss ||
+			    (manager_id != NULL && v[i]->bv_len == strlen(manager_id) &&
+			     strncasecmp(v[i]->bv_val, manager_id, v[i]->bv_len) == 0);
+		}
 		ldap_value_free_len(v);
+		if (boss && ++*nmanagers == 1) {
+			char *mdn = ldap_get_dn(s->conn.ld, e);
+			if (mdn != NULL && (*manager_dn = strdup(mdn)) == NULL)
+				rc = ID_ENOMEM;
+			ldap_memfree(mdn);
+			if (rc != 0) {
+				rc = id_err_set(err, rc,
+				                "ldap: employee %s: out of memory", id);
+				goto out;
+			}
+		}
 		if (!his)
 			continue;
 		char *dn = ldap_get_dn(s->conn.ld, e);
@@ -521,9 +713,17 @@ static int read_employee_uid(sink_ldap_t *s, const char *id, const char *uid,
 			goto out;
 		*found = true;
 	}
+	if (*nmanagers > 1) { /* ambiguous: left alone, like a missing one */
+		free(*manager_dn);
+		*manager_dn = NULL;
+	}
 	*uid_res = res;
 	res = NULL;
 out:
+	if (rc != 0) {
+		free(*manager_dn);
+		*manager_dn = NULL;
+	}
 	ldap_msgfree(res);
 	id_buf_fini(&f);
 	id_buf_fini(&dns);
@@ -541,6 +741,11 @@ typedef struct apply_ctx {
 	/* The entries carrying the desired uid, read together with the
 	 * employee's own entry (see read_employee_uid); NULL: not read. */
 	LDAPMessage *uid_res;
+	/* In a batch (sink_ldap_batch_begin): the member additions this
+	 * apply leaves to the batch's end; emptied when a plan starts. */
+	bool defer;
+	deferred_add_t *later;
+	size_t nlater, caplater;
 } apply_ctx_t;
 
 static int record(apply_ctx_t *c, const char *op, const char *attribute,
@@ -742,26 +947,12 @@ static int exec_modrdn(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 	return record(c, "modrdn", "dn", op->old_value, op->new_value, err);
 }
 
-/*
- * Group changes of the handles applying in parallel (sink.concurrency) run
- * one at a time: with several at once, a membership was seen lost when
- * employees joined groups that were being created (found by
- * test_sink_concurrency's reconcile); entry writes stay parallel.
- */
-static pthread_mutex_t group_mu = PTHREAD_MUTEX_INITIALIZER;
-
 static int exec_group_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 {
 	sink_ldap_t *s = c->s;
 	for (int t = 0; t < GROUP_TRIES; t++) {
-		bool alone = true;
-		int lrc = LDAP_OTHER;
-		if (s->joiner != NULL)
-			lrc = ldap_conn_joiner_add(s->joiner, &s->conn, op->dn, "member",
-			                           op->new_value, &alone);
-		if (alone)
-			lrc = ldap_conn_modify1(&s->conn, op->dn, LDAP_MOD_ADD, "member",
-			                        op->new_value);
+		int lrc = ldap_conn_modify1(&s->conn, op->dn, LDAP_MOD_ADD, "member",
+		                            op->new_value);
 		if (lrc == LDAP_SUCCESS)
 			return record(c, "group_add", op->attribute, NULL, op->dn, err);
 		if (lrc == LDAP_TYPE_OR_VALUE_EXISTS)
@@ -947,6 +1138,22 @@ static int exec_delete(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
 	return record(c, "delete", "dn", op->dn, NULL, err);
 }
 
+/*
+ * False when e came with its uid values and none is uid (an entry read
+ * with the employee's for another reason: its manager); an entry read
+ * without them (the uid check's own search) matched (uid=uid).
+ */
+static bool carries_uid(sink_ldap_t *s, LDAPMessage *e, const char *uid)
+{
+	struct berval **v = ldap_get_values_len(s->conn.ld, e, "uid");
+	bool yes = v == NULL; /* not asked for */
+	for (int i = 0; v != NULL && v[i] != NULL && !yes; i++)
+		yes = v[i]->bv_len == strlen(uid) &&
+		      strncasecmp(v[i]->bv_val, uid, v[i]->bv_len) == 0;
+	ldap_value_free_len(v);
+	return yes;
+}
+
 /* ID_ECONFLICT when an entry of res other than actual carries uid. */
 static int uid_owned_by_other(apply_ctx_t *c, const ldap_diff_entry_t *actual,
                               const char *uid, LDAPMessage *res, id_err_t *err)
@@ -957,7 +1164,8 @@ static int uid_owned_by_other(apply_ctx_t *c, const ldap_diff_entry_t *actual,
 	     e = ldap_next_entry(s->conn.ld, e)) {
 		char *dn = ldap_get_dn(s->conn.ld, e);
 		if (dn != NULL &&
-		    !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn))) {
+		    !(actual != NULL && ldap_diff_dn_equal(dn, actual->dn)) &&
+		    carries_uid(s, e, uid)) {
 			struct berval **v =
 			    ldap_get_values_len(s->conn.ld, e, "employeeNumber");
 			char *owner = ldap_count_values_len(v) > 0
@@ -1034,9 +1242,55 @@ static bool plan_names_entry(const ldap_diff_plan_t *p)
 	return false;
 }
 
+/*
+ * True when ops[i..] are all group additions and removals: additions among
+ * them may then wait for the end of the batch, since nothing after them
+ * (an unlock, above all) depends on the memberships being there.
+ */
+static bool only_groups_from(const ldap_diff_plan_t *plan, size_t i)
+{
+	for (; i < plan->nops; i++)
+		if (plan->ops[i].kind != LDAP_DIFF_OP_GROUP_ADD &&
+		    plan->ops[i].kind != LDAP_DIFF_OP_GROUP_REMOVE)
+			return false;
+	return true;
+}
+
+static void later_clear(apply_ctx_t *c)
+{
+	for (size_t i = 0; i < c->nlater; i++)
+		deferred_free(&c->later[i]);
+	c->nlater = 0;
+}
+
+/* Leaves op (a GROUP_ADD) to the end of the batch (sink_ldap_batch_end). */
+static int defer_group_add(apply_ctx_t *c, const ldap_diff_op_t *op, id_err_t *err)
+{
+	if (c->nlater == c->caplater) {
+		size_t nc = c->caplater ? c->caplater * 2 : 4;
+		deferred_add_t *n = realloc(c->later, nc * sizeof(*n));
+		if (n == NULL)
+			goto nomem;
+		c->later = n;
+		c->caplater = nc;
+	}
+	deferred_add_t *a = &c->later[c->nlater];
+	*a = (deferred_add_t){0};
+	if ((a->dn = strdup(op->dn)) == NULL || (a->cn = strdup(op->attribute)) == NULL ||
+	    (a->member = strdup(op->new_value)) == NULL) {
+		deferred_free(a);
+		goto nomem;
+	}
+	c->nlater++;
+	return 0;
+nomem:
+	return id_err_set(err, ID_ENOMEM, "ldap sink: out of memory deferring a member");
+}
+
 static int exec_plan(apply_ctx_t *c, const ldap_diff_plan_t *plan, id_err_t *err)
 {
 	int rc = 0;
+	later_clear(c); /* what an earlier attempt left is planned again */
 	for (size_t i = 0; rc == 0 && i < plan->nops; i++) {
 		const ldap_diff_op_t *op = &plan->ops[i];
 		switch (op->kind) {
@@ -1065,15 +1319,20 @@ static int exec_plan(apply_ctx_t *c, const ldap_diff_plan_t *plan, id_err_t *err
 			break;
 		}
 		case LDAP_DIFF_OP_GROUP_ADD:
-			pthread_mutex_lock(&group_mu);
-			rc = exec_group_add(c, op, err);
-			pthread_mutex_unlock(&group_mu);
+			if (c->defer && only_groups_from(plan, i)) {
+				rc = defer_group_add(c, op, err);
+				break;
+			}
+			/* fall through */
+		case LDAP_DIFF_OP_GROUP_REMOVE: {
+			bool locked = group_lock(c->s->shared, op->dn);
+			rc = op->kind == LDAP_DIFF_OP_GROUP_ADD
+			         ? exec_group_add(c, op, err)
+			         : exec_group_remove(c, op, err);
+			if (locked)
+				group_unlock(c->s->shared, op->dn);
 			break;
-		case LDAP_DIFF_OP_GROUP_REMOVE:
-			pthread_mutex_lock(&group_mu);
-			rc = exec_group_remove(c, op, err);
-			pthread_mutex_unlock(&group_mu);
-			break;
+		}
 		case LDAP_DIFF_OP_DELETE:
 			rc = exec_delete(c, op, err);
 			break;
@@ -1156,14 +1415,192 @@ out:
 	return rc;
 }
 
+static int later_hand_over(apply_ctx_t *c, id_err_t *err);
+
 int sink_ldap_apply(sink_ldap_t *s, const desired_identity_t *d, sink_result_t *result,
                     id_err_t *err)
 {
 	if (s == NULL || d == NULL || result == NULL || d->employee_id == NULL)
 		return id_err_set(err, ID_EINVALID, "sink_ldap_apply: NULL argument");
-	apply_ctx_t c = {.s = s, .d = d, .r = result};
-	return ldap_conn_apply(&s->conn, "ldap", d, result, apply_once, &c, &c.changes,
-	                       err);
+	apply_ctx_t c = {.s = s, .d = d, .r = result, .defer = batch_is_open(s->shared)};
+	int rc =
+	    ldap_conn_apply(&s->conn, "ldap", d, result, apply_once, &c, &c.changes, err);
+	/* Only a successful apply's additions are made, at the batch's end. */
+	if (rc == 0 && c.nlater > 0 && result->outcome != SINK_FAILED)
+		rc = later_hand_over(&c, err);
+	later_clear(&c);
+	free(c.later);
+	return rc;
+}
+
+/* ---- the end of a batch: member additions, one modify per group ---- */
+
+void sink_ldap_batch_begin(sink_ldap_t *s)
+{
+	if (s == NULL)
+		return;
+	if (s->shared == NULL && (s->shared = shared_create()) == NULL)
+		return; /* out of memory: each apply adds its members itself */
+	pthread_mutex_lock(&s->shared->mu);
+	s->shared->open = true;
+	pthread_mutex_unlock(&s->shared->mu);
+}
+
+/* Moves c's deferred additions into the queue, bound to c's result. */
+static int later_hand_over(apply_ctx_t *c, id_err_t *err)
+{
+	sink_shared_t *q = c->s->shared;
+	int rc = 0;
+	pthread_mutex_lock(&q->mu);
+	if (q->n + c->nlater > q->cap) {
+		size_t nc = q->cap ? q->cap : 64;
+		while (nc < q->n + c->nlater)
+			nc *= 2;
+		deferred_add_t *n = realloc(q->items, nc * sizeof(*n));
+		if (n == NULL) {
+			rc = id_err_set(err, ID_ENOMEM,
+			                "ldap sink: out of memory queueing members");
+			goto out;
+		}
+		q->items = n;
+		q->cap = nc;
+	}
+	for (size_t i = 0; i < c->nlater; i++) {
+		q->items[q->n] = c->later[i];
+		q->items[q->n++].r = c->r;
+	}
+	c->nlater = 0; /* moved */
+out:
+	pthread_mutex_unlock(&q->mu);
+	return rc;
+}
+
+/* Group DN order; the queue's order (their addresses) within a group. */
+static int cmp_deferred(const void *a, const void *b)
+{
+	const deferred_add_t *x = *(deferred_add_t *const *)a,
+	                     *y = *(deferred_add_t *const *)b;
+	int c = strcmp(x->dn, y->dn);
+	return c != 0 ? c : (x < y ? -1 : x > y);
+}
+
+/*
+ * Adds it[0..k) — members of one group — in one modify (or one add that
+ * creates the group with all of them), then completes each one's result.
+ * When that request fails, each member is added on its own through
+ * exec_group_add(), whose answer says what is wrong with whom (already a
+ * member, a refusal...).  A result whose addition the directory refused
+ * becomes FAILED; one whose addition could not be made because the
+ * directory went away becomes DEFERRED (see sink_ldap_batch_end()).
+ * 0 or ID_ENOMEM.
+ */
+static int flush_members(sink_ldap_t *s, deferred_add_t **it, size_t k, id_err_t *err)
+{
+	const char *dn = it[0]->dn, *cn = it[0]->cn;
+	int lrc = LDAP_OTHER;
+	bool created = false;
+	id_err_t cerr = {0};
+	if (k > 1 && ldap_conn_ensure(&s->conn, &cerr) == 0) {
+		char **vals = calloc(k + 1, sizeof(*vals));
+		if (vals == NULL)
+			return id_err_set(err, ID_ENOMEM, "ldap sink: out of memory");
+		for (size_t i = 0; i < k; i++)
+			vals[i] = it[i]->member;
+		char *oc[] = {"groupOfNames", NULL}, *cnv[] = {(char *)cn, NULL};
+		LDAPMod mm = {.mod_op = LDAP_MOD_ADD,
+		              .mod_type = "member",
+		              .mod_values = vals},
+		        mo = {.mod_op = LDAP_MOD_ADD,
+		              .mod_type = "objectClass",
+		              .mod_values = oc},
+		        mc = {
+		            .mod_op = LDAP_MOD_ADD, .mod_type = "cn", .mod_values = cnv};
+		LDAPMod *mods[] = {&mm, NULL}, *entry[] = {&mo, &mc, &mm, NULL};
+		for (int t = 0; t < GROUP_TRIES; t++) {
+			lrc = ldap_conn_modify(&s->conn, dn, mods);
+			if (lrc != LDAP_NO_SUCH_OBJECT)
+				break;
+			/* groupOfNames needs a member: created with all of them. */
+			lrc = ldap_conn_add(&s->conn, dn, entry);
+			if (lrc == LDAP_SUCCESS)
+				created = true;
+			if (lrc != LDAP_ALREADY_EXISTS) /* else: created meanwhile */
+				break;
+		}
+		free(vals);
+	}
+	for (size_t i = 0; i < k; i++) {
+		sink_result_t *r = it[i]->r;
+		apply_ctx_t c = {.s = s, .r = r};
+		id_err_t e = {0};
+		int rc = 0;
+		if (lrc == LDAP_SUCCESS) {
+			if (created && i == 0)
+				rc = record(&c, "create_group", cn, NULL, dn, &e);
+			if (rc == 0)
+				rc = record(&c, "group_add", cn, NULL, dn, &e);
+		} else {
+			ldap_diff_op_t op = {.kind = LDAP_DIFF_OP_GROUP_ADD,
+			                     .dn = it[i]->dn,
+			                     .attribute = it[i]->cn,
+			                     .new_value = it[i]->member};
+			if ((rc = ldap_conn_ensure(&s->conn, &e)) == 0)
+				rc = exec_group_add(&c, &op, &e);
+		}
+		if (rc == ID_ENOMEM)
+			return id_err_set(err, ID_ENOMEM, "%s", e.msg);
+		if (rc == 0) {
+			if (c.changes > 0)
+				r->outcome = SINK_APPLIED;
+			continue;
+		}
+		r->outcome = s->conn.ld == NULL ? SINK_DEFERRED : SINK_FAILED;
+		free(r->error);
+		if ((r->error = strdup(e.msg[0] ? e.msg : id_err_str(rc))) == NULL)
+			return id_err_set(err, ID_ENOMEM, "ldap sink: out of memory");
+	}
+	return 0;
+}
+
+int sink_ldap_batch_end(sink_ldap_t *s, id_err_t *err)
+{
+	sink_shared_t *q = s != NULL ? s->shared : NULL;
+	if (q == NULL)
+		return 0;
+	pthread_mutex_lock(&q->mu);
+	deferred_add_t *items = q->items;
+	size_t n = q->n;
+	q->items = NULL;
+	q->n = q->cap = 0;
+	q->open = false;
+	pthread_mutex_unlock(&q->mu);
+	if (n == 0) {
+		free(items);
+		return 0;
+	}
+	int rc = 0;
+	deferred_add_t **order = malloc(n * sizeof(*order));
+	if (order == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "ldap sink: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		order[i] = &items[i];
+	qsort(order, n, sizeof(*order), cmp_deferred);
+	for (size_t i = 0; i < n && rc == 0;) {
+		size_t k = 1;
+		while (i + k < n && k < MEMBERS_PER_MODIFY &&
+		       strcmp(order[i + k]->dn, order[i]->dn) == 0)
+			k++;
+		rc = flush_members(s, order + i, k, err);
+		i += k;
+	}
+out:
+	free(order);
+	for (size_t i = 0; i < n; i++)
+		deferred_free(&items[i]);
+	free(items);
+	return rc;
 }
 
 /* ---- the accounts of the subtree (reconcile) ---- */

@@ -145,12 +145,39 @@ int sink_ldap_accounts(sink_ldap_t *s, sink_account_list_t *out, id_err_t *err);
 int sink_ldap_remove(sink_ldap_t *s, const char *dn, id_err_t *err);
 
 /*
- * Makes dst join its member additions with src's (and those of every
- * handle sharing src's): one modify adds the members several threads want
- * to add to one group at the same moment (see ldap_conn_joiner_add()).
- * For the handles of one sink, each used by its own thread.  Both must be
- * open; either may be closed first.
+ * Makes dst leave its member additions in a batch to the same queue as src
+ * (and every handle sharing src's), so sink_ldap_batch_end() on any of them
+ * makes them all.  For the handles of one sink, each used by its own
+ * thread.  Both must be open; either may be closed first.
  */
 void sink_ldap_share(sink_ldap_t *dst, sink_ldap_t *src);
+
+/*
+ * Batches: after sink_ldap_batch_begin(s), sink_ldap_apply() through s and
+ * the handles sharing with it (sink_ldap_share) leaves the member
+ * additions that end a plan (nothing but group changes after them: a
+ * create's memberships, above all) to sink_ldap_batch_end(), which adds
+ * each group's new members in one modify (at most 500 a request; a group
+ * that does not exist yet is created with them) instead of one modify per
+ * member: a write of a large group costs the directory about as much for
+ * many members as for one.  Other ops are made by the apply as before.
+ *
+ * batch_end completes each result whose apply left additions: their
+ * group_add (and create_group) ops are appended and the outcome becomes
+ * APPLIED; when a combined request fails, each member is added on its own,
+ * and a result whose addition the directory refuses becomes FAILED (with
+ * the error), as if the apply had failed there.  A result whose addition
+ * could not be made because the directory became unreachable becomes
+ * DEFERRED: the caller must apply that desired version again (its read
+ * finds what is missing).  Until batch_end returns, the results of the
+ * batch are not final; a crash before leaves the additions undone and a
+ * restart's diff makes them.  batch_end returns 0 or ID_ENOMEM.
+ *
+ * Threading: begin and end are called with no apply running (the caller's
+ * thread between two parallel rounds); applies may run on any handle in
+ * between.  Without begin, applies make every write themselves.
+ */
+void sink_ldap_batch_begin(sink_ldap_t *s);
+int sink_ldap_batch_end(sink_ldap_t *s, id_err_t *err);
 
 #endif

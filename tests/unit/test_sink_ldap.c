@@ -990,6 +990,158 @@ static void test_posix(void **state)
 	assert_non_null(strstr(err.msg, "ldap.posix_home"));
 }
 
+/*
+ * A batch (sink_ldap_batch_begin/end) over two shared handles: the applies
+ * create the entries and leave the memberships to the batch's end, which
+ * adds each group's new members in one request (creating the group with
+ * them) and completes the results; a later batch adds to existing groups.
+ */
+static void test_batch_members(void **state)
+{
+	t_t *t = *state;
+	sink_ldap_t *s2 = open_sink(t, url);
+	sink_result_t r2;
+	desired_identity_t d3;
+	id_err_t err = {0};
+	char dn1[512], dn2[512], dn3[512], staff[256], sales[256];
+	sink_result_init(&r2);
+	desired_identity_init(&d3);
+	sink_ldap_share(s2, t->sink);
+	group_dn(staff, sizeof(staff), "staff", t);
+	group_dn(sales, sizeof(sales), "dept-sales", t);
+	dn_of(dn1, sizeof(dn1), "uid=asmith", "ou=Sales", t);
+	dn_of(dn2, sizeof(dn2), "uid=bjones", "ou=Sales", t);
+	dn_of(dn3, sizeof(dn3), "uid=cdoe", "ou=Sales", t);
+	mk(&t->d, "E1001", "asmith", "Alice", "Smith", "Sales", LC_ACTIVE);
+	mk(&t->d2, "E1002", "bjones", "Bob", "Jones", "Sales", LC_ACTIVE);
+
+	sink_ldap_batch_begin(t->sink);
+	assert_int_equal(sink_ldap_apply(t->sink, &t->d, &t->r, &err), 0);
+	assert_int_equal(sink_ldap_apply(s2, &t->d2, &r2, &err), 0);
+	/* The entries are there, the memberships not yet. */
+	assert_true(exists(dn1));
+	assert_true(exists(dn2));
+	assert_false(exists(staff));
+	assert_int_equal(count_ops(&t->r, "group_add"), 0);
+	uint64_t w0 = sink_ldap_writes(t->sink) + sink_ldap_writes(s2);
+	assert_int_equal(sink_ldap_batch_end(t->sink, &err), 0);
+	/* Per group: a modify (no such group yet), then one add with both
+	 * members; not one request per member. */
+	assert_int_equal(sink_ldap_writes(t->sink) + sink_ldap_writes(s2) - w0, 4);
+
+	for (int i = 0; i < 2; i++) {
+		const char *dn = i == 0 ? dn1 : dn2;
+		const sink_result_t *r = i == 0 ? &t->r : &r2;
+		assert_int_equal(r->outcome, SINK_APPLIED);
+		assert_null(r->error);
+		assert_int_equal(count_ops(r, "group_add"), 2);
+		assert_int_equal(count_values(dn, "memberOf"), 2);
+		assert_true(has_value(dn, "memberOf", staff));
+		assert_true(has_value(dn, "memberOf", sales));
+		assert_true(has_value(staff, "member", dn));
+		assert_true(has_value(sales, "member", dn));
+	}
+	/* Each group created once, with both members. */
+	assert_int_equal(
+	    count_ops(&t->r, "create_group") + count_ops(&r2, "create_group"), 2);
+	assert_int_equal(count_values(staff, "member"), 2);
+
+	/* Existing groups: one modify each for the batch's new member. */
+	mk(&d3, "E1003", "cdoe", "Carol", "Doe", "Sales", LC_ACTIVE);
+	sink_ldap_batch_begin(s2);
+	assert_int_equal(sink_ldap_apply(s2, &d3, &r2, &err), 0);
+	/* Applying again inside the batch finds nothing else to do. */
+	assert_int_equal(sink_ldap_apply(t->sink, &t->d, &t->r, &err), 0);
+	assert_int_equal(t->r.outcome, SINK_NOOP);
+	w0 = sink_ldap_writes(s2);
+	assert_int_equal(sink_ldap_batch_end(s2, &err), 0);
+	assert_int_equal(sink_ldap_writes(s2) - w0, 2);
+	assert_int_equal(r2.outcome, SINK_APPLIED);
+	assert_int_equal(count_ops(&r2, "group_add"), 2);
+	assert_int_equal(count_ops(&r2, "create_group"), 0);
+	assert_true(has_value(dn3, "memberOf", staff));
+	assert_int_equal(count_values(staff, "member"), 3);
+	assert_int_equal(count_values(sales, "member"), 3);
+
+	/* Outside a batch, an apply writes its memberships itself again. */
+	admin_modify(staff, LDAP_MOD_DELETE, "member", dn3);
+	assert_int_equal(apply(t, &d3), SINK_APPLIED);
+	assert_int_equal(count_ops(&t->r, "group_add"), 1);
+	assert_true(has_value(dn3, "memberOf", staff));
+
+	desired_identity_fini(&d3);
+	sink_result_fini(&r2);
+	sink_ldap_close(s2);
+}
+
+/*
+ * The directory goes away between a batch's applies and its end: the
+ * result whose memberships could not be made says DEFERRED (the loop
+ * applies that version again), and the next apply makes them.
+ */
+static void test_batch_unreachable(void **state)
+{
+	t_t *t = *state;
+	tcp_relay_t rl;
+	char rurl[64], dn[512], staff[256];
+	id_err_t err = {0};
+	assert_int_equal(tcp_relay_start(&rl, url, 389), 0);
+	snprintf(rurl, sizeof(rurl), "ldap://127.0.0.1:%d/", rl.port);
+	sink_ldap_t *s = open_sink(t, rurl);
+	dn_of(dn, sizeof(dn), "uid=asmith", "ou=Sales", t);
+	group_dn(staff, sizeof(staff), "staff", t);
+	mk(&t->d, "E1001", "asmith", "Ann", "Smith", "Sales", LC_ACTIVE);
+
+	sink_ldap_batch_begin(s);
+	assert_int_equal(sink_ldap_apply(s, &t->d, &t->r, &err), 0);
+	assert_int_equal(t->r.outcome, SINK_APPLIED); /* the entry, so far */
+	assert_true(exists(dn));
+	assert_int_equal(tcp_relay_stop(&rl), 0);
+	assert_int_equal(sink_ldap_batch_end(s, &err), 0);
+	assert_int_equal(t->r.outcome, SINK_DEFERRED);
+	assert_non_null(t->r.error);
+	assert_int_equal(count_ops(&t->r, "group_add"), 0);
+	assert_false(exists(staff));
+
+	/* Applied again (here through a handle that reaches the directory). */
+	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
+	assert_int_equal(count_ops(&t->r, "add"), 0);
+	assert_int_equal(count_ops(&t->r, "group_add"), 2);
+	assert_true(has_value(dn, "memberOf", staff));
+	sink_ldap_close(s);
+}
+
+/*
+ * A create reads its manager in the same search as its own entry and the
+ * holders of its uid: the manager's entry is the manager, not a holder of
+ * the uid — unless it really holds it.
+ */
+static void test_create_reads_manager(void **state)
+{
+	t_t *t = *state;
+	char dn[512], boss[512];
+	mk(&t->d2, "E1", "aboss", "Alice", "Boss", "Sales", LC_ACTIVE);
+	assert_int_equal(apply(t, &t->d2), SINK_APPLIED);
+	dn_of(boss, sizeof(boss), "uid=aboss", "ou=Sales", t);
+
+	mk(&t->d, "E2", "bjones", "Bob", "Jones", "Sales", LC_ACTIVE);
+	t->d.manager_id = strdup("E1");
+	assert_int_equal(apply(t, &t->d), SINK_APPLIED);
+	dn_of(dn, sizeof(dn), "uid=bjones", "ou=Sales", t);
+	assert_true(has_value(dn, "manager", boss));
+	assert_null(find_op(&t->r, "manager_pending", NULL));
+
+	/* A third one whose uid is the manager's: refused, naming him. */
+	desired_identity_t d3;
+	desired_identity_init(&d3);
+	mk(&d3, "E3", "aboss", "Al", "Boss", "Sales", LC_ACTIVE);
+	d3.manager_id = strdup("E1");
+	assert_int_equal(apply(t, &d3), SINK_FAILED);
+	assert_non_null(strstr(t->r.error, "uid aboss already used by employee E1"));
+	assert_int_equal(count_entries(t->people, "(employeeNumber=E3)"), 0);
+	desired_identity_fini(&d3);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -1009,6 +1161,9 @@ int main(void)
 	    T(test_open_errors),
 	    T(test_reconnects_after_connection_loss),
 	    T(test_posix),
+	    T(test_batch_members),
+	    T(test_batch_unreachable),
+	    T(test_create_reads_manager),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
