@@ -21,13 +21,12 @@
 #include "common/err.h"
 
 /* Order matters: it is the Avro enum symbol order of EventType v1. */
-#define EMPLOYEE_EVENT_TYPE_MAP(X)                                                       \
-	X(HIRE)                                                                          \
-	X(UPDATE)                                                                        \
-	X(TERMINATE)                                                                     \
-	X(REHIRE)                                                                        \
-	X(LEAVE_START) X(LEAVE_END) X(CONVERSION) X(REEVALUATE) X(NAME_GRANTED)          \
-	    X(NAME_DENIED) X(POLICY_ACTIVATED)
+/* clang-format off */
+#define EMPLOYEE_EVENT_TYPE_MAP(X)                                             \
+	X(HIRE) X(UPDATE) X(TERMINATE) X(REHIRE) X(LEAVE_START) X(LEAVE_END)   \
+	X(CONVERSION) X(REEVALUATE) X(NAME_GRANTED) X(NAME_DENIED)             \
+	X(POLICY_ACTIVATED)
+/* clang-format on */
 
 typedef enum {
 #define EV_ENUM_(n) EV_##n,

@@ -276,8 +276,8 @@ void scim_diff_desired_fields(const scim_diff_opts_t *opts, const desired_identi
 	out[SCIM_F_DEPARTMENT] = NULL;
 	out[SCIM_F_MANAGER] = NULL;
 	if (opts != NULL && opts->enterprise) {
-		const char *no =
-		    attr_either(d, SCIM_ENTERPRISE_ATTR "employeeNumber", "employeeNumber");
+		const char *no = attr_either(d, SCIM_ENTERPRISE_ATTR "employeeNumber",
+		                             "employeeNumber");
 		out[SCIM_F_EMPLOYEE_NUMBER] = no != NULL ? no : out[SCIM_F_EXTERNAL_ID];
 		out[SCIM_F_DEPARTMENT] =
 		    attr_either(d, SCIM_ENTERPRISE_ATTR "department", "departmentNumber");
