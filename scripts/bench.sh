@@ -621,6 +621,21 @@ LMOD_MS=$M_MS
 expect "entries in ou=rawbench after ldapadd" "$N" \
 	"$(ldap ldapsearch -LLL -b "ou=people,$RAW" '(objectClass=inetOrgPerson)' 1.1 | grep -c '^dn:' || true)"
 
+# deploy_export NAME EMPLOYEES SEED PREFIX: a gen_export of EMPLOYEES (seed
+# SEED) through `topics create`, `ingest csv` and `process --until-idle` with
+# $W/NAME.conf (untimed, log $W/NAME-prepare.log), then waits until its
+# desired versions (DEPLOY_DESIRED) are committed in PREFIX.identity.desired.
+deploy_export() {
+	"$GEN" --employees "$2" --seed "$3" >"$W/$1.csv"
+	for step in "topics create" "ingest csv $W/$1.csv" "process --until-idle"; do
+		# shellcheck disable=SC2086 # step is a list of words
+		"$BIN" --config "$W/$1.conf" $step >>"$W/$1-prepare.log" 2>&1 ||
+			die "$1 deployment \"$step\" failed (log $W/$1-prepare.log)"
+	done
+	DEPLOY_DESIRED=$(field "$W/$1-prepare.log" 'desired versions produced')
+	wait_committed "$4.identity.desired" "${DEPLOY_DESIRED:-$2}"
+}
+
 # ---------------------------------------------------------------- Active Directory
 
 # ad_ldap CMD ARGS...: an ldap-utils command against the bench's Samba AD DC over LDAPS.
@@ -672,14 +687,8 @@ ad.groups_dn = OU=groups,$AD_OU
 ad.tls_verify = never
 ad.password_file = $W/ad-passwords
 EOC
-	"$GEN" --employees "$AD_N" --seed 5 >"$W/ad.csv"
-	for step in "topics create" "ingest csv $W/ad.csv" "process --until-idle"; do
-		# shellcheck disable=SC2086 # step is a list of words
-		"$BIN" --config "$W/ad.conf" $step >>"$W/ad-prepare.log" 2>&1 ||
-			die "AD deployment \"$step\" failed (log $W/ad-prepare.log)"
-	done
-	AD_DESIRED=$(field "$W/ad-prepare.log" 'desired versions produced')
-	wait_committed "$AP.identity.desired" "${AD_DESIRED:-$AD_N}"
+	deploy_export ad "$AD_N" 5 "$AP"
+	AD_DESIRED=$DEPLOY_DESIRED
 	say "AD sink: $AD_N users into Samba"
 	measure sink-ad "$BIN" --config "$W/ad.conf" sink ad --until-idle
 	ADS_MS=$M_MS
@@ -791,14 +800,8 @@ if [ "$SCIM_N" -gt 0 ]; then
 scim.url = $SCIM_URL
 scim.bearer_token_file = $IDSTREAM_RUN/scim/token
 EOC
-	"$GEN" --employees "$SCIM_N" --seed 6 >"$W/scim.csv"
-	for step in "topics create" "ingest csv $W/scim.csv" "process --until-idle"; do
-		# shellcheck disable=SC2086 # step is a list of words
-		"$BIN" --config "$W/scim.conf" $step >>"$W/scim-prepare.log" 2>&1 ||
-			die "SCIM deployment \"$step\" failed (log $W/scim-prepare.log)"
-	done
-	SCIM_DESIRED=$(field "$W/scim-prepare.log" 'desired versions produced')
-	wait_committed "$CP.identity.desired" "${SCIM_DESIRED:-$SCIM_N}"
+	deploy_export scim "$SCIM_N" 6 "$CP"
+	SCIM_DESIRED=$DEPLOY_DESIRED
 	say "SCIM sink: $SCIM_N Users into scim2-server"
 	SCIM_PID=$(cat "$IDSTREAM_RUN/scim/scim.pid" 2>/dev/null || echo 0)
 	SCS_SCPU0=$(cpu_ms "$SCIM_PID")
