@@ -734,7 +734,9 @@ static int dir_list(sink_scim_t *s, scim_dir_t *d, id_err_t *err)
 		    (total < 0 && n < (size_t)s->page_size))
 			break;
 	}
-	if (why == NULL && total >= 0 && (json_int_t)nusers != total)
+	if (why == NULL && total < 0)
+		why = "the listing of the Users gives no totalResults";
+	if (why == NULL && (json_int_t)nusers != total)
 		why = "the Users changed during the listing";
 	if (why != NULL) {
 		dir_off(d, why);
