@@ -671,6 +671,7 @@ static int dir_list(sink_scim_t *s, scim_dir_t *d, id_err_t *err)
 	size_t nusers = 0;
 	int rc = 0;
 	const char *why = NULL;
+	char refused[ID_ERR_MSG_MAX];
 	if (ids == NULL || seen == NULL) {
 		rc = id_err_set(err, ID_ENOMEM, "SCIM listing: out of memory");
 		goto out;
@@ -684,7 +685,11 @@ static int dir_list(sink_scim_t *s, scim_dir_t *d, id_err_t *err)
 			if (rc == ID_EIO || rc == ID_ETIMEOUT || rc == ID_ECONFIG ||
 			    rc == ID_ENOMEM)
 				goto out;
-			why = err != NULL ? err->msg : "the listing was refused";
+			snprintf(refused, sizeof(refused), "%s",
+			         err != NULL ? err->msg : "the listing was refused");
+			why = refused;
+			if (err != NULL)
+				id_err_clear(err);
 			rc = 0;
 			break;
 		}
