@@ -359,6 +359,11 @@ static int64_t scim_retry_after(const void *h)
 	return sink_scim_retry_after_ms(h);
 }
 
+static void scim_share(void *h, void *h0)
+{
+	sink_scim_share(h, h0);
+}
+
 static int scim_plan(void *h, const desired_identity_t *d, sink_result_t *r,
                      id_err_t *err)
 {
@@ -464,6 +469,7 @@ static const sink_target_ops_t targets[] = {
      .plan = scim_plan,
      .accounts = scim_accounts,
      .remove = scim_remove,
+     .share = scim_share,
      .help = "SCIM 2.0 service provider (scim.* options). The bearer token\n"
              "comes from IDSTREAM_SCIM_BEARER_TOKEN or scim.bearer_token_file;\n"
              "TLS is verified. With scim.password_file, Users are created with\n"

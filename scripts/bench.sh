@@ -97,9 +97,9 @@
 #                             kafka.fetch.wait.max.ms=5, kafka.retry.backoff.ms=5)
 #   IDSTREAM_BENCH_AD         users of the Active Directory rows (default 400,
 #                             about 30 s a side here; 0 skips step 6b and the DC)
-#   IDSTREAM_BENCH_SCIM       Users of the SCIM rows (default 600, about 20 s a
-#                             side: scim2-server's filters and group PATCHes
-#                             grow with its size; 0 skips step 6c)
+#   IDSTREAM_BENCH_SCIM       Users of the SCIM rows (default 600, about 10 s a
+#                             side: scim2-server's group PATCHes grow with
+#                             its size; 0 skips step 6c)
 #   IDSTREAM_SCIM_PORT        port of the bench's scim2-server (default 18080)
 #   IDSTREAM_SAMBA_DIR        folder of a running Samba AD DC to use (scripts/
 #                             samba.sh); default: one provisioned in <run>/samba
@@ -1121,12 +1121,13 @@ How the figures are measured (one run each, wall clock, same services):
     one \`ldapmodify -c\`: one modify per membership (a group's first member
     creates it) and the remaining managers; one connection, no reads.
   - sink scim: ${SCIM_N} desired identities (seed 6) into scim2-server (in
-    memory, Python): Users created with their group memberships, each with
-    its read (GET /Users?filter=externalId eq ...: idempotency; the
-    manager's User only when this sink has not seen its id yet) and diff,
-    ${SINK_CONC} at a time.  scim2-server answers a filter by scanning
-    every User, so that one read per User grows with the server's size and
-    is most of the gap to the raw loop (compare its CPU per User).  Raw SCIM: build/tools/scim_raw
+    memory, Python): Users created with their group memberships,
+    ${SINK_CONC} at a time; the sink lists the Users once (paged GET
+    /Users) and creates a User it did not list without reading it first
+    (a 409 would send it to the filters), the Groups' ids looked up once
+    per connection; by default its writes of one User go as one /Bulk
+    request, which scim2-server spends more CPU on than on the same
+    requests sent one by one (compare its CPU per User).  Raw SCIM: build/tools/scim_raw
     reads back what the sink made (untimed), then creates the Groups again
     and sends the same POST /Users bodies (userName/externalId prefixed) and
     one PATCH (add members) per membership, ${SINK_CONC} keep-alive

@@ -2,15 +2,22 @@
  * sink_scim.c — executes scim_diff plans against a SCIM 2.0 service
  * provider with libcurl (HTTP) and jansson (JSON).
  *
- * Flow of one apply: filtered GETs (single `eq` comparisons) find the User
- * by externalId = employee id (else by userName = uid, for an account made
- * before the sink knew it), the manager's User (unless this handle already
- * knows its id: see ids in struct sink_scim), and the Groups the User is
- * a member of; desired Groups not yet known are looked up by displayName
- * (and cached); then the plan goes out either request by request or as one
- * /Bulk request.  Every request tolerates what a half-finished earlier
- * apply left behind (a member already gone, a User already deleted), so
- * re-running converges.
+ * Flow of one apply: the User is found through the directory (see struct
+ * scim_dir): one paged listing of every User, taken by the first apply of
+ * the process and kept up to date by the sink's own writes, says which
+ * employee has which User id.  A User listed is read by id (GET
+ * /Users/{id}); an employee without one is created without any read (the
+ * POST's 409 on a taken userName sends the apply to the filtered lookups);
+ * an employee the directory is unsure of (a create whose answer was lost,
+ * a User gone or changed behind the sink's back, several Users with its
+ * externalId) is looked up with filtered GETs (single `eq` comparisons):
+ * by externalId = employee id, else by userName = uid, for an account made
+ * before the sink knew it.  The manager's id comes from the directory too.
+ * Then the Groups the User is a member of are read; desired Groups not yet
+ * known are looked up by displayName (and cached); then the plan goes out
+ * either request by request or as one /Bulk request.  Every request
+ * tolerates what a half-finished earlier apply left behind (a member
+ * already gone, a User already deleted), so re-running converges.
  *
  * Retry rule: a 412 (the User changed between read and write, If-Match),
  * a 404 on a cached Group, or a 409 on the create (the userName is taken:
@@ -24,6 +31,7 @@
 #include "sinks/sink_scim.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +53,44 @@
  * with a few hundred members is far below it). */
 #define BODY_MAX ((size_t)64 << 20)
 
+/*
+ * The directory: employee id → SCIM id of its User, for every User of the
+ * service provider, shared by the handles of one sink.
+ *
+ * Filled by one paged listing (GET /Users?startIndex&count&attributes=
+ * externalId,userName) taken by the first apply or plan of the process,
+ * then kept current by the sink's own writes: a create records the new id,
+ * a delete removes it.  So an employee absent from ids has no User unless
+ * someone else made one since the listing; the POST that creates it then
+ * meets a 409 when that User holds its userName, and the apply looks it up
+ * by filter (a User made by hand for a managed employee with another
+ * userName is seen at the next start of the sink, or by reconcile).
+ *
+ * An entry holding JSON null is "unsure": a create was sent whose outcome
+ * is unknown, the User read by id was gone or no longer carries the
+ * employee id, or several Users carry it.  Unsure entries and every entry
+ * of a directory that is not usable (the listing failed, or exceeded
+ * IDS_MAX, or the service provider changed during it) are looked up with
+ * the filters; their result replaces the entry.
+ *
+ * names holds the userNames seen (lowercased), a hint only: a name absent
+ * from it may still be taken (the POST's 409 says so).
+ * Threading: every field under mu; the listing is made with mu held, so
+ * the other handles wait for it instead of each making its own.
+ */
+typedef enum { DIR_UNLISTED, DIR_LISTED, DIR_OFF } dir_state_t;
+
+typedef struct scim_dir {
+	pthread_mutex_t mu;
+	int refs;
+	dir_state_t state;
+	json_t *ids;   /* employee id → id string, or null (unsure) */
+	json_t *names; /* lowercased userName → true */
+} scim_dir_t;
+
+/* What the directory says of an employee. */
+typedef enum { DIR_ABSENT, DIR_PRESENT, DIR_UNSURE } dir_answer_t;
+
 struct sink_scim {
 	CURL *curl;
 	char *base; /* without trailing '/' */
@@ -62,18 +108,14 @@ struct sink_scim {
 	int64_t retry_after_ms;
 	scim_diff_group_t *gcache; /* known Groups, by display name */
 	size_t ngcache;
-	/*
-	 * employee id → SCIM id of its User, as this handle last saw it (a
-	 * lookup by externalId, or its own create; dropped when a lookup finds
-	 * none or it deletes the User).  A manager found here is not looked up
-	 * again: ids never change, and one lookup per report of a manager was a
-	 * full filter query each.  A manager deleted behind the sink's back is
-	 * noticed when the manager's own identity is applied next.
-	 */
-	json_t *ids;
+	scim_dir_t *dir;     /* shared by the handles of one sink (sink_scim_share) */
+	int page_size;       /* count of a listing page (filter.maxResults, <= 1000) */
 	char *password_file; /* NULL: Users are created without a password */
 	sink_password_policy_t policy;
 };
+
+static scim_dir_t *dir_create(void);
+static void dir_release(scim_dir_t *d);
 
 /* Wipes a request payload: it may carry an initial password. */
 static void payload_free(char *payload)
@@ -370,6 +412,10 @@ static int discover(sink_scim_t *s, const sink_scim_opts_t *o, id_err_t *err)
 		    s->base);
 		goto out;
 	}
+	/* Listing pages as large as the server allows, within reason. */
+	json_int_t max_results = json_integer_value(
+	    json_object_get(json_object_get(r.json, "filter"), "maxResults"));
+	s->page_size = max_results > 0 && max_results < 1000 ? (int)max_results : 1000;
 	const json_t *bulk = json_object_get(r.json, "bulk");
 	s->feat.patch = json_flag(r.json, "patch") && !o->no_patch;
 	s->feat.etag = json_flag(r.json, "etag") && !o->no_etag;
@@ -458,7 +504,7 @@ sink_scim_t *sink_scim_open(const sink_scim_opts_t *opts, id_err_t *err)
 	while (n > 0 && opts->base_url[n - 1] == '/')
 		n--;
 	if ((s->base = strndup(opts->base_url, n)) == NULL ||
-	    (s->ids = json_object()) == NULL || (s->curl = curl_easy_init()) == NULL)
+	    (s->dir = dir_create()) == NULL || (s->curl = curl_easy_init()) == NULL)
 		goto nomem;
 	if (opts->bearer_token != NULL && opts->bearer_token[0] != '\0') {
 		s->token_len = strlen(opts->bearer_token);
@@ -521,7 +567,7 @@ void sink_scim_close(sink_scim_t *s)
 	free(s->users_ep);
 	free(s->groups_ep);
 	gcache_clear(s);
-	json_decref(s->ids);
+	dir_release(s->dir);
 	free(s);
 	curl_global_cleanup(); /* pairs with the init in open */
 }
@@ -547,30 +593,275 @@ void sink_scim_features(const sink_scim_t *s, sink_scim_features_t *out)
 		*out = s->feat;
 }
 
-/* ---- group cache ---- */
+/* ---- directory (see struct scim_dir) ---- */
 
-/* Most employee → User ids kept (about 100 bytes each). */
+/* Most employee → User ids kept (about 100 bytes each); a bigger service
+ * provider is looked up by filter, as if there were no directory. */
 #define IDS_MAX 200000
 
-/* The User id of employee eid this handle knows, or NULL.  Borrowed. */
-static const char *ids_get(const sink_scim_t *s, const char *eid)
+static scim_dir_t *dir_create(void)
 {
-	return json_string_value(json_object_get(s->ids, eid));
+	scim_dir_t *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	if (pthread_mutex_init(&d->mu, NULL) != 0) {
+		free(d);
+		return NULL;
+	}
+	d->refs = 1;
+	if ((d->ids = json_object()) == NULL || (d->names = json_object()) == NULL) {
+		json_decref(d->ids);
+		pthread_mutex_destroy(&d->mu);
+		free(d);
+		return NULL;
+	}
+	return d;
 }
 
-/* Remembers (id != NULL) or forgets the User id of eid.  A cache: out of
- * memory only means the next apply looks it up again. */
-static void ids_set(sink_scim_t *s, const char *eid, const char *id)
+static void dir_release(scim_dir_t *d)
 {
-	if (s->ids == NULL || eid == NULL)
+	if (d == NULL)
 		return;
-	if (id != NULL && json_object_size(s->ids) >= IDS_MAX)
-		(void)json_object_clear(s->ids); /* bounded memory; refilled as used */
-	if (id != NULL)
-		(void)json_object_set_new(s->ids, eid, json_string(id));
-	else
-		(void)json_object_del(s->ids, eid);
+	pthread_mutex_lock(&d->mu);
+	int left = --d->refs;
+	pthread_mutex_unlock(&d->mu);
+	if (left > 0)
+		return;
+	json_decref(d->ids);
+	json_decref(d->names);
+	pthread_mutex_destroy(&d->mu);
+	free(d);
 }
+
+/* Stops using the directory (mu held): every employee is looked up. */
+static void dir_off(scim_dir_t *d, const char *why)
+{
+	if (d->state != DIR_OFF)
+		id_log_info(LOG_COMP, "Users are looked up by filter: %s", why);
+	d->state = DIR_OFF;
+	(void)json_object_clear(d->ids);
+	(void)json_object_clear(d->names);
+}
+
+/* Adds userName v to names (mu held); a hint, so out of memory is ignored. */
+static void dir_name_add(scim_dir_t *d, const char *v)
+{
+	char low[512];
+	size_t n = v != NULL ? strlen(v) : 0;
+	if (n == 0 || n >= sizeof(low) || json_object_size(d->names) >= IDS_MAX)
+		return;
+	for (size_t i = 0; i <= n; i++)
+		low[i] = (char)((v[i] >= 'A' && v[i] <= 'Z') ? v[i] - 'A' + 'a' : v[i]);
+	(void)json_object_set_new(d->names, low, json_true());
+}
+
+/*
+ * Lists every User into d (mu held; d->state is DIR_UNLISTED).  Pages by
+ * index (RFC 7644 §3.4.2.4).  The listing is kept only when it is whole:
+ * the same totalResults on every page and that many distinct ids (a User
+ * deleted meanwhile shifts the pages and hides another).  Returns 0 (the
+ * directory is then LISTED or OFF), or a transport / server error
+ * (ID_EIO, ID_ETIMEOUT, ID_ECONFIG, ID_ENOMEM) for the apply to report.
+ */
+static int dir_list(sink_scim_t *s, scim_dir_t *d, id_err_t *err)
+{
+	json_t *ids = json_object(), *seen = json_object();
+	http_resp_t r = {0};
+	json_int_t total = -1;
+	size_t nusers = 0;
+	int rc = 0;
+	const char *why = NULL;
+	char refused[ID_ERR_MSG_MAX];
+	if (ids == NULL || seen == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "SCIM listing: out of memory");
+		goto out;
+	}
+	for (long start = 1;;) {
+		char q[512];
+		snprintf(q, sizeof(q),
+		         "%s?startIndex=%ld&count=%d&attributes=externalId,userName",
+		         s->users_ep, start, s->page_size);
+		if ((rc = get_json(s, q, &r, err)) != 0) {
+			if (rc == ID_EIO || rc == ID_ETIMEOUT || rc == ID_ECONFIG ||
+			    rc == ID_ENOMEM)
+				goto out;
+			snprintf(refused, sizeof(refused), "%s",
+			         err != NULL ? err->msg : "the listing was refused");
+			why = refused;
+			if (err != NULL)
+				id_err_clear(err);
+			rc = 0;
+			break;
+		}
+		json_t *list = list_resources(r.json);
+		json_t *tr = json_object_get(r.json, "totalResults");
+		size_t n = json_array_size(list);
+		if (json_is_integer(tr)) {
+			if (total >= 0 && json_integer_value(tr) != total) {
+				why = "the Users changed during the listing";
+				break;
+			}
+			total = json_integer_value(tr);
+		}
+		for (size_t i = 0; i < n; i++) {
+			const json_t *u = json_array_get(list, i);
+			const char *id = json_string_value(json_object_get(u, "id"));
+			const char *ext =
+			    json_string_value(json_object_get(u, "externalId"));
+			if (id == NULL || json_object_get(seen, id) != NULL)
+				continue;
+			if (json_object_set_new(seen, id, json_true()) != 0) {
+				rc = id_err_set(err, ID_ENOMEM,
+				                "SCIM listing: out of memory");
+				goto out;
+			}
+			nusers++;
+			dir_name_add(d,
+			             json_string_value(json_object_get(u, "userName")));
+			if (ext == NULL || ext[0] == '\0')
+				continue;
+			/* Several Users with one externalId: unsure (the filter
+			 * lookup reports the conflict). */
+			json_t *v = json_object_get(ids, ext) != NULL ? json_null()
+			                                              : json_string(id);
+			if (json_object_set_new(ids, ext, v) != 0) {
+				rc = id_err_set(err, ID_ENOMEM,
+				                "SCIM listing: out of memory");
+				goto out;
+			}
+		}
+		start += (long)n;
+		if (nusers > IDS_MAX) {
+			why = "more Users than the directory keeps";
+			break;
+		}
+		if (n == 0 || (total >= 0 && (json_int_t)(start - 1) >= total) ||
+		    (total < 0 && n < (size_t)s->page_size))
+			break;
+	}
+	if (why == NULL && total < 0)
+		why = "the listing of the Users gives no totalResults";
+	if (why == NULL && (json_int_t)nusers != total)
+		why = "the Users changed during the listing";
+	if (why != NULL) {
+		dir_off(d, why);
+		goto out;
+	}
+	/* Creates sent before the listing whose outcome is unknown stay so. */
+	const char *k;
+	json_t *v;
+	json_object_foreach(d->ids, k, v)
+	{
+		if (json_is_null(v) && json_object_set_new(ids, k, json_null()) != 0) {
+			rc = id_err_set(err, ID_ENOMEM, "SCIM listing: out of memory");
+			goto out;
+		}
+	}
+	json_decref(d->ids);
+	d->ids = ids;
+	ids = NULL;
+	d->state = DIR_LISTED;
+	id_log_info(LOG_COMP, "%s: %zu Users listed (%zu with an externalId)", s->base,
+	            nusers, json_object_size(d->ids));
+out:
+	resp_fini(&r);
+	json_decref(ids);
+	json_decref(seen);
+	return rc;
+}
+
+/*
+ * What the directory says of employee eid: PRESENT with a copy of the id
+ * in *id (caller frees), ABSENT, or UNSURE.  Lists the Users first when
+ * nobody has yet.  Returns 0 or the error of the listing.
+ */
+static int dir_get(sink_scim_t *s, const char *eid, dir_answer_t *ans, char **id,
+                   id_err_t *err)
+{
+	scim_dir_t *d = s->dir;
+	int rc = 0;
+	*ans = DIR_UNSURE;
+	*id = NULL;
+	pthread_mutex_lock(&d->mu);
+	if (d->state == DIR_UNLISTED && (rc = dir_list(s, d, err)) != 0)
+		goto out;
+	if (d->state != DIR_LISTED)
+		goto out;
+	json_t *v = json_object_get(d->ids, eid);
+	if (v == NULL) {
+		*ans = DIR_ABSENT;
+	} else if (json_is_string(v)) {
+		if ((*id = strdup(json_string_value(v))) == NULL)
+			rc = id_err_set(err, ID_ENOMEM, "SCIM directory: out of memory");
+		else
+			*ans = DIR_PRESENT;
+	}
+out:
+	pthread_mutex_unlock(&d->mu);
+	return rc;
+}
+
+/* Whether userName v was seen (a hint: see struct scim_dir). */
+static bool dir_name_seen(sink_scim_t *s, const char *v)
+{
+	scim_dir_t *d = s->dir;
+	char low[512];
+	size_t n = v != NULL ? strlen(v) : 0;
+	if (n == 0 || n >= sizeof(low))
+		return true;
+	for (size_t i = 0; i <= n; i++)
+		low[i] = (char)((v[i] >= 'A' && v[i] <= 'Z') ? v[i] - 'A' + 'a' : v[i]);
+	pthread_mutex_lock(&d->mu);
+	bool seen = d->state != DIR_LISTED || json_object_get(d->names, low) != NULL;
+	pthread_mutex_unlock(&d->mu);
+	return seen;
+}
+
+/*
+ * Records what is now known of eid: its User id (ans PRESENT; userName
+ * v joins the names), that it has none (ABSENT), or nothing sure (UNSURE).
+ * Out of memory turns the directory off: a wrong ABSENT must never stay.
+ */
+static void dir_set(sink_scim_t *s, const char *eid, dir_answer_t ans, const char *id,
+                    const char *v)
+{
+	scim_dir_t *d = s->dir;
+	if (eid == NULL)
+		return;
+	pthread_mutex_lock(&d->mu);
+	if (d->state == DIR_LISTED) {
+		int bad = 0;
+		if (ans == DIR_ABSENT)
+			bad = json_object_del(d->ids, eid) != 0 &&
+			      json_object_get(d->ids, eid) != NULL;
+		else if (json_object_size(d->ids) >= IDS_MAX &&
+		         json_object_get(d->ids, eid) == NULL)
+			bad = 1;
+		else
+			bad = json_object_set_new(d->ids, eid,
+			                          ans == DIR_PRESENT && id != NULL
+			                              ? json_string(id)
+			                              : json_null()) != 0;
+		if (ans == DIR_PRESENT)
+			dir_name_add(d, v);
+		if (bad)
+			dir_off(d, "out of directory memory");
+	}
+	pthread_mutex_unlock(&d->mu);
+}
+
+void sink_scim_share(sink_scim_t *s, sink_scim_t *s0)
+{
+	if (s == NULL || s0 == NULL || s == s0 || s->dir == s0->dir)
+		return;
+	pthread_mutex_lock(&s0->dir->mu);
+	s0->dir->refs++;
+	pthread_mutex_unlock(&s0->dir->mu);
+	dir_release(s->dir);
+	s->dir = s0->dir;
+}
+
+/* ---- group cache ---- */
 
 static scim_diff_group_t *gcache_find_id(sink_scim_t *s, const char *id)
 {
@@ -630,6 +921,17 @@ static void gcache_drop(sink_scim_t *s, const char *id)
 }
 
 /* ---- reads ---- */
+
+/* Appends "<endpoint>/<id>" to out, the id percent-encoded (ids are the
+ * server's and may hold any character). */
+static int res_path(sink_scim_t *s, id_buf_t *out, const char *endpoint, const char *id)
+{
+	char *e = curl_easy_escape(s->curl, id, 0);
+	int rc =
+	    e == NULL || id_buf_printf(out, "%s/%s", endpoint, e) != 0 ? ID_ENOMEM : 0;
+	curl_free(e);
+	return rc;
+}
 
 typedef struct state {
 	scim_diff_user_t user;
@@ -701,9 +1003,12 @@ static size_t match_users(json_t *list, const char *attr, const char *v, bool no
 }
 
 /*
- * Finds the User (by externalId, or by userName when it has no externalId
- * yet), notes a userName held by someone else, and resolves the manager.
- * Several Users with the employee's externalId is ID_ECONFLICT (final).
+ * Finds the User, notes a userName held by someone else, and resolves the
+ * manager.  The User: read by id when the directory knows it (and still
+ * carries the employee id), none when the directory knows there is none,
+ * else (or by_name_first: a create met a 409) looked up by externalId and,
+ * when it has no externalId yet, by userName.  Several Users with the
+ * employee's externalId is ID_ECONFLICT (final).
  *
  * When no User carries the externalId and one is about to be created, the
  * userName is not looked up: RFC 7643 §4.1.1 makes userName unique, so the
@@ -717,28 +1022,60 @@ static int read_users(sink_scim_t *s, const desired_identity_t *d, bool by_name_
 	const char *eid = d->employee_id;
 	const char *uid = id_attrs_get(&d->attributes, "uid");
 	const char *mid = s->dopts.enterprise ? d->manager_id : NULL;
-	id_buf_t ids = ID_BUF_INIT;
+	id_buf_t ids = ID_BUF_INIT, path = ID_BUF_INIT;
 	http_resp_t r1 = {0}, r2 = {0}, r3 = {0};
 	const json_t *self = NULL, *by_name = NULL, *mgr = NULL;
+	dir_answer_t ans = DIR_UNSURE, mans = DIR_UNSURE;
+	char *known = NULL;
 	int rc;
 	if (uid != NULL && uid[0] == '\0')
 		uid = NULL;
 	if (mid != NULL && mid[0] == '\0')
 		mid = NULL;
-	if ((rc = query_eq(s, s->users_ep, "externalId", eid, NULL, &r1, err)) != 0)
+	if ((rc = dir_get(s, eid, &ans, &known, err)) != 0)
 		goto out;
-	if (match_users(list_resources(r1.json), "externalId", eid, false, &self, &ids) >
-	    1) {
-		(void)id_buf_append_u8(&ids, 0);
-		rc = id_err_set(err, ID_ECONFLICT,
-		                "several SCIM Users carry externalId %s: %s", eid,
-		                ids.data ? (const char *)ids.data : "?");
-		goto out;
+	if (by_name_first)
+		ans = DIR_UNSURE; /* the directory missed a User: ask the server */
+	if (ans == DIR_PRESENT) {
+		if (res_path(s, &path, s->users_ep, known) != 0)
+			goto nomem;
+		rc = get_json(s, (const char *)path.data, &r1, err);
+		if (rc == ID_ENOTFOUND) {
+			if (err != NULL)
+				id_err_clear(err);
+			rc = 0;
+			ans = DIR_UNSURE; /* deleted behind the sink's back */
+		} else if (rc != 0) {
+			goto out;
+		} else if (res_str(r1.json, "id") == NULL ||
+		           res_str(r1.json, "externalId") == NULL ||
+		           strcmp(res_str(r1.json, "externalId"), eid) != 0) {
+			ans = DIR_UNSURE; /* changed behind the sink's back */
+		} else {
+			self = r1.json;
+		}
 	}
-	/* userName is caseExact=false (RFC 7643 §4.1.1). */
+	if (ans == DIR_UNSURE) {
+		if ((rc = query_eq(s, s->users_ep, "externalId", eid, NULL, &r1, err)) !=
+		    0)
+			goto out;
+		if (match_users(list_resources(r1.json), "externalId", eid, false, &self,
+		                &ids) > 1) {
+			(void)id_buf_append_u8(&ids, 0);
+			rc = id_err_set(err, ID_ECONFLICT,
+			                "several SCIM Users carry externalId %s: %s", eid,
+			                ids.data ? (const char *)ids.data : "?");
+			goto out;
+		}
+	}
+	/* userName is caseExact=false (RFC 7643 §4.1.1).  A disabled employee
+	 * without a User adopts an account of its userName rather than make a
+	 * disabled one next to it. */
 	const char *own = self != NULL ? res_str(self, "userName") : NULL;
-	bool look = self != NULL ? own == NULL || strcasecmp(own, uid ? uid : "") != 0
-	                         : by_name_first || d->state == LC_DISABLED;
+	bool look = self != NULL
+	                ? own == NULL || strcasecmp(own, uid ? uid : "") != 0
+	                : by_name_first || (d->state == LC_DISABLED &&
+	                                    (ans != DIR_ABSENT || dir_name_seen(s, uid)));
 	if (uid != NULL && look) {
 		if ((rc = query_eq(s, s->users_ep, "userName", uid, NULL, &r2, err)) != 0)
 			goto out;
@@ -767,37 +1104,49 @@ static int read_users(sink_scim_t *s, const desired_identity_t *d, bool by_name_
 			goto out;
 		st->found = true;
 	}
-	/* Only the User that carries the externalId is this employee's. */
-	ids_set(s, eid,
-	        self != NULL && res_str(self, "externalId") != NULL &&
-	                strcmp(res_str(self, "externalId"), eid) == 0
-	            ? res_str(self, "id")
-	            : NULL);
-	if (mid != NULL && strcmp(mid, eid) != 0 && ids_get(s, mid) != NULL) {
-		if ((st->manager_id = strdup(ids_get(s, mid))) == NULL)
-			goto nomem;
+	/* Only the User that carries the externalId is this employee's; one
+	 * adopted now carries it once this apply is through (unsure till
+	 * then). */
+	const char *sx = self != NULL ? res_str(self, "externalId") : NULL;
+	if (self != NULL && sx != NULL && strcmp(sx, eid) == 0)
+		dir_set(s, eid, DIR_PRESENT, res_str(self, "id"), own);
+	else if (self != NULL)
+		dir_set(s, eid, DIR_UNSURE, NULL, NULL);
+	else if (ans == DIR_UNSURE)
+		dir_set(s, eid, DIR_ABSENT, NULL, NULL);
+	if (mid != NULL && strcmp(mid, eid) == 0) {
+		mgr = self;
 	} else if (mid != NULL) {
-		if (strcmp(mid, eid) == 0) {
-			mgr = self;
-		} else {
+		char *mk = NULL;
+		if ((rc = dir_get(s, mid, &mans, &mk, err)) != 0)
+			goto out;
+		if (mans == DIR_PRESENT) {
+			st->manager_id = mk; /* ids never change: not read again */
+		} else if (mans == DIR_UNSURE) {
 			if ((rc = query_eq(s, s->users_ep, "externalId", mid,
 			                   "externalId", &r3, err)) != 0)
 				goto out;
-			match_users(list_resources(r3.json), "externalId", mid, false,
-			            &mgr, NULL);
-			ids_set(s, mid, mgr != NULL ? res_str(mgr, "id") : NULL);
+			size_t nm = match_users(list_resources(r3.json), "externalId",
+			                        mid, false, &mgr, NULL);
+			if (nm == 1)
+				dir_set(s, mid, DIR_PRESENT, res_str(mgr, "id"), NULL);
+			else if (nm == 0)
+				dir_set(s, mid, DIR_ABSENT, NULL, NULL);
 		}
-		if (mgr != NULL && (st->manager_id = strdup(res_str(mgr, "id"))) == NULL)
-			goto nomem;
+		/* DIR_ABSENT: no User yet; set once the sink creates it. */
 	}
+	if (mgr != NULL && (st->manager_id = strdup(res_str(mgr, "id"))) == NULL)
+		goto nomem;
 	goto out;
 nomem:
 	rc = id_err_set(err, ID_ENOMEM, "SCIM read of employee %s: out of memory", eid);
 out:
+	free(known);
 	resp_fini(&r1);
 	resp_fini(&r2);
 	resp_fini(&r3);
 	id_buf_fini(&ids);
+	id_buf_fini(&path);
 	return rc;
 }
 
@@ -921,17 +1270,6 @@ static size_t plan_units(const scim_diff_plan_t *p, unit_t *u)
 	return k;
 }
 
-/* Appends "<endpoint>/<id>" to out, the id percent-encoded (ids are the
- * server's and may hold any character). */
-static int res_path(sink_scim_t *s, id_buf_t *out, const char *endpoint, const char *id)
-{
-	char *e = curl_easy_escape(s->curl, id, 0);
-	int rc =
-	    e == NULL || id_buf_printf(out, "%s/%s", endpoint, e) != 0 ? ID_ENOMEM : 0;
-	curl_free(e);
-	return rc;
-}
-
 static int set_str(char **dst, const char *v)
 {
 	free(*dst);
@@ -966,7 +1304,8 @@ static int unit_done(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t *u,
 		    set_str(&c->version, new_version) != 0)
 			return id_err_set(err, ID_ENOMEM, "SCIM sink: out of memory");
 		if (new_id != NULL)
-			ids_set(s, c->d->employee_id, new_id);
+			dir_set(s, c->d->employee_id, DIR_PRESENT, new_id,
+			        p->want[SCIM_F_USER_NAME]);
 		rc = record(c, "create", "id", NULL, new_id, err);
 		for (int f = 0; rc == 0 && f < SCIM_F_COUNT; f++)
 			if (p->want[f] != NULL &&
@@ -1020,7 +1359,7 @@ static int unit_done(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t *u,
 	case SCIM_DIFF_OP_GROUP_REMOVE:
 		return record(c, "group_remove", op->group, op->group_id, NULL, err);
 	case SCIM_DIFF_OP_DELETE:
-		ids_set(s, c->d->employee_id, NULL);
+		dir_set(s, c->d->employee_id, DIR_ABSENT, NULL, NULL);
 		return record(c, "delete", "id", op->old_value, NULL, err);
 	default:
 		return id_err_set(err, ID_EINVALID, "SCIM sink: unknown plan op %d",
@@ -1078,6 +1417,8 @@ static int unit_request(apply_ctx_t *c, const scim_diff_plan_t *p, const unit_t 
 	memset(q, 0, sizeof(*q));
 	switch (op->kind) {
 	case SCIM_DIFF_OP_CREATE:
+		/* Unsure until the answer comes: a lost one may hide a User. */
+		dir_set(s, c->d->employee_id, DIR_UNSURE, NULL, NULL);
 		q->method = "POST";
 		rc = id_buf_printf(&q->path, "%s", s->users_ep);
 		q->body = scim_diff_user_body((const char *const *)p->want,

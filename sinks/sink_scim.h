@@ -2,8 +2,10 @@
  * sink_scim.h — applies desired identities to a SCIM 2.0 service provider
  * (RFC 7643 resources, RFC 7644 protocol).
  *
- * One call per desired identity: find the User by externalId (= employee
- * id; fallback userName = uid) and its manager with `eq` filters, read its
+ * One call per desired identity: find the User (by id from a listing of
+ * the Users taken once per process and kept current by the sink's own
+ * writes; by externalId (= employee id; fallback userName = uid) with `eq`
+ * filters when that listing is unsure) and its manager, read its
  * group memberships, resolve the desired Groups by displayName, diff
  * (sinks/scim_diff.h) and send the plan — one PATCH (or PUT with If-Match)
  * for the User, one request per group change, or all of them in a single
@@ -72,6 +74,14 @@ sink_scim_t *sink_scim_open(const sink_scim_opts_t *opts, id_err_t *err);
 
 /* Wipes the token copy and frees.  NULL is a no-op. */
 void sink_scim_close(sink_scim_t *s);
+
+/*
+ * Makes s use the directory of s0 (employee id → User id, see sink_scim.c),
+ * so the handles of one sink list the Users once and see each other's
+ * creates and deletes.  Call before either is used by another thread; each
+ * is still closed on its own (the directory goes with the last).
+ */
+void sink_scim_share(sink_scim_t *s, sink_scim_t *s0);
 
 /*
  * Makes the service provider match d and describes what was done in result

@@ -19,6 +19,10 @@
 #   D. attributes edited by hand on the server (PATCH title, PATCH active)
 #      are reported by `idstream reconcile scim` and written back by
 #      `--repair`.
+#   E. sink.concurrency = 4 (the connections share one listing of the
+#      Users): a User made by hand after the listing, with an employee's
+#      userName, is adopted (the create meets a 409), nobody is created
+#      twice.
 #   B. scim2-server stopped for 30 s (scripts/services.sh, by its PID file)
 #      while changes arrive: the sink backs off, its circuit opens (one
 #      warning, one DEFERRED result) and closes, and every change that
@@ -377,6 +381,41 @@ out=$(ids C reconcile scim)
 assert_contains "$out" "0 drifted"
 stop_pid "$C_SINK"
 step "D: hand edits of title and active reported and repaired"
+
+# ---------------------------------------------------------------- E. concurrency
+# sink.concurrency = 4: the four connections share the one listing of the
+# Users the sink takes.  30 hires; then a User made by hand with the
+# userName of E031 (no externalId), which that listing does not hold; then
+# 10 more hires.  Every employee ends with exactly one User, E031's is the
+# one made by hand (adopted after the server's 409), and sink.results holds
+# no create twice and none for E031.
+D=E
+deployment 'sink.guard.enabled = false' 'sink.concurrency = 4'
+spawn E-proc "$IDSTREAM_BIN" --config "$T_DIR/E.conf" process
+spawn E-sink "$IDSTREAM_BIN" --config "$T_DIR/E.conf" sink scim
+E_SINK=$SPAWNED_PID
+export_csv "$T_DIR/E1.csv" E 1 30
+ids E ingest csv "$T_DIR/E1.csv" >/dev/null
+wait_for 60 eq 30 user_count E
+E_NAME=$(printf 'sscimt%se031' "$K")
+E_HAND=$(curl -fsS -X POST -H @"$HDR" -H 'Content-Type: application/scim+json' \
+	--data "{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"$E_NAME\"}" \
+	"$IDSTREAM_TEST_SCIM_URL/Users" | jq -r .id) || fail "POST of the User made by hand failed"
+export_csv "$T_DIR/E2.csv" E 1 40
+ids E ingest csv "$T_DIR/E2.csv" >/dev/null
+wait_for 60 eq 40 user_count E
+wait_for 30 eq 40 eval 'results E | wc -l | tr -d " "'
+expected "$T_DIR/E2.csv" >"$T_DIR/E2.exp"
+check_users E "$T_DIR/E2.exp" "concurrency: the 40 hires"
+assert_eq "$E_HAND" "$(user "E${K}E031" | jq -r .id)" "E031's User is the one made by hand"
+assert_eq 1 "$(scim_get "/Users?filter=userName%20eq%20%22$E_NAME%22" | jq .totalResults)" \
+	"Users named $E_NAME"
+check_results E "concurrency"
+if grep -q "^E${K}E031 .*create/" "$T_DIR/results-E.txt"; then
+	fail "E031 was created although a User of its name was there: $(grep "^E${K}E031 " "$T_DIR/results-E.txt")"
+fi
+stop_pid "$E_SINK"
+step "E: 4 connections, one listing; a User made after it adopted, none made twice"
 
 # ---------------------------------------------------------------- B. outage
 D=B

@@ -510,18 +510,27 @@ static void test_bulk_request_count(void **state)
 	snprintf(g1, sizeof(g1), "%s-a", t->p);
 	snprintf(g2, sizeof(g2), "%s-b", t->p);
 	t->sink = open_at(url, NULL);
+	/* The first apply lists the Users (pages: however many the server
+	 * holds by now). */
+	char e0[64], u0[64];
+	snprintf(e0, sizeof(e0), "%s-E0", t->p);
+	snprintf(u0, sizeof(u0), "%sfirst", t->p);
+	mk(&t->d, e0, u0, LC_ACTIVE, "Engineer", "eng", NULL, NULL);
+	apply_ok(t, &t->d, SINK_APPLIED);
 	mk(&t->d, eid, uid, LC_ACTIVE, "Engineer", "eng", g1, g2);
 	uint64_t w0 = sink_scim_writes(t->sink), q0 = sink_scim_requests(t->sink);
 	apply_ok(t, &t->d, SINK_APPLIED);
 	/* User + 2 groups (each created with the member) = 3 writes, sent as
-	 * 1 /Bulk; plus 3 reads: the User by externalId, each group by name. */
+	 * 1 /Bulk; plus 2 reads: each group by name.  The User is not looked
+	 * up: the listing says there is none. */
 	assert_int_equal(sink_scim_writes(t->sink) - w0, 3);
-	assert_int_equal(sink_scim_requests(t->sink) - q0, 4);
+	assert_int_equal(sink_scim_requests(t->sink) - q0, 3);
 	json_t *u = user_by_ext(eid);
 	assert_true(in_group(g1, jstr(u, "id")));
 	assert_true(in_group(g2, jstr(u, "id")));
 	json_decref(u);
-	/* A re-apply reads twice (User, its memberships) and writes nothing. */
+	/* A re-apply reads twice (User by id, its memberships) and writes
+	 * nothing. */
 	q0 = sink_scim_requests(t->sink);
 	expect_idempotent(t, &t->d);
 	assert_int_equal(sink_scim_requests(t->sink) - q0, 2);
@@ -647,6 +656,80 @@ static void test_adopt_by_username_and_conflicts(void **state)
 	json_decref(u);
 	free(bid);
 	free(cid);
+}
+
+/*
+ * The listing the sink took at its first apply is stale: Users made or
+ * deleted by hand after it.  None is ever created twice: the POST of an
+ * employee the listing did not have meets the server's 409 (userName is
+ * unique) and the apply adopts the User; a User gone behind its back is
+ * looked up again and re-created once.
+ */
+static void test_stale_listing_never_creates_twice(void **state)
+{
+	t_t *t = *state;
+	char body[1024], e0[64], u0[64], eh[64], uh[64], ex[64], ux[64];
+	snprintf(e0, sizeof(e0), "%s-E0", t->p);
+	snprintf(u0, sizeof(u0), "%sfirst", t->p);
+	snprintf(eh, sizeof(eh), "%s-H", t->p);
+	snprintf(uh, sizeof(uh), "%shand", t->p);
+	snprintf(ex, sizeof(ex), "%s-X", t->p);
+	snprintf(ux, sizeof(ux), "%sext", t->p);
+	t->sink = open_at(url, NULL);
+	mk(&t->d, e0, u0, LC_ACTIVE, "Engineer", "eng", NULL, NULL);
+	apply_ok(t, &t->d, SINK_APPLIED); /* the Users are listed now */
+	json_t *u = user_by_ext(e0);
+	char *id0 = strdup(jstr(u, "id"));
+	json_decref(u);
+
+	/* Made by hand after the listing, without externalId: adopted. */
+	snprintf(body, sizeof(body),
+	         "{\"schemas\":[\"" SCIM_SCHEMA_USER "\"],\"userName\":\"%s\"}", uh);
+	char *hid = raw_create("/Users", body);
+	mk(&t->d, eh, uh, LC_ACTIVE, "Engineer", "eng", NULL, NULL);
+	apply_ok(t, &t->d, SINK_APPLIED);
+	assert_null(find_op(&t->r, "create", NULL));
+	expect_op(&t->r, "patch", "externalId", "(null)", eh);
+	u = find_one("/Users", "userName", uh); /* fails on a second one */
+	assert_string_equal(jstr(u, "id"), hid);
+	assert_string_equal(jstr(u, "externalId"), eh);
+	assert_string_equal(jstr(u, "title"), "Engineer");
+	json_decref(u);
+	expect_idempotent(t, &t->d);
+
+	/* Made by hand after the listing with the employee's externalId (as
+	 * a sink that ran elsewhere would): taken as it is. */
+	snprintf(body, sizeof(body),
+	         "{\"schemas\":[\"" SCIM_SCHEMA_USER "\"],\"userName\":\"%s\","
+	         "\"externalId\":\"%s\",\"title\":\"Engineer\"}",
+	         ux, ex);
+	char *xid = raw_create("/Users", body);
+	mk(&t->d, ex, ux, LC_ACTIVE, "Engineer", "eng", NULL, NULL);
+	apply_ok(t, &t->d, SINK_APPLIED);
+	assert_null(find_op(&t->r, "create", NULL));
+	u = find_one("/Users", "userName", ux);
+	assert_string_equal(jstr(u, "id"), xid);
+	json_decref(u);
+	u = user_by_ext(ex); /* fails on a second one */
+	assert_string_equal(jstr(u, "id"), xid);
+	json_decref(u);
+
+	/* Deleted by hand after the sink made it: made again, once. */
+	char path[256];
+	snprintf(path, sizeof(path), "/Users/%s", id0);
+	assert_int_equal(http("DELETE", path, NULL, NULL), 204);
+	mk(&t->d, e0, u0, LC_ACTIVE, "Lead", "eng", NULL, NULL);
+	apply_ok(t, &t->d, SINK_APPLIED);
+	assert_non_null(find_op(&t->r, "create", "id"));
+	u = user_by_ext(e0);
+	assert_non_null(u);
+	assert_string_not_equal(jstr(u, "id"), id0);
+	assert_string_equal(jstr(u, "title"), "Lead");
+	json_decref(u);
+	expect_idempotent(t, &t->d);
+	free(id0);
+	free(hid);
+	free(xid);
 }
 
 static void test_unmanaged_groups(void **state)
@@ -915,12 +998,18 @@ static void test_crash_mid_apply_converges(void **state)
 	snprintf(uid, sizeof(uid), "%scrash", t->p);
 	snprintf(g1, sizeof(g1), "%s-a", t->p);
 	snprintf(g2, sizeof(g2), "%s-b", t->p);
-	/* discovery (2), User by externalId, the two group lookups, POST User,
-	 * POST group a: the POST of group b dies. */
-	relay_start(&r, 0, 7);
+	relay_start(&r, 0, -1);
 	base_of(base, sizeof(base), r.port);
 	sink_scim_opts_t o = {.no_bulk = true};
 	t->sink = open_at(base, &o);
+	/* A first apply lists the Users; then the two group lookups, POST
+	 * User, POST group a: the POST of group b dies. */
+	char e0[64], u0[64];
+	snprintf(e0, sizeof(e0), "%s-E0", t->p);
+	snprintf(u0, sizeof(u0), "%scrash0", t->p);
+	mk(&t->d, e0, u0, LC_ACTIVE, "Engineer", "eng", NULL, NULL);
+	apply_ok(t, &t->d, SINK_APPLIED);
+	r.budget = 4;
 	mk(&t->d, eid, uid, LC_ACTIVE, "Engineer", "eng", g1, g2);
 	id_err_t err = {0};
 	assert_int_equal(sink_scim_apply(t->sink, &t->d, &t->r, &err), ID_EIO);
@@ -964,8 +1053,9 @@ typedef struct fake {
 	/* When set, GETs of /v2/Users answer this ListResponse and GETs of
 	 * /v2/Groups an empty one; only other requests get the answer above. */
 	const char *users_list;
-	int writes;         /* requests other than GET seen */
-	char if_match[128]; /* If-Match of the last of them */
+	const char *user_one; /* when set, the answer to GETs of /v2/Users/<id> */
+	int writes;           /* requests other than GET seen */
+	char if_match[128];   /* If-Match of the last of them */
 } fake_t;
 
 static void fake_send(fake_t *f, SSL *ssl, int c, const char *s)
@@ -1047,6 +1137,8 @@ static void *fake_main(void *arg)
 		else if (get && f->users_list != NULL &&
 		         strstr(req, " /v2/Users?") != NULL)
 			fake_answer(f, ssl, c, "200 OK", NULL, f->users_list);
+		else if (get && f->user_one != NULL && strstr(req, " /v2/Users/") != NULL)
+			fake_answer(f, ssl, c, "200 OK", NULL, f->user_one);
 		else if (get && f->users_list != NULL &&
 		         strstr(req, " /v2/Groups?") != NULL)
 			fake_answer(f, ssl, c, "200 OK", NULL, "{\"Resources\":[]}");
@@ -1145,8 +1237,12 @@ static void test_if_match_and_412(void **state)
 	fake_t f = {0};
 	id_err_t err = {0};
 	f.users_list =
-	    "{\"Resources\":[{\"id\":\"u1\",\"externalId\":\"E1\",\"userName\":"
-	    "\"ada\",\"meta\":{\"version\":\"W/\\\"5\\\"\"},\"active\":true}]}";
+	    "{\"totalResults\":1,\"Resources\":[{\"id\":\"u1\",\"externalId\":"
+	    "\"E1\",\"userName\":\"ada\",\"meta\":{\"version\":\"W/\\\"5\\\"\"},"
+	    "\"active\":true}]}";
+	/* Listed, so read by id. */
+	f.user_one = "{\"id\":\"u1\",\"externalId\":\"E1\",\"userName\":\"ada\","
+	             "\"meta\":{\"version\":\"W/\\\"5\\\"\"},\"active\":true}";
 	f.status = "412 Precondition Failed";
 	f.body = "{\"status\":\"412\",\"detail\":\"Resource has changed\"}";
 	fake_start(&f);
@@ -1288,6 +1384,7 @@ int main(void)
 	    T(test_bulk_request_count),
 	    T(test_manager),
 	    T(test_adopt_by_username_and_conflicts),
+	    T(test_stale_listing_never_creates_twice),
 	    T(test_unmanaged_groups),
 	    T(test_group_deleted_behind_its_back),
 	    T(test_server_down),
