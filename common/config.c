@@ -190,7 +190,14 @@ static const opt_def_t opt_table[] = {
      "Skip TLS certificate and host name checks (self-signed test servers only)."},
     {"scim.patch", OPT_BOOL, "true", 0, -1,
      "Use PATCH when the server announces it (else PUT)."},
-    {"scim.bulk", OPT_BOOL, "true", 0, -1, "Use /Bulk when the server announces it."},
+    {"scim.bulk", OPT_BOOL, "false", 0, -1,
+     "Send a plan of several requests (a new User with its group memberships, for "
+     "example) as one "
+     "/Bulk request when the server announces /Bulk. Off by default: one request at a "
+     "time is the "
+     "path every SCIM application serves, and scim2-server spends more CPU on one /Bulk "
+     "than on the "
+     "same requests sent one by one."},
     {"scim.etag", OPT_BOOL, "true", 0, -1,
      "Send If-Match with the resource's ETag when the server announces ETags."},
     {"sink.scim.target", OPT_STR, "scim", 0, -1,
