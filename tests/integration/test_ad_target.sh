@@ -10,6 +10,10 @@
 #      title, department, enabled or disabled, group memberships) and
 #      sink.results holds no version applied twice and no operation done
 #      twice.
+#   D. an export terminating 30% of the users is held by the mass-change
+#      guard: no user object written (uSNChanged unchanged), one HELD
+#      result each, while a title change of the same export is applied;
+#      `idstream approve ad` then disables them and empties their groups.
 #   B. the DC stopped for 30 s (scripts/samba.sh stop, then start) while
 #      changes arrive: the sink backs off, its circuit opens (one warning,
 #      one DEFERRED result) and closes, and every change that arrived is
@@ -348,6 +352,62 @@ assert_eq "|Example Corp|Berlin|Engineer" "$(c_attrs 001)" "E${K}C001 untouched 
 assert_eq "+47 22 5555|Example Corp|Bergen|Engineer" "$(c_attrs 003)" "E${K}C003 untouched by the failed version"
 stop_pid "$C_SINK"
 step "C: an undefined attribute fails each employee by name, nothing half-applied"
+
+# ---------------------------------------------------------------- D. guard
+# 40 users, the limit is 10% of at least 20: terminating 12 (30%) holds them
+# all, with no user object written, while a title change of the same export
+# is applied; `idstream approve ad` then disables them.
+D=D
+deployment 'sink.guard.min_managed = 20' 'sink.guard.settle_ms = 1500'
+spawn D-proc "$IDSTREAM_BIN" --config "$T_DIR/D.conf" process
+spawn D-sink "$IDSTREAM_BIN" --config "$T_DIR/D.conf" sink ad
+D_SINK=$SPAWNED_PID
+export_csv "$T_DIR/D1.csv" D 1 40
+expected "$T_DIR/D1.csv" >"$T_DIR/D1.exp"
+ids D ingest csv "$T_DIR/D1.csv" >/dev/null
+wait_for 120 ge 40 user_count D
+wait_for 60 eq_file D "$T_DIR/D1.exp"
+# usns: "employeeID uSNChanged" of each user of part D (uSNChanged moves on
+# every write to the object; a membership change writes the group only).
+usns() {
+	ad ldapsearch -LLL -b "OU=people,$AD_OU" "(employeeID=E${K}D*)" employeeID uSNChanged |
+		awk '/^dn: / { if (e != "") print e, u; e = u = "" }
+		/^employeeID: / { e = $2 } /^uSNChanged: / { u = $2 }
+		END { if (e != "") print e, u }' | LC_ALL=C sort
+}
+usns >"$T_DIR/D-usn-before.txt"
+assert_eq 40 "$(wc -l <"$T_DIR/D-usn-before.txt" | tr -d ' ')" "users with a uSNChanged"
+
+# ED001-ED012 leave (12 of 40 = 30%), ED013 gets a new title.
+export_csv "$T_DIR/D2.csv" D 13 40 13 13 "Staff Engineer"
+out=$(ids D ingest csv "$T_DIR/D2.csv")
+assert_contains "$out" "12 terminations"
+held_count() { ids D held ad --json | grep -c '"employee_id"' || true; }
+held_is_12() { [ "$(held_count)" = 12 ]; }
+wait_for 60 held_is_12
+title_of_13() { snapshot D | grep -q "^E${K}D013|[^|]*|Staff Engineer|"; }
+wait_for 60 title_of_13
+sleep 2
+expected "$T_DIR/D1.csv" | sed "s/^\\(E${K}D013|[^|]*|\\)Engineer|/\\1Staff Engineer|/" >"$T_DIR/D-held.exp"
+check_users D "$T_DIR/D-held.exp" "guard: while the terminations are held"
+usns >"$T_DIR/D-usn-held.txt"
+assert_eq "E${K}D013" "$(diff "$T_DIR/D-usn-before.txt" "$T_DIR/D-usn-held.txt" |
+	sed -n 's/^> \([^ ]*\) .*/\1/p' | tr '\n' ' ' | sed 's/ $//')" "users written while held"
+results D >"$T_DIR/results-D.txt"
+assert_eq 12 "$(awk '$2 == 2 && $3 == "HELD"' "$T_DIR/results-D.txt" | wc -l | tr -d ' ')" "HELD results"
+assert_contains "$(ids D held ad)" "12 changes held for ad"
+assert_contains "$(ids D history E${K}D005)" "mass-change guard"
+step "D: 12 terminations of 40 held, no user written, the title change applied"
+
+out=$(ids D approve ad)
+assert_contains "$out" "approve ad: 12 applied, 0 failed, 0 no longer held"
+expected "$T_DIR/D2.csv" "$T_DIR/D1.csv" >"$T_DIR/D2.exp"
+wait_for 30 eq_file D "$T_DIR/D2.exp"
+check_users D "$T_DIR/D2.exp" "guard: after approve"
+assert_contains "$(ids D held ad)" "nothing held for ad"
+stop_pid "$D_SINK"
+check_results D "guard"
+step "D: approve disabled the 12 users and took them out of their groups"
 
 # ---------------------------------------------------------------- B. outage
 D=B
