@@ -84,10 +84,26 @@
  * itself is refused — in the same transaction, so `idstream history` shows
  * it.  The employee keeps the version it had; other employees go on.
  *
+ * Commits overlap folding: when a batch is full, its WriteBatch is built
+ * and a commit thread runs the Kafka commit and then writes it, while the
+ * loop goes on folding the next batch.  That batch's output waits in a
+ * queue (copied) until the commit is done and the next transaction begins
+ * — librdkafka has one transaction at a time — so nothing of it can land
+ * in the transaction being committed.  Records folded meanwhile stay in
+ * the record cache, which is not trimmed until the commit is settled, so
+ * no stale copy is read from RocksDB.  Should the commit need an abort,
+ * the batch folded behind it is dropped with it and every partition
+ * rewinds to its stored offset.  Rebalances, timer checks and stopping
+ * first wait for the commit in flight.
+ *
  * Threading: one thread runs the loop; the rebalance callback runs inside
- * rd_kafka_consumer_poll() on that same thread.
+ * rd_kafka_consumer_poll() on that same thread.  The commit thread touches
+ * only the producer, the WriteBatch and the delivery counters, which the
+ * loop leaves alone until it has joined it.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +203,23 @@ typedef struct proc_chunk {
 	size_t len, cap;
 } proc_chunk_t;
 
+/*
+ * A message produced while the previous batch's commit is in flight, kept
+ * until the next transaction begins: key and value in one allocation
+ * (value first), handed to librdkafka with RD_KAFKA_MSG_F_FREE.
+ */
+typedef struct proc_queued {
+	const char *topic; /* one of proc_t's topic names */
+	int32_t partition; /* RD_KAFKA_PARTITION_UA: by key */
+	char *data;
+	size_t vlen, klen;
+	id_kafka_delivery_t *dr; /* NULL: not tracked */
+	const char *what;        /* for errors */
+} proc_queued_t;
+
+/* Messages queued behind a commit before the loop waits for the commit. */
+#define PROC_QUEUE_MAX 200000
+
 typedef struct proc {
 	const id_config_t *cfg;
 	rd_kafka_t *consumer;
@@ -217,9 +250,28 @@ typedef struct proc {
 	size_t cache_bytes;         /* accounted size of the overlay's entries */
 	proc_overlay_rec_t **dirty; /* the overlay's dirty entries */
 	size_t ndirty, capdirty;
-	bool txn_open;
+	bool txn_open; /* a batch of input is open (see begun) */
+	bool begun;    /* its Kafka transaction is begun */
 	long txn_events;
 	struct timespec txn_started;
+	/* The commit in flight: a thread commits the last batch while the loop
+	 * folds the next one, whose output waits in the queue below until the
+	 * commit is done and its own transaction begins. */
+	pthread_t cthread;
+	bool committing;        /* cthread runs (or ran: not joined yet) */
+	bool cthreaded;         /* cthread was started (join it) */
+	atomic_int cdone;       /* the commit is done */
+	rd_kafka_error_t *cerr; /* what the commit returned */
+	int cwrite_rc;          /* then the WriteBatch */
+	id_err_t cwrite_err;
+	rd_kafka_topic_partition_list_t *coffs; /* the batch's input offsets */
+	rd_kafka_consumer_group_metadata_t *ccgmd;
+	int64_t cnext[PROC_MAX_PARTITIONS]; /* next offsets it stores (-1: none) */
+	bool cpolicy[PROC_MAX_PARTITIONS];  /* it stores the partition's policy */
+	proc_queued_t *queue;               /* output of the next batch */
+	size_t nqueue, capqueue;
+	double commit_wait_ms; /* the loop waited this long for commits */
+	double input_wait_ms;  /* and this long for input */
 	id_kafka_delivery_t delivery;
 	processor_stats_t *stats;
 	/* Reused for every event / commit, so the hot path allocates none of
@@ -588,13 +640,19 @@ static int cmp_dirty(const void *a, const void *b)
 	return strcmp(x->employee_id, y->employee_id);
 }
 
-/* Writes the overlay's dirty records and every partition's next offset in
- * one atomic batch; the records are clean after it. */
-static int proc_persist(proc_t *p, id_err_t *err)
+/*
+ * Puts the overlay's dirty records and every partition's next offset into
+ * the WriteBatch of the commit about to start (p->batch, written by
+ * proc_commit_run() once Kafka has the transaction), and remembers what it
+ * stores (p->cnext, p->cpolicy).  The records count as clean from here on:
+ * should the commit fail, the whole overlay is dropped.
+ */
+static int proc_persist_prepare(proc_t *p, id_err_t *err)
 {
 	int rc = 0;
 	state_batch_t *b = p->batch;
 	id_buf_t *val = &p->val;
+	state_batch_clear(b);
 	/* In key order: the memtable's skip list inserts sorted keys fastest
 	 * (each insert starts from where the last one ended). */
 	qsort(p->dirty, p->ndirty, sizeof(*p->dirty), cmp_dirty);
@@ -602,31 +660,34 @@ static int proc_persist(proc_t *p, id_err_t *err)
 		proc_overlay_rec_t *o = p->dirty[i];
 		const char *eid = o->employee_id;
 		if ((rc = key_record(&p->buf, o->partition, eid)) != 0)
-			goto out;
+			goto fail;
 		state_batch_put(b, p->buf.data, p->buf.len, o->bytes.data, o->bytes.len);
 		if (o->timer_at == o->stored_timer)
 			continue;
 		if (o->stored_timer > 0) {
 			if ((rc = key_timer(&p->buf, o->partition, o->stored_timer,
 			                    eid)) != 0)
-				goto out;
+				goto fail;
 			state_batch_delete(b, p->buf.data, p->buf.len);
 		}
 		if (o->timer_at > 0) {
 			if ((rc = key_timer(&p->buf, o->partition, o->timer_at, eid)) !=
 			    0)
-				goto out;
+				goto fail;
 			state_batch_put(b, p->buf.data, p->buf.len, "", 0);
 		}
 	}
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
 		proc_partition_t *pp = &p->parts[i];
+		p->cnext[i] = -1;
+		p->cpolicy[i] = false;
 		if (!pp->assigned || pp->next_offset == pp->stored || pp->next_offset < 0)
 			continue;
 		unsigned char k[5], v[8];
 		key_offset(k, i);
 		state_be64_put(v, (uint64_t)pp->next_offset);
 		state_batch_put(b, k, 5, v, 8);
+		p->cnext[i] = pp->next_offset;
 		if (!pp->policy_dirty)
 			continue;
 		/* The partition's policy, in the batch that moves its offset
@@ -638,32 +699,28 @@ static int proc_persist(proc_t *p, id_err_t *err)
 		if (src == NULL) {
 			state_batch_delete(b, k, 5);
 		} else {
-			if ((rc = proc_policy_encode(name, src, len, val)) != 0) {
-				id_err_set(err, rc, "out of memory");
-				goto out;
-			}
+			if ((rc = proc_policy_encode(name, src, len, val)) != 0)
+				goto fail;
 			state_batch_put(b, k, 5, val->data, val->len);
 		}
+		p->cpolicy[i] = true;
+		pp->policy_dirty = false;
 	}
-	/* No write-ahead log: after a crash the store is as of an earlier
-	 * batch — records and offsets together — and the events since are
-	 * replayed without output, like any state behind Kafka's offsets. */
-	if ((rc = state_batch_write_unlogged(p->db, b, err)) != 0)
-		goto out;
-	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
-		if (p->parts[i].assigned && p->parts[i].next_offset >= 0) {
-			p->parts[i].stored = p->parts[i].next_offset;
-			p->parts[i].policy_dirty = false;
-		}
 	for (size_t i = 0; i < p->ndirty; i++) {
 		p->dirty[i]->dirty = false;
 		p->dirty[i]->stored_timer = p->dirty[i]->timer_at;
 	}
 	p->ndirty = 0;
-	proc_cache_trim(p);
-out:
+	return 0;
+fail:
+	/* Nothing has changed hands yet: the records are still dirty. */
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
+		if (p->cpolicy[i]) {
+			p->parts[i].policy_dirty = true;
+			p->cpolicy[i] = false;
+		}
 	state_batch_clear(b);
-	return rc;
+	return id_err_set(err, rc, "out of memory");
 }
 
 /* Rewinds every assigned partition to its stored offset after an aborted
@@ -673,12 +730,14 @@ static void proc_rewind(proc_t *p)
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
 		proc_partition_t *pp = &p->parts[i];
+		bool policy_changed = pp->policy_dirty || p->cpolicy[i];
+		p->cpolicy[i] = false;
 		if (!pp->assigned || pp->stored < 0)
 			continue;
 		rd_kafka_topic_partition_list_add(l, p->in_topic, i)->offset = pp->stored;
 		pp->next_offset = pp->stored;
 		pp->eof = 0;
-		if (pp->policy_dirty) {
+		if (policy_changed) {
 			/* The aborted events included an activation: back to the
 			 * policy of the stored offset. */
 			id_err_t perr = {0};
@@ -698,16 +757,270 @@ static void proc_rewind(proc_t *p)
 	rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Commits the open transaction (offsets included), then persists state.
- * On an abortable error the transaction is aborted and input rewound. */
-static int proc_commit(proc_t *p, id_err_t *err)
+static void proc_payload_reset(proc_t *p);
+
+/* Drops the messages queued behind a commit. */
+static void proc_queue_drop(proc_t *p)
 {
+	for (size_t i = 0; i < p->nqueue; i++)
+		free(p->queue[i].data);
+	p->nqueue = 0;
+}
+
+/*
+ * Produces one message in the open transaction, waiting for room when
+ * librdkafka's queue is full.  flags: 0 (value stays valid until its
+ * delivery report), RD_KAFKA_MSG_F_COPY or RD_KAFKA_MSG_F_FREE.  dr, when
+ * not NULL, tracks its delivery.
+ */
+static int proc_produce_now(proc_t *p, const char *topic, int32_t partition,
+                            const void *key, size_t klen, void *value, size_t vlen,
+                            int flags, id_kafka_delivery_t *dr, const char *what,
+                            id_err_t *err)
+{
+	for (int tries = 0;; tries++) {
+		if (dr != NULL)
+			dr->pending++;
+		rd_kafka_resp_err_t e = rd_kafka_producev(
+		    p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+		    RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_VALUE(value, vlen),
+		    RD_KAFKA_V_MSGFLAGS(flags), RD_KAFKA_V_OPAQUE(dr), RD_KAFKA_V_END);
+		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+			return 0;
+		if (dr != NULL)
+			dr->pending--;
+		/* A full queue drains as the broker acknowledges; a policy
+		 * activation can produce a whole partition's worth at once. */
+		if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 600)
+			return id_kafka_err(err, e, what);
+		rd_kafka_poll(p->producer, 100);
+	}
+}
+
+/* Begins the open batch's Kafka transaction and produces what waited for
+ * it (in order). */
+static int proc_kafka_begin(proc_t *p, id_err_t *err)
+{
+	int rc = 0;
+	if (p->begun)
+		return 0;
+	rd_kafka_error_t *e = rd_kafka_begin_transaction(p->producer);
+	if (e != NULL) {
+		rc = id_kafka_error(err, e, "beginning transaction");
+		rd_kafka_error_destroy(e);
+		return rc;
+	}
+	p->begun = true;
+	proc_payload_reset(p);
+	size_t i;
+	for (i = 0; i < p->nqueue && rc == 0; i++) {
+		proc_queued_t *q = &p->queue[i];
+		rc = proc_produce_now(p, q->topic, q->partition, q->data + q->vlen,
+		                      q->klen, q->data, q->vlen, RD_KAFKA_MSG_F_FREE,
+		                      q->dr, q->what, err);
+		if (rc == 0)
+			q->data = NULL; /* librdkafka's now */
+	}
+	proc_queue_drop(p);
+	return rc;
+}
+
+/* Produces one message in the open batch: now when its transaction is
+ * begun, else (a commit in flight) into the queue, copied. */
+static int proc_emit(proc_t *p, const char *topic, int32_t partition, const void *key,
+                     size_t klen, void *value, size_t vlen, bool stable,
+                     id_kafka_delivery_t *dr, const char *what, id_err_t *err)
+{
+	if (p->begun)
+		return proc_produce_now(p, topic, partition, key, klen, value, vlen,
+		                        stable ? 0 : RD_KAFKA_MSG_F_COPY, dr, what, err);
+	if (p->nqueue == p->capqueue) {
+		size_t ncap = p->capqueue ? 2 * p->capqueue : 1024;
+		proc_queued_t *n = realloc(p->queue, ncap * sizeof(*n));
+		if (n == NULL)
+			return id_err_set(err, ID_ENOMEM, "out of memory");
+		p->queue = n;
+		p->capqueue = ncap;
+	}
+	proc_queued_t *q = &p->queue[p->nqueue];
+	if ((q->data = malloc(vlen + klen + 1)) == NULL)
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	memcpy(q->data, value, vlen);
+	memcpy(q->data + vlen, key, klen);
+	q->topic = topic;
+	q->partition = partition;
+	q->vlen = vlen;
+	q->klen = klen;
+	q->dr = dr;
+	q->what = what;
+	p->nqueue++;
+	return 0;
+}
+
+/*
+ * The commit itself, on the commit thread (or inline): the batch's input
+ * offsets into the transaction, the commit, the delivery reports, then
+ * the batch's records and offsets into RocksDB.  The loop does not touch
+ * the producer, p->batch or the delivery counters meanwhile.
+ */
+static void *proc_commit_run(void *arg)
+{
+	proc_t *p = arg;
+	rd_kafka_error_t *e = NULL;
+	p->cwrite_rc = 0;
+	if (p->coffs->cnt > 0) {
+		if (p->ccgmd == NULL)
+			p->ccgmd = rd_kafka_consumer_group_metadata(p->consumer);
+		e = rd_kafka_send_offsets_to_transaction(p->producer, p->coffs, p->ccgmd,
+		                                         30000);
+	}
+	if (e == NULL)
+		e = rd_kafka_commit_transaction(p->producer, 60000);
+	p->cerr = e;
+	if (e == NULL) {
+		/* The commit waited for every message; serve their delivery
+		 * reports (they carry the output offsets `run` hands to the
+		 * sink). */
+		for (int i = 0; i < 3000 && (p->delivery.pending > 0 ||
+		                             p->claims_delivery.pending > 0);
+		     i++)
+			rd_kafka_poll(p->producer, 10);
+		rd_kafka_resp_err_t de = p->delivery.first_err;
+		if (de == RD_KAFKA_RESP_ERR_NO_ERROR)
+			de = p->claims_delivery.first_err;
+		if (de != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			/* Cannot happen after a successful commit; kept as an
+			 * invariant. */
+			p->cwrite_rc = id_kafka_err(&p->cwrite_err, de,
+			                            "delivery in committed transaction");
+		} else {
+			id_failpoint_crash("processor.after_commit");
+			/* No write-ahead log: after a crash the store is as of an
+			 * earlier batch — records and offsets together — and the
+			 * events since are replayed without output, like any state
+			 * behind Kafka's offsets. */
+			p->cwrite_rc =
+			    state_batch_write_unlogged(p->db, p->batch, &p->cwrite_err);
+		}
+	}
+	atomic_store(&p->cdone, 1);
+	return NULL;
+}
+
+/*
+ * Waits for the commit in flight, if any, and settles it: on success the
+ * stored offsets move and the record cache is trimmed; on an abortable
+ * error the transaction is aborted and input rewound to the stored
+ * offsets, the batch folded meanwhile included; a retriable one is
+ * committed again.
+ */
+static int proc_commit_finish(proc_t *p, id_err_t *err)
+{
+	int rc = 0;
+	if (!p->committing)
+		return 0;
+	if (p->cthreaded) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		pthread_join(p->cthread, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		p->commit_wait_ms += ms_between(&t0, &t1);
+		p->cthreaded = false;
+	}
+	for (;;) {
+		rd_kafka_error_t *e = p->cerr;
+		p->cerr = NULL;
+		if (e == NULL)
+			break;
+		if (rd_kafka_error_txn_requires_abort(e)) {
+			id_log_warn(
+			    "processor", "transaction aborted, retrying its events%s: %s",
+			    p->txn_open ? " and those folded behind its commit" : "",
+			    rd_kafka_error_string(e));
+			rd_kafka_error_destroy(e);
+			/* The batch folded meanwhile goes too: it was folded on
+			 * top of the aborted one. */
+			proc_queue_drop(p);
+			p->txn_open = false;
+			p->begun = false;
+			p->committing = false;
+			e = rd_kafka_abort_transaction(p->producer, 60000);
+			proc_overlay_drop(p);
+			/* The aborted REEVALUATEs were never written: publish
+			 * again. */
+			id_hmap_clear(&p->inflight);
+			state_batch_clear(p->batch);
+			if (e != NULL) {
+				rc = id_kafka_error(err, e, "aborting transaction");
+				rd_kafka_error_destroy(e);
+				goto out;
+			}
+			proc_rewind(p);
+			goto out;
+		}
+		if (!rd_kafka_error_is_retriable(e)) {
+			rc = id_kafka_error(err, e, "committing transaction");
+			rd_kafka_error_destroy(e);
+			goto out;
+		}
+		rd_kafka_error_destroy(e);
+		/* Commit again: the transaction is still open. */
+		proc_commit_run(p);
+	}
+	if ((rc = p->cwrite_rc) != 0) {
+		if (err != NULL)
+			*err = p->cwrite_err;
+		goto out;
+	}
+	p->stats->txns++;
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
+		if (p->cnext[i] >= 0 && p->parts[i].assigned)
+			p->parts[i].stored = p->cnext[i];
+		p->cpolicy[i] = false;
+	}
+	if (p->names != NULL) {
+		/* Committed claims: the arbiter must decide up to here. */
+		pthread_mutex_lock(&p->names->mu);
+		for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
+			if (p->claims_next[i] > p->names->claims_next[i])
+				p->names->claims_next[i] = p->claims_next[i];
+		pthread_mutex_unlock(&p->names->mu);
+	}
+	proc_cache_trim(p);
+out:
+	p->committing = false;
+	atomic_store(&p->cdone, 0);
+	state_batch_clear(p->batch);
+	if (p->ccgmd != NULL)
+		rd_kafka_consumer_group_metadata_destroy(p->ccgmd);
+	p->ccgmd = NULL;
+	if (p->coffs != NULL)
+		rd_kafka_topic_partition_list_destroy(p->coffs);
+	p->coffs = NULL;
+	p->delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	p->claims_delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	/* The next batch's transaction, now that this one is done. */
+	if (rc == 0 && p->txn_open && !p->begun)
+		rc = proc_kafka_begin(p, err);
+	return rc;
+}
+
+/*
+ * Commits the open batch (offsets included), then persists its state.
+ * Waits for the commit in flight first.  With wait, returns once the batch
+ * is committed and stored; without, the commit runs on its own thread and
+ * the loop goes on folding (proc_commit_finish() settles it).
+ */
+static int proc_commit_go(proc_t *p, bool wait, id_err_t *err)
+{
+	int rc;
+	if ((rc = proc_commit_finish(p, err)) != 0)
+		return rc;
 	if (!p->txn_open)
 		return 0;
-	rd_kafka_error_t *e = NULL;
-	rd_kafka_consumer_group_metadata_t *cgmd = NULL;
+	if (!p->begun && (rc = proc_kafka_begin(p, err)) != 0)
+		return rc;
 	rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(16);
-	int rc = 0;
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
 		proc_partition_t *pp = &p->parts[i];
 		/* Never send an offset below Kafka's committed one (a partition
@@ -718,73 +1031,23 @@ static int proc_commit(proc_t *p, id_err_t *err)
 			rd_kafka_topic_partition_list_add(offs, p->in_topic, i)->offset =
 			    pp->next_offset;
 	}
-	if (offs->cnt > 0) {
-		cgmd = rd_kafka_consumer_group_metadata(p->consumer);
-		e = rd_kafka_send_offsets_to_transaction(p->producer, offs, cgmd, 30000);
-		if (e != NULL)
-			goto txn_error;
+	if ((rc = proc_persist_prepare(p, err)) != 0) {
+		rd_kafka_topic_partition_list_destroy(offs);
+		return rc;
 	}
-	e = rd_kafka_commit_transaction(p->producer, 60000);
-	if (e != NULL)
-		goto txn_error;
+	p->coffs = offs;
+	p->ccgmd = offs->cnt > 0 ? rd_kafka_consumer_group_metadata(p->consumer) : NULL;
 	p->txn_open = false;
-	/* The commit waited for every message; serve their delivery reports
-	 * (they carry the output offsets `run` hands to the sink). */
-	for (int i = 0;
-	     i < 3000 && (p->delivery.pending > 0 || p->claims_delivery.pending > 0); i++)
-		rd_kafka_poll(p->producer, 10);
-	if (p->delivery.first_err == RD_KAFKA_RESP_ERR_NO_ERROR)
-		p->delivery.first_err = p->claims_delivery.first_err;
-	if (p->names != NULL) {
-		/* Committed claims: the arbiter must decide up to here. */
-		pthread_mutex_lock(&p->names->mu);
-		for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++)
-			if (p->claims_next[i] > p->names->claims_next[i])
-				p->names->claims_next[i] = p->claims_next[i];
-		pthread_mutex_unlock(&p->names->mu);
+	p->begun = false;
+	p->committing = true;
+	atomic_store(&p->cdone, 0);
+	p->cthreaded =
+	    !wait && pthread_create(&p->cthread, NULL, proc_commit_run, p) == 0;
+	if (!p->cthreaded) {
+		proc_commit_run(p);
+		return proc_commit_finish(p, err);
 	}
-	if (p->delivery.first_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		/* Cannot happen after a successful commit; kept as an invariant. */
-		rc = id_kafka_err(err, p->delivery.first_err,
-		                  "delivery in committed transaction");
-		goto out;
-	}
-	p->stats->txns++;
-	id_failpoint_crash("processor.after_commit");
-	rc = proc_persist(p, err);
-	goto out;
-
-txn_error:
-	if (rd_kafka_error_txn_requires_abort(e)) {
-		id_log_warn("processor", "transaction aborted, retrying its events: %s",
-		            rd_kafka_error_string(e));
-		rd_kafka_error_destroy(e);
-		e = rd_kafka_abort_transaction(p->producer, 60000);
-		p->txn_open = false;
-		proc_overlay_drop(p);
-		/* The aborted REEVALUATEs were never written: publish again. */
-		id_hmap_clear(&p->inflight);
-		if (e != NULL) {
-			rc = id_kafka_error(err, e, "aborting transaction");
-			goto out;
-		}
-		proc_rewind(p);
-	} else if (rd_kafka_error_is_retriable(e)) {
-		rd_kafka_error_destroy(e);
-		e = NULL;
-		rc = proc_commit(p, err); /* commit again: the txn is still open */
-	} else {
-		rc = id_kafka_error(err, e, "committing transaction");
-	}
-out:
-	if (e != NULL)
-		rd_kafka_error_destroy(e);
-	if (cgmd != NULL)
-		rd_kafka_consumer_group_metadata_destroy(cgmd);
-	rd_kafka_topic_partition_list_destroy(offs);
-	p->delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
-	p->claims_delivery.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
-	return rc;
+	return 0;
 }
 
 static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
@@ -795,6 +1058,11 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 	            e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked",
 	            parts->cnt);
 	if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		id_err_t cerr = {0};
+		if (proc_commit_finish(p, &cerr) != 0 && !p->fatal) {
+			p->fatal = 1;
+			p->fatal_err = cerr;
+		}
 		for (int i = 0; i < parts->cnt; i++) {
 			int32_t part = parts->elems[i].partition;
 			if (part < 0 || part >= PROC_MAX_PARTITIONS)
@@ -848,7 +1116,7 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 		rd_kafka_assign(rk, parts);
 	} else {
 		id_err_t err = {0};
-		if (proc_commit(p, &err) != 0) {
+		if (proc_commit_go(p, true, &err) != 0) {
 			id_log_error("processor", "committing before rebalance: %s",
 			             err.msg);
 			p->fatal = 1;
@@ -909,26 +1177,14 @@ static int proc_produce(proc_t *p, const desired_identity_t *d, id_err_t *err)
 	if ((rc = codec_encode_desired(p->codec, d, &p->buf, err)) != 0)
 		return rc;
 	/* No copy by librdkafka: the bytes stay in the chunks until their
-	 * delivery report (see proc_payload_reset()). */
-	void *value = proc_payload(p, p->buf.data, p->buf.len);
-	if (value == NULL)
+	 * delivery report (see proc_payload_reset()).  Behind a commit in
+	 * flight they are queued, copied. */
+	void *value = p->buf.data;
+	if (p->begun && (value = proc_payload(p, p->buf.data, p->buf.len)) == NULL)
 		return id_err_set(err, ID_ENOMEM, "out of memory");
-	for (int tries = 0;; tries++) {
-		p->delivery.pending++;
-		rd_kafka_resp_err_t e = rd_kafka_producev(
-		    p->producer, RD_KAFKA_V_TOPIC(p->out_topic),
-		    RD_KAFKA_V_KEY(d->employee_id, strlen(d->employee_id)),
-		    RD_KAFKA_V_VALUE(value, p->buf.len), RD_KAFKA_V_MSGFLAGS(0),
-		    RD_KAFKA_V_OPAQUE(&p->delivery), RD_KAFKA_V_END);
-		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-			return 0;
-		p->delivery.pending--;
-		/* A full queue drains as the broker acknowledges; a policy
-		 * activation can produce a whole partition's worth at once. */
-		if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 600)
-			return id_kafka_err(err, e, "producing desired identity");
-		rd_kafka_poll(p->producer, 100);
-	}
+	return proc_emit(p, p->out_topic, RD_KAFKA_PARTITION_UA, d->employee_id,
+	                 strlen(d->employee_id), value, p->buf.len, true, &p->delivery,
+	                 "producing desired identity", err);
 }
 
 /* Produces value to topic (partition < 0: by key) in the open transaction,
@@ -937,21 +1193,8 @@ static int proc_send(proc_t *p, const char *topic, int32_t partition, const char
                      const id_buf_t *value, const char *what, id_err_t *err)
 {
 	/* No delivery tracking: a failed delivery fails the commit. */
-	for (int tries = 0;; tries++) {
-		rd_kafka_resp_err_t e = rd_kafka_producev(
-		    p->producer, RD_KAFKA_V_TOPIC(topic),
-		    RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA
-		                                       : partition),
-		    RD_KAFKA_V_KEY(key, strlen(key)),
-		    RD_KAFKA_V_VALUE(value->data, value->len),
-		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(NULL),
-		    RD_KAFKA_V_END);
-		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-			return 0;
-		if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 600)
-			return id_kafka_err(err, e, what);
-		rd_kafka_poll(p->producer, 100);
-	}
+	return proc_emit(p, topic, partition < 0 ? RD_KAFKA_PARTITION_UA : partition, key,
+	                 strlen(key), value->data, value->len, false, NULL, what, err);
 }
 
 /*
@@ -971,21 +1214,11 @@ static int proc_produce_claims(proc_t *p, id_err_t *err)
 		id_buf_reset(&p->val);
 		if ((rc = codec_encode_name_claim(p->codec, c, &p->val, err)) != 0)
 			return rc;
-		for (int tries = 0;; tries++) {
-			p->claims_delivery.pending++;
-			rd_kafka_resp_err_t e = rd_kafka_producev(
-			    p->producer, RD_KAFKA_V_TOPIC(p->claims_topic),
-			    RD_KAFKA_V_KEY(p->buf.data, p->buf.len - 1),
-			    RD_KAFKA_V_VALUE(p->val.data, p->val.len),
-			    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-			    RD_KAFKA_V_OPAQUE(&p->claims_delivery), RD_KAFKA_V_END);
-			if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-				break;
-			p->claims_delivery.pending--;
-			if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries >= 600)
-				return id_kafka_err(err, e, "producing a name claim");
-			rd_kafka_poll(p->producer, 100);
-		}
+		if ((rc = proc_emit(p, p->claims_topic, RD_KAFKA_PARTITION_UA,
+		                    p->buf.data, p->buf.len - 1, p->val.data, p->val.len,
+		                    false, &p->claims_delivery, "producing a name claim",
+		                    err)) != 0)
+			return rc;
 		p->claims_made++;
 		id_log_kv(ID_LOG_INFO, "processor",
 		          c->kind == NAME_CLAIM ? "name claimed" : "name released",
@@ -1335,15 +1568,15 @@ static int proc_txn_begin(proc_t *p, id_err_t *err)
 {
 	if (p->txn_open)
 		return 0;
-	rd_kafka_error_t *e = rd_kafka_begin_transaction(p->producer);
-	if (e != NULL) {
-		int rc = id_kafka_error(err, e, "beginning transaction");
-		rd_kafka_error_destroy(e);
-		return rc;
+	/* Behind a commit in flight the transaction begins when it is done
+	 * (proc_commit_finish()); output waits in the queue until then. */
+	if (!p->committing) {
+		int rc = proc_kafka_begin(p, err);
+		if (rc != 0)
+			return rc;
 	}
 	p->txn_open = true;
 	p->txn_events = 0;
-	proc_payload_reset(p);
 	clock_gettime(CLOCK_MONOTONIC, &p->txn_started);
 	return 0;
 }
@@ -1395,7 +1628,10 @@ static int proc_timers(proc_t *p, id_err_t *err)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	long sent = 0;
-	int rc = 0;
+	/* The timer index is exact once the commit in flight is stored. */
+	int rc = proc_commit_finish(p, err);
+	if (rc != 0)
+		return rc;
 	if (p->inflight.len > 65536)
 		id_hmap_clear(&p->inflight); /* worst case: a harmless repeat */
 	for (int32_t part = 0; part < PROC_MAX_PARTITIONS && rc == 0; part++) {
@@ -1659,7 +1895,14 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 			double left = batch_ms - ms_between(&p->txn_started, &now);
 			timeout = left <= 0 ? 0 : left < 50 ? (int)left + 1 : 50;
 		}
+		if (p->committing && timeout > 5)
+			timeout = 5; /* to settle the commit soon after it is done */
+		struct timespec polled;
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout);
+		if (m == NULL) {
+			clock_gettime(CLOCK_MONOTONIC, &polled);
+			p->input_wait_ms += ms_between(&now, &polled);
+		}
 		/* Reaching the end of a partition counts as input being idle. */
 		bool idle = m == NULL || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
 		if (m != NULL) {
@@ -1668,6 +1911,12 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 			if (rc != 0)
 				goto out;
 		}
+		/* The commit in flight, settled once done (or once the output
+		 * queued behind it grows large). */
+		if (p->committing &&
+		    (atomic_load(&p->cdone) || p->nqueue >= PROC_QUEUE_MAX) &&
+		    (rc = proc_commit_finish(p, err)) != 0)
+			goto out;
 		/* Commit when the batch is full, old enough, or input is idle.
 		 * The clock is read every 64 events (well under a millisecond
 		 * apart) and whenever input was idle. */
@@ -1675,10 +1924,14 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 		                    ((idle || (p->txn_events & 63) == 0) &&
 		                     elapsed_ms(&p->txn_started) >= batch_ms) ||
 		                    (idle && proc_caught_up(p)))) {
-			if ((rc = proc_commit(p, err)) != 0)
+			if ((rc = proc_commit_go(p, false, err)) != 0)
 				goto out;
 		}
 		if (until_idle && !p->txn_open && proc_caught_up(p)) {
+			if ((rc = proc_commit_finish(p, err)) != 0)
+				goto out;
+			if (p->txn_open || !proc_caught_up(p))
+				continue; /* rewound by an abort */
 			/* Before stopping, publish the timers that are due by now
 			 * and fold them (and those they make due in turn). */
 			long before = p->stats->timers;
@@ -1712,15 +1965,30 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 		rc = p->fatal_err.code ? p->fatal_err.code : ID_EKAFKA;
 		goto out;
 	}
-	if (p->txn_open && (rc = proc_commit(p, err)) != 0)
+	if ((rc = proc_commit_go(p, true, err)) != 0)
 		goto out;
 out:
-	if (p->txn_open) {
+	if (p->committing) {
+		/* Stopping on an error: the commit in flight is settled (and
+		 * stored) if it can be; the error is the one reported. */
+		id_err_t ferr = {0};
+		p->txn_open = false;
+		proc_queue_drop(p);
+		(void)proc_commit_finish(p, &ferr);
+	}
+	if (p->begun) {
 		rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 30000);
 		if (e != NULL)
 			rd_kafka_error_destroy(e);
-		proc_overlay_drop(p);
+		p->begun = false;
 	}
+	if (p->txn_open)
+		proc_overlay_drop(p);
+	proc_queue_drop(p);
+	free(p->queue);
+	id_log_info("processor",
+	            "%ld transactions; %.0f ms waiting for commits, %.0f ms for input",
+	            p->stats->txns, p->commit_wait_ms, p->input_wait_ms);
 	if (sync != NULL)
 		sync->processor_idle = 1;
 	if (names != NULL)

@@ -247,6 +247,17 @@ kafka_create_topic() {
 		fail "kafka_create_topic $1: $_kt_out"
 }
 
+# kafka_topic_config TOPIC KEY=VALUE: sets one configuration of TOPIC with
+# Kafka's own ConfigCommand.
+kafka_topic_config() {
+	. "$IDSTREAM_REPO/scripts/versions.env"
+	_kt_libs=${IDSTREAM_CACHE:-$HOME/.cache/idstream}/kafka-$KAFKA_VERSION/libs
+	_kt_out=$(java -cp "$_kt_libs/*" org.apache.kafka.tools.ConfigCommand \
+		--bootstrap-server "$IDSTREAM_TEST_KAFKA" --alter --entity-type topics \
+		--entity-name "$1" --add-config "$2" 2>&1) ||
+		fail "kafka_topic_config $1 $2: $_kt_out"
+}
+
 # kafka_produce TOPIC: produces one message per stdin line "KEY<TAB>VALUE"
 # (idempotent, acks=all, murmur2_random like idstream).
 kafka_produce() {
