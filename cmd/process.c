@@ -220,6 +220,38 @@ typedef struct proc_queued {
 /* Messages queued behind a commit before the loop waits for the commit. */
 #define PROC_QUEUE_MAX 200000
 
+/*
+ * The fold threads of one `idstream process` (processor.threads): with
+ * --until-idle a thread that has caught up waits until every thread has,
+ * so that none leaves the group — moving its partitions to the others —
+ * while they still work.
+ */
+typedef struct proc_group {
+	int n;
+	atomic_int idle;  /* threads caught up */
+	atomic_int owned; /* partitions assigned to the threads */
+	/* CLOCK_MONOTONIC ms of the last assignment or revocation */
+	atomic_llong changed_ms;
+	atomic_int nparts; /* partitions of hr.events */
+	double wait_ms;    /* how long stopping waits for the rest of them */
+} proc_group_t;
+
+static long long proc_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Counts the threads' partitions as the group assigns or revokes them. */
+static void proc_group_owned(proc_group_t *g, int delta)
+{
+	if (g == NULL)
+		return;
+	atomic_fetch_add(&g->owned, delta);
+	atomic_store(&g->changed_ms, proc_mono_ms());
+}
+
 typedef struct proc {
 	const id_config_t *cfg;
 	rd_kafka_t *consumer;
@@ -289,6 +321,10 @@ typedef struct proc {
 	size_t nchunks, chunk;
 	int fatal; /* set when the loop must stop with an error */
 	id_err_t fatal_err;
+	bool shared_db;      /* db belongs to cmd_process (processor.threads) */
+	proc_group_t *group; /* NULL: the only fold thread */
+	bool idle_counted;   /* counted in group->idle */
+	bool has_assignment; /* assigned (maybe no partitions), not revoked */
 } proc_t;
 
 static double ms_between(const struct timespec *since, const struct timespec *now)
@@ -590,10 +626,12 @@ static void proc_entry_release(proc_t *p, proc_overlay_rec_t *o)
  */
 static void proc_cache_trim(proc_t *p)
 {
-	if (p->cache_bytes <= PROC_CACHE_BYTES)
+	/* Fold threads split the budget as they split the employees. */
+	size_t budget = PROC_CACHE_BYTES / (size_t)(p->group != NULL ? p->group->n : 1);
+	if (p->cache_bytes <= budget)
 		return;
 	id_hmap_t keep;
-	size_t kept = 0, limit = PROC_CACHE_BYTES / 4 * 3;
+	size_t kept = 0, limit = budget / 4 * 3;
 	id_hmap_init(&keep);
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < p->overlay.cap; i++) {
@@ -1063,6 +1101,8 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 			p->fatal = 1;
 			p->fatal_err = cerr;
 		}
+		p->has_assignment = true;
+		proc_group_owned(p->group, parts->cnt);
 		for (int i = 0; i < parts->cnt; i++) {
 			int32_t part = parts->elems[i].partition;
 			if (part < 0 || part >= PROC_MAX_PARTITIONS)
@@ -1116,6 +1156,8 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 		rd_kafka_assign(rk, parts);
 	} else {
 		id_err_t err = {0};
+		p->has_assignment = false;
+		proc_group_owned(p->group, -parts->cnt);
 		if (proc_commit_go(p, true, &err) != 0) {
 			id_log_error("processor", "committing before rebalance: %s",
 			             err.msg);
@@ -1741,7 +1783,9 @@ static bool proc_caught_up(proc_t *p)
 			return false;
 		n++;
 	}
-	return n > 0;
+	/* A fold thread the group gave no partition has nothing to catch up
+	 * with; before its first assignment it cannot tell. */
+	return n > 0 || (p->group != NULL && p->has_assignment);
 }
 
 /*
@@ -1777,9 +1821,14 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	return processor_loop_names(cfg, until_idle, stats, sync, NULL, err);
 }
 
-int processor_loop_names(const id_config_t *cfg, bool until_idle,
-                         processor_stats_t *stats, stage_sync_t *sync,
-                         names_sync_t *names, id_err_t *err)
+/*
+ * One fold thread.  db: the state store shared by the threads of
+ * processor.threads (NULL: opened here); pgroup: those threads (NULL: one
+ * thread); thread: its index, which names its transactional.id.
+ */
+static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *stats,
+                    stage_sync_t *sync, names_sync_t *names, state_store_t *db,
+                    proc_group_t *pgroup, int thread, id_err_t *err)
 {
 	proc_t *p = calloc(1, sizeof(*p));
 	id_config_t *pcfg = NULL, *ccfg = NULL;
@@ -1789,6 +1838,11 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 		return id_err_set(err, ID_ENOMEM, "out of memory");
 	p->cfg = cfg;
 	p->stats = stats;
+	p->group = pgroup;
+	if (db != NULL) {
+		p->db = db;
+		p->shared_db = true;
+	}
 	id_hmap_init(&p->overlay);
 	id_hmap_init(&p->inflight);
 	id_buf_init(&p->buf);
@@ -1825,6 +1879,10 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 	snprintf(txid, sizeof(txid), "%s.processor.%s",
 	         id_config_str(cfg, "topic.prefix"),
 	         id_config_str(cfg, "processor.instance_id"));
+	if (thread > 0) {
+		size_t l = strlen(txid);
+		snprintf(txid + l, sizeof(txid) - l, "#%d", thread);
+	}
 	long batch_max = (long)id_config_int(cfg, "processor.batch_max");
 	double batch_ms = (double)id_config_int(cfg, "processor.batch_ms");
 	/* Two memtables of 16 MB: a transaction's records (about a KB each)
@@ -1832,7 +1890,7 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 	 * last.  A small block cache: the record cache is in front of it. */
 	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES, (size_t)32 << 20};
 
-	if ((rc = state_store_open(path, &store_opts, &p->db, err)) != 0)
+	if (!p->shared_db && (rc = state_store_open(path, &store_opts, &p->db, err)) != 0)
 		goto out;
 	if ((p->codec = codec_create(err)) == NULL) {
 		rc = err ? err->code : ID_ENOMEM;
@@ -1869,6 +1927,8 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 	int32_t nparts = 0;
 	if ((rc = id_kafka_partition_count(p->consumer, p->in_topic, &nparts, err)) != 0)
 		goto out;
+	if (p->group != NULL)
+		atomic_store(&p->group->nparts, nparts);
 	rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(sub, p->in_topic, RD_KAFKA_PARTITION_UA);
 	rd_kafka_resp_err_t se = rd_kafka_subscribe(p->consumer, sub);
@@ -1897,14 +1957,21 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 		}
 		if (p->committing && timeout > 5)
 			timeout = 5; /* to settle the commit soon after it is done */
-		struct timespec polled;
+		struct timespec polling, polled;
+		clock_gettime(CLOCK_MONOTONIC, &polling);
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout);
 		if (m == NULL) {
 			clock_gettime(CLOCK_MONOTONIC, &polled);
-			p->input_wait_ms += ms_between(&now, &polled);
+			p->input_wait_ms += ms_between(&polling, &polled);
 		}
 		/* Reaching the end of a partition counts as input being idle. */
 		bool idle = m == NULL || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+		if (m != NULL && p->idle_counted &&
+		    m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			/* Input again (a partition moved here): not done. */
+			atomic_fetch_sub(&p->group->idle, 1);
+			p->idle_counted = false;
+		}
 		if (m != NULL) {
 			rc = proc_on_message(p, m, err);
 			rd_kafka_message_destroy(m);
@@ -1948,6 +2015,22 @@ int processor_loop_names(const id_config_t *cfg, bool until_idle,
 				            "stopping with name claims unanswered after "
 				            "%d s (is the names arbiter running?)",
 				            PROC_NAMES_WAIT_MS / 1000);
+			}
+			if (p->group != NULL) {
+				/* Stay in the group until every thread is done. */
+				if (!p->idle_counted) {
+					atomic_fetch_add(&p->group->idle, 1);
+					p->idle_counted = true;
+				}
+				if (atomic_load(&p->group->idle) < p->group->n)
+					continue;
+				/* Partitions the group gave to members gone by a
+				 * kill -9 come to the threads once those members'
+				 * sessions time out: wait for them that long. */
+				if (atomic_load(&p->group->owned) < p->group->nparts &&
+				    proc_mono_ms() - atomic_load(&p->group->changed_ms) <
+				        p->group->wait_ms)
+					continue;
 			}
 			break;
 		}
@@ -2016,7 +2099,8 @@ out:
 	free(p->dirty);
 	id_hmap_fini(&p->inflight);
 	state_batch_destroy(p->batch);
-	state_store_close(p->db);
+	if (!p->shared_db)
+		state_store_close(p->db);
 	id_config_destroy(pcfg);
 	id_config_destroy(ccfg);
 	employee_event_fini(&p->ev);
@@ -2024,6 +2108,98 @@ out:
 	id_buf_fini(&p->val);
 	id_buf_fini(&p->buf);
 	free(p);
+	return rc;
+}
+
+int processor_loop_names(const id_config_t *cfg, bool until_idle,
+                         processor_stats_t *stats, stage_sync_t *sync,
+                         names_sync_t *names, id_err_t *err)
+{
+	return proc_run(cfg, until_idle, stats, sync, names, NULL, NULL, 0, err);
+}
+
+/* A fold thread of processor.threads. */
+typedef struct proc_thread {
+	pthread_t tid;
+	const id_config_t *cfg;
+	bool until_idle;
+	state_store_t *db;
+	proc_group_t *group;
+	int index;
+	processor_stats_t stats;
+	id_err_t err;
+	int rc;
+} proc_thread_t;
+
+static void *proc_thread_main(void *arg)
+{
+	proc_thread_t *t = arg;
+	t->rc = proc_run(t->cfg, t->until_idle, &t->stats, NULL, NULL, t->db, t->group,
+	                 t->index, &t->err);
+	if (t->rc != 0) {
+		/* One thread's error stops the others: the process reports it. */
+		id_log_error("processor", "fold thread %d: %s", t->index, t->err.msg);
+		cli_stop_requested = 1;
+	}
+	return NULL;
+}
+
+/*
+ * processor.threads fold threads, sharing one state store: records and
+ * offsets are keyed by partition, each partition has one owner at a time,
+ * and an owner that loses a partition commits and stores it before the
+ * group hands it on (eager rebalancing), so the next owner reads exactly
+ * what was committed.
+ */
+static int processor_threads(const id_config_t *cfg, bool until_idle, int n,
+                             processor_stats_t *stats, id_err_t *err)
+{
+	char path[1024];
+	state_store_t *db = NULL;
+	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES, (size_t)32 << 20};
+	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
+	int rc = state_store_open(path, &store_opts, &db, err);
+	if (rc != 0)
+		return rc;
+	proc_thread_t *ts = calloc((size_t)n, sizeof(*ts));
+	proc_group_t group = {.n = n};
+	const char *st = id_attrs_get(id_config_kafka(cfg), "session.timeout.ms");
+	group.wait_ms = 2.0 * (st != NULL ? atof(st) : 45000.0) + 1000.0;
+	atomic_store(&group.changed_ms, proc_mono_ms());
+	int started = 0;
+	if (ts == NULL) {
+		state_store_close(db);
+		return id_err_set(err, ID_ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < n; i++) {
+		ts[i].cfg = cfg;
+		ts[i].until_idle = until_idle;
+		ts[i].db = db;
+		ts[i].group = &group;
+		ts[i].index = i;
+		if (pthread_create(&ts[i].tid, NULL, proc_thread_main, &ts[i]) != 0) {
+			rc = id_err_set(err, ID_ENOMEM, "cannot start fold thread %d", i);
+			cli_stop_requested = 1;
+			break;
+		}
+		started++;
+	}
+	for (int i = 0; i < started; i++) {
+		pthread_join(ts[i].tid, NULL);
+		stats->events += ts[i].stats.events;
+		stats->replayed += ts[i].stats.replayed;
+		stats->emitted += ts[i].stats.emitted;
+		stats->rejected += ts[i].stats.rejected;
+		stats->txns += ts[i].stats.txns;
+		stats->timers += ts[i].stats.timers;
+		if (rc == 0 && ts[i].rc != 0) {
+			rc = ts[i].rc;
+			if (err != NULL)
+				*err = ts[i].err;
+		}
+	}
+	free(ts);
+	state_store_close(db);
 	return rc;
 }
 
@@ -2095,7 +2271,10 @@ int cmd_process(cli_t *cli, int argc, char **argv)
 	}
 	processor_stats_t stats = {0};
 	id_err_t err = {0};
-	int rc = processor_loop(cli->cfg, until_idle, &stats, NULL, &err);
+	int threads = (int)id_config_int(cli->cfg, "processor.threads");
+	int rc = threads > 1
+	             ? processor_threads(cli->cfg, until_idle, threads, &stats, &err)
+	             : processor_loop(cli->cfg, until_idle, &stats, NULL, &err);
 	processor_stats_print(&stats);
 	return rc == 0 ? CLI_EXIT_OK : cli_fail("process", &err);
 }

@@ -64,6 +64,13 @@ static const opt_def_t opt_table[] = {
      "Stable id of this processor process; its Kafka transactional.id is "
      "`<prefix>.processor.<instance_id>`. Give each concurrently running processor a "
      "different one and keep it across restarts (zombie fencing relies on it)."},
+    {"processor.threads", OPT_INT, "1", 1, 64,
+     "Fold threads of `idstream process`: each is a member of the processor's consumer "
+     "group with its own Kafka transactions (transactional.id "
+     "`<prefix>.processor.<instance_id>` for the first, `...#<n>` for the others) and "
+     "its share of the partitions; all share one state store.  Up to the number of "
+     "cores; keep it across restarts like the instance id.  `idstream run` folds on "
+     "one thread."},
     {"processor.batch_max", OPT_INT, "1000", 1, 1000000,
      "Most input events per Kafka transaction."},
     {"processor.batch_ms", OPT_INT, "100", 1, 60000,
