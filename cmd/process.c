@@ -367,8 +367,9 @@ static void key_policy(unsigned char k[5], int32_t partition)
  * sink reads).  A transaction is bounded by processor.batch_max, so the
  * producer queue is too.
  */
+#define PROC_PREFETCH_KBYTES 8192
 static const char *const proc_consumer_kafka[][2] = {
-    {"queued.max.messages.kbytes", "8192"},
+    {"queued.max.messages.kbytes", "8192"}, /* PROC_PREFETCH_KBYTES */
     {"fetch.max.bytes", "4194304"},
     {"fetch.wait.max.ms", "100"},
 };
@@ -1912,6 +1913,16 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	        NULL) {
 		rc = err ? err->code : ID_ENOMEM;
 		goto out;
+	}
+	if (p->group != NULL && p->group->n > 1 &&
+	    !id_attrs_has(id_config_kafka(cfg), "queued.max.messages.kbytes")) {
+		/* Fold threads split the prefetch budget as they split the
+		 * partitions (it is per consumer). */
+		char kb[32];
+		snprintf(kb, sizeof(kb), "%d", PROC_PREFETCH_KBYTES / p->group->n);
+		if ((rc = id_config_set(ccfg, "kafka.queued.max.messages.kbytes", kb,
+		                        err)) != 0)
+			goto out;
 	}
 	if ((p->producer = id_kafka_producer_create(pcfg, "idstream-processor", txid,
 	                                            err)) == NULL) {
