@@ -289,9 +289,14 @@ typedef struct proc {
 	/* The commit in flight: a thread commits the last batch while the loop
 	 * folds the next one, whose output waits in the queue below until the
 	 * commit is done and its own transaction begins. */
-	pthread_t cthread;
-	bool committing;        /* cthread runs (or ran: not joined yet) */
-	bool cthreaded;         /* cthread was started (join it) */
+	pthread_t cthread;   /* the committer, started on first use */
+	bool cstarted;       /* cthread runs */
+	pthread_mutex_t cmu; /* guards cgo, cquit; with ccond */
+	pthread_cond_t ccond;
+	bool cgo;               /* a commit for cthread */
+	bool cquit;             /* cthread must end */
+	bool committing;        /* a commit is in flight (not settled yet) */
+	bool cthreaded;         /* ... on cthread */
 	atomic_int cdone;       /* the commit is done */
 	rd_kafka_error_t *cerr; /* what the commit returned */
 	int cwrite_rc;          /* then the WriteBatch */
@@ -946,6 +951,55 @@ static void *proc_commit_run(void *arg)
 	return NULL;
 }
 
+/* The committer thread: runs each commit proc_commit_go() hands it. */
+static void *proc_committer(void *arg)
+{
+	proc_t *p = arg;
+	pthread_mutex_lock(&p->cmu);
+	for (;;) {
+		while (!p->cgo && !p->cquit)
+			pthread_cond_wait(&p->ccond, &p->cmu);
+		if (!p->cgo)
+			break;
+		p->cgo = false;
+		pthread_mutex_unlock(&p->cmu);
+		proc_commit_run(p);
+		pthread_mutex_lock(&p->cmu);
+		pthread_cond_broadcast(&p->ccond);
+	}
+	pthread_mutex_unlock(&p->cmu);
+	return NULL;
+}
+
+/* Hands the prepared commit to the committer thread (started on first
+ * use); false when it cannot be started. */
+static bool proc_committer_go(proc_t *p)
+{
+	if (!p->cstarted) {
+		if (pthread_create(&p->cthread, NULL, proc_committer, p) != 0)
+			return false;
+		p->cstarted = true;
+	}
+	pthread_mutex_lock(&p->cmu);
+	p->cgo = true;
+	pthread_cond_signal(&p->ccond);
+	pthread_mutex_unlock(&p->cmu);
+	return true;
+}
+
+/* Ends the committer thread (no commit in flight). */
+static void proc_committer_stop(proc_t *p)
+{
+	if (!p->cstarted)
+		return;
+	pthread_mutex_lock(&p->cmu);
+	p->cquit = true;
+	pthread_cond_signal(&p->ccond);
+	pthread_mutex_unlock(&p->cmu);
+	pthread_join(p->cthread, NULL);
+	p->cstarted = false;
+}
+
 /*
  * Waits for the commit in flight, if any, and settles it: on success the
  * stored offsets move and the record cache is trimmed; on an abortable
@@ -961,7 +1015,10 @@ static int proc_commit_finish(proc_t *p, id_err_t *err)
 	if (p->cthreaded) {
 		struct timespec t0, t1;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		pthread_join(p->cthread, NULL);
+		pthread_mutex_lock(&p->cmu);
+		while (!atomic_load(&p->cdone))
+			pthread_cond_wait(&p->ccond, &p->cmu);
+		pthread_mutex_unlock(&p->cmu);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		p->commit_wait_ms += ms_between(&t0, &t1);
 		p->cthreaded = false;
@@ -1080,8 +1137,7 @@ static int proc_commit_go(proc_t *p, bool wait, id_err_t *err)
 	p->begun = false;
 	p->committing = true;
 	atomic_store(&p->cdone, 0);
-	p->cthreaded =
-	    !wait && pthread_create(&p->cthread, NULL, proc_commit_run, p) == 0;
+	p->cthreaded = !wait && proc_committer_go(p);
 	if (!p->cthreaded) {
 		proc_commit_run(p);
 		return proc_commit_finish(p, err);
@@ -1840,6 +1896,8 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	p->cfg = cfg;
 	p->stats = stats;
 	p->group = pgroup;
+	pthread_mutex_init(&p->cmu, NULL);
+	pthread_cond_init(&p->ccond, NULL);
 	if (db != NULL) {
 		p->db = db;
 		p->shared_db = true;
@@ -2070,6 +2128,7 @@ out:
 		proc_queue_drop(p);
 		(void)proc_commit_finish(p, &ferr);
 	}
+	proc_committer_stop(p);
 	if (p->begun) {
 		rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 30000);
 		if (e != NULL)
@@ -2118,6 +2177,8 @@ out:
 	id_buf_fini(&p->stored);
 	id_buf_fini(&p->val);
 	id_buf_fini(&p->buf);
+	pthread_cond_destroy(&p->ccond);
+	pthread_mutex_destroy(&p->cmu);
 	free(p);
 	return rc;
 }
