@@ -230,6 +230,7 @@ typedef struct proc_group {
 	int n;
 	atomic_int idle;  /* threads caught up */
 	atomic_int owned; /* partitions assigned to the threads */
+	atomic_int done;  /* all caught up at once: every thread stops */
 	/* CLOCK_MONOTONIC ms of the last assignment or revocation */
 	atomic_llong changed_ms;
 	atomic_int nparts; /* partitions of hr.events */
@@ -2016,7 +2017,8 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	 * (one event takes microseconds, so it is never stale by more). */
 	struct timespec now = names_wait;
 
-	while (!cli_stop_requested && !p->fatal) {
+	while (!cli_stop_requested && !p->fatal &&
+	       !(p->group != NULL && atomic_load(&p->group->done))) {
 		/* With a transaction open, wait no longer than what is left of
 		 * batch_ms: a trickle of events must not keep it open. */
 		int timeout = 50;
@@ -2100,6 +2102,9 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 				    proc_mono_ms() - atomic_load(&p->group->changed_ms) <
 				        p->group->wait_ms)
 					continue;
+				/* The others stop too, without waiting for the
+				 * rebalance this thread's leaving starts. */
+				atomic_store(&p->group->done, 1);
 			}
 			break;
 		}
