@@ -2110,7 +2110,10 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		names_wait = now;
-		if (ms_between(&p->timers_checked, &now) >= p->timer_check_ms) {
+		/* Not behind a commit in flight: the check waits for it (the
+		 * timer index is written with it); it comes a moment later. */
+		if (!p->committing &&
+		    ms_between(&p->timers_checked, &now) >= p->timer_check_ms) {
 			p->timers_checked = now;
 			if ((rc = proc_timers(p, err)) != 0)
 				goto out;
