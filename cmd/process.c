@@ -179,13 +179,12 @@ typedef struct proc_overlay_rec {
 #define PROC_OVERLAY_POOL_MAX 4096
 
 /*
- * Bytes of clean records the overlay keeps between transactions.  Enough
- * for ~50,000 employees of the default mapping (format-5 records are
- * ~0.8 KB); the state store's own block cache is small in exchange
- * (PROC_BLOCK_CACHE_BYTES): it holds index and filter blocks and the
- * records of employees the overlay does not.
+ * The overlay keeps processor.cache_mb of clean records between
+ * transactions (64 MB by default: ~50,000 employees of the default
+ * mapping, format-5 records being ~0.8 KB); the state store's own block
+ * cache is small in exchange (PROC_BLOCK_CACHE_BYTES): it holds index and
+ * filter blocks and the records of employees the overlay does not.
  */
-#define PROC_CACHE_BYTES       ((size_t)64 << 20)
 #define PROC_BLOCK_CACHE_BYTES ((size_t)8 << 20)
 /* Accounted per entry beside its bytes: the entry, its key, its slot. */
 #define PROC_CACHE_ENTRY_COST 96
@@ -331,6 +330,7 @@ typedef struct proc {
 	proc_group_t *group; /* NULL: the only fold thread */
 	bool idle_counted;   /* counted in group->idle */
 	bool has_assignment; /* assigned (maybe no partitions), not revoked */
+	size_t cache_budget; /* processor.cache_mb, in bytes */
 } proc_t;
 
 static double ms_between(const struct timespec *since, const struct timespec *now)
@@ -626,15 +626,15 @@ static void proc_entry_release(proc_t *p, proc_overlay_rec_t *o)
 }
 
 /*
- * Keeps the record cache within PROC_CACHE_BYTES, after a commit (every
- * entry clean): when it is over, the entries not read since the last trim
- * go, then others until a quarter is free (a clock: employees read again
- * soon stay).  The map is rebuilt from the survivors.
+ * Keeps the record cache within processor.cache_mb, after a commit (the
+ * entries of the batch folded behind it, dirty, always stay): when it is over, the
+ * entries not read since the last trim go, then others until a quarter is free (a clock:
+ * employees read again soon stay).  The map is rebuilt from the survivors.
  */
 static void proc_cache_trim(proc_t *p)
 {
 	/* Fold threads split the budget as they split the employees. */
-	size_t budget = PROC_CACHE_BYTES / (size_t)(p->group != NULL ? p->group->n : 1);
+	size_t budget = p->cache_budget / (size_t)(p->group != NULL ? p->group->n : 1);
 	if (p->cache_bytes <= budget)
 		return;
 	id_hmap_t keep;
@@ -644,14 +644,27 @@ static void proc_cache_trim(proc_t *p)
 		for (size_t i = 0; i < p->overlay.cap; i++) {
 			proc_overlay_rec_t *o = p->overlay.slots[i].value;
 			const char *key = p->overlay.slots[i].key;
-			if (key == NULL || o == NULL || (pass == 0 && !o->used))
+			if (key == NULL || o == NULL ||
+			    (pass == 0 && !o->used && !o->dirty))
 				continue;
 			size_t cost =
 			    PROC_CACHE_ENTRY_COST + 2 * strlen(key) + o->bytes.cap;
 			p->overlay.slots[i].value = NULL;
-			if (kept + cost <= limit && id_hmap_put(&keep, key, o) == 0) {
+			/* Records of the batch folded behind a commit are dirty:
+			 * kept whatever their cost (p->dirty points at them). */
+			if ((o->dirty || kept + cost <= limit) &&
+			    id_hmap_put(&keep, key, o) == 0) {
 				o->used = false;
 				kept += cost;
+			} else if (o->dirty) {
+				/* Out of memory: the loop stops with the error; the
+				 * entry is left to the process's end. */
+				if (!p->fatal) {
+					p->fatal = 1;
+					id_err_set(
+					    &p->fatal_err, ID_ENOMEM,
+					    "out of memory trimming the record cache");
+				}
 			} else {
 				proc_entry_release(p, o);
 			}
@@ -1897,6 +1910,8 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	p->cfg = cfg;
 	p->stats = stats;
 	p->group = pgroup;
+	p->cache_budget =
+	    (size_t)(id_config_double(cfg, "processor.cache_mb") * 1048576.0);
 	pthread_mutex_init(&p->cmu, NULL);
 	pthread_cond_init(&p->ccond, NULL);
 	if (db != NULL) {

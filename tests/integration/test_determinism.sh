@@ -3,8 +3,9 @@
 # principle 1), also when the processor was killed between its Kafka commit
 # and its state write; and the check does fail when the outcome differs.
 # Part B: the same with three fold threads (processor.threads = 3) sharing
-# twelve partitions, killed at the same failpoint: every partition is still
-# reproduced byte for byte, each version made once.
+# twelve partitions, killed at the same failpoint, with a record cache so
+# small that every commit trims it while the next batch is being folded:
+# every partition is still reproduced byte for byte, each version made once.
 . "$IDSTREAM_REPO/tests/lib.sh"
 
 write_config 'topic.partitions = 4' 'processor.batch_max = 50'
@@ -43,7 +44,8 @@ assert_contains "$out" "0 of 4 partitions"
 idt() {
 	"$IDSTREAM_BIN" --config "$T_CONF" --set "topic.prefix=${T_PREFIX}_t" \
 		--set "state.dir=$T_DIR/state-t" --set topic.partitions=12 \
-		--set processor.threads=3 --set processor.batch_max=20 "$@"
+		--set processor.threads=3 --set processor.batch_max=20 \
+		--set processor.cache_mb=0.05 "$@"
 }
 idt topics create >/dev/null
 idt ingest csv "$IDSTREAM_REPO/examples/hr-export-1.csv" >/dev/null
