@@ -286,22 +286,64 @@ static const struct default_rule {
     [R_CONTAINER] = {MAPPING_CAUSE_CONTAINER, "default.container", src_dept},
 };
 
-/* The HR keys the default mapping reads. */
-static const char *const used_keys[] = {
-    "first_name", "last_name",  "preferred_name",  "title",
-    "department", "manager_id", "employment_type", "location",
+/* The HR keys the default mapping reads, in the order their UTF-8 is
+ * checked (and errors are reported). */
+enum {
+	K_FIRST,
+	K_LAST,
+	K_PREFERRED,
+	K_TITLE,
+	K_DEPT,
+	K_MANAGER,
+	K_EMPTYPE,
+	K_LOCATION,
+	K_COUNT
+};
+static const char *const used_keys[K_COUNT] = {
+    [K_FIRST] = "first_name",         [K_LAST] = "last_name",
+    [K_PREFERRED] = "preferred_name", [K_TITLE] = "title",
+    [K_DEPT] = "department",          [K_MANAGER] = "manager_id",
+    [K_EMPTYPE] = "employment_type",  [K_LOCATION] = "location",
+};
+/* The same keys in strcmp() order, so one walk over the sorted HR map
+ * finds them all (checked at creation). */
+static const unsigned char used_sorted[K_COUNT] = {
+    K_DEPT, K_EMPTYPE, K_FIRST, K_LAST, K_LOCATION, K_MANAGER, K_PREFERRED, K_TITLE,
 };
 
-/* HR value of key, or NULL when absent, null, empty or only whitespace. */
-static const char *hr_value(const id_attrs_t *hr, const char *key)
+/* raw[k] = the HR value of used_keys[k] (NULL when absent or null): one
+ * merge of two sorted lists instead of a binary search per key. */
+static void hr_lookup(const id_attrs_t *hr, const char *raw[K_COUNT])
 {
-	const char *v = id_attrs_get(hr, key);
+	size_t i = 0;
+	for (size_t k = 0; k < K_COUNT; k++) {
+		const char *key = used_keys[used_sorted[k]];
+		int c = -1;
+		while (i < hr->len && (c = strcmp(hr->items[i].key, key)) < 0)
+			i++;
+		raw[used_sorted[k]] = i < hr->len && c == 0 ? hr->items[i].value : NULL;
+	}
+}
+
+/* v, or NULL when v is NULL, empty or only whitespace. */
+static const char *hr_value(const char *v)
+{
 	if (v == NULL)
 		return NULL;
 	for (const char *p = v; *p != '\0'; p++)
 		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
 			return v;
 	return NULL;
+}
+
+/* ascii_fold_utf8_check() with a quicker answer for plain ASCII, which
+ * is valid UTF-8 (most HR values are). */
+static int utf8_check(const char *s, id_err_t *err)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p != 0 && *p < 0x80)
+		p++;
+	return *p == 0 ? 0 : ascii_fold_utf8_check(s, err);
 }
 
 /*
@@ -434,18 +476,19 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 
 	/* Every value that reaches a target must be valid UTF-8: a directory
 	 * refuses anything else, and a refusal there is far from its cause. */
-	for (size_t i = 0; i < sizeof(used_keys) / sizeof(used_keys[0]); i++) {
-		const char *v = id_attrs_get(hr, used_keys[i]);
-		if (v != NULL && (rc = ascii_fold_utf8_check(v, err)) != 0) {
+	const char *raw[K_COUNT];
+	hr_lookup(hr, raw);
+	for (size_t i = 0; i < K_COUNT; i++) {
+		if (raw[i] != NULL && (rc = utf8_check(raw[i], err)) != 0) {
 			id_err_wrap(err, "employee %s: field %s", eid, used_keys[i]);
 			goto out;
 		}
 	}
 
-	const char *first = hr_value(hr, "first_name");
-	const char *last = hr_value(hr, "last_name");
-	const char *preferred = hr_value(hr, "preferred_name");
-	const char *dept = hr_value(hr, "department");
+	const char *first = hr_value(raw[K_FIRST]);
+	const char *last = hr_value(raw[K_LAST]);
+	const char *preferred = hr_value(raw[K_PREFERRED]);
+	const char *dept = hr_value(raw[K_DEPT]);
 	const char *given = preferred != NULL ? preferred : first;
 
 	if ((rc = build_uid(eid, first, last, &b, err)) != 0)
@@ -458,12 +501,12 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 		goto nomem;
 	memcpy(b.data + b.len, b.data + off_uid, uid_len);
 	b.len += uid_len;
-	if (id_buf_printf(&b, "@%s", dm->mail_domain) != 0 ||
-	    end_str(&b, &start, &off_mail))
+	if (id_buf_append_u8(&b, '@') != 0 ||
+	    id_buf_append_str(&b, dm->mail_domain) != 0 || end_str(&b, &start, &off_mail))
 		goto nomem;
 	if (given != NULL) { /* last is non-NULL: build_uid needs it */
-		if (id_buf_printf(&b, "%s %s", given, last) != 0 ||
-		    end_str(&b, &start, &off_cn) != 0)
+		if (id_buf_append_str(&b, given) != 0 || id_buf_append_u8(&b, ' ') != 0 ||
+		    id_buf_append_str(&b, last) != 0 || end_str(&b, &start, &off_cn) != 0)
 			goto nomem;
 		has_cn = true;
 	}
@@ -491,13 +534,13 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 	val[R_SN] = last;
 	val[R_CN] = has_cn ? s + off_cn : NULL;
 	val[R_DISPLAY] = val[R_CN];
-	val[R_TITLE] = hr_value(hr, "title");
+	val[R_TITLE] = hr_value(raw[K_TITLE]);
 	val[R_DEPTNO] = dept;
 	val[R_EMPNO] = eid;
-	val[R_EMPTYPE] = hr_value(hr, "employment_type");
-	val[R_L] = hr_value(hr, "location");
+	val[R_EMPTYPE] = hr_value(raw[K_EMPTYPE]);
+	val[R_L] = hr_value(raw[K_LOCATION]);
 	/* Parts that are not attributes: non-NULL marks them present. */
-	val[R_MANAGER] = hr_value(hr, "manager_id");
+	val[R_MANAGER] = hr_value(raw[K_MANAGER]);
 	val[R_CONTAINER] = s + off_ou;
 	val[R_GROUPS] = "";
 	val[R_STATE] = "";
@@ -572,6 +615,17 @@ mapping_t *mapping_create_default_timed(const char *mail_domain,
 			id_err_set(err, ID_EINVALID,
 			           "mapping: default rules not in descending order at %s",
 			           rules[i].output);
+			return NULL;
+		}
+	}
+	/* hr_lookup() relies on this order. */
+	for (size_t i = 1; i < K_COUNT; i++) {
+		if (strcmp(used_keys[used_sorted[i - 1]], used_keys[used_sorted[i]]) >=
+		    0) {
+			id_err_set(
+			    err, ID_EINVALID,
+			    "mapping: default HR keys not in ascending order at %s",
+			    used_keys[used_sorted[i]]);
 			return NULL;
 		}
 	}
