@@ -29,13 +29,22 @@ void id_attrs_fini(id_attrs_t *a)
 	id_attrs_init(a);
 }
 
+/* strcmp() that settles on the first byte without a call, which is where
+ * most keys already differ. */
+static inline int key_cmp(const char *a, const char *b)
+{
+	if (*a != *b)
+		return (unsigned char)*a - (unsigned char)*b;
+	return strcmp(a, b);
+}
+
 /* Index of key, or -(insertion point) - 1 when absent. */
 static long attrs_find(const id_attrs_t *a, const char *key)
 {
 	size_t lo = 0, hi = a->len;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(a->items[mid].key, key);
+		int c = key_cmp(a->items[mid].key, key);
 		if (c == 0)
 			return (long)mid;
 		if (c < 0)

@@ -130,13 +130,22 @@ nomem:
 	return ID_ENOMEM;
 }
 
+/* strcmp() that settles on the first byte without a call, which is where
+ * most keys already differ. */
+static inline int key_cmp(const char *a, const char *b)
+{
+	if (*a != *b)
+		return (unsigned char)*a - (unsigned char)*b;
+	return strcmp(a, b);
+}
+
 /* Index of key in changes, or -(insertion point) - 1. */
 static long change_find(const employee_record_t *rec, const char *key)
 {
 	size_t lo = 0, hi = rec->nchanges;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(rec->changes[mid].key, key);
+		int c = key_cmp(rec->changes[mid].key, key);
 		if (c == 0)
 			return (long)mid;
 		if (c < 0)

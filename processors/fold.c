@@ -286,14 +286,39 @@ static int replace_attrs(employee_record_t *rec, const employee_event_t *ev, uin
 	return 0;
 }
 
-static attr_cause_t *cause_find(desired_identity_t *d, const char *attribute)
+/* strcmp() that settles on the first byte without a call, which is where
+ * most keys already differ. */
+static inline int key_cmp(const char *a, const char *b)
 {
+	if (*a != *b)
+		return (unsigned char)*a - (unsigned char)*b;
+	return strcmp(a, b);
+}
+
+/* The cause of attribute, or NULL.  *hint is where the previous lookup
+ * found one: a mapping traces its outputs in an order, so the next is
+ * usually a neighbour (the built-in mapping's, the one before). */
+static attr_cause_t *cause_find(desired_identity_t *d, const char *attribute,
+                                size_t *hint)
+{
+	size_t h = *hint;
+	if (h > 0 && h - 1 < d->ncauses &&
+	    strcmp(d->causes[h - 1].attribute, attribute) == 0) {
+		*hint = h - 1;
+		return &d->causes[h - 1];
+	}
+	if (h + 1 < d->ncauses && strcmp(d->causes[h + 1].attribute, attribute) == 0) {
+		*hint = h + 1;
+		return &d->causes[h + 1];
+	}
 	size_t lo = 0, hi = d->ncauses;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(d->causes[mid].attribute, attribute);
-		if (c == 0)
+		int c = key_cmp(d->causes[mid].attribute, attribute);
+		if (c == 0) {
+			*hint = mid;
 			return &d->causes[mid];
+		}
 		if (c < 0)
 			lo = mid + 1;
 		else
@@ -320,15 +345,34 @@ static int set_cause_event(attr_cause_t *c, const char *event_id)
 static int resolve_causes(const employee_record_t *rec, const mapping_trace_t *trace,
                           const employee_event_t *ev, desired_identity_t *d)
 {
+	/* Outputs share sources (uid, mail and cn all read last_name), and
+	 * a mapping names them with its own strings: look each pointer up
+	 * in the record once. */
+	struct {
+		const char *key;
+		const employee_change_t *ch;
+	} seen[32];
+	size_t nseen = 0, hint = d->ncauses;
 	for (size_t i = 0; i < trace->len; i++) {
-		attr_cause_t *c = cause_find(d, trace->items[i].attribute);
+		attr_cause_t *c = cause_find(d, trace->items[i].attribute, &hint);
 		const employee_change_t *best = NULL;
 		if (c == NULL)
 			continue;
 		for (const char *const *src = trace->items[i].hr_keys; *src != NULL;
 		     src++) {
-			const employee_change_t *ch =
-			    employee_record_change_find(rec, *src);
+			const employee_change_t *ch = NULL;
+			size_t k = 0;
+			while (k < nseen && seen[k].key != *src)
+				k++;
+			if (k < nseen) {
+				ch = seen[k].ch;
+			} else {
+				ch = employee_record_change_find(rec, *src);
+				if (nseen < sizeof(seen) / sizeof(seen[0])) {
+					seen[nseen].key = *src;
+					seen[nseen++].ch = ch;
+				}
+			}
 			if (ch != NULL && (best == NULL || ch->seq > best->seq))
 				best = ch;
 		}
