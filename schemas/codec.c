@@ -1923,17 +1923,33 @@ static bool fast_put_varlong(id_buf_t *out, int64_t v)
 }
 
 /* A required string: false for NULL or invalid UTF-8 (the general path
- * then reports it). */
+ * then reports it).  Copies and looks for non-ASCII bytes in one pass;
+ * only a string that has some is checked byte by byte (strlen() already
+ * rules out a NUL). */
 static bool fast_put_str(id_buf_t *out, const char *s)
 {
 	if (s == NULL)
 		return false;
 	size_t n = strlen(s);
-	if (utf8_bad((const unsigned char *)s, n) != n ||
-	    id_buf_reserve(out, n + 10) != 0)
+	if (id_buf_reserve(out, n + 10) != 0)
 		return false;
 	fast_put_long(out, (int64_t)n);
-	memcpy(out->data + out->len, s, n);
+	unsigned char *dst = out->data + out->len;
+	uint64_t high = 0;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, s + i, 8);
+		memcpy(dst + i, &w, 8);
+		high |= w;
+	}
+	for (; i < n; i++) {
+		dst[i] = (unsigned char)s[i];
+		high |= (unsigned char)s[i];
+	}
+	if ((high & UINT64_C(0x8080808080808080)) != 0 &&
+	    utf8_bad((const unsigned char *)s, n) != n)
+		return false;
 	out->len += n;
 	return true;
 }
