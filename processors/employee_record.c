@@ -554,6 +554,9 @@ typedef struct reader {
 	size_t ntable;
 	uint32_t off[STR_TABLE_MAX]; /* format 5: literals, offsets into p */
 	uint32_t slen[STR_TABLE_MAX];
+	/* The arena's copy of each literal decoded into the arena (NULL for
+	 * one decoded with malloc): the arena's references share it. */
+	char *shared[STR_TABLE_MAX];
 } reader_t;
 
 static int bad(reader_t *r, const char *field, const char *what)
@@ -665,11 +668,18 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 			return bad(r, field, "null where a string is required");
 		return 0;
 	}
+	size_t ix = STR_TABLE_MAX; /* the table entry, when one */
 	if (tag & 1) {
-		if ((tag >> 1) >= r->ntable)
+		ix = (size_t)(tag >> 1);
+		if (ix >= r->ntable)
 			return bad(r, field, "reference to an unknown string");
-		at = r->p + r->off[tag >> 1];
-		n = r->slen[tag >> 1];
+		if (r->arena != NULL && r->shared[ix] != NULL) {
+			/* Read-only in the arena: one copy serves every field. */
+			*out = r->shared[ix];
+			return 0;
+		}
+		at = r->p + r->off[ix];
+		n = r->slen[ix];
 	} else {
 		if ((tag >> 1) - 1 > r->len - r->pos)
 			return bad(r, field, "string longer than the record");
@@ -678,13 +688,22 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 		if (memchr(at, '\0', n) != NULL)
 			return bad(r, field, "NUL byte inside a string");
 		if (r->ntable < STR_TABLE_MAX) {
-			r->off[r->ntable] = (uint32_t)r->pos;
-			r->slen[r->ntable] = (uint32_t)n;
-			r->ntable++;
+			ix = r->ntable++;
+			r->off[ix] = (uint32_t)r->pos;
+			r->slen[ix] = (uint32_t)n;
+			r->shared[ix] = NULL;
 		}
 		r->pos += n;
 	}
-	if ((*out = r_alloc(r, n + 1)) == NULL)
+	if (r->arena != NULL) {
+		if ((*out = desired_arena_strndup(r->arena, (const char *)at, n)) == NULL)
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
+		if (ix < STR_TABLE_MAX)
+			r->shared[ix] = *out;
+		return 0;
+	}
+	if ((*out = malloc(n + 1)) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
 	memcpy(*out, at, n);
 	(*out)[n] = '\0';

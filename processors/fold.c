@@ -327,12 +327,41 @@ static attr_cause_t *cause_find(desired_identity_t *d, const char *attribute,
 	return NULL;
 }
 
-static int set_cause_event(attr_cause_t *c, const char *event_id)
+/* The event ids already copied into a new identity's arena, by the
+ * pointer they were copied from: causes mostly name the same few events,
+ * and arena strings may be shared. */
+typedef struct id_copies {
+	const char *from[8];
+	char *copy[8];
+	size_t n;
+} id_copies_t;
+
+/* A copy of event_id owned by d: from d's arena when it has one (shared
+ * with the other parts that name the same string), else malloc'd.  NULL
+ * when out of memory. */
+static char *event_copy(desired_identity_t *d, id_copies_t *ids, const char *event_id)
 {
-	char *e = strdup(event_id);
+	if (d->arena == NULL)
+		return strdup(event_id);
+	for (size_t k = 0; k < ids->n; k++)
+		if (ids->from[k] == event_id)
+			return ids->copy[k];
+	char *e = desired_arena_strdup(&d->arena, event_id);
+	if (e != NULL && ids->n < sizeof(ids->from) / sizeof(ids->from[0])) {
+		ids->from[ids->n] = event_id;
+		ids->copy[ids->n++] = e;
+	}
+	return e;
+}
+
+static int set_cause_event(desired_identity_t *d, id_copies_t *ids, attr_cause_t *c,
+                           const char *event_id)
+{
+	char *e = event_copy(d, ids, event_id);
 	if (e == NULL)
 		return ID_ENOMEM;
-	free(c->event_id);
+	if (d->arena == NULL)
+		free(c->event_id);
 	c->event_id = e;
 	return 0;
 }
@@ -343,7 +372,8 @@ static int set_cause_event(attr_cause_t *c, const char *event_id)
  * causes up by binary search, since causes are sorted.
  */
 static int resolve_causes(const employee_record_t *rec, const mapping_trace_t *trace,
-                          const employee_event_t *ev, desired_identity_t *d)
+                          const employee_event_t *ev, desired_identity_t *d,
+                          id_copies_t *ids)
 {
 	/* Outputs share sources (uid, mail and cn all read last_name), and
 	 * a mapping names them with its own strings: look each pointer up
@@ -376,14 +406,14 @@ static int resolve_causes(const employee_record_t *rec, const mapping_trace_t *t
 			if (ch != NULL && (best == NULL || ch->seq > best->seq))
 				best = ch;
 		}
-		if (best != NULL && set_cause_event(c, best->event_id) != 0)
+		if (best != NULL && set_cause_event(d, ids, c, best->event_id) != 0)
 			return ID_ENOMEM;
 	}
 	/* An output without recorded sources is attributed to the event being
 	 * folded: it is the one that produced this version. */
 	for (size_t i = 0; i < d->ncauses; i++)
 		if (d->causes[i].event_id == NULL &&
-		    set_cause_event(&d->causes[i], ev->event_id) != 0)
+		    set_cause_event(d, ids, &d->causes[i], ev->event_id) != 0)
 			return ID_ENOMEM;
 	return 0;
 }
@@ -576,8 +606,9 @@ static int fold_evaluate(employee_record_t *rec, const employee_event_t *ev, int
 	    ev->type == EV_NAME_GRANTED || ev->type == EV_NAME_DENIED ? NULL : ev->reason;
 	if (reason == NULL && rec->status == EMPLOYEE_STATUS_TERMINATED)
 		reason = rec->term_reason;
-	mapping_context_t ctx = {employee_event_type_name(ev->type), reason, granted, &t1,
-	                         uniq};
+	/* The new identity is built once and then read: an arena suits it. */
+	mapping_context_t ctx = {
+	    employee_event_type_name(ev->type), reason, granted, &t1, uniq, true};
 	for (int round = 0;; round++) {
 		d->effective_at = now;
 		if ((rc = mapping_apply_ctx(m, &rec->hr, lc->state, &ctx, d, trace,
@@ -667,6 +698,16 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 			rec->timer_at = 0;
 		goto out;
 	}
+	if (d.arena != NULL && d.ntargets > 0) {
+		/* Sections are edited below: an ordinary copy (no mapping
+		 * builds sections in an arena today). */
+		desired_identity_t own;
+		desired_identity_init(&own);
+		if (desired_identity_copy(&own, &d) != 0)
+			goto nomem;
+		desired_identity_fini(&d);
+		d = own;
+	}
 	if (rec->last.version > 0 && carry_out_of_scope(&d, &rec->last) != 0)
 		goto nomem;
 	rec->timer_at = next_timer(rec, &lc);
@@ -741,13 +782,14 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 		goto out; /* nothing a target would see changed */
 
 	d.version = rec->last.version + 1;
-	if ((d.cause_event_id = strdup(ev->event_id)) == NULL ||
-	    resolve_causes(rec, &trace, ev, &d) != 0)
+	id_copies_t ids = {.n = 0};
+	if ((d.cause_event_id = event_copy(&d, &ids, ev->event_id)) == NULL ||
+	    resolve_causes(rec, &trace, ev, &d, &ids) != 0)
 		goto nomem;
 	for (size_t i = 0; by_cause && i < d.ncauses; i++)
 		if ((rec->last.version == 0 ||
 		     output_differs(&d, &rec->last, d.causes[i].attribute)) &&
-		    set_cause_event(&d.causes[i], ev->event_id) != 0)
+		    set_cause_event(&d, &ids, &d.causes[i], ev->event_id) != 0)
 			goto nomem;
 	if (out != NULL && desired_identity_copy(out, &d) != 0)
 		goto nomem;

@@ -178,6 +178,9 @@ int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_
 	/* Reset everything but the two inputs, so no field of a previous
 	 * result can leak into this one. */
 	char *employee_id = out->employee_id;
+	if (out->arena != NULL && (employee_id = strdup(employee_id)) == NULL)
+		return id_err_set(err, ID_ENOMEM, "employee %s: out of memory",
+		                  out->employee_id);
 	int64_t now = out->effective_at;
 	out->employee_id = NULL;
 	desired_identity_fini(out);
@@ -194,7 +197,9 @@ int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_
 	int rc = m->ops->apply(m->impl, hr, state, ctx, out, trace, err);
 	if (rc != 0)
 		return rc;
-	if ((out->policy_version = strdup(m->version)) == NULL)
+	if ((out->policy_version = out->arena != NULL
+	                               ? desired_arena_strdup(&out->arena, m->version)
+	                               : strdup(m->version)) == NULL)
 		return id_err_set(err, ID_ENOMEM, "employee %s: out of memory",
 		                  out->employee_id);
 	return 0;
@@ -429,16 +434,41 @@ static int default_fill(desired_identity_t *out, const char *const *val)
 		if (rules[i].output[0] != '@')
 			nattrs++;
 	}
+	/* In an arena every part comes from it, and the rule's output name
+	 * serves as both the attribute's key and its cause's name. */
+	desired_arena_t **ar = out->arena != NULL ? &out->arena : NULL;
 	id_attrs_t *a = &out->attributes;
-	if ((nattrs > 0 && (a->items = malloc(nattrs * sizeof(*a->items))) == NULL) ||
-	    (ncauses > 0 &&
-	     (out->causes = malloc(ncauses * sizeof(*out->causes))) == NULL))
+	if (nattrs > 0 &&
+	    (a->items = ar != NULL ? desired_arena_alloc(ar, nattrs * sizeof(*a->items))
+	                           : malloc(nattrs * sizeof(*a->items))) == NULL)
 		return ID_ENOMEM;
 	a->cap = nattrs;
+	if (ncauses > 0 &&
+	    (out->causes = ar != NULL
+	                       ? desired_arena_alloc(ar, ncauses * sizeof(*out->causes))
+	                       : malloc(ncauses * sizeof(*out->causes))) == NULL)
+		return ID_ENOMEM;
 	for (size_t i = R_COUNT; i-- > 0;) {
 		const struct default_rule *r = &rules[i];
 		if (val[i] == NULL)
 			continue;
+		attr_cause_t *c = &out->causes[out->ncauses];
+		memset(c, 0, sizeof(*c));
+		if (ar != NULL) {
+			out->ncauses++;
+			if ((c->attribute = desired_arena_strdup(ar, r->output)) ==
+			        NULL ||
+			    (c->rule = desired_arena_strdup(ar, r->rule)) == NULL)
+				return ID_ENOMEM;
+			if (r->output[0] != '@') {
+				id_kv_t *kv = &a->items[a->len++];
+				kv->key = c->attribute;
+				if ((kv->value = desired_arena_strdup(ar, val[i])) ==
+				    NULL)
+					return ID_ENOMEM;
+			}
+			continue;
+		}
 		if (r->output[0] != '@') {
 			id_kv_t *kv = &a->items[a->len];
 			kv->value = NULL;
@@ -448,8 +478,6 @@ static int default_fill(desired_identity_t *out, const char *const *val)
 			if ((kv->value = strdup(val[i])) == NULL)
 				return ID_ENOMEM;
 		}
-		attr_cause_t *c = &out->causes[out->ncauses];
-		memset(c, 0, sizeof(*c));
 		out->ncauses++;
 		if ((c->attribute = strdup(r->output)) == NULL ||
 		    (c->rule = strdup(r->rule)) == NULL)
@@ -545,12 +573,42 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 	val[R_GROUPS] = "";
 	val[R_STATE] = "";
 
+	if (ctx != NULL && ctx->arena) {
+		/* The employee id moves in too: the arena's parts are all
+		 * freed together. */
+		char *e = desired_arena_strdup(&out->arena, eid);
+		if (e == NULL)
+			goto nomem;
+		free(out->employee_id);
+		out->employee_id = e;
+		eid = e;
+		val[R_EMPNO] = e;
+	}
 	if ((rc = default_fill(out, val)) != 0)
 		goto nomem;
 	for (size_t i = 0; trace != NULL && i < R_COUNT; i++)
 		if (val[i] != NULL &&
 		    mapping_trace_add(trace, rules[i].output, rules[i].src) != 0)
 			goto nomem;
+	if (out->arena != NULL) {
+		desired_arena_t **ar = &out->arena;
+		if ((out->container = desired_arena_strdup(ar, s + off_ou)) == NULL ||
+		    (val[R_MANAGER] != NULL && (out->manager_id = desired_arena_strdup(
+		                                    ar, val[R_MANAGER])) == NULL))
+			goto nomem;
+		if (state == LC_ACTIVE) {
+			if ((out->groups = desired_arena_alloc(
+			         ar, 2 * sizeof(*out->groups))) == NULL ||
+			    (has_dept_group &&
+			     (out->groups[out->ngroups++] =
+			          desired_arena_strdup(ar, s + off_dept)) == NULL) ||
+			    (out->groups[out->ngroups++] =
+			         desired_arena_strdup(ar, "staff")) == NULL)
+				goto nomem;
+		}
+		rc = 0;
+		goto out;
+	}
 	if ((out->container = strdup(s + off_ou)) == NULL ||
 	    (val[R_MANAGER] != NULL &&
 	     (out->manager_id = strdup(val[R_MANAGER])) == NULL))

@@ -158,22 +158,43 @@ struct desired_arena {
 
 #define DESIRED_ARENA_BLOCK 4096
 
-void *desired_arena_alloc(desired_arena_t **a, size_t n)
+/* n bytes aligned to align (a power of two) from *a. */
+static void *arena_take(desired_arena_t **a, size_t n, size_t align)
 {
-	n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
 	desired_arena_t *b = *a;
-	if (b == NULL || b->cap - b->used < n) {
+	size_t at = b != NULL ? (b->used + align - 1) & ~(align - 1) : 0;
+	if (b == NULL || at > b->cap || b->cap - at < n) {
 		size_t cap = n > DESIRED_ARENA_BLOCK ? n : DESIRED_ARENA_BLOCK;
 		if ((b = malloc(sizeof(*b) + cap)) == NULL)
 			return NULL;
 		b->next = *a;
-		b->used = 0;
 		b->cap = cap;
 		*a = b;
+		at = 0;
 	}
-	void *p = (char *)b->data + b->used;
-	b->used += n;
+	b->used = at + n;
+	return (char *)b->data + at;
+}
+
+void *desired_arena_alloc(desired_arena_t **a, size_t n)
+{
+	return arena_take(a, n, sizeof(max_align_t));
+}
+
+/* Strings need no alignment: packed, an identity fits in fewer blocks. */
+char *desired_arena_strndup(desired_arena_t **a, const char *s, size_t n)
+{
+	char *p = arena_take(a, n + 1, 1);
+	if (p != NULL) {
+		memcpy(p, s, n);
+		p[n] = '\0';
+	}
 	return p;
+}
+
+char *desired_arena_strdup(desired_arena_t **a, const char *s)
+{
+	return s != NULL ? desired_arena_strndup(a, s, strlen(s)) : NULL;
 }
 
 void desired_arena_free(desired_arena_t *a)

@@ -113,6 +113,12 @@ typedef struct desired_arena desired_arena_t;
 /* n bytes (max_align_t aligned) from *a, a new block when it is full.
  * NULL when out of memory. */
 void *desired_arena_alloc(desired_arena_t **a, size_t n);
+/* A copy of s (NULL for NULL) from *a.  NULL when out of memory (or s is
+ * NULL). */
+char *desired_arena_strdup(desired_arena_t **a, const char *s);
+/* The n bytes at s (no NUL among them) and a NUL, from *a.  NULL when out
+ * of memory. */
+char *desired_arena_strndup(desired_arena_t **a, const char *s, size_t n);
 /* Frees every block; NULL is a no-op. */
 void desired_arena_free(desired_arena_t *a);
 
@@ -137,9 +143,12 @@ typedef struct desired_identity {
 	 * of the processor's primary target (processor.target). */
 	target_identity_t *targets;
 	size_t ntargets;
-	/* When non-NULL, every string and array above lives in this arena:
-	 * the identity is read-only (nothing may free, replace or grow a
-	 * part of it) and desired_identity_fini() frees the arena whole.
+	/* When non-NULL, every string and array above lives in this arena,
+	 * and strings may be shared between parts: nothing may free, realloc
+	 * or write into a part.  Whoever builds the identity may still point
+	 * a field at a new string from the same arena (the old one is simply
+	 * left there); everyone else treats it as read-only.
+	 * desired_identity_fini() frees the arena whole;
 	 * desired_identity_copy() of it makes an ordinary, malloc'd copy. */
 	desired_arena_t *arena;
 } desired_identity_t;
