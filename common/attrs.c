@@ -15,6 +15,15 @@ void id_attrs_init(id_attrs_t *a)
 	a->items = NULL;
 	a->len = 0;
 	a->cap = 0;
+	a->keep_lo = a->keep_hi = 0;
+}
+
+/* Frees p unless it is in the block the map's owner keeps. */
+static void attrs_free(const id_attrs_t *a, char *p)
+{
+	uintptr_t u = (uintptr_t)p;
+	if (u < a->keep_lo || u >= a->keep_hi)
+		free(p);
 }
 
 void id_attrs_fini(id_attrs_t *a)
@@ -22,8 +31,8 @@ void id_attrs_fini(id_attrs_t *a)
 	if (a == NULL)
 		return;
 	for (size_t i = 0; i < a->len; i++) {
-		free(a->items[i].key);
-		free(a->items[i].value);
+		attrs_free(a, a->items[i].key);
+		attrs_free(a, a->items[i].value);
 	}
 	free(a->items);
 	id_attrs_init(a);
@@ -62,7 +71,7 @@ int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
 		return ID_ENOMEM;
 	long at = attrs_find(a, key);
 	if (at >= 0) {
-		free(a->items[at].value);
+		attrs_free(a, a->items[at].value);
 		a->items[at].value = v;
 		return 0;
 	}
@@ -94,7 +103,7 @@ int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)
 	long at = attrs_find(a, key);
 	if (at >= 0) {
 		free(key);
-		free(a->items[at].value);
+		attrs_free(a, a->items[at].value);
 		a->items[at].value = value;
 		return 0;
 	}
@@ -122,8 +131,8 @@ bool id_attrs_remove(id_attrs_t *a, const char *key)
 	long at = attrs_find(a, key);
 	if (at < 0)
 		return false;
-	free(a->items[at].key);
-	free(a->items[at].value);
+	attrs_free(a, a->items[at].key);
+	attrs_free(a, a->items[at].value);
 	memmove(&a->items[at], &a->items[at + 1],
 	        (a->len - (size_t)at - 1) * sizeof(*a->items));
 	a->len--;

@@ -43,28 +43,50 @@ void employee_record_init(employee_record_t *rec)
 	desired_identity_init(&rec->last);
 }
 
+/* True when p is in rec's block of decoded strings. */
+static bool in_strs(const employee_record_t *rec, const char *p)
+{
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)rec->strs;
+	return rec->strs != NULL && u >= lo && u < lo + rec->strs_len;
+}
+
+/* Frees one of rec's strings, unless it lives in the block. */
+static void rec_free(const employee_record_t *rec, char *p)
+{
+	if (!in_strs(rec, p))
+		free(p);
+}
+
+static void pending_fini(const employee_record_t *rec, employee_pending_t *pc)
+{
+	rec_free(rec, pc->event_id);
+	rec_free(rec, pc->reason);
+	id_attrs_fini(&pc->attributes);
+}
+
 void employee_record_fini(employee_record_t *rec)
 {
 	if (rec == NULL)
 		return;
-	free(rec->employee_id);
+	rec_free(rec, rec->employee_id);
 	id_attrs_fini(&rec->hr);
 	for (size_t i = 0; i < rec->nchanges; i++) {
-		free(rec->changes[i].key);
-		free(rec->changes[i].event_id);
+		rec_free(rec, rec->changes[i].key);
+		rec_free(rec, rec->changes[i].event_id);
 	}
 	free(rec->changes);
 	desired_identity_fini(&rec->last);
-	free(rec->employment_event);
-	free(rec->term_event);
-	free(rec->term_reason);
-	free(rec->leave_event);
-	while (rec->npending > 0)
-		employee_record_pending_pop(rec);
+	rec_free(rec, rec->employment_event);
+	rec_free(rec, rec->term_event);
+	rec_free(rec, rec->term_reason);
+	rec_free(rec, rec->leave_event);
+	for (size_t i = 0; i < rec->npending; i++)
+		pending_fini(rec, &rec->pending[i]);
 	free(rec->pending);
 	for (size_t i = 0; i < rec->nnames; i++)
 		name_fini(&rec->names[i]);
 	free(rec->names);
+	free(rec->strs);
 	employee_record_init(rec);
 }
 
@@ -78,18 +100,21 @@ int employee_record_set_str(char **field, const char *value)
 	return 0;
 }
 
-static void pending_fini(employee_pending_t *pc)
+int employee_record_set(employee_record_t *rec, char **field, const char *value)
 {
-	free(pc->event_id);
-	free(pc->reason);
-	id_attrs_fini(&pc->attributes);
+	char *v = NULL;
+	if (value != NULL && (v = strdup(value)) == NULL)
+		return ID_ENOMEM;
+	rec_free(rec, *field);
+	*field = v;
+	return 0;
 }
 
 void employee_record_pending_pop(employee_record_t *rec)
 {
 	if (rec->npending == 0)
 		return;
-	pending_fini(&rec->pending[0]);
+	pending_fini(rec, &rec->pending[0]);
 	memmove(rec->pending, rec->pending + 1,
 	        (rec->npending - 1) * sizeof(*rec->pending));
 	rec->npending--;
@@ -126,7 +151,7 @@ int employee_record_pending_add(employee_record_t *rec, const employee_event_t *
 	rec->npending++;
 	return 0;
 nomem:
-	pending_fini(&pc);
+	pending_fini(rec, &pc);
 	return ID_ENOMEM;
 }
 
@@ -188,7 +213,7 @@ int employee_record_note_change(employee_record_t *rec, const char *key,
 			char *e = strdup(event_id);
 			if (e == NULL)
 				return ID_ENOMEM;
-			free(c->event_id);
+			rec_free(rec, c->event_id);
 			c->event_id = e;
 		}
 		c->seq = seq;
@@ -305,6 +330,7 @@ int employee_name_deny(employee_name_t *n, const char *value)
  */
 #define STR_TABLE_MAX  1024
 #define STR_HASH_SLOTS 2048 /* power of two, twice the table */
+#define STR_SEEN_SLOTS 64   /* power of two */
 
 typedef struct writer {
 	id_buf_t *b;
@@ -313,6 +339,11 @@ typedef struct writer {
 	uint32_t off[STR_TABLE_MAX]; /* literal bytes, as offsets into b */
 	uint32_t len[STR_TABLE_MAX];
 	uint16_t slots[STR_HASH_SLOTS]; /* table index + 1; 0: empty */
+	/* The table index each recently written pointer has: a record's
+	 * parts often share strings (an identity in an arena), and the same
+	 * pointer needs neither strlen() nor hashing again. */
+	const char *seen[STR_SEEN_SLOTS];
+	uint16_t seen_ix[STR_SEEN_SLOTS];
 } writer_t;
 
 static int put_u8(writer_t *w, uint8_t v)
@@ -376,16 +407,24 @@ static int put_str(writer_t *w, const char *s)
 	}
 	if (s == NULL)
 		return put_u64(w, 0);
+	size_t p = ((uintptr_t)s >> 3 ^ (uintptr_t)s >> 9) & (STR_SEEN_SLOTS - 1);
+	if (w->seen[p] == s)
+		return put_u64(w, (uint64_t)w->seen_ix[p] << 1 | 1);
 	size_t n = strlen(s);
 	size_t j = str_hash(s, n) & (STR_HASH_SLOTS - 1);
 	for (; w->slots[j] != 0; j = (j + 1) & (STR_HASH_SLOTS - 1)) {
 		size_t i = w->slots[j] - 1u;
-		if (w->len[i] == n && memcmp(w->b->data + w->off[i], s, n) == 0)
+		if (w->len[i] == n && memcmp(w->b->data + w->off[i], s, n) == 0) {
+			w->seen[p] = s;
+			w->seen_ix[p] = (uint16_t)i;
 			return put_u64(w, (uint64_t)i << 1 | 1);
+		}
 	}
 	if (put_u64(w, ((uint64_t)n + 1) << 1) != 0)
 		return ID_ENOMEM;
 	if (w->ntable < STR_TABLE_MAX) {
+		w->seen[p] = s;
+		w->seen_ix[p] = (uint16_t)w->ntable;
 		w->off[w->ntable] = (uint32_t)w->b->len;
 		w->len[w->ntable] = (uint32_t)n;
 		w->slots[j] = (uint16_t)++w->ntable;
@@ -503,8 +542,13 @@ static int record_encode(const employee_record_t *rec, bool fixed, id_buf_t *out
                          id_err_t *err)
 {
 	size_t start = out->len;
-	writer_t wr = {.b = out, .fixed = fixed}; /* an empty string table */
+	writer_t wr; /* an empty string table; off and len need no zeroing */
 	writer_t *w = &wr;
+	wr.b = out;
+	wr.fixed = fixed;
+	wr.ntable = 0;
+	memset(wr.slots, 0, sizeof(wr.slots));
+	memset(wr.seen, 0, sizeof(wr.seen));
 	if (put_u8(w, fixed ? 0x04 : EMPLOYEE_RECORD_FORMAT) != 0 ||
 	    put_str(w, rec->employee_id) != 0 || put_u8(w, (uint8_t)rec->status) ||
 	    put_u64(w, rec->seq) != 0 || put_attrs(w, &rec->hr) != 0 ||
@@ -555,8 +599,14 @@ typedef struct reader {
 	uint32_t off[STR_TABLE_MAX]; /* format 5: literals, offsets into p */
 	uint32_t slen[STR_TABLE_MAX];
 	/* The arena's copy of each literal decoded into the arena (NULL for
-	 * one decoded with malloc): the arena's references share it. */
+	 * one decoded otherwise): the arena's references share it. */
 	char *shared[STR_TABLE_MAX];
+	/* The block of the record's other strings (employee_record_t.strs):
+	 * literals are copied there, references share the block's copy. */
+	char *blk;
+	size_t blk_used, blk_cap;
+	bool heap; /* strings malloc'd one by one (the names) */
+	char *shared_blk[STR_TABLE_MAX];
 } reader_t;
 
 static int bad(reader_t *r, const char *field, const char *what)
@@ -581,8 +631,25 @@ static void *r_alloc(reader_t *r, size_t n)
 
 static void r_free(reader_t *r, void *p)
 {
-	if (r->arena == NULL)
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)r->blk;
+	if (r->arena == NULL && (r->blk == NULL || u < lo || u >= lo + r->blk_cap))
 		free(p);
+}
+
+/* A decoded string outside the arena: into the block while it has room
+ * (it is sized for every literal of the record), else malloc'd. */
+static char *r_str(reader_t *r, const unsigned char *at, size_t n)
+{
+	char *s;
+	if (!r->heap && r->blk != NULL && r->blk_cap - r->blk_used > n) {
+		s = r->blk + r->blk_used;
+		r->blk_used += n + 1;
+	} else if ((s = malloc(n + 1)) == NULL) {
+		return NULL;
+	}
+	memcpy(s, at, n);
+	s[n] = '\0';
+	return s;
 }
 
 /* A LEB128 varint of at most 64 bits (format 5). */
@@ -678,6 +745,11 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 			*out = r->shared[ix];
 			return 0;
 		}
+		if (r->arena == NULL && !r->heap && r->shared_blk[ix] != NULL) {
+			/* Never freed on its own: one copy serves too. */
+			*out = r->shared_blk[ix];
+			return 0;
+		}
 		at = r->p + r->off[ix];
 		n = r->slen[ix];
 	} else {
@@ -692,6 +764,7 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 			r->off[ix] = (uint32_t)r->pos;
 			r->slen[ix] = (uint32_t)n;
 			r->shared[ix] = NULL;
+			r->shared_blk[ix] = NULL;
 		}
 		r->pos += n;
 	}
@@ -703,10 +776,10 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 			r->shared[ix] = *out;
 		return 0;
 	}
-	if ((*out = malloc(n + 1)) == NULL)
+	if ((*out = r_str(r, at, n)) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
-	memcpy(*out, at, n);
-	(*out)[n] = '\0';
+	if (ix < STR_TABLE_MAX && !r->heap)
+		r->shared_blk[ix] = *out;
 	return 0;
 }
 
@@ -731,10 +804,11 @@ static int get_str(reader_t *r, const char *field, bool nullable, char **out)
 		return bad(r, field, "string longer than the record");
 	if (memchr(r->p + r->pos, '\0', n) != NULL)
 		return bad(r, field, "NUL byte inside a string");
-	if ((*out = r_alloc(r, (size_t)n + 1)) == NULL)
+	*out = r->arena != NULL
+	           ? desired_arena_strndup(r->arena, (const char *)r->p + r->pos, n)
+	           : r_str(r, r->p + r->pos, n);
+	if (*out == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
-	memcpy(*out, r->p + r->pos, n);
-	(*out)[n] = '\0';
 	r->pos += n;
 	return 0;
 }
@@ -754,8 +828,8 @@ static int attrs_push(reader_t *r, const char *field, id_attrs_t *a, char *key,
 		size_t ncap = a->cap ? a->cap * 2 : 8;
 		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
 		if (n == NULL) {
-			free(key);
-			free(value);
+			r_free(r, key);
+			r_free(r, value);
 			return id_err_set(r->err, ID_ENOMEM,
 			                  "employee record: out of memory");
 		}
@@ -906,11 +980,11 @@ static int get_lifecycle(reader_t *r, employee_record_t *rec)
 		t->reuse_name_after_delete = u8 & 8;
 		size_t tl = strlen(tz);
 		if (tl >= sizeof(t->timezone)) {
-			free(tz);
+			r_free(r, tz);
 			return bad(r, "timing.timezone", "too long");
 		}
 		memcpy(t->timezone, tz, tl + 1);
-		free(tz);
+		r_free(r, tz);
 	}
 	if ((rc = get_count(r, "pending", 29, &n)) != 0)
 		return rc;
@@ -919,6 +993,8 @@ static int get_lifecycle(reader_t *r, employee_record_t *rec)
 	for (size_t i = 0; i < n; i++) {
 		employee_pending_t *pc = &rec->pending[i];
 		id_attrs_init(&pc->attributes);
+		pc->attributes.keep_lo = rec->hr.keep_lo;
+		pc->attributes.keep_hi = rec->hr.keep_hi;
 		rec->npending++;
 		if ((rc = get_i64(r, "pending", &pc->effective_at)) != 0 ||
 		    (rc = get_u64(r, "pending", &pc->seq)) != 0 ||
@@ -1038,7 +1114,22 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 	r.compact = false;
 	r.arena = NULL;
 	r.ntable = 0;
+	r.heap = false;
+	r.blk = NULL;
+	r.blk_used = r.blk_cap = 0;
 	employee_record_fini(rec);
+	/* Every literal of the record takes at least its length plus one byte
+	 * (its tag or length) of data: len bytes hold them all with their
+	 * NULs. */
+	if (len > 0 && (r.blk = malloc(len)) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "employee record: out of memory");
+		goto out;
+	}
+	r.blk_cap = len;
+	rec->strs = r.blk;
+	rec->strs_len = len;
+	rec->hr.keep_lo = (uintptr_t)r.blk;
+	rec->hr.keep_hi = (uintptr_t)r.blk + len;
 	if (len == 0 || r.p[0] < 0x01 || r.p[0] > EMPLOYEE_RECORD_FORMAT) {
 		rc = id_err_set(err, ID_ESCHEMA,
 		                "employee record: unknown format byte 0x%02x",
@@ -1096,8 +1187,11 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		rec->now = rec->last.effective_at; /* format 1: no lifecycle facts */
 	else if ((rc = get_lifecycle(&r, rec)) != 0)
 		goto out;
+	/* Names are edited string by string (fold.c): malloc'd each. */
+	r.heap = true;
 	if (r.p[0] >= 0x03 && (rc = get_names(&r, rec)) != 0)
 		goto out;
+	r.heap = false;
 	r.arena = &rec->last.arena;
 	if (r.p[0] >= 0x04 && (rc = get_targets(&r, &rec->last)) != 0)
 		goto out;

@@ -847,7 +847,7 @@ static int absorb_change(employee_record_t *rec, employee_event_type_t type,
 	if (type == EV_LEAVE_START || type == EV_LEAVE_END) {
 		bool leave = type == EV_LEAVE_START;
 		if (leave != rec->on_leave || rec->leave_event == NULL)
-			if (employee_record_set_str(&rec->leave_event, event_id) != 0)
+			if (employee_record_set(rec, &rec->leave_event, event_id) != 0)
 				return ID_ENOMEM;
 		rec->on_leave = leave;
 	}
@@ -882,9 +882,9 @@ static int absorb_employment(employee_record_t *rec, const employee_event_t *ev,
 	rec->employment_at = ev->effective_at;
 	rec->term_at = rec->term_known_at = 0;
 	rec->on_leave = false;
-	if (employee_record_set_str(&rec->employment_event, ev->event_id) != 0 ||
-	    employee_record_set_str(&rec->term_event, NULL) != 0 ||
-	    employee_record_set_str(&rec->term_reason, NULL) != 0)
+	if (employee_record_set(rec, &rec->employment_event, ev->event_id) != 0 ||
+	    employee_record_set(rec, &rec->term_event, NULL) != 0 ||
+	    employee_record_set(rec, &rec->term_reason, NULL) != 0)
 		return ID_ENOMEM;
 	return 0;
 }
@@ -902,8 +902,8 @@ static int absorb_termination(employee_record_t *rec, const employee_event_t *ev
 	}
 	/* A later TERMINATE corrects the date (and reason) of the first. */
 	rec->term_at = ev->effective_at;
-	if (employee_record_set_str(&rec->term_event, ev->event_id) != 0 ||
-	    employee_record_set_str(&rec->term_reason, ev->reason) != 0)
+	if (employee_record_set(rec, &rec->term_event, ev->event_id) != 0 ||
+	    employee_record_set(rec, &rec->term_reason, ev->reason) != 0)
 		return ID_ENOMEM;
 	return 0;
 }
