@@ -351,18 +351,26 @@ static int put_u8(writer_t *w, uint8_t v)
 	return id_buf_append_u8(w->b, v);
 }
 
-static int put_u64(writer_t *w, uint64_t v)
+/* A varint into b, which has room for 10 more bytes. */
+static inline void varint_at(id_buf_t *b, uint64_t v)
+{
+	unsigned char *p = b->data + b->len;
+	while (v >= 0x80) {
+		*p++ = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (unsigned char)v;
+	b->len = (size_t)(p - b->data);
+}
+
+static inline int put_u64(writer_t *w, uint64_t v)
 {
 	if (w->fixed)
 		return id_buf_append_be64(w->b, v);
-	unsigned char tmp[10];
-	size_t n = 0;
-	while (v >= 0x80) {
-		tmp[n++] = (unsigned char)(v | 0x80);
-		v >>= 7;
-	}
-	tmp[n++] = (unsigned char)v;
-	return id_buf_append(w->b, tmp, n);
+	if (id_buf_reserve(w->b, 10) != 0)
+		return ID_ENOMEM;
+	varint_at(w->b, v);
+	return 0;
 }
 
 static int put_u32(writer_t *w, uint32_t v)
@@ -420,8 +428,9 @@ static int put_str(writer_t *w, const char *s)
 			return put_u64(w, (uint64_t)i << 1 | 1);
 		}
 	}
-	if (put_u64(w, ((uint64_t)n + 1) << 1) != 0)
+	if (id_buf_reserve(w->b, n + 10) != 0)
 		return ID_ENOMEM;
+	varint_at(w->b, ((uint64_t)n + 1) << 1);
 	if (w->ntable < STR_TABLE_MAX) {
 		w->seen[p] = s;
 		w->seen_ix[p] = (uint16_t)w->ntable;
@@ -429,7 +438,9 @@ static int put_str(writer_t *w, const char *s)
 		w->len[w->ntable] = (uint32_t)n;
 		w->slots[j] = (uint16_t)++w->ntable;
 	}
-	return id_buf_append(w->b, s, n);
+	memcpy(w->b->data + w->b->len, s, n);
+	w->b->len += n;
+	return 0;
 }
 
 static int put_attrs(writer_t *w, const id_attrs_t *a)
