@@ -291,6 +291,9 @@ static const struct default_rule {
     [R_CONTAINER] = {MAPPING_CAUSE_CONTAINER, "default.container", src_dept},
 };
 
+/* The birthright group of every active employee. */
+static const char STAFF_GROUP[] = "staff";
+
 /* The HR keys the default mapping reads, in the order their UTF-8 is
  * checked (and errors are reported). */
 enum {
@@ -434,8 +437,9 @@ static int default_fill(desired_identity_t *out, const char *const *val)
 		if (rules[i].output[0] != '@')
 			nattrs++;
 	}
-	/* In an arena every part comes from it, and the rule's output name
-	 * serves as both the attribute's key and its cause's name. */
+	/* In an arena every part comes from it (or is one of the rule
+	 * table's constants), and the rule's output name serves as both the
+	 * attribute's key and its cause's name. */
 	desired_arena_t **ar = out->arena != NULL ? &out->arena : NULL;
 	id_attrs_t *a = &out->attributes;
 	if (nattrs > 0 &&
@@ -456,10 +460,11 @@ static int default_fill(desired_identity_t *out, const char *const *val)
 		memset(c, 0, sizeof(*c));
 		if (ar != NULL) {
 			out->ncauses++;
-			if ((c->attribute = desired_arena_strdup(ar, r->output)) ==
-			        NULL ||
-			    (c->rule = desired_arena_strdup(ar, r->rule)) == NULL)
-				return ID_ENOMEM;
+			/* The rule table's strings are static: they outlive
+			 * any identity, and an arena's parts are never freed
+			 * one by one. */
+			c->attribute = (char *)r->output;
+			c->rule = (char *)r->rule;
 			if (r->output[0] != '@') {
 				id_kv_t *kv = &a->items[a->len++];
 				kv->key = c->attribute;
@@ -602,8 +607,7 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 			    (has_dept_group &&
 			     (out->groups[out->ngroups++] =
 			          desired_arena_strdup(ar, s + off_dept)) == NULL) ||
-			    (out->groups[out->ngroups++] =
-			         desired_arena_strdup(ar, "staff")) == NULL)
+			    (out->groups[out->ngroups++] = (char *)STAFF_GROUP) == NULL)
 				goto nomem;
 		}
 		rc = 0;
@@ -618,7 +622,7 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 		if ((out->groups = malloc(2 * sizeof(*out->groups))) == NULL ||
 		    (has_dept_group &&
 		     (out->groups[out->ngroups++] = strdup(s + off_dept)) == NULL) ||
-		    (out->groups[out->ngroups++] = strdup("staff")) == NULL)
+		    (out->groups[out->ngroups++] = strdup(STAFF_GROUP)) == NULL)
 			goto nomem;
 	}
 	rc = 0;

@@ -143,7 +143,8 @@ typedef struct desired_identity {
 	 * of the processor's primary target (processor.target). */
 	target_identity_t *targets;
 	size_t ntargets;
-	/* When non-NULL, every string and array above lives in this arena,
+	/* When non-NULL, every string and array above lives in this arena
+	 * (or is a constant of the program, such as a mapping's rule name),
 	 * and strings may be shared between parts: nothing may free, realloc
 	 * or write into a part.  Whoever builds the identity may still point
 	 * a field at a new string from the same arena (the old one is simply
