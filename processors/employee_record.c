@@ -663,8 +663,19 @@ static char *r_str(reader_t *r, const unsigned char *at, size_t n)
 	return s;
 }
 
-/* A LEB128 varint of at most 64 bits (format 5). */
-static int get_varint(reader_t *r, const char *field, uint64_t *v)
+static int get_varint_long(reader_t *r, const char *field, uint64_t *v);
+
+/* A LEB128 varint of at most 64 bits (format 5).  Most are one byte. */
+static inline int get_varint(reader_t *r, const char *field, uint64_t *v)
+{
+	if (r->pos < r->len && r->p[r->pos] < 0x80) {
+		*v = r->p[r->pos++];
+		return 0;
+	}
+	return get_varint_long(r, field, v);
+}
+
+static int get_varint_long(reader_t *r, const char *field, uint64_t *v)
 {
 	uint64_t x = 0;
 	for (unsigned shift = 0;; shift += 7) {
