@@ -100,7 +100,11 @@ int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
 
 int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)
 {
-	long at = attrs_find(a, key);
+	/* Keys usually come in order (a decoded map): append without a
+	 * search. */
+	long at = a->len == 0 || key_cmp(a->items[a->len - 1].key, key) < 0
+	              ? -(long)a->len - 1
+	              : attrs_find(a, key);
 	if (at >= 0) {
 		free(key);
 		attrs_free(a, a->items[at].value);
