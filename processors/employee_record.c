@@ -840,7 +840,7 @@ static int get_str(reader_t *r, const char *field, bool nullable, char **out)
 static int attrs_push(reader_t *r, const char *field, id_attrs_t *a, char *key,
                       char *value)
 {
-	if (a->len > 0 && strcmp(a->items[a->len - 1].key, key) >= 0) {
+	if (a->len > 0 && key_cmp(a->items[a->len - 1].key, key) >= 0) {
 		r_free(r, key);
 		r_free(r, value);
 		return bad(r, field, "keys not in strictly ascending order");
@@ -913,7 +913,7 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 		char *g;
 		if ((rc = get_str(r, "last.groups", false, &g)) != 0)
 			return rc;
-		if (i > 0 && strcmp(d->groups[i - 1], g) >= 0) {
+		if (i > 0 && key_cmp(d->groups[i - 1], g) >= 0) {
 			r_free(r, g);
 			return bad(r, "last.groups", "groups not sorted and unique");
 		}
@@ -940,7 +940,7 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 		    (rc = get_str(r, "last.causes", true, &c->event_id)) != 0 ||
 		    (rc = get_str(r, "last.causes", true, &c->rule)) != 0)
 			return rc;
-		if (i > 0 && strcmp(d->causes[i - 1].attribute, c->attribute) >= 0)
+		if (i > 0 && key_cmp(d->causes[i - 1].attribute, c->attribute) >= 0)
 			return bad(r, "last.causes", "causes not sorted and unique");
 	}
 	return 0;
@@ -1184,7 +1184,7 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		    (rc = get_str(&r, "changes", false, &c->event_id)) != 0 ||
 		    (rc = get_u64(&r, "changes", &c->seq)) != 0)
 			goto out;
-		if (i > 0 && strcmp(rec->changes[i - 1].key, c->key) >= 0) {
+		if (i > 0 && key_cmp(rec->changes[i - 1].key, c->key) >= 0) {
 			rc = bad(&r, "changes", "keys not in strictly ascending order");
 			goto out;
 		}

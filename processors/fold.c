@@ -302,8 +302,11 @@ static attr_cause_t *cause_find(desired_identity_t *d, const char *attribute,
                                 size_t *hint)
 {
 	size_t h = *hint;
+	/* The built-in mapping names a cause with the very string it traces
+	 * it under: a pointer compare settles most. */
 	if (h > 0 && h - 1 < d->ncauses &&
-	    strcmp(d->causes[h - 1].attribute, attribute) == 0) {
+	    (d->causes[h - 1].attribute == attribute ||
+	     strcmp(d->causes[h - 1].attribute, attribute) == 0)) {
 		*hint = h - 1;
 		return &d->causes[h - 1];
 	}
