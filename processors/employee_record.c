@@ -330,7 +330,7 @@ int employee_name_deny(employee_name_t *n, const char *value)
  */
 #define STR_TABLE_MAX  1024
 #define STR_HASH_SLOTS 2048 /* power of two, twice the table */
-#define STR_SEEN_SLOTS 64   /* power of two */
+#define STR_SEEN_SLOTS 256 /* 2^8: put_str() takes 8 bits of a hash */
 
 typedef struct writer {
 	id_buf_t *b;
@@ -415,7 +415,7 @@ static int put_str(writer_t *w, const char *s)
 	}
 	if (s == NULL)
 		return put_u64(w, 0);
-	size_t p = ((uintptr_t)s >> 3 ^ (uintptr_t)s >> 9) & (STR_SEEN_SLOTS - 1);
+	size_t p = (size_t)(((uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15u) >> 56);
 	if (w->seen[p] == s)
 		return put_u64(w, (uint64_t)w->seen_ix[p] << 1 | 1);
 	size_t n = strlen(s);
