@@ -1937,15 +1937,30 @@ static bool fast_put_str(id_buf_t *out, const char *s)
 	unsigned char *dst = out->data + out->len;
 	uint64_t high = 0;
 	size_t i = 0;
-	for (; i + 8 <= n; i += 8) {
+	if (n >= 8) {
 		uint64_t w;
-		memcpy(&w, s + i, 8);
-		memcpy(dst + i, &w, 8);
-		high |= w;
-	}
-	for (; i < n; i++) {
-		dst[i] = (unsigned char)s[i];
-		high |= (unsigned char)s[i];
+		for (; i + 8 <= n; i += 8) {
+			memcpy(&w, s + i, 8);
+			memcpy(dst + i, &w, 8);
+			high |= w;
+		}
+		if (i < n) { /* the last 8 bytes, overlapping */
+			memcpy(&w, s + n - 8, 8);
+			memcpy(dst + n - 8, &w, 8);
+			high |= w;
+		}
+	} else if (n >= 4) {
+		uint32_t a, b;
+		memcpy(&a, s, 4);
+		memcpy(&b, s + n - 4, 4);
+		memcpy(dst, &a, 4);
+		memcpy(dst + n - 4, &b, 4);
+		high = a | b;
+	} else {
+		for (; i < n; i++) {
+			dst[i] = (unsigned char)s[i];
+			high |= (unsigned char)s[i];
+		}
 	}
 	if ((high & UINT64_C(0x8080808080808080)) != 0 &&
 	    utf8_bad((const unsigned char *)s, n) != n)
