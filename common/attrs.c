@@ -106,7 +106,7 @@ int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)
 	              ? -(long)a->len - 1
 	              : attrs_find(a, key);
 	if (at >= 0) {
-		free(key);
+		attrs_free(a, key);
 		attrs_free(a, a->items[at].value);
 		a->items[at].value = value;
 		return 0;
@@ -116,8 +116,8 @@ int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)
 		size_t ncap = a->cap ? a->cap * 2 : 8;
 		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
 		if (n == NULL) {
-			free(key);
-			free(value);
+			attrs_free(a, key);
+			attrs_free(a, value);
 			return ID_ENOMEM;
 		}
 		a->items = n;

@@ -45,7 +45,8 @@ void id_attrs_fini(id_attrs_t *a);
 /* Sets key to a copy of value (NULL allowed).  Returns 0 or ID_ENOMEM. */
 int id_attrs_set(id_attrs_t *a, const char *key, const char *value);
 /* Like id_attrs_set() with key and value (NULL allowed) taken, not copied:
- * they are the map's (or freed) whatever the outcome.  0 or ID_ENOMEM. */
+ * they are the map's (or freed, unless in its keep range) whatever the
+ * outcome.  0 or ID_ENOMEM. */
 int id_attrs_set_owned(id_attrs_t *a, char *key, char *value);
 /* Removes key if present; returns true when it was present. */
 bool id_attrs_remove(id_attrs_t *a, const char *key);

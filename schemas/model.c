@@ -5,6 +5,7 @@
 #include "schemas/model.h"
 
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,17 +94,26 @@ void employee_event_init(employee_event_t *ev)
 	id_attrs_init(&ev->attributes);
 }
 
+/* Frees one of ev's strings, unless it lives in ev's block. */
+static void event_free(const employee_event_t *ev, char *p)
+{
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)ev->strs;
+	if (ev->strs == NULL || u < lo || u >= lo + ev->strs_len)
+		free(p);
+}
+
 void employee_event_fini(employee_event_t *ev)
 {
 	if (ev == NULL)
 		return;
-	free(ev->event_id);
-	free(ev->source);
-	free(ev->source_event_id);
-	free(ev->employee_id);
+	event_free(ev, ev->event_id);
+	event_free(ev, ev->source);
+	event_free(ev, ev->source_event_id);
+	event_free(ev, ev->employee_id);
 	id_attrs_fini(&ev->attributes);
-	free(ev->actor);
-	free(ev->reason);
+	event_free(ev, ev->actor);
+	event_free(ev, ev->reason);
+	free(ev->strs);
 	employee_event_init(ev);
 }
 

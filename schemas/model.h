@@ -50,6 +50,14 @@ typedef struct employee_event {
 	id_attrs_t attributes; /* changed attributes; NULL value = cleared */
 	char *actor;           /* optional */
 	char *reason;          /* optional */
+	/* codec_decode_event() may put the strings above (attributes too:
+	 * their keep range) in this one block, freed by
+	 * employee_event_fini(); a field pointing into it is never freed on
+	 * its own.  Whoever replaces such a field calls employee_event_fini()
+	 * first, or leaves the old string to the block.  NULL: every string
+	 * is owned one by one. */
+	char *strs;
+	size_t strs_len;
 } employee_event_t;
 
 void employee_event_init(employee_event_t *ev);
