@@ -64,15 +64,23 @@ static long attrs_find(const id_attrs_t *a, const char *key)
 	return -(long)lo - 1;
 }
 
-int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
+/* Sets key to a copy of value; with keep_same, not when it has that value
+ * already.  *changed tells whether the map changed. */
+static int attrs_put(id_attrs_t *a, const char *key, const char *value, bool keep_same,
+                     bool *changed)
 {
+	long at = attrs_find(a, key);
+	*changed = false;
+	if (keep_same && at >= 0 && value != NULL && a->items[at].value != NULL &&
+	    strcmp(a->items[at].value, value) == 0)
+		return 0;
 	char *v = NULL;
 	if (value != NULL && (v = strdup(value)) == NULL)
 		return ID_ENOMEM;
-	long at = attrs_find(a, key);
 	if (at >= 0) {
 		attrs_free(a, a->items[at].value);
 		a->items[at].value = v;
+		*changed = true;
 		return 0;
 	}
 	size_t pos = (size_t)(-at - 1);
@@ -95,7 +103,19 @@ int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
 	a->items[pos].key = k;
 	a->items[pos].value = v;
 	a->len++;
+	*changed = true;
 	return 0;
+}
+
+int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
+{
+	bool changed;
+	return attrs_put(a, key, value, false, &changed);
+}
+
+int id_attrs_update(id_attrs_t *a, const char *key, const char *value, bool *changed)
+{
+	return attrs_put(a, key, value, true, changed);
 }
 
 int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)

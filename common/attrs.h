@@ -48,6 +48,10 @@ int id_attrs_set(id_attrs_t *a, const char *key, const char *value);
  * they are the map's (or freed, unless in its keep range) whatever the
  * outcome.  0 or ID_ENOMEM. */
 int id_attrs_set_owned(id_attrs_t *a, char *key, char *value);
+/* Sets key to a copy of value (not NULL) unless key already has that
+ * value: one search.  *changed tells whether the map changed.  0 or
+ * ID_ENOMEM (map unchanged). */
+int id_attrs_update(id_attrs_t *a, const char *key, const char *value, bool *changed);
 /* Removes key if present; returns true when it was present. */
 bool id_attrs_remove(id_attrs_t *a, const char *key);
 /* Borrowed pointer to the value (NULL when absent *or* null). */

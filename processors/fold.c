@@ -239,10 +239,9 @@ static int names_decide(employee_record_t *rec, const mapping_uniques_t *u,
 static int merge_value(employee_record_t *rec, const char *key, const char *value,
                        const char *event_id, uint64_t seq)
 {
-	const char *cur = id_attrs_get(&rec->hr, key);
-	if (cur != NULL && strcmp(cur, value) == 0)
-		return 0;
-	if (id_attrs_set(&rec->hr, key, value) != 0 || note(rec, key, event_id, seq) != 0)
+	bool changed;
+	if (id_attrs_update(&rec->hr, key, value, &changed) != 0 ||
+	    (changed && note(rec, key, event_id, seq) != 0))
 		return ID_ENOMEM;
 	return 0;
 }
