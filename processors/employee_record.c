@@ -330,7 +330,7 @@ int employee_name_deny(employee_name_t *n, const char *value)
  */
 #define STR_TABLE_MAX  1024
 #define STR_HASH_SLOTS 2048 /* power of two, twice the table */
-#define STR_SEEN_SLOTS 256 /* 2^8: put_str() takes 8 bits of a hash */
+#define STR_SEEN_SLOTS 256  /* 2^8: put_str() takes 8 bits of a hash */
 
 typedef struct writer {
 	id_buf_t *b;
