@@ -15,6 +15,15 @@ void id_attrs_init(id_attrs_t *a)
 	a->items = NULL;
 	a->len = 0;
 	a->cap = 0;
+	a->keep_lo = a->keep_hi = 0;
+}
+
+/* Frees p unless it is in the block the map's owner keeps. */
+static void attrs_free(const id_attrs_t *a, char *p)
+{
+	uintptr_t u = (uintptr_t)p;
+	if (u < a->keep_lo || u >= a->keep_hi)
+		free(p);
 }
 
 void id_attrs_fini(id_attrs_t *a)
@@ -22,11 +31,20 @@ void id_attrs_fini(id_attrs_t *a)
 	if (a == NULL)
 		return;
 	for (size_t i = 0; i < a->len; i++) {
-		free(a->items[i].key);
-		free(a->items[i].value);
+		attrs_free(a, a->items[i].key);
+		attrs_free(a, a->items[i].value);
 	}
 	free(a->items);
 	id_attrs_init(a);
+}
+
+/* strcmp() that settles on the first byte without a call, which is where
+ * most keys already differ. */
+static inline int key_cmp(const char *a, const char *b)
+{
+	if (*a != *b)
+		return (unsigned char)*a - (unsigned char)*b;
+	return strcmp(a, b);
 }
 
 /* Index of key, or -(insertion point) - 1 when absent. */
@@ -35,7 +53,7 @@ static long attrs_find(const id_attrs_t *a, const char *key)
 	size_t lo = 0, hi = a->len;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(a->items[mid].key, key);
+		int c = key_cmp(a->items[mid].key, key);
 		if (c == 0)
 			return (long)mid;
 		if (c < 0)
@@ -46,15 +64,23 @@ static long attrs_find(const id_attrs_t *a, const char *key)
 	return -(long)lo - 1;
 }
 
-int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
+/* Sets key to a copy of value; with keep_same, not when it has that value
+ * already.  *changed tells whether the map changed. */
+static int attrs_put(id_attrs_t *a, const char *key, const char *value, bool keep_same,
+                     bool *changed)
 {
+	long at = attrs_find(a, key);
+	*changed = false;
+	if (keep_same && at >= 0 && value != NULL && a->items[at].value != NULL &&
+	    strcmp(a->items[at].value, value) == 0)
+		return 0;
 	char *v = NULL;
 	if (value != NULL && (v = strdup(value)) == NULL)
 		return ID_ENOMEM;
-	long at = attrs_find(a, key);
 	if (at >= 0) {
-		free(a->items[at].value);
+		attrs_free(a, a->items[at].value);
 		a->items[at].value = v;
+		*changed = true;
 		return 0;
 	}
 	size_t pos = (size_t)(-at - 1);
@@ -77,15 +103,31 @@ int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
 	a->items[pos].key = k;
 	a->items[pos].value = v;
 	a->len++;
+	*changed = true;
 	return 0;
+}
+
+int id_attrs_set(id_attrs_t *a, const char *key, const char *value)
+{
+	bool changed;
+	return attrs_put(a, key, value, false, &changed);
+}
+
+int id_attrs_update(id_attrs_t *a, const char *key, const char *value, bool *changed)
+{
+	return attrs_put(a, key, value, true, changed);
 }
 
 int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)
 {
-	long at = attrs_find(a, key);
+	/* Keys usually come in order (a decoded map): append without a
+	 * search. */
+	long at = a->len == 0 || key_cmp(a->items[a->len - 1].key, key) < 0
+	              ? -(long)a->len - 1
+	              : attrs_find(a, key);
 	if (at >= 0) {
-		free(key);
-		free(a->items[at].value);
+		attrs_free(a, key);
+		attrs_free(a, a->items[at].value);
 		a->items[at].value = value;
 		return 0;
 	}
@@ -94,8 +136,8 @@ int id_attrs_set_owned(id_attrs_t *a, char *key, char *value)
 		size_t ncap = a->cap ? a->cap * 2 : 8;
 		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
 		if (n == NULL) {
-			free(key);
-			free(value);
+			attrs_free(a, key);
+			attrs_free(a, value);
 			return ID_ENOMEM;
 		}
 		a->items = n;
@@ -113,8 +155,8 @@ bool id_attrs_remove(id_attrs_t *a, const char *key)
 	long at = attrs_find(a, key);
 	if (at < 0)
 		return false;
-	free(a->items[at].key);
-	free(a->items[at].value);
+	attrs_free(a, a->items[at].key);
+	attrs_free(a, a->items[at].value);
 	memmove(&a->items[at], &a->items[at + 1],
 	        (a->len - (size_t)at - 1) * sizeof(*a->items));
 	a->len--;

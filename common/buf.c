@@ -30,7 +30,7 @@ void id_buf_reset(id_buf_t *b)
 	b->len = 0;
 }
 
-int id_buf_reserve(id_buf_t *b, size_t extra)
+int id_buf_grow(id_buf_t *b, size_t extra)
 {
 	if (b->len + extra <= b->cap)
 		return 0;
@@ -45,25 +45,9 @@ int id_buf_reserve(id_buf_t *b, size_t extra)
 	return 0;
 }
 
-int id_buf_append(id_buf_t *b, const void *p, size_t n)
-{
-	if (n == 0)
-		return 0;
-	if (id_buf_reserve(b, n) != 0)
-		return ID_ENOMEM;
-	memcpy(b->data + b->len, p, n);
-	b->len += n;
-	return 0;
-}
-
 int id_buf_append_str(id_buf_t *b, const char *s)
 {
 	return id_buf_append(b, s, strlen(s));
-}
-
-int id_buf_append_u8(id_buf_t *b, uint8_t v)
-{
-	return id_buf_append(b, &v, 1);
 }
 
 int id_buf_append_be32(id_buf_t *b, uint32_t v)

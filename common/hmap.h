@@ -10,10 +10,12 @@
 #define IDSTREAM_HMAP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct id_hmap_entry {
 	char *key; /* NULL = empty slot */
 	void *value;
+	uint64_t hash; /* of key: probes compare it before the strings */
 } id_hmap_entry_t;
 
 typedef struct id_hmap {

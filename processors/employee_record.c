@@ -43,28 +43,50 @@ void employee_record_init(employee_record_t *rec)
 	desired_identity_init(&rec->last);
 }
 
+/* True when p is in rec's block of decoded strings. */
+static bool in_strs(const employee_record_t *rec, const char *p)
+{
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)rec->strs;
+	return rec->strs != NULL && u >= lo && u < lo + rec->strs_len;
+}
+
+/* Frees one of rec's strings, unless it lives in the block. */
+static void rec_free(const employee_record_t *rec, char *p)
+{
+	if (!in_strs(rec, p))
+		free(p);
+}
+
+static void pending_fini(const employee_record_t *rec, employee_pending_t *pc)
+{
+	rec_free(rec, pc->event_id);
+	rec_free(rec, pc->reason);
+	id_attrs_fini(&pc->attributes);
+}
+
 void employee_record_fini(employee_record_t *rec)
 {
 	if (rec == NULL)
 		return;
-	free(rec->employee_id);
+	rec_free(rec, rec->employee_id);
 	id_attrs_fini(&rec->hr);
 	for (size_t i = 0; i < rec->nchanges; i++) {
-		free(rec->changes[i].key);
-		free(rec->changes[i].event_id);
+		rec_free(rec, rec->changes[i].key);
+		rec_free(rec, rec->changes[i].event_id);
 	}
 	free(rec->changes);
 	desired_identity_fini(&rec->last);
-	free(rec->employment_event);
-	free(rec->term_event);
-	free(rec->term_reason);
-	free(rec->leave_event);
-	while (rec->npending > 0)
-		employee_record_pending_pop(rec);
+	rec_free(rec, rec->employment_event);
+	rec_free(rec, rec->term_event);
+	rec_free(rec, rec->term_reason);
+	rec_free(rec, rec->leave_event);
+	for (size_t i = 0; i < rec->npending; i++)
+		pending_fini(rec, &rec->pending[i]);
 	free(rec->pending);
 	for (size_t i = 0; i < rec->nnames; i++)
 		name_fini(&rec->names[i]);
 	free(rec->names);
+	free(rec->strs);
 	employee_record_init(rec);
 }
 
@@ -78,18 +100,21 @@ int employee_record_set_str(char **field, const char *value)
 	return 0;
 }
 
-static void pending_fini(employee_pending_t *pc)
+int employee_record_set(employee_record_t *rec, char **field, const char *value)
 {
-	free(pc->event_id);
-	free(pc->reason);
-	id_attrs_fini(&pc->attributes);
+	char *v = NULL;
+	if (value != NULL && (v = strdup(value)) == NULL)
+		return ID_ENOMEM;
+	rec_free(rec, *field);
+	*field = v;
+	return 0;
 }
 
 void employee_record_pending_pop(employee_record_t *rec)
 {
 	if (rec->npending == 0)
 		return;
-	pending_fini(&rec->pending[0]);
+	pending_fini(rec, &rec->pending[0]);
 	memmove(rec->pending, rec->pending + 1,
 	        (rec->npending - 1) * sizeof(*rec->pending));
 	rec->npending--;
@@ -126,8 +151,17 @@ int employee_record_pending_add(employee_record_t *rec, const employee_event_t *
 	rec->npending++;
 	return 0;
 nomem:
-	pending_fini(&pc);
+	pending_fini(rec, &pc);
 	return ID_ENOMEM;
+}
+
+/* strcmp() that settles on the first byte without a call, which is where
+ * most keys already differ. */
+static inline int key_cmp(const char *a, const char *b)
+{
+	if (*a != *b)
+		return (unsigned char)*a - (unsigned char)*b;
+	return strcmp(a, b);
 }
 
 /* Index of key in changes, or -(insertion point) - 1. */
@@ -136,7 +170,7 @@ static long change_find(const employee_record_t *rec, const char *key)
 	size_t lo = 0, hi = rec->nchanges;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(rec->changes[mid].key, key);
+		int c = key_cmp(rec->changes[mid].key, key);
 		if (c == 0)
 			return (long)mid;
 		if (c < 0)
@@ -179,7 +213,7 @@ int employee_record_note_change(employee_record_t *rec, const char *key,
 			char *e = strdup(event_id);
 			if (e == NULL)
 				return ID_ENOMEM;
-			free(c->event_id);
+			rec_free(rec, c->event_id);
 			c->event_id = e;
 		}
 		c->seq = seq;
@@ -296,6 +330,7 @@ int employee_name_deny(employee_name_t *n, const char *value)
  */
 #define STR_TABLE_MAX  1024
 #define STR_HASH_SLOTS 2048 /* power of two, twice the table */
+#define STR_SEEN_SLOTS 256  /* 2^8: put_str() takes 8 bits of a hash */
 
 typedef struct writer {
 	id_buf_t *b;
@@ -304,6 +339,11 @@ typedef struct writer {
 	uint32_t off[STR_TABLE_MAX]; /* literal bytes, as offsets into b */
 	uint32_t len[STR_TABLE_MAX];
 	uint16_t slots[STR_HASH_SLOTS]; /* table index + 1; 0: empty */
+	/* The table index each recently written pointer has: a record's
+	 * parts often share strings (an identity in an arena), and the same
+	 * pointer needs neither strlen() nor hashing again. */
+	const char *seen[STR_SEEN_SLOTS];
+	uint16_t seen_ix[STR_SEEN_SLOTS];
 } writer_t;
 
 static int put_u8(writer_t *w, uint8_t v)
@@ -311,18 +351,26 @@ static int put_u8(writer_t *w, uint8_t v)
 	return id_buf_append_u8(w->b, v);
 }
 
-static int put_u64(writer_t *w, uint64_t v)
+/* A varint into b, which has room for 10 more bytes. */
+static inline void varint_at(id_buf_t *b, uint64_t v)
+{
+	unsigned char *p = b->data + b->len;
+	while (v >= 0x80) {
+		*p++ = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (unsigned char)v;
+	b->len = (size_t)(p - b->data);
+}
+
+static inline int put_u64(writer_t *w, uint64_t v)
 {
 	if (w->fixed)
 		return id_buf_append_be64(w->b, v);
-	unsigned char tmp[10];
-	size_t n = 0;
-	while (v >= 0x80) {
-		tmp[n++] = (unsigned char)(v | 0x80);
-		v >>= 7;
-	}
-	tmp[n++] = (unsigned char)v;
-	return id_buf_append(w->b, tmp, n);
+	if (id_buf_reserve(w->b, 10) != 0)
+		return ID_ENOMEM;
+	varint_at(w->b, v);
+	return 0;
 }
 
 static int put_u32(writer_t *w, uint32_t v)
@@ -367,21 +415,32 @@ static int put_str(writer_t *w, const char *s)
 	}
 	if (s == NULL)
 		return put_u64(w, 0);
+	size_t p = (size_t)(((uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15u) >> 56);
+	if (w->seen[p] == s)
+		return put_u64(w, (uint64_t)w->seen_ix[p] << 1 | 1);
 	size_t n = strlen(s);
 	size_t j = str_hash(s, n) & (STR_HASH_SLOTS - 1);
 	for (; w->slots[j] != 0; j = (j + 1) & (STR_HASH_SLOTS - 1)) {
 		size_t i = w->slots[j] - 1u;
-		if (w->len[i] == n && memcmp(w->b->data + w->off[i], s, n) == 0)
+		if (w->len[i] == n && memcmp(w->b->data + w->off[i], s, n) == 0) {
+			w->seen[p] = s;
+			w->seen_ix[p] = (uint16_t)i;
 			return put_u64(w, (uint64_t)i << 1 | 1);
+		}
 	}
-	if (put_u64(w, ((uint64_t)n + 1) << 1) != 0)
+	if (id_buf_reserve(w->b, n + 10) != 0)
 		return ID_ENOMEM;
+	varint_at(w->b, ((uint64_t)n + 1) << 1);
 	if (w->ntable < STR_TABLE_MAX) {
+		w->seen[p] = s;
+		w->seen_ix[p] = (uint16_t)w->ntable;
 		w->off[w->ntable] = (uint32_t)w->b->len;
 		w->len[w->ntable] = (uint32_t)n;
 		w->slots[j] = (uint16_t)++w->ntable;
 	}
-	return id_buf_append(w->b, s, n);
+	memcpy(w->b->data + w->b->len, s, n);
+	w->b->len += n;
+	return 0;
 }
 
 static int put_attrs(writer_t *w, const id_attrs_t *a)
@@ -494,8 +553,13 @@ static int record_encode(const employee_record_t *rec, bool fixed, id_buf_t *out
                          id_err_t *err)
 {
 	size_t start = out->len;
-	writer_t wr = {.b = out, .fixed = fixed}; /* an empty string table */
+	writer_t wr; /* an empty string table; off and len need no zeroing */
 	writer_t *w = &wr;
+	wr.b = out;
+	wr.fixed = fixed;
+	wr.ntable = 0;
+	memset(wr.slots, 0, sizeof(wr.slots));
+	memset(wr.seen, 0, sizeof(wr.seen));
 	if (put_u8(w, fixed ? 0x04 : EMPLOYEE_RECORD_FORMAT) != 0 ||
 	    put_str(w, rec->employee_id) != 0 || put_u8(w, (uint8_t)rec->status) ||
 	    put_u64(w, rec->seq) != 0 || put_attrs(w, &rec->hr) != 0 ||
@@ -545,6 +609,15 @@ typedef struct reader {
 	size_t ntable;
 	uint32_t off[STR_TABLE_MAX]; /* format 5: literals, offsets into p */
 	uint32_t slen[STR_TABLE_MAX];
+	/* The arena's copy of each literal decoded into the arena (NULL for
+	 * one decoded otherwise): the arena's references share it. */
+	char *shared[STR_TABLE_MAX];
+	/* The block of the record's other strings (employee_record_t.strs):
+	 * literals are copied there, references share the block's copy. */
+	char *blk;
+	size_t blk_used, blk_cap;
+	bool heap; /* strings malloc'd one by one (the names) */
+	char *shared_blk[STR_TABLE_MAX];
 } reader_t;
 
 static int bad(reader_t *r, const char *field, const char *what)
@@ -569,12 +642,40 @@ static void *r_alloc(reader_t *r, size_t n)
 
 static void r_free(reader_t *r, void *p)
 {
-	if (r->arena == NULL)
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)r->blk;
+	if (r->arena == NULL && (r->blk == NULL || u < lo || u >= lo + r->blk_cap))
 		free(p);
 }
 
-/* A LEB128 varint of at most 64 bits (format 5). */
-static int get_varint(reader_t *r, const char *field, uint64_t *v)
+/* A decoded string outside the arena: into the block while it has room
+ * (it is sized for every literal of the record), else malloc'd. */
+static char *r_str(reader_t *r, const unsigned char *at, size_t n)
+{
+	char *s;
+	if (!r->heap && r->blk != NULL && r->blk_cap - r->blk_used > n) {
+		s = r->blk + r->blk_used;
+		r->blk_used += n + 1;
+	} else if ((s = malloc(n + 1)) == NULL) {
+		return NULL;
+	}
+	memcpy(s, at, n);
+	s[n] = '\0';
+	return s;
+}
+
+static int get_varint_long(reader_t *r, const char *field, uint64_t *v);
+
+/* A LEB128 varint of at most 64 bits (format 5).  Most are one byte. */
+static inline int get_varint(reader_t *r, const char *field, uint64_t *v)
+{
+	if (r->pos < r->len && r->p[r->pos] < 0x80) {
+		*v = r->p[r->pos++];
+		return 0;
+	}
+	return get_varint_long(r, field, v);
+}
+
+static int get_varint_long(reader_t *r, const char *field, uint64_t *v)
 {
 	uint64_t x = 0;
 	for (unsigned shift = 0;; shift += 7) {
@@ -656,11 +757,23 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 			return bad(r, field, "null where a string is required");
 		return 0;
 	}
+	size_t ix = STR_TABLE_MAX; /* the table entry, when one */
 	if (tag & 1) {
-		if ((tag >> 1) >= r->ntable)
+		ix = (size_t)(tag >> 1);
+		if (ix >= r->ntable)
 			return bad(r, field, "reference to an unknown string");
-		at = r->p + r->off[tag >> 1];
-		n = r->slen[tag >> 1];
+		if (r->arena != NULL && r->shared[ix] != NULL) {
+			/* Read-only in the arena: one copy serves every field. */
+			*out = r->shared[ix];
+			return 0;
+		}
+		if (r->arena == NULL && !r->heap && r->shared_blk[ix] != NULL) {
+			/* Never freed on its own: one copy serves too. */
+			*out = r->shared_blk[ix];
+			return 0;
+		}
+		at = r->p + r->off[ix];
+		n = r->slen[ix];
 	} else {
 		if ((tag >> 1) - 1 > r->len - r->pos)
 			return bad(r, field, "string longer than the record");
@@ -669,16 +782,26 @@ static int get_str_compact(reader_t *r, const char *field, bool nullable, char *
 		if (memchr(at, '\0', n) != NULL)
 			return bad(r, field, "NUL byte inside a string");
 		if (r->ntable < STR_TABLE_MAX) {
-			r->off[r->ntable] = (uint32_t)r->pos;
-			r->slen[r->ntable] = (uint32_t)n;
-			r->ntable++;
+			ix = r->ntable++;
+			r->off[ix] = (uint32_t)r->pos;
+			r->slen[ix] = (uint32_t)n;
+			r->shared[ix] = NULL;
+			r->shared_blk[ix] = NULL;
 		}
 		r->pos += n;
 	}
-	if ((*out = r_alloc(r, n + 1)) == NULL)
+	if (r->arena != NULL) {
+		if ((*out = desired_arena_strndup(r->arena, (const char *)at, n)) == NULL)
+			return id_err_set(r->err, ID_ENOMEM,
+			                  "employee record: out of memory");
+		if (ix < STR_TABLE_MAX)
+			r->shared[ix] = *out;
+		return 0;
+	}
+	if ((*out = r_str(r, at, n)) == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
-	memcpy(*out, at, n);
-	(*out)[n] = '\0';
+	if (ix < STR_TABLE_MAX && !r->heap)
+		r->shared_blk[ix] = *out;
 	return 0;
 }
 
@@ -703,10 +826,11 @@ static int get_str(reader_t *r, const char *field, bool nullable, char **out)
 		return bad(r, field, "string longer than the record");
 	if (memchr(r->p + r->pos, '\0', n) != NULL)
 		return bad(r, field, "NUL byte inside a string");
-	if ((*out = r_alloc(r, (size_t)n + 1)) == NULL)
+	*out = r->arena != NULL
+	           ? desired_arena_strndup(r->arena, (const char *)r->p + r->pos, n)
+	           : r_str(r, r->p + r->pos, n);
+	if (*out == NULL)
 		return id_err_set(r->err, ID_ENOMEM, "employee record: out of memory");
-	memcpy(*out, r->p + r->pos, n);
-	(*out)[n] = '\0';
 	r->pos += n;
 	return 0;
 }
@@ -716,7 +840,7 @@ static int get_str(reader_t *r, const char *field, bool nullable, char **out)
 static int attrs_push(reader_t *r, const char *field, id_attrs_t *a, char *key,
                       char *value)
 {
-	if (a->len > 0 && strcmp(a->items[a->len - 1].key, key) >= 0) {
+	if (a->len > 0 && key_cmp(a->items[a->len - 1].key, key) >= 0) {
 		r_free(r, key);
 		r_free(r, value);
 		return bad(r, field, "keys not in strictly ascending order");
@@ -726,8 +850,8 @@ static int attrs_push(reader_t *r, const char *field, id_attrs_t *a, char *key,
 		size_t ncap = a->cap ? a->cap * 2 : 8;
 		id_kv_t *n = realloc(a->items, ncap * sizeof(*n));
 		if (n == NULL) {
-			free(key);
-			free(value);
+			r_free(r, key);
+			r_free(r, value);
 			return id_err_set(r->err, ID_ENOMEM,
 			                  "employee record: out of memory");
 		}
@@ -789,7 +913,7 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 		char *g;
 		if ((rc = get_str(r, "last.groups", false, &g)) != 0)
 			return rc;
-		if (i > 0 && strcmp(d->groups[i - 1], g) >= 0) {
+		if (i > 0 && key_cmp(d->groups[i - 1], g) >= 0) {
 			r_free(r, g);
 			return bad(r, "last.groups", "groups not sorted and unique");
 		}
@@ -816,7 +940,7 @@ static int get_desired(reader_t *r, desired_identity_t *d)
 		    (rc = get_str(r, "last.causes", true, &c->event_id)) != 0 ||
 		    (rc = get_str(r, "last.causes", true, &c->rule)) != 0)
 			return rc;
-		if (i > 0 && strcmp(d->causes[i - 1].attribute, c->attribute) >= 0)
+		if (i > 0 && key_cmp(d->causes[i - 1].attribute, c->attribute) >= 0)
 			return bad(r, "last.causes", "causes not sorted and unique");
 	}
 	return 0;
@@ -878,11 +1002,11 @@ static int get_lifecycle(reader_t *r, employee_record_t *rec)
 		t->reuse_name_after_delete = u8 & 8;
 		size_t tl = strlen(tz);
 		if (tl >= sizeof(t->timezone)) {
-			free(tz);
+			r_free(r, tz);
 			return bad(r, "timing.timezone", "too long");
 		}
 		memcpy(t->timezone, tz, tl + 1);
-		free(tz);
+		r_free(r, tz);
 	}
 	if ((rc = get_count(r, "pending", 29, &n)) != 0)
 		return rc;
@@ -891,6 +1015,8 @@ static int get_lifecycle(reader_t *r, employee_record_t *rec)
 	for (size_t i = 0; i < n; i++) {
 		employee_pending_t *pc = &rec->pending[i];
 		id_attrs_init(&pc->attributes);
+		pc->attributes.keep_lo = rec->hr.keep_lo;
+		pc->attributes.keep_hi = rec->hr.keep_hi;
 		rec->npending++;
 		if ((rc = get_i64(r, "pending", &pc->effective_at)) != 0 ||
 		    (rc = get_u64(r, "pending", &pc->seq)) != 0 ||
@@ -1010,7 +1136,22 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 	r.compact = false;
 	r.arena = NULL;
 	r.ntable = 0;
+	r.heap = false;
+	r.blk = NULL;
+	r.blk_used = r.blk_cap = 0;
 	employee_record_fini(rec);
+	/* Every literal of the record takes at least its length plus one byte
+	 * (its tag or length) of data: len bytes hold them all with their
+	 * NULs. */
+	if (len > 0 && (r.blk = malloc(len)) == NULL) {
+		rc = id_err_set(err, ID_ENOMEM, "employee record: out of memory");
+		goto out;
+	}
+	r.blk_cap = len;
+	rec->strs = r.blk;
+	rec->strs_len = len;
+	rec->hr.keep_lo = (uintptr_t)r.blk;
+	rec->hr.keep_hi = (uintptr_t)r.blk + len;
 	if (len == 0 || r.p[0] < 0x01 || r.p[0] > EMPLOYEE_RECORD_FORMAT) {
 		rc = id_err_set(err, ID_ESCHEMA,
 		                "employee record: unknown format byte 0x%02x",
@@ -1043,7 +1184,7 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		    (rc = get_str(&r, "changes", false, &c->event_id)) != 0 ||
 		    (rc = get_u64(&r, "changes", &c->seq)) != 0)
 			goto out;
-		if (i > 0 && strcmp(rec->changes[i - 1].key, c->key) >= 0) {
+		if (i > 0 && key_cmp(rec->changes[i - 1].key, c->key) >= 0) {
 			rc = bad(&r, "changes", "keys not in strictly ascending order");
 			goto out;
 		}
@@ -1068,8 +1209,11 @@ int employee_record_decode(employee_record_t *rec, const void *data, size_t len,
 		rec->now = rec->last.effective_at; /* format 1: no lifecycle facts */
 	else if ((rc = get_lifecycle(&r, rec)) != 0)
 		goto out;
+	/* Names are edited string by string (fold.c): malloc'd each. */
+	r.heap = true;
 	if (r.p[0] >= 0x03 && (rc = get_names(&r, rec)) != 0)
 		goto out;
+	r.heap = false;
 	r.arena = &rec->last.arena;
 	if (r.p[0] >= 0x04 && (rc = get_targets(&r, &rec->last)) != 0)
 		goto out;

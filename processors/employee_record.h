@@ -74,7 +74,8 @@
  * follows the record; it carries no checksum because the state store
  * (RocksDB) already checksums its blocks.
  *
- * Ownership: the record owns all its strings.  Thread safety: none; a
+ * Ownership: the record owns all its strings (those decoded, in one
+ * block: see employee_record_t.strs).  Thread safety: none; a
  * record belongs to the thread processing its partition.
  */
 #ifndef IDSTREAM_EMPLOYEE_RECORD_H
@@ -164,6 +165,14 @@ typedef struct employee_record {
 	size_t npending;
 	employee_name_t *names; /* sorted by ns, unique */
 	size_t nnames;
+	/* employee_record_decode() puts the strings of employee_id, hr,
+	 * changes, the lifecycle facts and pending in this one block (a
+	 * string the bytes repeat is shared); a field pointing into it is
+	 * never freed on its own: employee_record_set(), the maps (their keep
+	 * range) and employee_record_note_change() know.  NULL when nothing
+	 * was decoded.  Names and the last identity are not in it. */
+	char *strs;
+	size_t strs_len;
 } employee_record_t;
 
 void employee_record_init(employee_record_t *rec);
@@ -183,8 +192,14 @@ int employee_record_pending_add(employee_record_t *rec, const employee_event_t *
                                 uint64_t seq);
 /* Removes the first pending change (the caller applied it). */
 void employee_record_pending_pop(employee_record_t *rec);
-/* Replaces *field with a copy of value (NULL allowed).  0 or ID_ENOMEM. */
+/* Replaces *field with a copy of value (NULL allowed).  0 or ID_ENOMEM.
+ * For strings the record never decodes into its block (names); use
+ * employee_record_set() for the record's own fields. */
 int employee_record_set_str(char **field, const char *value);
+/* Replaces rec's string *field (employee_id, a lifecycle event id or
+ * reason) with a copy of value (NULL allowed); the old one is freed unless
+ * it is in rec->strs.  0 or ID_ENOMEM. */
+int employee_record_set(employee_record_t *rec, char **field, const char *value);
 
 /* The names of namespace ns, or NULL.  Borrowed. */
 employee_name_t *employee_record_name(const employee_record_t *rec, const char *ns);

@@ -239,10 +239,9 @@ static int names_decide(employee_record_t *rec, const mapping_uniques_t *u,
 static int merge_value(employee_record_t *rec, const char *key, const char *value,
                        const char *event_id, uint64_t seq)
 {
-	const char *cur = id_attrs_get(&rec->hr, key);
-	if (cur != NULL && strcmp(cur, value) == 0)
-		return 0;
-	if (id_attrs_set(&rec->hr, key, value) != 0 || note(rec, key, event_id, seq) != 0)
+	bool changed;
+	if (id_attrs_update(&rec->hr, key, value, &changed) != 0 ||
+	    (changed && note(rec, key, event_id, seq) != 0))
 		return ID_ENOMEM;
 	return 0;
 }
@@ -286,14 +285,42 @@ static int replace_attrs(employee_record_t *rec, const employee_event_t *ev, uin
 	return 0;
 }
 
-static attr_cause_t *cause_find(desired_identity_t *d, const char *attribute)
+/* strcmp() that settles on the first byte without a call, which is where
+ * most keys already differ. */
+static inline int key_cmp(const char *a, const char *b)
 {
+	if (*a != *b)
+		return (unsigned char)*a - (unsigned char)*b;
+	return strcmp(a, b);
+}
+
+/* The cause of attribute, or NULL.  *hint is where the previous lookup
+ * found one: a mapping traces its outputs in an order, so the next is
+ * usually a neighbour (the built-in mapping's, the one before). */
+static attr_cause_t *cause_find(desired_identity_t *d, const char *attribute,
+                                size_t *hint)
+{
+	size_t h = *hint;
+	/* The built-in mapping names a cause with the very string it traces
+	 * it under: a pointer compare settles most. */
+	if (h > 0 && h - 1 < d->ncauses &&
+	    (d->causes[h - 1].attribute == attribute ||
+	     strcmp(d->causes[h - 1].attribute, attribute) == 0)) {
+		*hint = h - 1;
+		return &d->causes[h - 1];
+	}
+	if (h + 1 < d->ncauses && strcmp(d->causes[h + 1].attribute, attribute) == 0) {
+		*hint = h + 1;
+		return &d->causes[h + 1];
+	}
 	size_t lo = 0, hi = d->ncauses;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(d->causes[mid].attribute, attribute);
-		if (c == 0)
+		int c = key_cmp(d->causes[mid].attribute, attribute);
+		if (c == 0) {
+			*hint = mid;
 			return &d->causes[mid];
+		}
 		if (c < 0)
 			lo = mid + 1;
 		else
@@ -302,12 +329,41 @@ static attr_cause_t *cause_find(desired_identity_t *d, const char *attribute)
 	return NULL;
 }
 
-static int set_cause_event(attr_cause_t *c, const char *event_id)
+/* The event ids already copied into a new identity's arena, by the
+ * pointer they were copied from: causes mostly name the same few events,
+ * and arena strings may be shared. */
+typedef struct id_copies {
+	const char *from[8];
+	char *copy[8];
+	size_t n;
+} id_copies_t;
+
+/* A copy of event_id owned by d: from d's arena when it has one (shared
+ * with the other parts that name the same string), else malloc'd.  NULL
+ * when out of memory. */
+static char *event_copy(desired_identity_t *d, id_copies_t *ids, const char *event_id)
 {
-	char *e = strdup(event_id);
+	if (d->arena == NULL)
+		return strdup(event_id);
+	for (size_t k = 0; k < ids->n; k++)
+		if (ids->from[k] == event_id)
+			return ids->copy[k];
+	char *e = desired_arena_strdup(&d->arena, event_id);
+	if (e != NULL && ids->n < sizeof(ids->from) / sizeof(ids->from[0])) {
+		ids->from[ids->n] = event_id;
+		ids->copy[ids->n++] = e;
+	}
+	return e;
+}
+
+static int set_cause_event(desired_identity_t *d, id_copies_t *ids, attr_cause_t *c,
+                           const char *event_id)
+{
+	char *e = event_copy(d, ids, event_id);
 	if (e == NULL)
 		return ID_ENOMEM;
-	free(c->event_id);
+	if (d->arena == NULL)
+		free(c->event_id);
 	c->event_id = e;
 	return 0;
 }
@@ -318,28 +374,48 @@ static int set_cause_event(attr_cause_t *c, const char *event_id)
  * causes up by binary search, since causes are sorted.
  */
 static int resolve_causes(const employee_record_t *rec, const mapping_trace_t *trace,
-                          const employee_event_t *ev, desired_identity_t *d)
+                          const employee_event_t *ev, desired_identity_t *d,
+                          id_copies_t *ids)
 {
+	/* Outputs share sources (uid, mail and cn all read last_name), and
+	 * a mapping names them with its own strings: look each pointer up
+	 * in the record once. */
+	struct {
+		const char *key;
+		const employee_change_t *ch;
+	} seen[32];
+	size_t nseen = 0, hint = d->ncauses;
 	for (size_t i = 0; i < trace->len; i++) {
-		attr_cause_t *c = cause_find(d, trace->items[i].attribute);
+		attr_cause_t *c = cause_find(d, trace->items[i].attribute, &hint);
 		const employee_change_t *best = NULL;
 		if (c == NULL)
 			continue;
 		for (const char *const *src = trace->items[i].hr_keys; *src != NULL;
 		     src++) {
-			const employee_change_t *ch =
-			    employee_record_change_find(rec, *src);
+			const employee_change_t *ch = NULL;
+			size_t k = 0;
+			while (k < nseen && seen[k].key != *src)
+				k++;
+			if (k < nseen) {
+				ch = seen[k].ch;
+			} else {
+				ch = employee_record_change_find(rec, *src);
+				if (nseen < sizeof(seen) / sizeof(seen[0])) {
+					seen[nseen].key = *src;
+					seen[nseen++].ch = ch;
+				}
+			}
 			if (ch != NULL && (best == NULL || ch->seq > best->seq))
 				best = ch;
 		}
-		if (best != NULL && set_cause_event(c, best->event_id) != 0)
+		if (best != NULL && set_cause_event(d, ids, c, best->event_id) != 0)
 			return ID_ENOMEM;
 	}
 	/* An output without recorded sources is attributed to the event being
 	 * folded: it is the one that produced this version. */
 	for (size_t i = 0; i < d->ncauses; i++)
 		if (d->causes[i].event_id == NULL &&
-		    set_cause_event(&d->causes[i], ev->event_id) != 0)
+		    set_cause_event(d, ids, &d->causes[i], ev->event_id) != 0)
 			return ID_ENOMEM;
 	return 0;
 }
@@ -532,8 +608,9 @@ static int fold_evaluate(employee_record_t *rec, const employee_event_t *ev, int
 	    ev->type == EV_NAME_GRANTED || ev->type == EV_NAME_DENIED ? NULL : ev->reason;
 	if (reason == NULL && rec->status == EMPLOYEE_STATUS_TERMINATED)
 		reason = rec->term_reason;
-	mapping_context_t ctx = {employee_event_type_name(ev->type), reason, granted, &t1,
-	                         uniq};
+	/* The new identity is built once and then read: an arena suits it. */
+	mapping_context_t ctx = {
+	    employee_event_type_name(ev->type), reason, granted, &t1, uniq, true};
 	for (int round = 0;; round++) {
 		d->effective_at = now;
 		if ((rc = mapping_apply_ctx(m, &rec->hr, lc->state, &ctx, d, trace,
@@ -623,6 +700,16 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 			rec->timer_at = 0;
 		goto out;
 	}
+	if (d.arena != NULL && d.ntargets > 0) {
+		/* Sections are edited below: an ordinary copy (no mapping
+		 * builds sections in an arena today). */
+		desired_identity_t own;
+		desired_identity_init(&own);
+		if (desired_identity_copy(&own, &d) != 0)
+			goto nomem;
+		desired_identity_fini(&d);
+		d = own;
+	}
 	if (rec->last.version > 0 && carry_out_of_scope(&d, &rec->last) != 0)
 		goto nomem;
 	rec->timer_at = next_timer(rec, &lc);
@@ -697,13 +784,14 @@ static int fold_emit(employee_record_t *rec, const employee_event_t *ev, int64_t
 		goto out; /* nothing a target would see changed */
 
 	d.version = rec->last.version + 1;
-	if ((d.cause_event_id = strdup(ev->event_id)) == NULL ||
-	    resolve_causes(rec, &trace, ev, &d) != 0)
+	id_copies_t ids = {.n = 0};
+	if ((d.cause_event_id = event_copy(&d, &ids, ev->event_id)) == NULL ||
+	    resolve_causes(rec, &trace, ev, &d, &ids) != 0)
 		goto nomem;
 	for (size_t i = 0; by_cause && i < d.ncauses; i++)
 		if ((rec->last.version == 0 ||
 		     output_differs(&d, &rec->last, d.causes[i].attribute)) &&
-		    set_cause_event(&d.causes[i], ev->event_id) != 0)
+		    set_cause_event(&d, &ids, &d.causes[i], ev->event_id) != 0)
 			goto nomem;
 	if (out != NULL && desired_identity_copy(out, &d) != 0)
 		goto nomem;
@@ -761,7 +849,7 @@ static int absorb_change(employee_record_t *rec, employee_event_type_t type,
 	if (type == EV_LEAVE_START || type == EV_LEAVE_END) {
 		bool leave = type == EV_LEAVE_START;
 		if (leave != rec->on_leave || rec->leave_event == NULL)
-			if (employee_record_set_str(&rec->leave_event, event_id) != 0)
+			if (employee_record_set(rec, &rec->leave_event, event_id) != 0)
 				return ID_ENOMEM;
 		rec->on_leave = leave;
 	}
@@ -796,9 +884,9 @@ static int absorb_employment(employee_record_t *rec, const employee_event_t *ev,
 	rec->employment_at = ev->effective_at;
 	rec->term_at = rec->term_known_at = 0;
 	rec->on_leave = false;
-	if (employee_record_set_str(&rec->employment_event, ev->event_id) != 0 ||
-	    employee_record_set_str(&rec->term_event, NULL) != 0 ||
-	    employee_record_set_str(&rec->term_reason, NULL) != 0)
+	if (employee_record_set(rec, &rec->employment_event, ev->event_id) != 0 ||
+	    employee_record_set(rec, &rec->term_event, NULL) != 0 ||
+	    employee_record_set(rec, &rec->term_reason, NULL) != 0)
 		return ID_ENOMEM;
 	return 0;
 }
@@ -816,8 +904,8 @@ static int absorb_termination(employee_record_t *rec, const employee_event_t *ev
 	}
 	/* A later TERMINATE corrects the date (and reason) of the first. */
 	rec->term_at = ev->effective_at;
-	if (employee_record_set_str(&rec->term_event, ev->event_id) != 0 ||
-	    employee_record_set_str(&rec->term_reason, ev->reason) != 0)
+	if (employee_record_set(rec, &rec->term_event, ev->event_id) != 0 ||
+	    employee_record_set(rec, &rec->term_reason, ev->reason) != 0)
 		return ID_ENOMEM;
 	return 0;
 }

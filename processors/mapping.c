@@ -178,6 +178,9 @@ int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_
 	/* Reset everything but the two inputs, so no field of a previous
 	 * result can leak into this one. */
 	char *employee_id = out->employee_id;
+	if (out->arena != NULL && (employee_id = strdup(employee_id)) == NULL)
+		return id_err_set(err, ID_ENOMEM, "employee %s: out of memory",
+		                  out->employee_id);
 	int64_t now = out->effective_at;
 	out->employee_id = NULL;
 	desired_identity_fini(out);
@@ -194,7 +197,9 @@ int mapping_apply_ctx(const mapping_t *m, const id_attrs_t *hr, lifecycle_state_
 	int rc = m->ops->apply(m->impl, hr, state, ctx, out, trace, err);
 	if (rc != 0)
 		return rc;
-	if ((out->policy_version = strdup(m->version)) == NULL)
+	if ((out->policy_version = out->arena != NULL
+	                               ? desired_arena_strdup(&out->arena, m->version)
+	                               : strdup(m->version)) == NULL)
 		return id_err_set(err, ID_ENOMEM, "employee %s: out of memory",
 		                  out->employee_id);
 	return 0;
@@ -286,22 +291,67 @@ static const struct default_rule {
     [R_CONTAINER] = {MAPPING_CAUSE_CONTAINER, "default.container", src_dept},
 };
 
-/* The HR keys the default mapping reads. */
-static const char *const used_keys[] = {
-    "first_name", "last_name",  "preferred_name",  "title",
-    "department", "manager_id", "employment_type", "location",
+/* The birthright group of every active employee. */
+static const char STAFF_GROUP[] = "staff";
+
+/* The HR keys the default mapping reads, in the order their UTF-8 is
+ * checked (and errors are reported). */
+enum {
+	K_FIRST,
+	K_LAST,
+	K_PREFERRED,
+	K_TITLE,
+	K_DEPT,
+	K_MANAGER,
+	K_EMPTYPE,
+	K_LOCATION,
+	K_COUNT
+};
+static const char *const used_keys[K_COUNT] = {
+    [K_FIRST] = "first_name",         [K_LAST] = "last_name",
+    [K_PREFERRED] = "preferred_name", [K_TITLE] = "title",
+    [K_DEPT] = "department",          [K_MANAGER] = "manager_id",
+    [K_EMPTYPE] = "employment_type",  [K_LOCATION] = "location",
+};
+/* The same keys in strcmp() order, so one walk over the sorted HR map
+ * finds them all (checked at creation). */
+static const unsigned char used_sorted[K_COUNT] = {
+    K_DEPT, K_EMPTYPE, K_FIRST, K_LAST, K_LOCATION, K_MANAGER, K_PREFERRED, K_TITLE,
 };
 
-/* HR value of key, or NULL when absent, null, empty or only whitespace. */
-static const char *hr_value(const id_attrs_t *hr, const char *key)
+/* raw[k] = the HR value of used_keys[k] (NULL when absent or null): one
+ * merge of two sorted lists instead of a binary search per key. */
+static void hr_lookup(const id_attrs_t *hr, const char *raw[K_COUNT])
 {
-	const char *v = id_attrs_get(hr, key);
+	size_t i = 0;
+	for (size_t k = 0; k < K_COUNT; k++) {
+		const char *key = used_keys[used_sorted[k]];
+		int c = -1;
+		while (i < hr->len && (c = strcmp(hr->items[i].key, key)) < 0)
+			i++;
+		raw[used_sorted[k]] = i < hr->len && c == 0 ? hr->items[i].value : NULL;
+	}
+}
+
+/* v, or NULL when v is NULL, empty or only whitespace. */
+static const char *hr_value(const char *v)
+{
 	if (v == NULL)
 		return NULL;
 	for (const char *p = v; *p != '\0'; p++)
 		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
 			return v;
 	return NULL;
+}
+
+/* ascii_fold_utf8_check() with a quicker answer for plain ASCII, which
+ * is valid UTF-8 (most HR values are). */
+static int utf8_check(const char *s, id_err_t *err)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p != 0 && *p < 0x80)
+		p++;
+	return *p == 0 ? 0 : ascii_fold_utf8_check(s, err);
 }
 
 /*
@@ -387,16 +437,43 @@ static int default_fill(desired_identity_t *out, const char *const *val)
 		if (rules[i].output[0] != '@')
 			nattrs++;
 	}
+	/* In an arena every part comes from it (or is one of the rule
+	 * table's constants), and the rule's output name serves as both the
+	 * attribute's key and its cause's name. */
+	desired_arena_t **ar = out->arena != NULL ? &out->arena : NULL;
 	id_attrs_t *a = &out->attributes;
-	if ((nattrs > 0 && (a->items = malloc(nattrs * sizeof(*a->items))) == NULL) ||
-	    (ncauses > 0 &&
-	     (out->causes = malloc(ncauses * sizeof(*out->causes))) == NULL))
+	if (nattrs > 0 &&
+	    (a->items = ar != NULL ? desired_arena_alloc(ar, nattrs * sizeof(*a->items))
+	                           : malloc(nattrs * sizeof(*a->items))) == NULL)
 		return ID_ENOMEM;
 	a->cap = nattrs;
+	if (ncauses > 0 &&
+	    (out->causes = ar != NULL
+	                       ? desired_arena_alloc(ar, ncauses * sizeof(*out->causes))
+	                       : malloc(ncauses * sizeof(*out->causes))) == NULL)
+		return ID_ENOMEM;
 	for (size_t i = R_COUNT; i-- > 0;) {
 		const struct default_rule *r = &rules[i];
 		if (val[i] == NULL)
 			continue;
+		attr_cause_t *c = &out->causes[out->ncauses];
+		memset(c, 0, sizeof(*c));
+		if (ar != NULL) {
+			out->ncauses++;
+			/* The rule table's strings are static: they outlive
+			 * any identity, and an arena's parts are never freed
+			 * one by one. */
+			c->attribute = (char *)r->output;
+			c->rule = (char *)r->rule;
+			if (r->output[0] != '@') {
+				id_kv_t *kv = &a->items[a->len++];
+				kv->key = c->attribute;
+				if ((kv->value = desired_arena_strdup(ar, val[i])) ==
+				    NULL)
+					return ID_ENOMEM;
+			}
+			continue;
+		}
 		if (r->output[0] != '@') {
 			id_kv_t *kv = &a->items[a->len];
 			kv->value = NULL;
@@ -406,8 +483,6 @@ static int default_fill(desired_identity_t *out, const char *const *val)
 			if ((kv->value = strdup(val[i])) == NULL)
 				return ID_ENOMEM;
 		}
-		attr_cause_t *c = &out->causes[out->ncauses];
-		memset(c, 0, sizeof(*c));
 		out->ncauses++;
 		if ((c->attribute = strdup(r->output)) == NULL ||
 		    (c->rule = strdup(r->rule)) == NULL)
@@ -434,18 +509,19 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 
 	/* Every value that reaches a target must be valid UTF-8: a directory
 	 * refuses anything else, and a refusal there is far from its cause. */
-	for (size_t i = 0; i < sizeof(used_keys) / sizeof(used_keys[0]); i++) {
-		const char *v = id_attrs_get(hr, used_keys[i]);
-		if (v != NULL && (rc = ascii_fold_utf8_check(v, err)) != 0) {
+	const char *raw[K_COUNT];
+	hr_lookup(hr, raw);
+	for (size_t i = 0; i < K_COUNT; i++) {
+		if (raw[i] != NULL && (rc = utf8_check(raw[i], err)) != 0) {
 			id_err_wrap(err, "employee %s: field %s", eid, used_keys[i]);
 			goto out;
 		}
 	}
 
-	const char *first = hr_value(hr, "first_name");
-	const char *last = hr_value(hr, "last_name");
-	const char *preferred = hr_value(hr, "preferred_name");
-	const char *dept = hr_value(hr, "department");
+	const char *first = hr_value(raw[K_FIRST]);
+	const char *last = hr_value(raw[K_LAST]);
+	const char *preferred = hr_value(raw[K_PREFERRED]);
+	const char *dept = hr_value(raw[K_DEPT]);
 	const char *given = preferred != NULL ? preferred : first;
 
 	if ((rc = build_uid(eid, first, last, &b, err)) != 0)
@@ -458,12 +534,12 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 		goto nomem;
 	memcpy(b.data + b.len, b.data + off_uid, uid_len);
 	b.len += uid_len;
-	if (id_buf_printf(&b, "@%s", dm->mail_domain) != 0 ||
-	    end_str(&b, &start, &off_mail))
+	if (id_buf_append_u8(&b, '@') != 0 ||
+	    id_buf_append_str(&b, dm->mail_domain) != 0 || end_str(&b, &start, &off_mail))
 		goto nomem;
 	if (given != NULL) { /* last is non-NULL: build_uid needs it */
-		if (id_buf_printf(&b, "%s %s", given, last) != 0 ||
-		    end_str(&b, &start, &off_cn) != 0)
+		if (id_buf_append_str(&b, given) != 0 || id_buf_append_u8(&b, ' ') != 0 ||
+		    id_buf_append_str(&b, last) != 0 || end_str(&b, &start, &off_cn) != 0)
 			goto nomem;
 		has_cn = true;
 	}
@@ -491,23 +567,52 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 	val[R_SN] = last;
 	val[R_CN] = has_cn ? s + off_cn : NULL;
 	val[R_DISPLAY] = val[R_CN];
-	val[R_TITLE] = hr_value(hr, "title");
+	val[R_TITLE] = hr_value(raw[K_TITLE]);
 	val[R_DEPTNO] = dept;
 	val[R_EMPNO] = eid;
-	val[R_EMPTYPE] = hr_value(hr, "employment_type");
-	val[R_L] = hr_value(hr, "location");
+	val[R_EMPTYPE] = hr_value(raw[K_EMPTYPE]);
+	val[R_L] = hr_value(raw[K_LOCATION]);
 	/* Parts that are not attributes: non-NULL marks them present. */
-	val[R_MANAGER] = hr_value(hr, "manager_id");
+	val[R_MANAGER] = hr_value(raw[K_MANAGER]);
 	val[R_CONTAINER] = s + off_ou;
 	val[R_GROUPS] = "";
 	val[R_STATE] = "";
 
+	if (ctx != NULL && ctx->arena) {
+		/* The employee id moves in too: the arena's parts are all
+		 * freed together. */
+		char *e = desired_arena_strdup(&out->arena, eid);
+		if (e == NULL)
+			goto nomem;
+		free(out->employee_id);
+		out->employee_id = e;
+		eid = e;
+		val[R_EMPNO] = e;
+	}
 	if ((rc = default_fill(out, val)) != 0)
 		goto nomem;
 	for (size_t i = 0; trace != NULL && i < R_COUNT; i++)
 		if (val[i] != NULL &&
 		    mapping_trace_add(trace, rules[i].output, rules[i].src) != 0)
 			goto nomem;
+	if (out->arena != NULL) {
+		desired_arena_t **ar = &out->arena;
+		if ((out->container = desired_arena_strdup(ar, s + off_ou)) == NULL ||
+		    (val[R_MANAGER] != NULL && (out->manager_id = desired_arena_strdup(
+		                                    ar, val[R_MANAGER])) == NULL))
+			goto nomem;
+		if (state == LC_ACTIVE) {
+			if ((out->groups = desired_arena_alloc(
+			         ar, 2 * sizeof(*out->groups))) == NULL ||
+			    (has_dept_group &&
+			     (out->groups[out->ngroups++] =
+			          desired_arena_strdup(ar, s + off_dept)) == NULL) ||
+			    (out->groups[out->ngroups++] = (char *)STAFF_GROUP) == NULL)
+				goto nomem;
+		}
+		rc = 0;
+		goto out;
+	}
 	if ((out->container = strdup(s + off_ou)) == NULL ||
 	    (val[R_MANAGER] != NULL &&
 	     (out->manager_id = strdup(val[R_MANAGER])) == NULL))
@@ -517,7 +622,7 @@ static int default_apply(void *impl, const id_attrs_t *hr, lifecycle_state_t sta
 		if ((out->groups = malloc(2 * sizeof(*out->groups))) == NULL ||
 		    (has_dept_group &&
 		     (out->groups[out->ngroups++] = strdup(s + off_dept)) == NULL) ||
-		    (out->groups[out->ngroups++] = strdup("staff")) == NULL)
+		    (out->groups[out->ngroups++] = strdup(STAFF_GROUP)) == NULL)
 			goto nomem;
 	}
 	rc = 0;
@@ -572,6 +677,17 @@ mapping_t *mapping_create_default_timed(const char *mail_domain,
 			id_err_set(err, ID_EINVALID,
 			           "mapping: default rules not in descending order at %s",
 			           rules[i].output);
+			return NULL;
+		}
+	}
+	/* hr_lookup() relies on this order. */
+	for (size_t i = 1; i < K_COUNT; i++) {
+		if (strcmp(used_keys[used_sorted[i - 1]], used_keys[used_sorted[i]]) >=
+		    0) {
+			id_err_set(
+			    err, ID_EINVALID,
+			    "mapping: default HR keys not in ascending order at %s",
+			    used_keys[used_sorted[i]]);
 			return NULL;
 		}
 	}

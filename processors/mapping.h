@@ -142,6 +142,11 @@ typedef struct mapping_context {
 	/* out (may be NULL): the policy's unique candidate lists, emptied
 	 * before the evaluation; the built-in mapping gives none. */
 	mapping_uniques_t *unique;
+	/* The caller takes an identity whose parts live in one arena
+	 * (desired_identity_t.arena): the built-in mapping then builds it
+	 * with a few allocations instead of one per string.  An
+	 * implementation may ignore it. */
+	bool arena;
 } mapping_context_t;
 
 /*

@@ -1216,6 +1216,9 @@ static int dec_rc(int rc, codec_kind_t kind, id_err_t *err)
 
 typedef struct fast_in {
 	const unsigned char *p, *end;
+	/* Where decoded strings go (employee_event_t.strs), NULL: malloc. */
+	char *blk;
+	size_t used, cap;
 } fast_in_t;
 
 /* Zig-zag varint of at most maxbytes bytes, with the validator's rules. */
@@ -1236,7 +1239,9 @@ static bool fast_varint(fast_in_t *in, int maxbytes, int64_t *out)
 	return true;
 }
 
-/* A UTF-8 string without NUL, copied into a fresh allocation. */
+/* A UTF-8 string without NUL, copied into the block (sized for every
+ * string of the payload: each takes its length plus a length byte there),
+ * else into a fresh allocation. */
 static bool fast_str(fast_in_t *in, char **out)
 {
 	int64_t n;
@@ -1244,14 +1249,26 @@ static bool fast_str(fast_in_t *in, char **out)
 	    (uint64_t)n > (size_t)(in->end - in->p) ||
 	    utf8_bad(in->p, (size_t)n) != (size_t)n)
 		return false;
-	char *s = malloc((size_t)n + 1);
-	if (s == NULL)
+	char *s;
+	if (in->blk != NULL && in->cap - in->used > (size_t)n) {
+		s = in->blk + in->used;
+		in->used += (size_t)n + 1;
+	} else if ((s = malloc((size_t)n + 1)) == NULL) {
 		return false;
+	}
 	memcpy(s, in->p, (size_t)n);
 	s[n] = '\0';
 	in->p += n;
 	*out = s;
 	return true;
+}
+
+/* Frees a string fast_str() made, unless it is in the block. */
+static void fast_free(const fast_in_t *in, char *s)
+{
+	uintptr_t u = (uintptr_t)s, lo = (uintptr_t)in->blk;
+	if (in->blk == NULL || u < lo || u >= lo + in->cap)
+		free(s);
 }
 
 /* ["null","string"]: *out stays NULL for null. */
@@ -1278,8 +1295,8 @@ static bool fast_opt_map(fast_in_t *in, id_attrs_t *a)
 		for (int64_t i = 0; i < count; i++) {
 			char *k = NULL, *v = NULL;
 			if (!fast_str(in, &k) || !fast_opt_str(in, &v)) {
-				free(k);
-				free(v);
+				fast_free(in, k);
+				fast_free(in, v);
 				return false;
 			}
 			/* Later duplicates win, as in avro-c. */
@@ -1302,7 +1319,14 @@ static int fast_decode_event(codec_t *c, const unsigned char *p, size_t len,
 		fp = (fp << 8) | p[2 + i];
 	if (fp != r->current->fp)
 		return 0;
-	fast_in_t in = {p + CODEC_HEADER_LEN, p + len};
+	/* One block for every string of the event (see employee_event_t). */
+	fast_in_t in = {p + CODEC_HEADER_LEN, p + len, malloc(len), 0, len};
+	if (in.blk != NULL) {
+		out->strs = in.blk;
+		out->strs_len = len;
+		out->attributes.keep_lo = (uintptr_t)in.blk;
+		out->attributes.keep_hi = (uintptr_t)in.blk + len;
+	}
 	bool ok = true;
 	for (int i = 0; ok && i < r->nfields; i++) {
 		int64_t v;
@@ -1923,17 +1947,48 @@ static bool fast_put_varlong(id_buf_t *out, int64_t v)
 }
 
 /* A required string: false for NULL or invalid UTF-8 (the general path
- * then reports it). */
+ * then reports it).  Copies and looks for non-ASCII bytes in one pass;
+ * only a string that has some is checked byte by byte (strlen() already
+ * rules out a NUL). */
 static bool fast_put_str(id_buf_t *out, const char *s)
 {
 	if (s == NULL)
 		return false;
 	size_t n = strlen(s);
-	if (utf8_bad((const unsigned char *)s, n) != n ||
-	    id_buf_reserve(out, n + 10) != 0)
+	if (id_buf_reserve(out, n + 10) != 0)
 		return false;
 	fast_put_long(out, (int64_t)n);
-	memcpy(out->data + out->len, s, n);
+	unsigned char *dst = out->data + out->len;
+	uint64_t high = 0;
+	size_t i = 0;
+	if (n >= 8) {
+		uint64_t w;
+		for (; i + 8 <= n; i += 8) {
+			memcpy(&w, s + i, 8);
+			memcpy(dst + i, &w, 8);
+			high |= w;
+		}
+		if (i < n) { /* the last 8 bytes, overlapping */
+			memcpy(&w, s + n - 8, 8);
+			memcpy(dst + n - 8, &w, 8);
+			high |= w;
+		}
+	} else if (n >= 4) {
+		uint32_t a, b;
+		memcpy(&a, s, 4);
+		memcpy(&b, s + n - 4, 4);
+		memcpy(dst, &a, 4);
+		memcpy(dst + n - 4, &b, 4);
+		high = a | b;
+	} else {
+		for (; i < n; i++) {
+			dst[i] = (unsigned char)s[i];
+			high |= (unsigned char)s[i];
+		}
+	}
+	if ((high & UINT64_C(0x8080808080808080)) != 0 &&
+	    utf8_bad((const unsigned char *)s, n) != n)
+		return false;
 	out->len += n;
 	return true;
 }

@@ -5,6 +5,7 @@
 #include "schemas/model.h"
 
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,17 +94,26 @@ void employee_event_init(employee_event_t *ev)
 	id_attrs_init(&ev->attributes);
 }
 
+/* Frees one of ev's strings, unless it lives in ev's block. */
+static void event_free(const employee_event_t *ev, char *p)
+{
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)ev->strs;
+	if (ev->strs == NULL || u < lo || u >= lo + ev->strs_len)
+		free(p);
+}
+
 void employee_event_fini(employee_event_t *ev)
 {
 	if (ev == NULL)
 		return;
-	free(ev->event_id);
-	free(ev->source);
-	free(ev->source_event_id);
-	free(ev->employee_id);
+	event_free(ev, ev->event_id);
+	event_free(ev, ev->source);
+	event_free(ev, ev->source_event_id);
+	event_free(ev, ev->employee_id);
 	id_attrs_fini(&ev->attributes);
-	free(ev->actor);
-	free(ev->reason);
+	event_free(ev, ev->actor);
+	event_free(ev, ev->reason);
+	free(ev->strs);
 	employee_event_init(ev);
 }
 
@@ -158,22 +168,43 @@ struct desired_arena {
 
 #define DESIRED_ARENA_BLOCK 4096
 
-void *desired_arena_alloc(desired_arena_t **a, size_t n)
+/* n bytes aligned to align (a power of two) from *a. */
+static void *arena_take(desired_arena_t **a, size_t n, size_t align)
 {
-	n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
 	desired_arena_t *b = *a;
-	if (b == NULL || b->cap - b->used < n) {
+	size_t at = b != NULL ? (b->used + align - 1) & ~(align - 1) : 0;
+	if (b == NULL || at > b->cap || b->cap - at < n) {
 		size_t cap = n > DESIRED_ARENA_BLOCK ? n : DESIRED_ARENA_BLOCK;
 		if ((b = malloc(sizeof(*b) + cap)) == NULL)
 			return NULL;
 		b->next = *a;
-		b->used = 0;
 		b->cap = cap;
 		*a = b;
+		at = 0;
 	}
-	void *p = (char *)b->data + b->used;
-	b->used += n;
+	b->used = at + n;
+	return (char *)b->data + at;
+}
+
+void *desired_arena_alloc(desired_arena_t **a, size_t n)
+{
+	return arena_take(a, n, sizeof(max_align_t));
+}
+
+/* Strings need no alignment: packed, an identity fits in fewer blocks. */
+char *desired_arena_strndup(desired_arena_t **a, const char *s, size_t n)
+{
+	char *p = arena_take(a, n + 1, 1);
+	if (p != NULL) {
+		memcpy(p, s, n);
+		p[n] = '\0';
+	}
 	return p;
+}
+
+char *desired_arena_strdup(desired_arena_t **a, const char *s)
+{
+	return s != NULL ? desired_arena_strndup(a, s, strlen(s)) : NULL;
 }
 
 void desired_arena_free(desired_arena_t *a)

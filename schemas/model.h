@@ -50,6 +50,14 @@ typedef struct employee_event {
 	id_attrs_t attributes; /* changed attributes; NULL value = cleared */
 	char *actor;           /* optional */
 	char *reason;          /* optional */
+	/* codec_decode_event() may put the strings above (attributes too:
+	 * their keep range) in this one block, freed by
+	 * employee_event_fini(); a field pointing into it is never freed on
+	 * its own.  Whoever replaces such a field calls employee_event_fini()
+	 * first, or leaves the old string to the block.  NULL: every string
+	 * is owned one by one. */
+	char *strs;
+	size_t strs_len;
 } employee_event_t;
 
 void employee_event_init(employee_event_t *ev);
@@ -113,6 +121,12 @@ typedef struct desired_arena desired_arena_t;
 /* n bytes (max_align_t aligned) from *a, a new block when it is full.
  * NULL when out of memory. */
 void *desired_arena_alloc(desired_arena_t **a, size_t n);
+/* A copy of s (NULL for NULL) from *a.  NULL when out of memory (or s is
+ * NULL). */
+char *desired_arena_strdup(desired_arena_t **a, const char *s);
+/* The n bytes at s (no NUL among them) and a NUL, from *a.  NULL when out
+ * of memory. */
+char *desired_arena_strndup(desired_arena_t **a, const char *s, size_t n);
 /* Frees every block; NULL is a no-op. */
 void desired_arena_free(desired_arena_t *a);
 
@@ -137,9 +151,13 @@ typedef struct desired_identity {
 	 * of the processor's primary target (processor.target). */
 	target_identity_t *targets;
 	size_t ntargets;
-	/* When non-NULL, every string and array above lives in this arena:
-	 * the identity is read-only (nothing may free, replace or grow a
-	 * part of it) and desired_identity_fini() frees the arena whole.
+	/* When non-NULL, every string and array above lives in this arena
+	 * (or is a constant of the program, such as a mapping's rule name),
+	 * and strings may be shared between parts: nothing may free, realloc
+	 * or write into a part.  Whoever builds the identity may still point
+	 * a field at a new string from the same arena (the old one is simply
+	 * left there); everyone else treats it as read-only.
+	 * desired_identity_fini() frees the arena whole;
 	 * desired_identity_copy() of it makes an ordinary, malloc'd copy. */
 	desired_arena_t *arena;
 } desired_identity_t;

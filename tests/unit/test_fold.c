@@ -637,6 +637,119 @@ static void test_fold_deterministic(void **state)
 	id_buf_fini(&l3);
 }
 
+/*
+ * A decoded record keeps its strings in one block (employee_record_t.strs),
+ * shared where the bytes repeat one.  Folding on from a decoded record
+ * replaces or drops every kind of them — HR values and keys, change event
+ * ids, the lifecycle's event ids and reason, pending changes — and must
+ * give what folding without a reload gives (under ASan: no string of the
+ * block freed on its own, none leaked).
+ */
+typedef struct timed_step {
+	const char *id;
+	employee_event_type_t type;
+	int64_t occurred_at, effective_at;
+	const char *reason;
+	const char *kv[8];
+} timed_step_t;
+
+static const timed_step_t timed[] = {
+    {"h1",
+     EV_HIRE,
+     T0,
+     T0,
+     NULL,
+     {"first_name", "Ada", "last_name", "Byron", "title", "Analyst", "location", "Oslo"}},
+    {"u1", EV_UPDATE, T0 + DAY, T0 + 10 * DAY, NULL, {"department", "Sales", NULL}},
+    {"l1", EV_LEAVE_START, T0 + 2 * DAY, T0 + 2 * DAY, "parental", {NULL}},
+    {"u2",
+     EV_UPDATE,
+     T0 + 3 * DAY,
+     T0 + 3 * DAY,
+     NULL,
+     {"title", "Lead", "location", NULL}},
+    {"l2", EV_LEAVE_END, T0 + 4 * DAY, T0 + 4 * DAY, NULL, {NULL}},
+    {"e1", EV_REEVALUATE, T0 + 10 * DAY, T0 + 10 * DAY, NULL, {NULL}},
+    {"h2",
+     EV_HIRE,
+     T0 + 11 * DAY,
+     T0 + 11 * DAY,
+     NULL,
+     {"first_name", "Ada", "last_name", "King", "department", "Sales", NULL}},
+    {"t1", EV_TERMINATE, T0 + 12 * DAY, T0 + 20 * DAY, "moved", {NULL}},
+    {"t2", EV_TERMINATE, T0 + 13 * DAY, T0 + 15 * DAY, "resigned", {"title", "Ex", NULL}},
+};
+#define NTIMED (sizeof(timed) / sizeof(timed[0]))
+
+static void run_timed(const mapping_t *m, employee_record_t *rec, id_buf_t *log,
+                      bool reload_each)
+{
+	for (size_t i = 0; i < NTIMED; i++) {
+		const timed_step_t *t = &timed[i];
+		employee_event_t ev;
+		bool emitted = false;
+		size_t nkv = 0;
+		while (nkv < 8 && t->kv[nkv] != NULL)
+			nkv += 2;
+		ev_make(&ev, t->id, "E1001", t->type, t->effective_at, t->kv, nkv);
+		ev.occurred_at = t->occurred_at;
+		if (t->reason != NULL)
+			ev.reason = strdup(t->reason);
+		assert_int_equal(fold_apply(rec, &ev, m, NULL, &emitted, NULL), 0);
+		if (emitted) {
+			employee_record_t tmp;
+			employee_record_init(&tmp);
+			assert_int_equal(desired_identity_copy(&tmp.last, &rec->last), 0);
+			assert_int_equal(employee_record_encode(&tmp, log, NULL), 0);
+			employee_record_fini(&tmp);
+		}
+		if (reload_each) {
+			id_buf_t b = ID_BUF_INIT;
+			assert_int_equal(employee_record_encode(rec, &b, NULL), 0);
+			assert_int_equal(employee_record_decode(rec, b.data, b.len, NULL),
+			                 0);
+			assert_non_null(rec->strs);
+			id_buf_fini(&b);
+		}
+		employee_event_fini(&ev);
+	}
+}
+
+static void test_record_decoded_strings_replaced(void **state)
+{
+	fx_t *f = *state;
+	employee_record_t a, b;
+	id_buf_t ba = ID_BUF_INIT, bb = ID_BUF_INIT, la = ID_BUF_INIT, lb = ID_BUF_INIT;
+
+	employee_record_init(&a);
+	employee_record_init(&b);
+	run_timed(f->m, &a, &la, false);
+	run_timed(f->m, &b, &lb, true);
+	encode(&a, &ba);
+	encode(&b, &bb);
+	assert_int_equal(ba.len, bb.len);
+	assert_memory_equal(ba.data, bb.data, ba.len);
+	assert_int_equal(la.len, lb.len);
+	assert_memory_equal(la.data, lb.data, la.len);
+	/* The sequence went where it should: the pending transfer applied,
+	 * the second termination's date and reason stand. */
+	assert_int_equal(b.npending, 0);
+	assert_string_equal(id_attrs_get(&b.hr, "department"), "Sales");
+	assert_string_equal(id_attrs_get(&b.hr, "title"), "Ex");
+	assert_false(id_attrs_has(&b.hr, "location"));
+	assert_string_equal(b.term_event, "t2");
+	assert_string_equal(b.term_reason, "resigned");
+	assert_string_equal(b.leave_event, "l2");
+	assert_string_equal(employee_record_change_find(&b, "last_name")->event_id, "h2");
+
+	employee_record_fini(&a);
+	employee_record_fini(&b);
+	id_buf_fini(&ba);
+	id_buf_fini(&bb);
+	id_buf_fini(&la);
+	id_buf_fini(&lb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -654,6 +767,8 @@ int main(void)
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_record_corrupt_bytes_refused, fx_setup,
 	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_record_decoded_strings_replaced,
+	                                    fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_fold_deterministic, fx_setup,
 	                                    fx_teardown),
 	};
