@@ -18,14 +18,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcsv -lpthread -lm
 BUILD   ?= build
 ifeq ($(BUILD),build-asan)
 OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-MALLOC_LIBS :=
 else
 OPT     := -O2 -g
-# mimalloc serves the processor's many short-lived small allocations (a
-# decoded record, a desired identity per event) about a quarter faster than
-# glibc's malloc.  The sanitizer build keeps ASan's allocator.  `make
-# MALLOC_LIBS=` builds against glibc's malloc.
-MALLOC_LIBS ?= -lmimalloc
 endif
 
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -I. -I$(BUILD)/gen $(PKG_CFLAGS) $(EXTRA_CFLAGS)
@@ -55,7 +49,7 @@ idstream: $(BUILD)/idstream
 	@if [ "$(BUILD)" = build ]; then ln -sf $(BUILD)/idstream idstream; fi
 
 $(BUILD)/idstream: $(CMD_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(MALLOC_LIBS) $(PKG_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(PKG_LIBS)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@

@@ -23,7 +23,7 @@ CACHE=${IDSTREAM_CACHE:-${HOME:?HOME is not set; set IDSTREAM_CACHE}/.cache/idst
 
 PKGS="build-essential pkg-config librdkafka-dev librocksdb-dev libavro-dev
 libjansson-dev libldap-dev libcurl4-openssl-dev liblua5.4-dev libmicrohttpd-dev
-libcmocka-dev libssl-dev libcsv-dev libmimalloc-dev slapd ldap-utils kcat clang-format maven
+libcmocka-dev libssl-dev libcsv-dev slapd ldap-utils kcat clang-format maven
 default-jre-headless python3-venv samba time jq"
 
 say() { printf 'bootstrap: %s\n' "$*"; }
