@@ -186,6 +186,10 @@ typedef struct proc_overlay_rec {
  * filter blocks and the records of employees the overlay does not.
  */
 #define PROC_BLOCK_CACHE_BYTES ((size_t)8 << 20)
+/* Two memtables of 8 MB: a transaction's records (5,000 of about a KB at
+ * processor.batch_max = 5000) fit in one, so writing them does not wait
+ * for the flush of the last. */
+#define PROC_WRITE_BUFFER_BYTES ((size_t)16 << 20)
 /* Accounted per entry beside its bytes: the entry, its key, its slot. */
 #define PROC_CACHE_ENTRY_COST 96
 
@@ -373,9 +377,13 @@ static void key_policy(unsigned char k[5], int32_t partition)
  * sink reads).  A transaction is bounded by processor.batch_max, so the
  * producer queue is too.
  */
-#define PROC_PREFETCH_KBYTES 8192
+/* 16 MB: with less, librdkafka 2.0.2's fetcher leaves the loop waiting
+ * for input for seconds per million events (6 s at 8 MB, 1-2 s at 16 MB
+ * in `make bench`); each accounted byte costs about four of RSS (message
+ * headers). */
+#define PROC_PREFETCH_KBYTES 16384
 static const char *const proc_consumer_kafka[][2] = {
-    {"queued.max.messages.kbytes", "8192"}, /* PROC_PREFETCH_KBYTES */
+    {"queued.max.messages.kbytes", "16384"}, /* PROC_PREFETCH_KBYTES */
     {"fetch.max.bytes", "4194304"},
     {"fetch.wait.max.ms", "100"},
 };
@@ -1960,10 +1968,9 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	}
 	long batch_max = (long)id_config_int(cfg, "processor.batch_max");
 	double batch_ms = (double)id_config_int(cfg, "processor.batch_ms");
-	/* Two memtables of 16 MB: a transaction's records (about a KB each)
-	 * fit in one, so writing them does not wait for the flush of the
-	 * last.  A small block cache: the record cache is in front of it. */
-	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES, (size_t)32 << 20};
+	/* A small block cache: the record cache is in front of it. */
+	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES,
+	                                 PROC_WRITE_BUFFER_BYTES};
 
 	if (!p->shared_db && (rc = state_store_open(path, &store_opts, &p->db, err)) != 0)
 		goto out;
@@ -2251,7 +2258,8 @@ static int processor_threads(const id_config_t *cfg, bool until_idle, int n,
 {
 	char path[1024];
 	state_store_t *db = NULL;
-	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES, (size_t)32 << 20};
+	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES,
+	                                 PROC_WRITE_BUFFER_BYTES};
 	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
 	int rc = state_store_open(path, &store_opts, &db, err);
 	if (rc != 0)
