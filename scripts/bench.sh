@@ -78,10 +78,11 @@
 #   IDSTREAM_BENCH_EVENTS     events of the processor-at-scale run (default
 #                             1000000; 0 skips it)
 #   IDSTREAM_BENCH_EVENT_EMPLOYEES  employees they cover (default 50000)
-#   IDSTREAM_BENCH_PROC_THREADS  processor.threads of that run (default 2,
-#                             the machine's cores); above 1 the same events
-#                             are also processed by a one-thread processor,
-#                             in their own topics, for the row beside it
+#   IDSTREAM_BENCH_PROC_THREADS  above 1 (default 2, the machine's cores), the
+#                             same events are also processed, in their own
+#                             topics, with that many fold threads
+#                             (processor.threads) for a row beside the
+#                             one-thread figure; 1 skips that run
 #   IDSTREAM_BENCH_BATCH_MAX, IDSTREAM_BENCH_BATCH_MS  processor.batch_max and
 #                             processor.batch_ms of that run (defaults 5000
 #                             and 1000; empty: the configuration's defaults)
@@ -480,27 +481,28 @@ if [ "$EV" -gt 0 ]; then
 	config "$W/events.conf" "$EP"
 	[ -n "$EV_BATCH_MAX" ] && echo "processor.batch_max = $EV_BATCH_MAX" >>"$W/events.conf"
 	[ -n "$EV_BATCH_MS" ] && echo "processor.batch_ms = $EV_BATCH_MS" >>"$W/events.conf"
-	echo "processor.threads = $EV_THREADS" >>"$W/events.conf"
 	"$BIN" --config "$W/events.conf" topics create >"$W/topics-events.log" 2>&1 ||
 		die "topics create failed: $(cat "$W/topics-events.log")"
 	if [ "$EV_THREADS" -gt 1 ]; then
-		# The same events for a one-thread processor, in their own topics.
-		E1P=bench${stamp}f
-		config "$W/events1.conf" "$E1P"
-		grep '^processor\.batch' "$W/events.conf" >>"$W/events1.conf" || true
-		"$BIN" --config "$W/events1.conf" topics create >"$W/topics-events1.log" 2>&1 ||
-			die "topics create failed: $(cat "$W/topics-events1.log")"
-		say "processor, one fold thread: $EV events over $EV_EMP employees into $E1P.hr.events"
-		"$GEN_EVENTS" --brokers "$KAFKA" --topic "$E1P.hr.events" --events "$EV" \
-			--employees "$EV_EMP" --seed 4 >"$W/gen-events1.log" 2>&1 ||
-			die "gen_events failed: $(cat "$W/gen-events1.log")"
-		wait_committed "$E1P.hr.events" "$EV"
-		measure process-events1 "$BIN" --config "$W/events1.conf" process --until-idle
-		PE1_MS=$M_MS
-		PE1_RSS=$M_RSS
-		PE1_CPU_MS=$M_CPU_MS
-		expect "events folded by the one-thread processor ($EV)" "$EV" \
-			"$(field "$W/process-events1.log" 'events folded')"
+		# The same events for a processor of EV_THREADS fold threads, in
+		# their own topics.
+		ENP=bench${stamp}f
+		config "$W/eventsN.conf" "$ENP"
+		grep '^processor\.batch' "$W/events.conf" >>"$W/eventsN.conf" || true
+		echo "processor.threads = $EV_THREADS" >>"$W/eventsN.conf"
+		"$BIN" --config "$W/eventsN.conf" topics create >"$W/topics-eventsN.log" 2>&1 ||
+			die "topics create failed: $(cat "$W/topics-eventsN.log")"
+		say "processor, $EV_THREADS fold threads: $EV events over $EV_EMP employees into $ENP.hr.events"
+		"$GEN_EVENTS" --brokers "$KAFKA" --topic "$ENP.hr.events" --events "$EV" \
+			--employees "$EV_EMP" --seed 4 >"$W/gen-eventsN.log" 2>&1 ||
+			die "gen_events failed: $(cat "$W/gen-eventsN.log")"
+		wait_committed "$ENP.hr.events" "$EV"
+		measure process-eventsN "$BIN" --config "$W/eventsN.conf" process --until-idle
+		PEN_MS=$M_MS
+		PEN_RSS=$M_RSS
+		PEN_CPU_MS=$M_CPU_MS
+		expect "events folded by the $EV_THREADS-thread processor ($EV)" "$EV" \
+			"$(field "$W/process-eventsN.log" 'events folded')"
 	fi
 	say "processor at scale: generating $EV events over $EV_EMP employees into $EP.hr.events"
 	"$GEN_EVENTS" --brokers "$KAFKA" --topic "$EP.hr.events" --events "$EV" \
@@ -513,7 +515,7 @@ if [ "$EV" -gt 0 ]; then
 	RAWE_MS=$M_MS
 	RAWE_STEADY=$M_STEADY_MS
 	expect "events read by bench_consume ($EP.hr.events)" "$EV" "$M_COUNT"
-	say "processor: $EV events over $EV_EMP employees, $EV_THREADS fold threads"
+	say "processor: $EV events over $EV_EMP employees"
 	measure process-events "$BIN" --config "$W/events.conf" process --until-idle
 	PE_MS=$M_MS
 	PE_RSS=$M_RSS
@@ -975,17 +977,17 @@ if [ "$EV" -gt 0 ]; then
 	row "gen_events: $EV events, $EV_EMP employees" "$EV" "$GENEV_MS" \
 		"$(rate "$EV" "$GENEV_MS")" "" ""
 	row "raw consume hr.events, 1M run (librdkafka)" "$EV" "$RAWE_MS" "$RAWE_R" "" ""
-	row "process --until-idle [$EV events, $EV_THREADS thr]" "$EV" "$PE_MS" "$PE_R" \
+	row "process --until-idle [$EV events]" "$EV" "$PE_MS" "$PE_R" \
 		"$(ratio "$PE_R" "$RAWE_R")" "$(mb "$PE_RSS")"
 	cpu_us() { [ -n "$1" ] && awk -v ms="$1" -v n="$EV" 'BEGIN { printf "%.1f", ms * 1000 / n }' || echo n/a; }
 	PE_CPU_US=$(cpu_us "$PE_CPU_MS")
 	if [ "$EV_THREADS" -gt 1 ]; then
-		PE1_R=$(rate "$EV" "$PE1_MS")
-		row "process --until-idle [$EV events, 1 thr]" "$EV" "$PE1_MS" "$PE1_R" \
-			"$(ratio "$PE1_R" "$RAWE_R")" "$(mb "$PE1_RSS")"
+		PEN_R=$(rate "$EV" "$PEN_MS")
+		row "  the same, processor.threads = $EV_THREADS" "$EV" "$PEN_MS" "$PEN_R" \
+			"$(ratio "$PEN_R" "$RAWE_R")" "$(mb "$PEN_RSS")"
 	fi
-	echo "  processor CPU: ${PE_CPU_US} µs/event with $EV_THREADS fold threads$(
-		[ "$EV_THREADS" -gt 1 ] && printf ', %s µs/event with one' "$(cpu_us "$PE1_CPU_MS")")" \
+	echo "  processor CPU: ${PE_CPU_US} µs/event$(
+		[ "$EV_THREADS" -gt 1 ] && printf ' (%s with %s fold threads)' "$(cpu_us "$PEN_CPU_MS")" "$EV_THREADS")" \
 		"(user + system, all threads);"
 	echo "  ${PE_TXNS:-?} transactions; raw consume first-to-last" \
 		"$(rate "$EV" "$RAWE_STEADY") msg/s"
@@ -1113,8 +1115,8 @@ How the figures are measured (one run each, wall clock, same services):
     title/department/location, each to a new value, so every event yields a
     desired version (a record read, folded, produced and stored).  The raw
     consume row reads that same topic just before the processor.  The
-    processor runs with processor.threads=${EV_THREADS} (the 1-thread row: the
-    same events in their own topics, processor.threads=1),
+    processor runs with one fold thread (the processor.threads row: the same
+    events again, in their own topics, with ${EV_THREADS} threads),
     processor.batch_max=${EV_BATCH_MAX:-default},
     processor.batch_ms=${EV_BATCH_MS:-default}; CPU µs/event = (user + system
     time of the process, every thread) / events; the broker's CPU is not in it.
