@@ -2345,9 +2345,13 @@ static void process_usage(void)
 	       "<prefix>.identity.desired,\n"
 	       "exactly once, with per-employee state in <state.dir>/processor. Run "
 	       "several\n"
-	       "processes with different processor.instance_id to share the partitions.\n"
+	       "processes with different processor.instance_id to share the partitions,\n"
+	       "or set processor.threads to fold on several threads of one process.\n"
 	       "\n"
-	       "  --until-idle   stop once every assigned partition is caught up\n");
+	       "  --until-idle   stop once every assigned partition is caught up (with\n"
+	       "                 processor.threads: once every thread is, and they hold\n"
+	       "                 every partition or have waited twice the Kafka session\n"
+	       "                 timeout for the rest)\n");
 }
 
 void processor_stats_print(const processor_stats_t *st)
