@@ -2035,12 +2035,13 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	/* Since when the processor has been idle waiting for name answers. */
 	struct timespec names_wait;
 	clock_gettime(CLOCK_MONOTONIC, &names_wait);
-	/* The clock as of the end of the last iteration: read once per event
-	 * (one event takes microseconds, so it is never stale by more). */
-	struct timespec now = names_wait;
+	struct timespec now = names_wait; /* read at the top of each iteration */
 
 	while (!cli_stop_requested && !p->fatal &&
 	       !(p->group != NULL && atomic_load(&p->group->done))) {
+		/* The clock, read once per iteration (one event takes
+		 * microseconds, so it is never stale by more). */
+		clock_gettime(CLOCK_MONOTONIC, &now);
 		/* With a transaction open, wait no longer than what is left of
 		 * batch_ms: a trickle of events must not keep it open. */
 		int timeout = 50;
@@ -2050,12 +2051,11 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 		}
 		if (p->committing && timeout > 5)
 			timeout = 5; /* to settle the commit soon after it is done */
-		struct timespec polling, polled;
-		clock_gettime(CLOCK_MONOTONIC, &polling);
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, timeout);
 		if (m == NULL) {
+			struct timespec polled;
 			clock_gettime(CLOCK_MONOTONIC, &polled);
-			p->input_wait_ms += ms_between(&polling, &polled);
+			p->input_wait_ms += ms_between(&now, &polled);
 		}
 		/* Reaching the end of a partition counts as input being idle. */
 		bool idle = m == NULL || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
@@ -2130,7 +2130,6 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 			}
 			break;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &now);
 		names_wait = now;
 		/* Not behind a commit in flight: the check waits for it (the
 		 * timer index is written with it); it comes a moment later. */
