@@ -141,6 +141,10 @@
 /* Most REEVALUATE events published per timer check. */
 #define PROC_TIMERS_PER_CHECK 10000
 
+/* How long the end of a partition below its high watermark must last to
+ * count (see proc_on_message()). */
+#define PROC_EOF_SETTLE_MS 2000
+
 /* How long `run --until-idle` waits, idle, for answers to name claims. */
 #define PROC_NAMES_WAIT_MS 120000
 
@@ -149,11 +153,12 @@
 
 typedef struct proc_partition {
 	int assigned;
-	int eof;
-	int64_t replay_until; /* offsets below it are replayed without output */
-	int64_t next_offset;  /* next offset to process (in the open txn) */
-	int64_t stored;       /* next offset as of the last WriteBatch */
-	bool policy_dirty;    /* the policy changed in the open transaction */
+	int eof; /* 1: at the end; 2: at the end of what is stable (see below) */
+	long long eof_since_ms; /* when eof became 2 */
+	int64_t replay_until;   /* offsets below it are replayed without output */
+	int64_t next_offset;    /* next offset to process (in the open txn) */
+	int64_t stored;         /* next offset as of the last WriteBatch */
+	bool policy_dirty;      /* the policy changed in the open transaction */
 } proc_partition_t;
 
 /*
@@ -1830,8 +1835,24 @@ static int proc_on_message(proc_t *p, const rd_kafka_message_t *m, id_err_t *err
 	proc_partition_t *pp =
 	    (part >= 0 && part < PROC_MAX_PARTITIONS) ? &p->parts[part] : NULL;
 	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-		if (pp != NULL)
+		if (pp == NULL)
+			return 0;
+		/* read_committed reports the end at the last stable offset.
+		 * Below the high watermark a transaction is still open, or
+		 * committed with its markers not written yet (they follow the
+		 * producer's commit by a moment): the end counts only after
+		 * PROC_EOF_SETTLE_MS, so `--until-idle` right after an ingest
+		 * does not stop short of it. */
+		int64_t lo = 0, hi = 0;
+		if (rd_kafka_get_watermark_offsets(p->consumer, p->in_topic, part, &lo,
+		                                   &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    m->offset < hi) {
+			if (pp->eof != 2)
+				pp->eof_since_ms = proc_mono_ms();
+			pp->eof = 2;
+		} else {
 			pp->eof = 1;
+		}
 		return 0;
 	}
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -1858,7 +1879,9 @@ static bool proc_caught_up(proc_t *p)
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
 		if (!p->parts[i].assigned)
 			continue;
-		if (!p->parts[i].eof)
+		if (!p->parts[i].eof ||
+		    (p->parts[i].eof == 2 &&
+		     proc_mono_ms() - p->parts[i].eof_since_ms < PROC_EOF_SETTLE_MS))
 			return false;
 		n++;
 	}
