@@ -1923,6 +1923,16 @@ int processor_loop(const id_config_t *cfg, bool until_idle, processor_stats_t *s
 	return processor_loop_names(cfg, until_idle, stats, sync, NULL, err);
 }
 
+/* Opens the processor's state store (<state.dir>/processor); a small block
+ * cache, the record cache being in front of it. */
+static int proc_store_open(const id_config_t *cfg, state_store_t **db, id_err_t *err)
+{
+	char path[1024];
+	state_store_opts_t opts = {NULL, PROC_BLOCK_CACHE_BYTES, PROC_WRITE_BUFFER_BYTES};
+	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
+	return state_store_open(path, &opts, db, err);
+}
+
 /*
  * One fold thread.  db: the state store shared by the threads of
  * processor.threads (NULL: opened here); pgroup: those threads (NULL: one
@@ -1935,7 +1945,7 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	proc_t *p = calloc(1, sizeof(*p));
 	id_config_t *pcfg = NULL, *ccfg = NULL;
 	int rc = 0;
-	char path[1024], group[300], txid[300];
+	char group[300], txid[300];
 	if (p == NULL)
 		return id_err_set(err, ID_ENOMEM, "out of memory");
 	p->cfg = cfg;
@@ -1979,7 +1989,6 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	p->claims_delivery.nparts = PROC_MAX_PARTITIONS;
 	p->timer_check_ms = (double)id_config_int(cfg, "processor.timer_check_ms");
 	clock_gettime(CLOCK_MONOTONIC, &p->timers_checked);
-	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
 	snprintf(group, sizeof(group), "%s.processor",
 	         id_config_str(cfg, "topic.prefix"));
 	snprintf(txid, sizeof(txid), "%s.processor.%s",
@@ -1991,11 +2000,7 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	}
 	long batch_max = (long)id_config_int(cfg, "processor.batch_max");
 	double batch_ms = (double)id_config_int(cfg, "processor.batch_ms");
-	/* A small block cache: the record cache is in front of it. */
-	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES,
-	                                 PROC_WRITE_BUFFER_BYTES};
-
-	if (!p->shared_db && (rc = state_store_open(path, &store_opts, &p->db, err)) != 0)
+	if (!p->shared_db && (rc = proc_store_open(cfg, &p->db, err)) != 0)
 		goto out;
 	if ((p->codec = codec_create(err)) == NULL) {
 		rc = err ? err->code : ID_ENOMEM;
@@ -2278,12 +2283,8 @@ static void *proc_thread_main(void *arg)
 static int processor_threads(const id_config_t *cfg, bool until_idle, int n,
                              processor_stats_t *stats, id_err_t *err)
 {
-	char path[1024];
 	state_store_t *db = NULL;
-	state_store_opts_t store_opts = {NULL, PROC_BLOCK_CACHE_BYTES,
-	                                 PROC_WRITE_BUFFER_BYTES};
-	snprintf(path, sizeof(path), "%s/processor", id_config_str(cfg, "state.dir"));
-	int rc = state_store_open(path, &store_opts, &db, err);
+	int rc = proc_store_open(cfg, &db, err);
 	if (rc != 0)
 		return rc;
 	proc_thread_t *ts = calloc((size_t)n, sizeof(*ts));

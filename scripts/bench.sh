@@ -476,6 +476,14 @@ fi
 
 # ---------------------------------------------------------------- processor at scale
 
+# gen_events TOPIC LOG: the processor-at-scale events (fixed seed) into TOPIC,
+# output in $W/LOG.log.
+gen_events() {
+	"$GEN_EVENTS" --brokers "$KAFKA" --topic "$1" --events "$EV" \
+		--employees "$EV_EMP" --seed 4 >"$W/$2.log" 2>&1 ||
+		die "gen_events failed: $(cat "$W/$2.log")"
+}
+
 if [ "$EV" -gt 0 ]; then
 	EP=bench${stamp}e
 	config "$W/events.conf" "$EP"
@@ -493,9 +501,7 @@ if [ "$EV" -gt 0 ]; then
 		"$BIN" --config "$W/eventsN.conf" topics create >"$W/topics-eventsN.log" 2>&1 ||
 			die "topics create failed: $(cat "$W/topics-eventsN.log")"
 		say "processor, $EV_THREADS fold threads: $EV events over $EV_EMP employees into $ENP.hr.events"
-		"$GEN_EVENTS" --brokers "$KAFKA" --topic "$ENP.hr.events" --events "$EV" \
-			--employees "$EV_EMP" --seed 4 >"$W/gen-eventsN.log" 2>&1 ||
-			die "gen_events failed: $(cat "$W/gen-eventsN.log")"
+		gen_events "$ENP.hr.events" gen-eventsN
 		wait_committed "$ENP.hr.events" "$EV"
 		measure process-eventsN "$BIN" --config "$W/eventsN.conf" process --until-idle
 		PEN_MS=$M_MS
@@ -505,9 +511,7 @@ if [ "$EV" -gt 0 ]; then
 			"$(field "$W/process-eventsN.log" 'events folded')"
 	fi
 	say "processor at scale: generating $EV events over $EV_EMP employees into $EP.hr.events"
-	"$GEN_EVENTS" --brokers "$KAFKA" --topic "$EP.hr.events" --events "$EV" \
-		--employees "$EV_EMP" --seed 4 >"$W/gen-events.log" 2>&1 ||
-		die "gen_events failed: $(cat "$W/gen-events.log")"
+	gen_events "$EP.hr.events" gen-events
 	GENEV_MS=$(sed -n 's/.*wall_ms=\([0-9]*\).*/\1/p' "$W/gen-events.log")
 	say "raw consume of $EP.hr.events (librdkafka)"
 	wait_committed "$EP.hr.events" "$EV"
