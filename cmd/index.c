@@ -698,10 +698,13 @@ out:
 
 /* The end offsets until-idle must reach: the end of every partition of the
  * three topics now (the last stable offset: with the upstream stages done,
- * no transaction is open and it is the log end).  One ListOffsets request
+ * no transaction is open and it is the log end).  *unstable is set when one
+ * is below the high watermark last fetched — a transaction there is open or
+ * its markers are not written yet (common/kafka.h) — or when a partition has
+ * not been fetched yet (its high watermark is not known).  One ListOffsets request
  * for all partitions: one query per partition would each wait behind the
  * consumer's long-polling fetch on the same connection. */
-static int index_snapshot_ends(index_run_t *r, id_err_t *err)
+static int index_snapshot_ends(index_run_t *r, bool *unstable, id_err_t *err)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(64);
 	int rc = 0;
@@ -720,8 +723,14 @@ static int index_snapshot_ends(index_run_t *r, id_err_t *err)
 	for (int i = 0; rc == 0 && i < l->cnt; i++) {
 		int k = index_kind_of(r, l->elems[i].topic);
 		int32_t p = l->elems[i].partition;
-		if (k >= 0 && p >= 0 && p < INDEX_MAX_PARTITIONS)
-			r->ends[k][p] = l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+		if (k < 0 || p < 0 || p >= INDEX_MAX_PARTITIONS)
+			continue;
+		r->ends[k][p] = l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+		int64_t lo = 0, hi = -1;
+		(void)rd_kafka_get_watermark_offsets(r->consumer, r->topics[k], p, &lo,
+		                                     &hi);
+		if (hi < 0 || r->ends[k][p] < hi)
+			*unstable = true; /* not fetched yet, or not stable */
 	}
 	rd_kafka_topic_partition_list_destroy(l);
 	return rc;
@@ -780,6 +789,7 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 	index_run_t *r = calloc(1, sizeof(*r));
 	char path[1024], group[300];
 	bool have_ends = false;
+	int64_t ends_first_ms = 0; /* when the ends were first unstable */
 	long inbatch = 0;
 	int rc = 0;
 	if (r == NULL)
@@ -914,8 +924,31 @@ int index_loop(const id_config_t *cfg, bool until_idle,
 		if (!until_idle || (upstream_done != NULL && !*upstream_done))
 			continue;
 		if (!have_ends) {
-			if ((rc = index_snapshot_ends(r, err)) != 0)
+			/* Taken when input is idle, and again while an end is
+			 * below its high watermark (or that is not known yet),
+			 * for up to ID_KAFKA_END_SETTLE_MS: a transaction
+			 * committed just before is indexed; one still open after
+			 * that is not part of what was there at start. */
+			bool unstable = false;
+			if (got && !eof)
+				continue;
+			if ((rc = index_snapshot_ends(r, &unstable, err)) != 0)
 				goto out;
+			if (unstable) {
+				if (ends_first_ms == 0) {
+					ends_first_ms = index_now_ms();
+					id_log_debug(
+					    "index",
+					    "an end is below its high watermark (a "
+					    "transaction open or being committed) or "
+					    "not fetched yet: looking again for up "
+					    "to %d ms",
+					    ID_KAFKA_END_SETTLE_MS);
+				}
+				if (index_now_ms() - ends_first_ms <
+				    ID_KAFKA_END_SETTLE_MS)
+					continue;
+			}
 			have_ends = true;
 		}
 		if (index_caught_up(r))

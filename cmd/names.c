@@ -76,7 +76,7 @@
 
 typedef struct names_partition {
 	int assigned;
-	int eof;
+	id_kafka_end_t end;   /* at the end of the partition? (common/kafka.h) */
 	int64_t replay_until; /* offsets below it are re-decided without output */
 	int64_t next_offset;  /* next offset to decide (in the open txn) */
 	int64_t stored;       /* next offset as of the last WriteBatch */
@@ -249,7 +249,7 @@ static void arbiter_rewind(arbiter_t *a)
 			continue;
 		rd_kafka_topic_partition_list_add(l, a->in_topic, i)->offset = pp->stored;
 		pp->next_offset = pp->stored;
-		pp->eof = 0;
+		id_kafka_end_clear(&pp->end);
 	}
 	rd_kafka_error_t *e = rd_kafka_seek_partitions(a->consumer, l, 10000);
 	if (e != NULL) {
@@ -487,8 +487,10 @@ static int arbiter_on_message(arbiter_t *a, const rd_kafka_message_t *m, id_err_
 	names_partition_t *pp =
 	    (part >= 0 && part < NAMES_MAX_PARTITIONS) ? &a->parts[part] : NULL;
 	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+		/* An end below the high watermark (a processor's claims
+		 * committed a moment ago) counts only after a moment. */
 		if (pp != NULL)
-			pp->eof = 1;
+			id_kafka_end_seen(&pp->end, a->consumer, m);
 		return 0;
 	}
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -497,7 +499,7 @@ static int arbiter_on_message(arbiter_t *a, const rd_kafka_message_t *m, id_err_
 	}
 	if (pp == NULL || !pp->assigned)
 		return 0;
-	pp->eof = 0;
+	id_kafka_end_clear(&pp->end);
 	if (!a->txn_open) {
 		rd_kafka_error_t *e = rd_kafka_begin_transaction(a->producer);
 		if (e != NULL) {
@@ -523,7 +525,7 @@ static bool arbiter_caught_up(const arbiter_t *a)
 	for (int32_t i = 0; i < NAMES_MAX_PARTITIONS; i++) {
 		if (!a->parts[i].assigned)
 			continue;
-		if (!a->parts[i].eof)
+		if (!id_kafka_end_counts(&a->parts[i].end))
 			return false;
 		n++;
 	}

@@ -141,10 +141,6 @@
 /* Most REEVALUATE events published per timer check. */
 #define PROC_TIMERS_PER_CHECK 10000
 
-/* How long the end of a partition below its high watermark must last to
- * count (see proc_on_message()). */
-#define PROC_EOF_SETTLE_MS 2000
-
 /* How long `run --until-idle` waits, idle, for answers to name claims. */
 #define PROC_NAMES_WAIT_MS 120000
 
@@ -153,12 +149,11 @@
 
 typedef struct proc_partition {
 	int assigned;
-	int eof; /* 1: at the end; 2: at the end of what is stable (see below) */
-	long long eof_since_ms; /* when eof became 2 */
-	int64_t replay_until;   /* offsets below it are replayed without output */
-	int64_t next_offset;    /* next offset to process (in the open txn) */
-	int64_t stored;         /* next offset as of the last WriteBatch */
-	bool policy_dirty;      /* the policy changed in the open transaction */
+	id_kafka_end_t end;   /* at the end of the partition? (common/kafka.h) */
+	int64_t replay_until; /* offsets below it are replayed without output */
+	int64_t next_offset;  /* next offset to process (in the open txn) */
+	int64_t stored;       /* next offset as of the last WriteBatch */
+	bool policy_dirty;    /* the policy changed in the open transaction */
 } proc_partition_t;
 
 /*
@@ -807,7 +802,7 @@ static void proc_rewind(proc_t *p)
 			continue;
 		rd_kafka_topic_partition_list_add(l, p->in_topic, i)->offset = pp->stored;
 		pp->next_offset = pp->stored;
-		pp->eof = 0;
+		id_kafka_end_clear(&pp->end);
 		if (policy_changed) {
 			/* The aborted events included an activation: back to the
 			 * policy of the stored offset. */
@@ -1807,7 +1802,7 @@ static int proc_timers(proc_t *p, id_err_t *err)
 				rc = id_err_set(err, ID_ENOMEM, "out of memory");
 				break;
 			}
-			pp->eof = 0; /* input is coming: not caught up */
+			id_kafka_end_clear(&pp->end); /* input is coming: not caught up */
 			sent++;
 		}
 		if (rc == 0 && more < 0)
@@ -1837,22 +1832,10 @@ static int proc_on_message(proc_t *p, const rd_kafka_message_t *m, id_err_t *err
 	if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
 		if (pp == NULL)
 			return 0;
-		/* read_committed reports the end at the last stable offset.
-		 * Below the high watermark a transaction is still open, or
-		 * committed with its markers not written yet (they follow the
-		 * producer's commit by a moment): the end counts only after
-		 * PROC_EOF_SETTLE_MS, so `--until-idle` right after an ingest
-		 * does not stop short of it. */
-		int64_t lo = 0, hi = 0;
-		if (rd_kafka_get_watermark_offsets(p->consumer, p->in_topic, part, &lo,
-		                                   &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-		    m->offset < hi) {
-			if (pp->eof != 2)
-				pp->eof_since_ms = proc_mono_ms();
-			pp->eof = 2;
-		} else {
-			pp->eof = 1;
-		}
+		/* An end below the high watermark counts only after a
+		 * moment, so `--until-idle` right after an ingest does not
+		 * stop short of its transaction (common/kafka.h). */
+		id_kafka_end_seen(&pp->end, p->consumer, m);
 		return 0;
 	}
 	if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -1861,7 +1844,7 @@ static int proc_on_message(proc_t *p, const rd_kafka_message_t *m, id_err_t *err
 	}
 	if (pp == NULL || !pp->assigned)
 		return 0;
-	pp->eof = 0;
+	id_kafka_end_clear(&pp->end);
 	int rc = proc_txn_begin(p, err);
 	if (rc != 0)
 		return rc;
@@ -1879,9 +1862,7 @@ static bool proc_caught_up(proc_t *p)
 	for (int32_t i = 0; i < PROC_MAX_PARTITIONS; i++) {
 		if (!p->parts[i].assigned)
 			continue;
-		if (!p->parts[i].eof ||
-		    (p->parts[i].eof == 2 &&
-		     proc_mono_ms() - p->parts[i].eof_since_ms < PROC_EOF_SETTLE_MS))
+		if (!id_kafka_end_counts(&p->parts[i].end))
 			return false;
 		n++;
 	}
@@ -2196,9 +2177,13 @@ out:
 		proc_overlay_drop(p);
 	proc_queue_drop(p);
 	free(p->queue);
+	struct timespec cpu = {0};
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
 	id_log_info("processor",
-	            "%ld transactions; %.0f ms waiting for commits, %.0f ms for input",
-	            p->stats->txns, p->commit_wait_ms, p->input_wait_ms);
+	            "%ld transactions; %.0f ms waiting for commits, %.0f ms for input, "
+	            "%.0f ms of CPU on the fold thread",
+	            p->stats->txns, p->commit_wait_ms, p->input_wait_ms,
+	            (double)cpu.tv_sec * 1000 + (double)cpu.tv_nsec / 1e6);
 	if (sync != NULL)
 		sync->processor_idle = 1;
 	if (names != NULL)

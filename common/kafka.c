@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 
@@ -229,6 +230,50 @@ int id_kafka_error(id_err_t *err, const rd_kafka_error_t *e, const char *what)
 		snprintf(err->msg, sizeof(err->msg), "%s: %s (%s)", what,
 		         rd_kafka_error_string(e), rd_kafka_error_name(e));
 	return rc;
+}
+
+static int64_t kafka_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool id_kafka_end_unstable(rd_kafka_t *consumer, const char *topic, int32_t partition,
+                           int64_t offset)
+{
+	int64_t lo = 0, hi = 0;
+	/* The cached watermarks come with every fetch response. */
+	return rd_kafka_get_watermark_offsets(consumer, topic, partition, &lo, &hi) ==
+	           RD_KAFKA_RESP_ERR_NO_ERROR &&
+	       hi >= 0 && offset < hi;
+}
+
+void id_kafka_end_seen(id_kafka_end_t *e, rd_kafka_t *consumer,
+                       const rd_kafka_message_t *m)
+{
+	if (m->rkt != NULL && id_kafka_end_unstable(consumer, rd_kafka_topic_name(m->rkt),
+	                                            m->partition, m->offset)) {
+		if (e->state != 2) {
+			e->since_ms = kafka_mono_ms();
+			id_log_debug(
+			    "kafka",
+			    "%s [%d]: the end of what is stable, offset %lld, is "
+			    "below the high watermark: a transaction is open or "
+			    "being committed (counted as the end after %d ms)",
+			    rd_kafka_topic_name(m->rkt), (int)m->partition,
+			    (long long)m->offset, ID_KAFKA_END_SETTLE_MS);
+		}
+		e->state = 2;
+	} else {
+		e->state = 1;
+	}
+}
+
+bool id_kafka_end_counts(const id_kafka_end_t *e)
+{
+	return e->state == 1 ||
+	       (e->state == 2 && kafka_mono_ms() - e->since_ms >= ID_KAFKA_END_SETTLE_MS);
 }
 
 int id_kafka_partition_count(rd_kafka_t *rk, const char *topic, int32_t *out,

@@ -70,6 +70,44 @@ int id_kafka_partition_count(rd_kafka_t *rk, const char *topic, int32_t *out,
 int32_t id_kafka_partition_for_key(const void *key, size_t len, int32_t partition_cnt);
 
 /*
+ * Where a read_committed consumer stands at the end of a partition.  It
+ * reports the end (RD_KAFKA_RESP_ERR__PARTITION_EOF) at the last stable
+ * offset.  Below the partition's high watermark a transaction is still
+ * open, or committed with its markers not written yet (they follow the
+ * producer's commit by a moment): such an end counts only once it has
+ * lasted ID_KAFKA_END_SETTLE_MS, so that a command stopping when caught up
+ * (`--until-idle`) does not stop short of a transaction committed just
+ * before it looked.  An end at the high watermark counts at once.
+ */
+#define ID_KAFKA_END_SETTLE_MS 2000
+
+typedef struct id_kafka_end {
+	int state;        /* 0: not at the end; 1: at the log's end; 2: at the
+	                     end of what is stable */
+	int64_t since_ms; /* CLOCK_MONOTONIC ms when state became 2 */
+} id_kafka_end_t;
+
+/* Notes the end of partition that m (a PARTITION_EOF from consumer) reports. */
+void id_kafka_end_seen(id_kafka_end_t *e, rd_kafka_t *consumer,
+                       const rd_kafka_message_t *m);
+/* Whether the end last seen counts (false when not at the end). */
+bool id_kafka_end_counts(const id_kafka_end_t *e);
+/* Input arrived, or the position moved: not at the end. */
+static inline void id_kafka_end_clear(id_kafka_end_t *e)
+{
+	e->state = 0;
+}
+
+/*
+ * Whether offset, an end read with read_committed isolation (a last stable
+ * offset), is below the high watermark consumer last fetched for the
+ * partition: a transaction there is open or its markers are not written yet.
+ * False when the watermark is not known.
+ */
+bool id_kafka_end_unstable(rd_kafka_t *consumer, const char *topic, int32_t partition,
+                           int64_t offset);
+
+/*
  * Delivery tracking.  Every producer made here has a delivery-report callback
  * that treats a non-NULL per-message opaque as an id_kafka_delivery_t: it
  * decrements pending and keeps the first error.  Produce with

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/config.h"
@@ -92,7 +93,11 @@ typedef struct gen_emp {
 static void gen_usage(void)
 {
 	fprintf(stderr, "usage: gen_events --brokers HOST:PORT --topic TOPIC --events N "
-	                "--employees E [--seed S]\n");
+	                "--employees E [--seed S] [--hold-until FILE]\n"
+	                "  --hold-until FILE  produce in one transaction, print "
+	                "\"held\" once all is\n"
+	                "                     written, and commit it once FILE exists "
+	                "(at most 120 s)\n");
 	exit(2);
 }
 
@@ -174,6 +179,7 @@ int main(int argc, char **argv)
 {
 	const char *brokers = NULL, *topic = NULL;
 	long events = -1, employees = -1;
+	const char *hold = NULL;
 	uint64_t seed = 1;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--brokers") == 0 && i + 1 < argc)
@@ -186,6 +192,8 @@ int main(int argc, char **argv)
 			employees = atol(argv[++i]);
 		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
 			seed = strtoull(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "--hold-until") == 0 && i + 1 < argc)
+			hold = argv[++i];
 		else
 			gen_usage();
 	}
@@ -204,6 +212,9 @@ int main(int argc, char **argv)
 	id_config_t *cfg = id_config_create();
 	long long bytes = 0;
 	double t0 = gen_now_ms();
+	char txid[64];
+	rd_kafka_error_t *txe = NULL;
+	snprintf(txid, sizeof(txid), "idstream-gen-events.%ld", (long)getpid());
 	employee_event_init(&ev);
 	if (emp == NULL || cfg == NULL) {
 		fprintf(stderr, "gen_events: out of memory\n");
@@ -216,9 +227,13 @@ int main(int argc, char **argv)
 	    id_config_set(cfg, "kafka.batch.num.messages", "10000", &err) ||
 	    id_config_set(cfg, "kafka.queue.buffering.max.kbytes", "262144", &err) ||
 	    (codec = codec_create(&err)) == NULL ||
-	    (rk = id_kafka_producer_create(cfg, "idstream-gen-events", NULL, &err)) ==
-	        NULL) {
+	    (rk = id_kafka_producer_create(cfg, "idstream-gen-events",
+	                                   hold != NULL ? txid : NULL, &err)) == NULL) {
 		fprintf(stderr, "gen_events: %s\n", err.msg);
+		goto out;
+	}
+	if (hold != NULL && (txe = rd_kafka_begin_transaction(rk)) != NULL) {
+		fprintf(stderr, "gen_events: %s\n", rd_kafka_error_string(txe));
 		goto out;
 	}
 	for (long i = 0; i < events; i++) {
@@ -263,10 +278,26 @@ int main(int argc, char **argv)
 		        dr.pending, rd_kafka_err2str(dr.first_err));
 		goto out;
 	}
+	if (hold != NULL) {
+		/* Written, not committed: readers see the end of what is stable
+		 * below the high watermark until the commit. */
+		printf("held\n");
+		fflush(stdout);
+		struct timespec ts = {0, 10 * 1000000L};
+		for (int i = 0; i < 12000 && access(hold, F_OK) != 0; i++)
+			nanosleep(&ts, NULL);
+		if ((txe = rd_kafka_commit_transaction(rk, 60000)) != NULL) {
+			fprintf(stderr, "gen_events: committing: %s\n",
+			        rd_kafka_error_string(txe));
+			goto out;
+		}
+	}
 	printf("events=%ld hires=%ld updates=%ld bytes=%lld wall_ms=%.0f\n", events,
 	       employees, events - employees, bytes, gen_now_ms() - t0);
 	rc = 0;
 out:
+	if (txe != NULL)
+		rd_kafka_error_destroy(txe);
 	employee_event_fini(&ev);
 	id_kafka_destroy(rk);
 	codec_destroy(codec);
