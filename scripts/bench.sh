@@ -487,6 +487,8 @@ gen_events() {
 if [ "$EV" -gt 0 ]; then
 	EP=bench${stamp}e
 	config "$W/events.conf" "$EP"
+	# info: the processor's closing line (fold thread CPU, waits).
+	sed -i 's/^log\.level = warn$/log.level = info/' "$W/events.conf"
 	[ -n "$EV_BATCH_MAX" ] && echo "processor.batch_max = $EV_BATCH_MAX" >>"$W/events.conf"
 	[ -n "$EV_BATCH_MS" ] && echo "processor.batch_ms = $EV_BATCH_MS" >>"$W/events.conf"
 	"$BIN" --config "$W/events.conf" topics create >"$W/topics-events.log" 2>&1 ||
@@ -993,6 +995,9 @@ if [ "$EV" -gt 0 ]; then
 	echo "  processor CPU: ${PE_CPU_US} µs/event$(
 		[ "$EV_THREADS" -gt 1 ] && printf ' (%s with %s fold threads)' "$(cpu_us "$PEN_CPU_MS")" "$EV_THREADS")" \
 		"(user + system, all threads);"
+	echo "  fold thread: $(cpu_us "$(field "$W/process-events.log" 'ms of CPU on the fold thread')")" \
+		"µs/event of CPU; $(field "$W/process-events.log" 'ms waiting for commits') ms waiting" \
+		"for commits, $(field "$W/process-events.log" 'ms for input') ms for input"
 	echo "  ${PE_TXNS:-?} transactions; raw consume first-to-last" \
 		"$(rate "$EV" "$RAWE_STEADY") msg/s"
 	echo
@@ -1124,6 +1129,9 @@ How the figures are measured (one run each, wall clock, same services):
     processor.batch_max=${EV_BATCH_MAX:-default},
     processor.batch_ms=${EV_BATCH_MS:-default}; CPU µs/event = (user + system
     time of the process, every thread) / events; the broker's CPU is not in it.
+    The fold thread line is the processor's own closing log line: the CPU of
+    the thread that folds (the critical path), and how long it waited for
+    the commit in flight and for input.
   - audit at scale, on the same topics after the processor: \`index
     --until-idle\` indexes hr.events and identity.desired (items = records);
     \`plan\` replays every event into in-memory scratch state and diffs each
