@@ -377,10 +377,13 @@ static void key_policy(unsigned char k[5], int32_t partition)
  * sink reads).  A transaction is bounded by processor.batch_max, so the
  * producer queue is too.
  */
-/* 16 MB: with less, librdkafka 2.0.2's fetcher leaves the loop waiting
- * for input for seconds per million events (6 s at 8 MB, 1-2 s at 16 MB
- * in `make bench`); each accounted byte costs about four of RSS (message
- * headers). */
+/* 16 MB: once the prefetch is over its bounds (this one or
+ * queued.min.messages), librdkafka 2.0.2's fetcher decides again only a
+ * second later (fetch.error.backoff.ms does not change it: debug=fetch
+ * shows "not fetchable: ... exceeded", then the next fetch 1.0 s later), so
+ * the prefetch must hold about a second of input: with 8 MB the loop waits
+ * for input for seconds per million events, with 4 MB the rate halves.
+ * Each accounted byte costs about four of RSS (message headers). */
 #define PROC_PREFETCH_KBYTES 16384
 static const char *const proc_consumer_kafka[][2] = {
     {"queued.max.messages.kbytes", "16384"}, /* PROC_PREFETCH_KBYTES */
