@@ -129,6 +129,14 @@
 
 #define PROC_MAX_PARTITIONS STAGE_MAX_PARTITIONS
 
+/* The fetch waker (proc_waker()) looks every PROC_WAKE_MS and wakes the
+ * fetcher when the prefetch has halved since its peak (of at least
+ * PROC_WAKE_MIN messages: an idle consumer is left alone). */
+#define PROC_WAKE_MS  10
+#define PROC_WAKE_MIN 64
+/* Partitions the waker cycles through (one request each time). */
+#define PROC_WAKE_PARTS 64
+
 /* The policy target whose output is the desired identity. */
 #define PROC_POLICY_TARGET "ldap"
 
@@ -297,9 +305,18 @@ typedef struct proc {
 	bool cstarted;       /* cthread runs */
 	pthread_mutex_t cmu; /* guards cgo, cquit; with ccond */
 	pthread_cond_t ccond;
-	bool cgo;               /* a commit for cthread */
-	bool cquit;             /* cthread must end */
-	bool committing;        /* a commit is in flight (not settled yet) */
+	bool cgo;        /* a commit for cthread */
+	bool cquit;      /* cthread must end */
+	bool committing; /* a commit is in flight (not settled yet) */
+	/* The fetch waker (proc_waker()): its thread, the consumer queue it
+	 * measures, and up to PROC_WAKE_PARTS assigned partitions it asks
+	 * about (written by the loop's rebalance callback). */
+	pthread_t wthread;
+	bool wstarted;
+	atomic_int wquit;
+	rd_kafka_queue_t *wqueue;
+	atomic_int wparts[PROC_WAKE_PARTS];
+	atomic_int wnparts;
 	bool cthreaded;         /* ... on cthread */
 	atomic_int cdone;       /* the commit is done */
 	rd_kafka_error_t *cerr; /* what the commit returned */
@@ -377,16 +394,18 @@ static void key_policy(unsigned char k[5], int32_t partition)
  * sink reads).  A transaction is bounded by processor.batch_max, so the
  * producer queue is too.
  */
-/* 16 MB: once the prefetch is over its bounds (this one or
- * queued.min.messages), librdkafka 2.0.2's fetcher decides again only a
- * second later (fetch.error.backoff.ms does not change it: debug=fetch
- * shows "not fetchable: ... exceeded", then the next fetch 1.0 s later), so
- * the prefetch must hold about a second of input: with 8 MB the loop waits
- * for input for seconds per million events, with 4 MB the rate halves.
- * Each accounted byte costs about four of RSS (message headers). */
-#define PROC_PREFETCH_KBYTES 16384
+/* 4 MB.  Once the prefetch is over its bounds (this one or
+ * queued.min.messages), librdkafka 2.0.2's fetcher decides again only when
+ * its broker thread wakes up, which with nothing to do is a second later
+ * (fetch.error.backoff.ms does not change it: debug=fetch shows "not
+ * fetchable: ... exceeded", then the next fetch 1.0 s later).  Without help
+ * the prefetch must hold a second of input (16 MB here; 4 MB halved the
+ * rate), and each accounted byte costs about four of RSS (message headers).
+ * The fetch waker (proc_waker()) wakes it instead once the prefetch runs
+ * low. */
+#define PROC_PREFETCH_KBYTES 4096
 static const char *const proc_consumer_kafka[][2] = {
-    {"queued.max.messages.kbytes", "16384"}, /* PROC_PREFETCH_KBYTES */
+    {"queued.max.messages.kbytes", "4096"}, /* PROC_PREFETCH_KBYTES */
     {"fetch.max.bytes", "4194304"},
     {"fetch.wait.max.ms", "100"},
 };
@@ -1170,6 +1189,81 @@ static int proc_commit_go(proc_t *p, bool wait, id_err_t *err)
 	return 0;
 }
 
+/*
+ * The fetch waker's thread.  librdkafka 2.0.2's fetcher, paused because
+ * the prefetch is full, looks again only when its broker thread wakes up
+ * (a second later when idle; see PROC_PREFETCH_KBYTES).  Any request for
+ * that broker wakes it: when the prefetch runs low this thread asks for
+ * one assigned partition's watermarks (the next partition each time, so
+ * that every partition leader is asked in turn), and the fetcher then
+ * fetches again at once.  The answer is not needed; it may wait behind
+ * the fetcher's long poll on the same connection, hence a thread.
+ */
+static void *proc_waker(void *arg)
+{
+	proc_t *p = arg;
+	int next = 0;
+	size_t peak = 0; /* most messages prefetched since the last wake-up */
+	struct timespec tick = {0, PROC_WAKE_MS * 1000000L};
+	while (!atomic_load(&p->wquit)) {
+		nanosleep(&tick, NULL);
+		int n = atomic_load(&p->wnparts);
+		size_t len = rd_kafka_queue_length(p->wqueue);
+		if (len > peak)
+			peak = len;
+		/* Half used up: the fetcher may be paused at its bound (in
+		 * bytes: the message count at it depends on their size). */
+		if (n <= 0 || peak < PROC_WAKE_MIN || len > peak / 2)
+			continue;
+		peak = len;
+		int32_t part = (int32_t)atomic_load(&p->wparts[next++ % n]);
+		int64_t lo, hi;
+		(void)rd_kafka_query_watermark_offsets(p->consumer, p->in_topic, part,
+		                                       &lo, &hi, 1000);
+	}
+	return NULL;
+}
+
+/* Starts the fetch waker (a processor without it only fetches more
+ * slowly). */
+static void proc_waker_start(proc_t *p)
+{
+	if ((p->wqueue = rd_kafka_queue_get_consumer(p->consumer)) == NULL)
+		return;
+	atomic_store(&p->wquit, 0);
+	if (pthread_create(&p->wthread, NULL, proc_waker, p) == 0) {
+		p->wstarted = true;
+	} else {
+		id_log_warn("processor", "no fetch waker thread: input comes slower");
+		rd_kafka_queue_destroy(p->wqueue);
+		p->wqueue = NULL;
+	}
+}
+
+static void proc_waker_stop(proc_t *p)
+{
+	if (p->wstarted) {
+		atomic_store(&p->wquit, 1);
+		pthread_join(p->wthread, NULL);
+		p->wstarted = false;
+	}
+	if (p->wqueue != NULL)
+		rd_kafka_queue_destroy(p->wqueue);
+	p->wqueue = NULL;
+}
+
+/* Tells the waker which partitions are assigned (the first
+ * PROC_WAKE_PARTS of them). */
+static void proc_waker_parts(proc_t *p)
+{
+	int n = 0;
+	atomic_store(&p->wnparts, 0);
+	for (int32_t i = 0; i < PROC_MAX_PARTITIONS && n < PROC_WAKE_PARTS; i++)
+		if (p->parts[i].assigned)
+			atomic_store(&p->wparts[n++], i);
+	atomic_store(&p->wnparts, n);
+}
+
 static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                            rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -1236,6 +1330,7 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 		}
 		rd_kafka_topic_partition_list_destroy(c);
 		rd_kafka_assign(rk, parts);
+		proc_waker_parts(p);
 	} else {
 		id_err_t err = {0};
 		p->has_assignment = false;
@@ -1252,6 +1347,7 @@ static void proc_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t e,
 			if (part >= 0 && part < PROC_MAX_PARTITIONS)
 				p->parts[part].assigned = 0;
 		}
+		proc_waker_parts(p);
 		rd_kafka_assign(rk, NULL);
 	}
 }
@@ -2044,6 +2140,7 @@ static int proc_run(const id_config_t *cfg, bool until_idle, processor_stats_t *
 	id_log_info("processor",
 	            "consuming %s (%d partitions) as %s, transactional.id %s",
 	            p->in_topic, nparts, group, txid);
+	proc_waker_start(p);
 	/* Since when the processor has been idle waiting for name answers. */
 	struct timespec names_wait;
 	clock_gettime(CLOCK_MONOTONIC, &names_wait);
@@ -2170,6 +2267,7 @@ out:
 		(void)proc_commit_finish(p, &ferr);
 	}
 	proc_committer_stop(p);
+	proc_waker_stop(p);
 	if (p->begun) {
 		rd_kafka_error_t *e = rd_kafka_abort_transaction(p->producer, 30000);
 		if (e != NULL)

@@ -84,7 +84,7 @@
 #                             (processor.threads) for a row beside the
 #                             one-thread figure; 1 skips that run
 #   IDSTREAM_BENCH_BATCH_MAX, IDSTREAM_BENCH_BATCH_MS  processor.batch_max and
-#                             processor.batch_ms of that run (defaults 5000
+#                             processor.batch_ms of that run (defaults 10000
 #                             and 1000; empty: the configuration's defaults)
 #   IDSTREAM_BENCH_AUDIT      1 (default): step 5b; 0 skips it
 #   IDSTREAM_BENCH_WHY_SAMPLES  employees `why` is timed for (default 100)
@@ -137,7 +137,7 @@ BIG=${IDSTREAM_BENCH_BIG:-50000}
 EV=${IDSTREAM_BENCH_EVENTS:-1000000}
 EV_EMP=${IDSTREAM_BENCH_EVENT_EMPLOYEES:-50000}
 EV_THREADS=${IDSTREAM_BENCH_PROC_THREADS:-2}
-EV_BATCH_MAX=${IDSTREAM_BENCH_BATCH_MAX-5000}
+EV_BATCH_MAX=${IDSTREAM_BENCH_BATCH_MAX-10000}
 EV_BATCH_MS=${IDSTREAM_BENCH_BATCH_MS-1000}
 AUDIT=${IDSTREAM_BENCH_AUDIT:-1}
 WHY_K=${IDSTREAM_BENCH_WHY_SAMPLES:-100}
