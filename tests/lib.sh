@@ -125,6 +125,7 @@ spawn() {
 # the process's exit status when it is our child, else 0.
 stop_pid() {
 	kill -TERM "$1" 2>/dev/null || true
+	kill -CONT "$1" 2>/dev/null || true # a paused one acts on TERM too
 	_st_i=0
 	while kill -0 "$1" 2>/dev/null; do
 		# A zombie is an exited child waiting for `wait` below.

@@ -26,8 +26,13 @@ spawn process "$IDSTREAM_BIN" --config "$T_CONF" process
 PROC=$SPAWNED_PID
 wait_for 60 sh -c "[ \$(grep -c 'transaction aborted' '$T_DIR/process.log') -ge 3 ]"
 kill -0 "$PROC" 2>/dev/null || fail "the processor stopped: $(tail -5 "$T_DIR/process.log")"
-[ "$(kafka_count "$DESIRED")" = 0 ] ||
-	fail "committed desired identities while the topic refused them"
+# Counted with the processor paused: while it aborts and begins again, the
+# topic's last stable offset keeps moving and a reader never meets its end.
+kill -STOP "$PROC"
+N_DESIRED=$(kafka_count "$DESIRED")
+kill -CONT "$PROC"
+[ "$N_DESIRED" = 0 ] ||
+	fail "$N_DESIRED desired identities committed while the topic refused them"
 
 # The topic takes them again: the processor goes on from its stored offsets.
 kafka_topic_config "$DESIRED" max.message.bytes=1048588
