@@ -435,6 +435,27 @@ static size_t step_kv_len(const step_t *s)
 	return n;
 }
 
+/* Appends d to log through the record codec's desired-identity part: same
+ * bytes ⇔ same identity. */
+static void log_identity(id_buf_t *log, const desired_identity_t *d)
+{
+	employee_record_t tmp;
+	employee_record_init(&tmp);
+	assert_int_equal(desired_identity_copy(&tmp.last, d), 0);
+	assert_int_equal(employee_record_encode(&tmp, log, NULL), 0);
+	employee_record_fini(&tmp);
+}
+
+/* Encodes rec and decodes it again, as a restart does: state is a cache, so
+ * nothing downstream may change. */
+static void reload_record(employee_record_t *rec)
+{
+	id_buf_t b = ID_BUF_INIT;
+	assert_int_equal(employee_record_encode(rec, &b, NULL), 0);
+	assert_int_equal(employee_record_decode(rec, b.data, b.len, NULL), 0);
+	id_buf_fini(&b);
+}
+
 /* Folds steps[from..to) into rec; emitted versions are appended to log. */
 static void run_steps(const mapping_t *m, employee_record_t *rec, size_t from, size_t to,
                       id_buf_t *log, bool reload_each)
@@ -447,24 +468,10 @@ static void run_steps(const mapping_t *m, employee_record_t *rec, size_t from, s
 		        steps[i].kv, step_kv_len(&steps[i]));
 		desired_identity_init(&out);
 		assert_int_equal(fold_apply(rec, &ev, m, &out, &emitted, NULL), 0);
-		if (emitted) {
-			/* Log the full emitted identity through the record codec's
-			 * desired-identity part: same bytes ⇔ same identity. */
-			employee_record_t tmp;
-			employee_record_init(&tmp);
-			assert_int_equal(desired_identity_copy(&tmp.last, &out), 0);
-			assert_int_equal(employee_record_encode(&tmp, log, NULL), 0);
-			employee_record_fini(&tmp);
-		}
-		if (reload_each) {
-			/* State is a cache: a restart between events must not
-			 * change anything downstream. */
-			id_buf_t b = ID_BUF_INIT;
-			assert_int_equal(employee_record_encode(rec, &b, NULL), 0);
-			assert_int_equal(employee_record_decode(rec, b.data, b.len, NULL),
-			                 0);
-			id_buf_fini(&b);
-		}
+		if (emitted)
+			log_identity(log, &out);
+		if (reload_each)
+			reload_record(rec);
 		desired_identity_fini(&out);
 		employee_event_fini(&ev);
 	}
@@ -696,20 +703,11 @@ static void run_timed(const mapping_t *m, employee_record_t *rec, id_buf_t *log,
 		if (t->reason != NULL)
 			ev.reason = strdup(t->reason);
 		assert_int_equal(fold_apply(rec, &ev, m, NULL, &emitted, NULL), 0);
-		if (emitted) {
-			employee_record_t tmp;
-			employee_record_init(&tmp);
-			assert_int_equal(desired_identity_copy(&tmp.last, &rec->last), 0);
-			assert_int_equal(employee_record_encode(&tmp, log, NULL), 0);
-			employee_record_fini(&tmp);
-		}
+		if (emitted)
+			log_identity(log, &rec->last);
 		if (reload_each) {
-			id_buf_t b = ID_BUF_INIT;
-			assert_int_equal(employee_record_encode(rec, &b, NULL), 0);
-			assert_int_equal(employee_record_decode(rec, b.data, b.len, NULL),
-			                 0);
+			reload_record(rec);
 			assert_non_null(rec->strs);
-			id_buf_fini(&b);
 		}
 		employee_event_fini(&ev);
 	}
