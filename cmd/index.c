@@ -726,11 +726,8 @@ static int index_snapshot_ends(index_run_t *r, bool *unstable, id_err_t *err)
 		if (k < 0 || p < 0 || p >= INDEX_MAX_PARTITIONS)
 			continue;
 		r->ends[k][p] = l->elems[i].offset > 0 ? l->elems[i].offset : 0;
-		int64_t lo = 0, hi = -1;
-		(void)rd_kafka_get_watermark_offsets(r->consumer, r->topics[k], p, &lo,
-		                                     &hi);
-		if (hi < 0 || r->ends[k][p] < hi)
-			*unstable = true; /* not fetched yet, or not stable */
+		if (id_kafka_end_unstable(r->consumer, r->topics[k], p, r->ends[k][p]))
+			*unstable = true;
 	}
 	rd_kafka_topic_partition_list_destroy(l);
 	return rc;

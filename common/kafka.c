@@ -242,11 +242,13 @@ static int64_t kafka_mono_ms(void)
 bool id_kafka_end_unstable(rd_kafka_t *consumer, const char *topic, int32_t partition,
                            int64_t offset)
 {
-	int64_t lo = 0, hi = 0;
+	int64_t lo = 0, hi = -1;
 	/* The cached watermarks come with every fetch response. */
-	return rd_kafka_get_watermark_offsets(consumer, topic, partition, &lo, &hi) ==
-	           RD_KAFKA_RESP_ERR_NO_ERROR &&
-	       hi >= 0 && offset < hi;
+	if (rd_kafka_get_watermark_offsets(consumer, topic, partition, &lo, &hi) !=
+	        RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    hi < 0)
+		return true;
+	return offset < hi;
 }
 
 void id_kafka_end_seen(id_kafka_end_t *e, rd_kafka_t *consumer,

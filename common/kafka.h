@@ -101,8 +101,8 @@ static inline void id_kafka_end_clear(id_kafka_end_t *e)
 /*
  * Whether offset, an end read with read_committed isolation (a last stable
  * offset), is below the high watermark consumer last fetched for the
- * partition: a transaction there is open or its markers are not written yet.
- * False when the watermark is not known.
+ * partition — a transaction there is open or its markers are not written
+ * yet — or that watermark is not known (the partition not fetched yet).
  */
 bool id_kafka_end_unstable(rd_kafka_t *consumer, const char *topic, int32_t partition,
                            int64_t offset);
