@@ -484,6 +484,13 @@ gen_events() {
 		die "gen_events failed: $(cat "$W/$2.log")"
 }
 
+# process_events LOG CONF LABEL: times `process --until-idle` on CONF into
+# $W/LOG.log (M_MS, M_RSS, M_CPU_MS) and checks it folded every event.
+process_events() {
+	measure "$1" "$BIN" --config "$2" process --until-idle
+	expect "events folded by the $3 ($EV)" "$EV" "$(field "$W/$1.log" 'events folded')"
+}
+
 if [ "$EV" -gt 0 ]; then
 	EP=bench${stamp}e
 	config "$W/events.conf" "$EP"
@@ -505,12 +512,10 @@ if [ "$EV" -gt 0 ]; then
 		say "processor, $EV_THREADS fold threads: $EV events over $EV_EMP employees into $ENP.hr.events"
 		gen_events "$ENP.hr.events" gen-eventsN
 		wait_committed "$ENP.hr.events" "$EV"
-		measure process-eventsN "$BIN" --config "$W/eventsN.conf" process --until-idle
+		process_events process-eventsN "$W/eventsN.conf" "$EV_THREADS-thread processor"
 		PEN_MS=$M_MS
 		PEN_RSS=$M_RSS
 		PEN_CPU_MS=$M_CPU_MS
-		expect "events folded by the $EV_THREADS-thread processor ($EV)" "$EV" \
-			"$(field "$W/process-eventsN.log" 'events folded')"
 	fi
 	say "processor at scale: generating $EV events over $EV_EMP employees into $EP.hr.events"
 	gen_events "$EP.hr.events" gen-events
@@ -522,12 +527,10 @@ if [ "$EV" -gt 0 ]; then
 	RAWE_STEADY=$M_STEADY_MS
 	expect "events read by bench_consume ($EP.hr.events)" "$EV" "$M_COUNT"
 	say "processor: $EV events over $EV_EMP employees"
-	measure process-events "$BIN" --config "$W/events.conf" process --until-idle
+	process_events process-events "$W/events.conf" processor
 	PE_MS=$M_MS
 	PE_RSS=$M_RSS
 	PE_CPU_MS=$M_CPU_MS
-	expect "events folded by the processor ($EV)" "$EV" \
-		"$(field "$W/process-events.log" 'events folded')"
 	# Every UPDATE changes a value a target sees, so each event is a version.
 	expect "desired identities produced ($EV)" "$EV" \
 		"$(field "$W/process-events.log" 'desired versions produced')"
