@@ -435,6 +435,13 @@ static size_t step_kv_len(const step_t *s)
 	return n;
 }
 
+/* a and b hold the same bytes. */
+static void assert_buf_equal(const id_buf_t *a, const id_buf_t *b)
+{
+	assert_int_equal(a->len, b->len);
+	assert_memory_equal(a->data, b->data, a->len);
+}
+
 /* Appends d to log through the record codec's desired-identity part: same
  * bytes ⇔ same identity. */
 static void log_identity(id_buf_t *log, const desired_identity_t *d)
@@ -496,8 +503,7 @@ static void test_record_round_trip(void **state)
 	assert_int_equal(a.data[0], EMPLOYEE_RECORD_FORMAT);
 	assert_int_equal(employee_record_decode(&copy, a.data, a.len, &err), 0);
 	encode(&copy, &b);
-	assert_int_equal(a.len, b.len);
-	assert_memory_equal(a.data, b.data, a.len);
+	assert_buf_equal(&a, &b);
 
 	assert_string_equal(copy.employee_id, "E1001");
 	assert_int_equal(copy.status, EMPLOYEE_STATUS_ACTIVE);
@@ -622,16 +628,12 @@ static void test_fold_deterministic(void **state)
 	encode(&r1, &b1);
 	encode(&r2, &b2);
 	encode(&r3, &b3);
-	assert_int_equal(b1.len, b2.len);
-	assert_memory_equal(b1.data, b2.data, b1.len);
-	assert_int_equal(b1.len, b3.len);
-	assert_memory_equal(b1.data, b3.data, b1.len);
+	assert_buf_equal(&b1, &b2);
+	assert_buf_equal(&b1, &b3);
 	/* The emitted identities are byte-identical too (6 versions). */
 	assert_int_equal(r1.last.version, 6);
-	assert_int_equal(l1.len, l2.len);
-	assert_memory_equal(l1.data, l2.data, l1.len);
-	assert_int_equal(l1.len, l3.len);
-	assert_memory_equal(l1.data, l3.data, l1.len);
+	assert_buf_equal(&l1, &l2);
+	assert_buf_equal(&l1, &l3);
 
 	employee_record_fini(&r1);
 	employee_record_fini(&r2);
@@ -725,10 +727,8 @@ static void test_record_decoded_strings_replaced(void **state)
 	run_timed(f->m, &b, &lb, true);
 	encode(&a, &ba);
 	encode(&b, &bb);
-	assert_int_equal(ba.len, bb.len);
-	assert_memory_equal(ba.data, bb.data, ba.len);
-	assert_int_equal(la.len, lb.len);
-	assert_memory_equal(la.data, lb.data, la.len);
+	assert_buf_equal(&ba, &bb);
+	assert_buf_equal(&la, &lb);
 	/* The sequence went where it should: the pending transfer applied,
 	 * the second termination's date and reason stand. */
 	assert_int_equal(b.npending, 0);
