@@ -305,18 +305,9 @@ typedef struct proc {
 	bool cstarted;       /* cthread runs */
 	pthread_mutex_t cmu; /* guards cgo, cquit; with ccond */
 	pthread_cond_t ccond;
-	bool cgo;        /* a commit for cthread */
-	bool cquit;      /* cthread must end */
-	bool committing; /* a commit is in flight (not settled yet) */
-	/* The fetch waker (proc_waker()): its thread, the consumer queue it
-	 * measures, and up to PROC_WAKE_PARTS assigned partitions it asks
-	 * about (written by the loop's rebalance callback). */
-	pthread_t wthread;
-	bool wstarted;
-	atomic_int wquit;
-	rd_kafka_queue_t *wqueue;
-	atomic_int wparts[PROC_WAKE_PARTS];
-	atomic_int wnparts;
+	bool cgo;               /* a commit for cthread */
+	bool cquit;             /* cthread must end */
+	bool committing;        /* a commit is in flight (not settled yet) */
 	bool cthreaded;         /* ... on cthread */
 	atomic_int cdone;       /* the commit is done */
 	rd_kafka_error_t *cerr; /* what the commit returned */
@@ -328,6 +319,15 @@ typedef struct proc {
 	bool cpolicy[PROC_MAX_PARTITIONS];  /* it stores the partition's policy */
 	proc_queued_t *queue;               /* output of the next batch */
 	size_t nqueue, capqueue;
+	/* The fetch waker (proc_waker()): its thread, the consumer queue it
+	 * measures, and up to PROC_WAKE_PARTS assigned partitions it asks
+	 * about (written by the loop's rebalance callback). */
+	pthread_t wthread;
+	bool wstarted;
+	atomic_int wquit;
+	rd_kafka_queue_t *wqueue;
+	atomic_int wparts[PROC_WAKE_PARTS];
+	atomic_int wnparts;
 	double commit_wait_ms; /* the loop waited this long for commits */
 	double input_wait_ms;  /* and this long for input */
 	id_kafka_delivery_t delivery;
@@ -1202,7 +1202,7 @@ static int proc_commit_go(proc_t *p, bool wait, id_err_t *err)
 static void *proc_waker(void *arg)
 {
 	proc_t *p = arg;
-	int next = 0;
+	unsigned next = 0;
 	size_t peak = 0; /* most messages prefetched since the last wake-up */
 	struct timespec tick = {0, PROC_WAKE_MS * 1000000L};
 	while (!atomic_load(&p->wquit)) {
@@ -1216,7 +1216,7 @@ static void *proc_waker(void *arg)
 		if (n <= 0 || peak < PROC_WAKE_MIN || len > peak / 2)
 			continue;
 		peak = len;
-		int32_t part = (int32_t)atomic_load(&p->wparts[next++ % n]);
+		int32_t part = (int32_t)atomic_load(&p->wparts[next++ % (unsigned)n]);
 		int64_t lo, hi;
 		(void)rd_kafka_query_watermark_offsets(p->consumer, p->in_topic, part,
 		                                       &lo, &hi, 1000);
