@@ -261,8 +261,9 @@ void id_kafka_end_seen(id_kafka_end_t *e, rd_kafka_t *consumer,
 			id_log_debug(
 			    "kafka",
 			    "%s [%d]: the end of what is stable, offset %lld, is "
-			    "below the high watermark: a transaction is open or "
-			    "being committed (counted as the end after %d ms)",
+			    "below the high watermark (or that is not known yet): a "
+			    "transaction is open or being committed (counted as the "
+			    "end after %d ms)",
 			    rd_kafka_topic_name(m->rkt), (int)m->partition,
 			    (long long)m->offset, ID_KAFKA_END_SETTLE_MS);
 		}
